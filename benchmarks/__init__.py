@@ -1,0 +1,1 @@
+"""Suite definitions (suites/*.toml) and performance benchmarks."""

@@ -1,0 +1,75 @@
+"""uqbench: which approximate posterior gives the best accuracy and the most honest
+uncertainty, measured the same way on the same work.
+
+Public API: the posterior and task registries (``register_posterior``,
+``get_posterior``, ``list_posteriors``, ``register_task``, ``get_task``,
+``list_tasks``), the :class:`Posterior` and :class:`Task` base classes, and
+:func:`load_posterior`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from uqbench.architectures import LayerFactory, ModelSpec, PlainLayers, build_network
+from uqbench.errors import ConfigError, DataError, RegistryError, ResultsError, UQBenchError
+from uqbench.posterior import Posterior, load_posterior
+from uqbench.registry import POSTERIORS, TASKS
+from uqbench.tasks.base import Split, Task, TaskData
+
+__version__ = "0.1.0"
+
+
+def register_posterior(name: str) -> Callable[[type[Posterior]], type[Posterior]]:
+    """Class decorator: register a :class:`Posterior` subclass under ``name``."""
+    return POSTERIORS.register(name)
+
+
+def get_posterior(name: str) -> type[Posterior]:
+    """The posterior family registered as ``name`` (unknown names list the known)."""
+    return POSTERIORS.get(name)
+
+
+def list_posteriors() -> list[str]:
+    """Names of all registered posterior families, built-in and plug-ins."""
+    return POSTERIORS.names()
+
+
+def register_task(name: str) -> Callable[[type[Task]], type[Task]]:
+    """Class decorator: register a :class:`Task` subclass under ``name``."""
+    return TASKS.register(name)
+
+
+def get_task(name: str) -> type[Task]:
+    """The task registered as ``name``."""
+    return TASKS.get(name)
+
+
+def list_tasks() -> list[str]:
+    """Names of all registered tasks."""
+    return TASKS.names()
+
+
+__all__ = [
+    "ConfigError",
+    "DataError",
+    "LayerFactory",
+    "ModelSpec",
+    "PlainLayers",
+    "Posterior",
+    "RegistryError",
+    "ResultsError",
+    "Split",
+    "Task",
+    "TaskData",
+    "UQBenchError",
+    "__version__",
+    "build_network",
+    "get_posterior",
+    "get_task",
+    "list_posteriors",
+    "list_tasks",
+    "load_posterior",
+    "register_posterior",
+    "register_task",
+]

@@ -1,0 +1,140 @@
+"""Network architectures, each written once against a layer factory.
+
+A posterior family supplies the factory (its own dense and conv layers, plus any
+noise it injects between layers); the architecture only says what is connected to
+what. ``build_network`` turns a :class:`ModelSpec` into an ``nn.Sequential``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+from torch import nn
+
+from uqbench.errors import ConfigError
+
+
+@dataclass
+class ModelSpec:
+    """Everything a posterior family needs to build a model for a task.
+
+    ``n_data`` is the training-set size N that scales the KL (loss = NLL + KL / N).
+    ``max_std`` is the forward-pass clamp of weight standard deviations for the
+    Gaussian-prior families (0.5 MNIST, 0.4 CIFAR); ``adv_eps`` and
+    ``ensemble_members`` are the Deep-Ensemble settings of the task; ``noise_std`` is
+    the fixed likelihood noise of a regression task.
+    """
+
+    arch: str
+    in_shape: tuple[int, ...]
+    out_dim: int
+    likelihood: str  # "categorical" or "gaussian"
+    n_data: int
+    arch_kwargs: dict[str, Any] = field(default_factory=dict)
+    noise_std: float | None = None
+    max_std: float | None = None
+    adv_eps: float | None = None
+    ensemble_members: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["in_shape"] = list(self.in_shape)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelSpec:
+        d = dict(d)
+        d["in_shape"] = tuple(d["in_shape"])
+        return cls(**d)
+
+
+class LayerFactory(Protocol):
+    """What a posterior family provides to build an architecture.
+
+    ``index`` counts weight layers from 0 (input layer) to the output layer; ``last``
+    marks the output layer. Families that inject noise between layers (dropout) do so
+    inside the module they return.
+    """
+
+    def linear(self, in_features: int, out_features: int, *, index: int, last: bool) -> nn.Module:
+        ...
+
+    def conv2d(
+        self, in_channels: int, out_channels: int, kernel_size: int, *, index: int
+    ) -> nn.Module:
+        ...
+
+
+class PlainLayers:
+    """Deterministic ``nn.Linear`` / ``nn.Conv2d`` with He-initialised weights."""
+
+    def linear(self, in_features: int, out_features: int, *, index: int, last: bool) -> nn.Module:
+        layer = nn.Linear(in_features, out_features)
+        nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
+        nn.init.zeros_(layer.bias)
+        return layer
+
+    def conv2d(
+        self, in_channels: int, out_channels: int, kernel_size: int, *, index: int
+    ) -> nn.Module:
+        layer = nn.Conv2d(in_channels, out_channels, kernel_size)
+        nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
+        nn.init.zeros_(layer.bias)
+        return layer
+
+
+def _lenet(spec: ModelSpec, f: LayerFactory, channels: tuple[int, int], hidden: int) -> nn.Module:
+    c, h, w = spec.in_shape
+    c1, c2 = channels
+    h_out = ((h - 4) // 2 - 4) // 2
+    w_out = ((w - 4) // 2 - 4) // 2
+    return nn.Sequential(
+        f.conv2d(c, c1, 5, index=0),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        f.conv2d(c1, c2, 5, index=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        f.linear(c2 * h_out * w_out, hidden, index=2, last=False),
+        nn.ReLU(),
+        f.linear(hidden, spec.out_dim, index=3, last=True),
+    )
+
+
+def lenet5(spec: ModelSpec, f: LayerFactory) -> nn.Module:
+    """Caffe LeNet-5: conv 20@5x5, pool, conv 50@5x5, pool, dense 500, dense out, ReLU."""
+    kw = spec.arch_kwargs
+    return _lenet(spec, f, tuple(kw.get("channels", (20, 50))), int(kw.get("hidden", 500)))
+
+
+def lenet_cifar(spec: ModelSpec, f: LayerFactory) -> nn.Module:
+    """The larger LeNet of Gal & Ghahramani: 192 filters per conv, 1000 dense units."""
+    kw = spec.arch_kwargs
+    return _lenet(spec, f, tuple(kw.get("channels", (192, 192))), int(kw.get("hidden", 1000)))
+
+
+def mlp(spec: ModelSpec, f: LayerFactory) -> nn.Module:
+    """One-hidden-layer ReLU MLP (toy regression: 1-100-1)."""
+    hidden = int(spec.arch_kwargs.get("hidden", 100))
+    (d_in,) = spec.in_shape
+    return nn.Sequential(
+        f.linear(d_in, hidden, index=0, last=False),
+        nn.ReLU(),
+        f.linear(hidden, spec.out_dim, index=1, last=True),
+    )
+
+
+ARCHITECTURES = {"lenet5": lenet5, "lenet-cifar": lenet_cifar, "mlp": mlp}
+
+
+def build_network(spec: ModelSpec, factory: LayerFactory) -> nn.Module:
+    """Build ``spec.arch`` with the layers of ``factory``."""
+    try:
+        builder = ARCHITECTURES[spec.arch]
+    except KeyError:
+        raise ConfigError(
+            f"unknown architecture {spec.arch!r}; known: {', '.join(sorted(ARCHITECTURES))}"
+        ) from None
+    return builder(spec, factory)

@@ -1,0 +1,24 @@
+"""Exceptions that carry a message meant for the user.
+
+The CLI prints these without a traceback; anything else is a bug.
+"""
+
+
+class UQBenchError(Exception):
+    """Base class for errors whose message alone tells the user what went wrong."""
+
+
+class RegistryError(UQBenchError):
+    """Unknown name, duplicate name, or a plug-in that failed to load."""
+
+
+class DataError(UQBenchError):
+    """A data set is missing, unreadable, or failed its checksum."""
+
+
+class ConfigError(UQBenchError):
+    """A suite file or command-line override has a bad key or value."""
+
+
+class ResultsError(UQBenchError):
+    """A results file has the wrong schema, suite or runs."""

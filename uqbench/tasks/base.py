@@ -1,0 +1,106 @@
+"""The interface of a task: a data set, its architecture and how it is evaluated.
+
+A task is one file: a :class:`Task` subclass registered with
+``@uqbench.register_task("name")`` (and listed in the ``uqbench.tasks`` entry-point
+group). ``load`` returns tensors already preprocessed for the model; the runner and
+the metrics never see file formats.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from torch import Tensor
+
+from uqbench.architectures import ModelSpec
+
+
+@dataclass
+class Split:
+    """Inputs and targets of one split (classification: int64 labels; regression: float)."""
+
+    x: Tensor
+    y: Tensor
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+
+@dataclass
+class TaskData:
+    """Preprocessed data of a task, plus where it came from.
+
+    ``ood`` maps the name of each out-of-distribution set to its inputs.
+    ``files`` records every data file used: ``{"dataset", "file", "path", "md5",
+    "expected_md5", "verified"}``. ``notes`` are caveats that must reach the report
+    (e.g. an unverified CIFAR-10 stand-in). ``extra`` holds task-specific tensors
+    (the toy task's plotting grid and held-out sets).
+    """
+
+    train: Split
+    test: Split
+    ood: dict[str, Tensor] = field(default_factory=dict)
+    files: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def verified(self) -> bool:
+        """True when every data file matched its published checksum."""
+        return all(f.get("verified", False) for f in self.files)
+
+
+class Task:
+    """Base class of a benchmark task."""
+
+    name: ClassVar[str] = ""
+    display_name: ClassVar[str] = ""
+    #: "classification" or "regression".
+    kind: ClassVar[str] = "classification"
+    arch: ClassVar[str] = "lenet5"
+    arch_kwargs: ClassVar[dict[str, Any]] = {}
+    in_shape: ClassVar[tuple[int, ...]] = ()
+    n_outputs: ClassVar[int] = 10
+    class_names: ClassVar[tuple[str, ...]] = ()
+    #: Settings the paper ties to the task: max_std, adv_eps, ensemble_members, noise_std.
+    hints: ClassVar[dict[str, Any]] = {}
+    #: Training defaults (epochs, batch_size, lr) when a suite says nothing.
+    train_defaults: ClassVar[dict[str, Any]] = {"epochs": 10, "batch_size": 100, "lr": 1e-3}
+    #: FGSM perturbation sizes (in input units, pixels in [0, 1]).
+    fgsm_eps: ClassVar[tuple[float, ...]] = ()
+    #: Valid input range, for clamping adversarial examples.
+    input_range: ClassVar[tuple[float, float]] = (0.0, 1.0)
+
+    def load(
+        self,
+        source: Any,
+        *,
+        n_train: int | None = None,
+        n_test: int | None = None,
+        n_ood: int | None = None,
+        seed: int = 0,
+    ) -> TaskData:
+        """Read, verify, preprocess and (stratified, seeded) subset the task's data.
+
+        ``source`` is a :class:`uqbench.data.DataSource` (where to look, whether to
+        download, whether unverified copies are accepted).
+        """
+        raise NotImplementedError
+
+    def model_spec(
+        self, data: TaskData, arch_kwargs: dict[str, Any] | None = None
+    ) -> ModelSpec:
+        """The :class:`ModelSpec` of this task's architecture for ``data``."""
+        return ModelSpec(
+            arch=self.arch,
+            in_shape=tuple(self.in_shape),
+            out_dim=self.n_outputs,
+            likelihood="categorical" if self.kind == "classification" else "gaussian",
+            n_data=len(data.train),
+            arch_kwargs={**self.arch_kwargs, **(arch_kwargs or {})},
+            noise_std=self.hints.get("noise_std"),
+            max_std=self.hints.get("max_std"),
+            adv_eps=self.hints.get("adv_eps"),
+            ensemble_members=self.hints.get("ensemble_members"),
+        )
