@@ -1,0 +1,76 @@
+"""MNIST digit classification with notMNIST_small letters as out-of-distribution inputs."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from uqbench import register_task
+from uqbench.data import (
+    DataSource,
+    as_source,
+    images_to_tensor,
+    labels_to_tensor,
+    load_mnist,
+    load_notmnist,
+    stratified_indices,
+)
+from uqbench.tasks.base import Split, Task, TaskData
+
+
+@register_task("mnist")
+class MNISTTask(Task):
+    """MNIST (LeNet-5), as in section 4.2 of Louizos & Welling (2017).
+
+    Preprocessing, identical for the in-distribution and the OOD sets: the uint8 grey
+    levels are divided by 255 to float32 in [0, 1], shaped [N, 1, 28, 28], with no mean
+    or std normalisation (as the authors' code). Train: the 60,000 MNIST training
+    images; test: the 10,000 test images; labels int64 0-9.
+
+    OOD ``"notmnist"``: every readable image of notMNIST_small (letters A-J, 18,724;
+    the two 0-byte upstream PNGs are skipped and named in ``TaskData.notes``).
+
+    ``n_train``/``n_test``/``n_ood`` take seeded class-stratified subsets (notMNIST
+    stratified by letter); None keeps everything.
+    """
+
+    display_name: ClassVar[str] = "MNIST (OOD: notMNIST)"
+    kind: ClassVar[str] = "classification"
+    arch: ClassVar[str] = "lenet5"
+    arch_kwargs: ClassVar[dict[str, Any]] = {}
+    in_shape: ClassVar[tuple[int, ...]] = (1, 28, 28)
+    n_outputs: ClassVar[int] = 10
+    class_names: ClassVar[tuple[str, ...]] = tuple(str(i) for i in range(10))
+    hints: ClassVar[dict[str, Any]] = {"max_std": 0.5, "adv_eps": 0.25, "ensemble_members": 10}
+    train_defaults: ClassVar[dict[str, Any]] = {"epochs": 100, "batch_size": 100, "lr": 1e-3}
+    fgsm_eps: ClassVar[tuple[float, ...]] = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)
+    input_range: ClassVar[tuple[float, float]] = (0.0, 1.0)
+
+    def load(
+        self,
+        source: DataSource | Any,
+        *,
+        n_train: int | None = None,
+        n_test: int | None = None,
+        n_ood: int | None = None,
+        seed: int = 0,
+    ) -> TaskData:
+        """Read and verify MNIST and notMNIST, scale to [0, 1], subset as asked."""
+        src = as_source(source)
+        mnist = load_mnist(src)
+        notmnist = load_notmnist(src)
+        a = mnist.arrays
+        splits = {}
+        for split, n in (("train", n_train), ("test", n_test)):
+            idx = stratified_indices(a[f"{split}_y"], n, seed, stream=f"mnist/{split}")
+            splits[split] = Split(
+                images_to_tensor(a[f"{split}_x"][idx]),
+                labels_to_tensor(a[f"{split}_y"][idx]),
+            )
+        idx = stratified_indices(notmnist.arrays["y"], n_ood, seed, stream="mnist/ood/notmnist")
+        return TaskData(
+            train=splits["train"],
+            test=splits["test"],
+            ood={"notmnist": images_to_tensor(notmnist.arrays["x"][idx])},
+            files=mnist.files + notmnist.files,
+            notes=mnist.notes + notmnist.notes,
+        )
