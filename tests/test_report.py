@@ -1,0 +1,337 @@
+"""The report from synthetic results: files, embedded figures, labels, claims, robustness."""
+
+from __future__ import annotations
+
+import base64
+import math
+import re
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from uqbench.errors import ResultsError
+from uqbench.report import CIFAR_UNVERIFIED, write_report
+
+METHODS = ("l2", "dropout", "ensemble", "ffg", "fflu", "mnf")
+DISPLAY = {
+    "l2": "L2",
+    "dropout": "Dropout",
+    "ensemble": "D.Ensem.",
+    "ffg": "FFG",
+    "fflu": "FFLU",
+    "mnf": "MNFG",
+    "dropout-learned": "Dropout-learned",
+}
+#: Made-up mean OOD entropy as a share of ln K: L2 most, MNF least overconfident.
+UNCERTAINTY = {
+    "l2": 0.03,
+    "dropout": 0.45,
+    "ensemble": 0.35,
+    "ffg": 0.5,
+    "fflu": 0.2,
+    "mnf": 0.8,
+    "dropout-learned": 0.3,
+}
+#: Made-up test errors (%) per task.
+ERRORS = {
+    "mnist": {"l2": 0.7, "dropout": 0.55, "ensemble": 0.75, "ffg": 0.95, "fflu": 0.9, "mnf": 0.72},
+    "cifar5": {
+        "l2": 25.0,
+        "dropout": 17.0,
+        "ensemble": 22.0,
+        "ffg": 23.0,
+        "fflu": 24.0,
+        "mnf": 16.5,
+    },
+}
+#: Made-up toy band growth outside the training range.
+WIDEN = {
+    "mnf": 40.0,
+    "dropout": 8.0,
+    "fflu": 3.0,
+    "dropout-learned": 0.5,
+    "l2": 1.0,
+    "ensemble": 5.0,
+    "ffg": 6.0,
+}
+
+
+def _ecdf(h: np.ndarray, k: int) -> dict[str, list[float]]:
+    grid = np.linspace(0, math.log(k), 101)
+    return {"grid": grid.tolist(), "cdf": [float(np.mean(h <= g)) for g in grid]}
+
+
+def _cls_metrics(
+    method: str, task: str, k: int, ood: str, rng: np.random.Generator, fgsm: bool
+) -> dict[str, Any]:
+    u = UNCERTAINTY[method]
+    h_ood = np.clip(math.log(k) * rng.beta(8 * u + 0.1, 8 * (1 - u) + 0.1, 400), 0, math.log(k))
+    h_in = math.log(k) * rng.beta(0.3, 6, 400)
+    edges = np.linspace(0, 1, 16)
+    count = [0] * 10 + [5, 10, 20, 50, 900]
+    conf = [None] * 10 + [0.7, 0.76, 0.83, 0.9, 0.99]
+    acc = [None] * 10 + [0.6, 0.7, 0.8, 0.9, 0.995]
+    eps = [0.0, 0.1, 0.2, 0.3]
+    decay = {"dropout": 2.0}.get(method, 10.0)
+    result = {
+        "error_pct": ERRORS[task][method] + rng.normal(0, 0.02),
+        "nll": 0.03,
+        "brier": 0.01,
+        "ece": 0.004 + u / 100,
+        "reliability": {
+            "bin_lower": edges[:-1].tolist(),
+            "bin_upper": edges[1:].tolist(),
+            "confidence": conf,
+            "accuracy": acc,
+            "count": count,
+        },
+        "test_entropy": {"mean": float(h_in.mean()), "median": float(np.median(h_in))},
+        "ood": {
+            ood: {
+                "auroc": 0.6 + 0.35 * u,
+                "fpr95": 0.9 - 0.5 * u,
+                "median_entropy": float(np.median(h_ood)),
+                "mean_entropy": float(h_ood.mean()),
+                "entropy_ecdf": _ecdf(h_ood, k),
+            }
+        },
+        "in_entropy_ecdf": _ecdf(h_in, k),
+        "fgsm": None
+        if not fgsm
+        else {
+            "eps": eps,
+            "accuracy": [0.99 * math.exp(-decay * e) for e in eps],
+            "mean_entropy": [
+                min(math.log(k), 0.05 + (u * math.log(k) if task == "mnist" else 0.4) * e / 0.3)
+                for e in eps
+            ],
+        },
+        "diagnostics": {},
+    }
+    if method == "fflu":
+        result["diagnostics"] = {
+            "sparsity": {"conv1": 0.6, "conv2": 0.95, "fc1": 0.99, "fc2": 0.93}
+        }
+    return result
+
+
+def _toy_metrics(method: str, rng: np.random.Generator) -> dict[str, Any]:
+    x = np.linspace(-6, 6, 121)
+    std = 3 + WIDEN[method] * np.clip(np.abs(x) - 4, 0, None) ** 2
+    xt = rng.uniform(-4, 4, 20)
+    return {
+        "rmse": 5.0,
+        "loglik_inside": -2.6,
+        "loglik_outside": -3 - 20 / WIDEN[method],
+        "coverage_3std_inside": 1.0,
+        "coverage_3std_outside": 0.8,
+        "bands": {"x": x.tolist(), "mean": (x**3).tolist(), "std": std.tolist()},
+        "train_points": {"x": xt.tolist(), "y": (xt**3 + rng.normal(0, 3, 20)).tolist()},
+        "diagnostics": {},
+    }
+
+
+def _run(method: str, task: str, seed: int, verified: bool) -> dict[str, Any]:
+    rng = np.random.default_rng(zlib.crc32(f"{method}/{task}/{seed}".encode()))
+    k = {"mnist": 10, "cifar5": 5}.get(task, 1)
+    if task == "toy-cubic":
+        metrics = _toy_metrics(method, rng)
+    else:
+        ood = "notmnist" if task == "mnist" else "cifar5-hidden"
+        metrics = _cls_metrics(method, task, k, ood, rng, fgsm=method != "ensemble")
+    f = {
+        "dataset": task,
+        "file": f"{task}.tar.gz",
+        "path": f"/data/{task}.tar.gz",
+        "md5": "d131a434dc45d9607613653576b49cad" if not verified else "0" * 32,
+        "expected_md5": "c58f30108f718f92721af3b95e74349a",
+        "verified": verified,
+    }
+    return {
+        "method": method,
+        "display_name": DISPLAY[method],
+        "task": task,
+        "seed": seed,
+        "train_seconds": 10.0 + seed,
+        "eval_seconds": 2.5,
+        "config": {"spec": {"out_dim": k}},
+        "data": {
+            "files": [f],
+            "verified": verified,
+            "notes": [] if verified else [f"{task}: unverified JPEG stand-in"],
+        },
+        "train_log": {"epoch": [1], "loss": [0.1], "nll": [0.1], "kl": [0.0]},
+        "metrics": metrics,
+    }
+
+
+def _results(
+    tasks: tuple[str, ...] = ("mnist", "cifar5", "toy-cubic"),
+    methods: tuple[str, ...] = METHODS,
+    cifar_verified: bool = False,
+) -> dict[str, Any]:
+    runs = []
+    for task in tasks:
+        ms = (*methods, "dropout-learned") if task == "toy-cubic" else methods
+        for m in ms:
+            for seed in (0, 1) if task == "mnist" else (0,):
+                verified = cifar_verified if task == "cifar5" else True
+                runs.append(_run(m, task, seed, verified))
+    return {
+        "schema": "uqbench.results/1",
+        "suite": "synthetic",
+        "command": "uqbench run --suite x",
+        "environment": {
+            "uqbench": "0.1.0",
+            "torch": "2.14.1",
+            "device": "cpu",
+            "device_name": "test CPU (2 cores)",
+            "git_commit": None,
+        },
+        "runs": runs,
+    }
+
+
+def _verdict(md: str, claim_id: str) -> str:
+    m = re.search(r"\[(agrees|differs|not run)\] `" + re.escape(claim_id) + "`", md)
+    assert m, f"claim {claim_id} missing from report"
+    return m.group(1)
+
+
+@pytest.fixture(scope="module")
+def full_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Path], dict]:
+    out = tmp_path_factory.mktemp("report")
+    results = _results()
+    results["discussion"] = {"toy-mnf-widens": "HUMAN-WRITTEN PARAGRAPH"}
+    return out, write_report(results, out), results
+
+
+def test_writes_markdown_html_and_figures(full_report) -> None:
+    out, paths, _ = full_report
+    assert out / "report.md" in paths and out / "report.html" in paths
+    figs = sorted(p.name for p in (out / "figures").glob("*.png"))
+    for name in (
+        "ecdf-mnist-notmnist.png",
+        "ecdf-cifar5-cifar5-hidden.png",
+        "fgsm-mnist.png",
+        "fgsm-cifar5.png",
+        "toy-bands-toy-cubic.png",
+        "reliability-mnist.png",
+        "reliability-cifar5.png",
+    ):
+        assert name in figs
+    assert all(p.exists() and p.stat().st_size > 0 for p in paths)
+    assert {p.name for p in paths if p.suffix == ".png"} == set(figs)
+    html = (out / "report.html").read_text()
+    images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
+    assert len(images) == len(figs)
+    assert all(base64.b64decode(i)[:8] == b"\x89PNG\r\n\x1a\n" for i in images)
+    assert 'src="figures/' not in html  # self-contained
+
+
+def test_tables_and_provenance(full_report) -> None:
+    out, _, results = full_report
+    md = (out / "report.md").read_text()
+    assert "uqbench run --suite x" in md and "test CPU (2 cores)" in md
+    # Table 2 header: the paper's column order, then learned dropout.
+    header = next(line for line in md.splitlines() if line.startswith("| task |"))
+    cols = [c.strip() for c in header.strip("|").split("|")]
+    assert cols[1:7] == ["L2", "Dropout", "D.Ensem.", "FFG", "FFLU", "MNFG"]
+    paper_row = next(line for line in md.splitlines() if line.startswith("| CIFAR 5 (paper)"))
+    assert [c.strip() for c in paper_row.strip("|").split("|")][1:7] == [
+        "24.0",
+        "16.0",
+        "21.0",
+        "22.0",
+        "23.0",
+        "16.0",
+    ]
+    # Two MNIST seeds -> mean ± std; one CIFAR seed -> no std.
+    mnist_row = next(line for line in md.splitlines() if line.startswith("| MNIST (ours)"))
+    assert "±" in mnist_row
+    cifar_row = next(line for line in md.splitlines() if line.startswith("| CIFAR 5 (ours)"))
+    assert "±" not in cifar_row
+    assert "d131a434dc45d9607613653576b49cad" in md and "**NO**" in md
+    # Per-run table: one line per run.
+    n_runs = len(results["runs"])
+    assert sum(1 for line in md.splitlines() if re.match(r"\| \S.* \| \d+ \| \d", line)) >= n_runs
+    assert "FFLU sparsity" in md and "95.2" in md
+
+
+def test_cifar_unverified_label_everywhere(full_report, tmp_path: Path) -> None:
+    out, _, _ = full_report
+    md = (out / "report.md").read_text()
+    html = (out / "report.html").read_text()
+    assert CIFAR_UNVERIFIED in html
+    assert "WARNING" in md
+    # Every CIFAR caption (tables and figures) carries the label.
+    captions = [line for line in md.splitlines() if line.startswith("*") and "CIFAR" in line]
+    assert captions and all(CIFAR_UNVERIFIED in c for c in captions)
+    # With verified CIFAR data there is no such label.
+    clean = tmp_path / "clean"
+    write_report(_results(tasks=("cifar5",), cifar_verified=True), clean)
+    clean_md = (clean / "report.md").read_text()
+    assert CIFAR_UNVERIFIED not in clean_md and "WARNING" not in clean_md
+
+
+def test_claims_follow_the_data(full_report, tmp_path: Path) -> None:
+    out, _, _ = full_report
+    md = (out / "report.md").read_text()
+    # The synthetic numbers were made to agree with these claims.
+    for cid in (
+        "notmnist-mnf-lowest",
+        "notmnist-l2-most-overconfident",
+        "notmnist-fflu-overconfident",
+        "notmnist-dropout-middle",
+        "cifar-l2-most-overconfident",
+        "cifar-mnf-beats-gaussian",
+        "cifar-dropout-mnf-best-accuracy",
+        "fgsm-mnist-mnf-entropy-rises",
+        "fgsm-mnist-dropout-overconfident",
+        "fgsm-cifar-all-overconfident",
+        "toy-mnf-widens",
+        "toy-dropout-diverges-less",
+        "toy-learned-dropout-overfits",
+        "mnist-mnf-beats-mean-field",
+    ):
+        assert _verdict(md, cid) == "agrees", cid
+    assert "HUMAN-WRITTEN PARAGRAPH" in md
+    # Swap L2 and MNF's uncertainty: the notMNIST claims must flip to "differs".
+    saved = dict(UNCERTAINTY)
+    try:
+        UNCERTAINTY["l2"], UNCERTAINTY["mnf"] = saved["mnf"], saved["l2"]
+        write_report(_results(tasks=("mnist",)), tmp_path)
+    finally:
+        UNCERTAINTY.update(saved)
+    swapped = (tmp_path / "report.md").read_text()
+    assert _verdict(swapped, "notmnist-mnf-lowest") == "differs"
+    assert _verdict(swapped, "notmnist-l2-most-overconfident") == "differs"
+    assert _verdict(swapped, "toy-mnf-widens") == "not run"
+
+
+def test_missing_tasks_and_methods_do_not_crash(tmp_path: Path) -> None:
+    # MNIST only, two methods, no FGSM and no OOD sets: a smoke suite.
+    res = _results(tasks=("mnist",), methods=("l2", "mnf"))
+    for r in res["runs"]:
+        r["metrics"]["fgsm"] = None
+        r["metrics"]["ood"] = {}
+    paths = write_report(res, tmp_path / "smoke")
+    md = (tmp_path / "smoke" / "report.md").read_text()
+    assert "[not run] `cifar-l2-most-overconfident`" in md
+    assert "[not run] `fgsm-mnist-mnf-entropy-rises`" in md
+    assert any(p.name == "reliability-mnist.png" for p in paths)
+    # Toy only; and no runs at all.
+    write_report(_results(tasks=("toy-cubic",)), tmp_path / "toy")
+    assert (tmp_path / "toy" / "figures" / "toy-bands-toy-cubic.png").exists()
+    paths = write_report({**_results(), "runs": []}, tmp_path / "empty")
+    assert (tmp_path / "empty" / "report.html").exists() and len(paths) == 2
+
+
+def test_rejects_wrong_schema(tmp_path: Path) -> None:
+    with pytest.raises(ResultsError):
+        write_report({"schema": "other/1", "runs": []}, tmp_path)
+    with pytest.raises(ResultsError):
+        write_report({"schema": "uqbench.results/1"}, tmp_path)

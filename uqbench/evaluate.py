@@ -1,0 +1,251 @@
+"""Evaluation of a trained posterior on a task: the ``metrics`` part of a run (schema.md).
+
+The runner calls :func:`evaluate_classification` or :func:`evaluate_regression` once per
+run, with the model already in eval mode. Both only use the :class:`Posterior`
+interface (``sample_outputs``, ``predict_regression``, ``diagnostics``) and never toggle
+train/eval modes: MC dropout samples regardless of mode by its own design.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from uqbench import metrics as M
+from uqbench.attacks import fgsm as fgsm_attack
+from uqbench.errors import DataError
+from uqbench.tasks.base import Split, Task, TaskData
+
+#: Most (sample x example) rows kept alive for one FGSM gradient (bounds the memory of
+#: the autograd graph: a batch has at most ``FGSM_ROWS // fgsm_samples`` examples).
+FGSM_ROWS = 2048
+
+
+def _batches(n: int, batch_size: int) -> list[slice]:
+    return [slice(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
+
+
+def _n_batches(n: int, batch_size: int) -> int:
+    return math.ceil(n / batch_size) if n else 0
+
+
+@torch.no_grad()
+def _predict(
+    model: Any, x: Tensor, n_samples: int, batch_size: int, device: torch.device, bar: Any
+) -> Tensor:
+    """Log MC predictive ``[N, K]`` (on CPU) of the inputs ``x``, in batches."""
+    out = []
+    for sl in _batches(len(x), batch_size):
+        logits = model.sample_outputs(x[sl].to(device), n_samples)
+        out.append(M.predictive_log_probs(logits).float().cpu())
+        bar.update(1)
+    return torch.cat(out, 0)
+
+
+def stratified_subset(y: Tensor, n: int | None, seed: int = 0) -> Tensor:
+    """Indices of a seeded subset of ``n`` labels with class shares as in ``y``.
+
+    Examples are shuffled, then ordered by ``(rank within class + 1/2) / class size``,
+    which interleaves the classes in proportion to their sizes; the first ``n`` are
+    taken (and returned sorted). ``None`` or ``n >= len(y)`` gives all indices.
+    """
+    total = len(y)
+    if n is None or n >= total:
+        return torch.arange(total)
+    gen = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(total, generator=gen)
+    labels = y.cpu()[perm].numpy()
+    key = np.empty(total)
+    for c in np.unique(labels):
+        where = np.flatnonzero(labels == c)
+        key[where] = (np.arange(len(where)) + 0.5) / len(where)
+    order = np.argsort(key, kind="stable")[:n]
+    return perm[torch.as_tensor(order)].sort().values
+
+
+def evaluate_classification(
+    model: Any,
+    task: Task,
+    data: TaskData,
+    *,
+    test_samples: int,
+    fgsm: bool,
+    fgsm_samples: int,
+    fgsm_n: int | None,
+    batch_size: int = 500,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+    fgsm_seed: int = 0,
+) -> dict[str, Any]:
+    """Classification METRICS of schema.md for a trained model.
+
+    The MC predictive (``test_samples`` samples) on the test set gives error, NLL,
+    Brier, ECE with its reliability diagram, and test entropies; on each OOD set it
+    gives entropies, AUROC and FPR95 (OOD positive, entropy as score) and the entropy
+    ECDF. With ``fgsm``, the attack of :func:`uqbench.attacks.fgsm` at each
+    ``task.fgsm_eps`` on a stratified, seeded subset of ``fgsm_n`` test points (``None``
+    = all), using ``fgsm_samples`` samples for the gradient and for the accuracy
+    (a fraction in [0, 1]) and mean entropy of the attacked predictive.
+    """
+    device = torch.device(device)
+    k = int(task.n_outputs)
+    test: Split = data.test
+    fgsm_idx = stratified_subset(test.y, fgsm_n, fgsm_seed) if fgsm else torch.arange(0)
+    fgsm_bs = max(1, min(batch_size, FGSM_ROWS // max(fgsm_samples, 1)))
+    eps_list = [float(e) for e in task.fgsm_eps] if fgsm else []
+
+    total = _n_batches(len(test), batch_size)
+    total += sum(_n_batches(len(x), batch_size) for x in data.ood.values())
+    total += len(eps_list) * _n_batches(len(fgsm_idx), fgsm_bs)
+    bar = tqdm(total=total, desc=f"eval {task.name}", leave=False, disable=not progress)
+    try:
+        log_p = _predict(model, test.x, test_samples, batch_size, device, bar)
+        probs = log_p.exp()
+        y = test.y.cpu().long()
+        h_in = M.entropy(probs)
+        result: dict[str, Any] = {
+            "error_pct": M.error_pct(probs, y),
+            "nll": M.nll(log_p, y),
+            "brier": M.brier(probs, y),
+            "ece": M.ece(probs, y),
+            "reliability": M.reliability(probs, y),
+            "test_entropy": {"mean": float(h_in.mean()), "median": M.median_entropy(h_in)},
+            "ood": {},
+            "in_entropy_ecdf": M.entropy_ecdf(h_in, k),
+        }
+        for name, x_ood in data.ood.items():
+            if len(x_ood) == 0:
+                continue
+            h_ood = M.entropy(_predict(model, x_ood, test_samples, batch_size, device, bar).exp())
+            result["ood"][name] = {
+                "auroc": M.auroc(h_in, h_ood),
+                "fpr95": M.fpr95(h_in, h_ood),
+                "median_entropy": M.median_entropy(h_ood),
+                "mean_entropy": float(h_ood.mean()),
+                "entropy_ecdf": M.entropy_ecdf(h_ood, k),
+            }
+        result["fgsm"] = (
+            _fgsm_curve(model, task, test, fgsm_idx, eps_list, fgsm_samples, fgsm_bs, device, bar)
+            if fgsm
+            else None
+        )
+    finally:
+        bar.close()
+    diagnostics = getattr(model, "diagnostics", None)
+    result["diagnostics"] = diagnostics() if callable(diagnostics) else {}
+    return result
+
+
+def _fgsm_curve(
+    model: Any,
+    task: Task,
+    test: Split,
+    idx: Tensor,
+    eps_list: list[float],
+    n_samples: int,
+    batch_size: int,
+    device: torch.device,
+    bar: Any,
+) -> dict[str, list[float]]:
+    """Accuracy and mean predictive entropy of FGSM examples at each eps."""
+    x_all, y_all = test.x[idx], test.y[idx]
+    accs, ents = [], []
+    for eps in eps_list:
+        hits, h_sum = 0.0, 0.0
+        for sl in _batches(len(idx), batch_size):
+            xb, yb = x_all[sl].to(device), y_all[sl].to(device)
+            x_adv = fgsm_attack(model, xb, yb, eps, n_samples, tuple(task.input_range))
+            with torch.no_grad():
+                probs = M.predictive_probs(model.sample_outputs(x_adv, n_samples))
+            hits += float((probs.argmax(-1) == yb).sum())
+            h_sum += float(M.entropy(probs).sum())
+            bar.update(1)
+        n = max(len(idx), 1)
+        accs.append(hits / n)
+        ents.append(h_sum / n)
+    return {"eps": eps_list, "accuracy": accs, "mean_entropy": ents}
+
+
+def _column(t: Tensor) -> Tensor:
+    """Inputs as ``[N, 1]`` floats (regression sets may come as ``[N]``)."""
+    t = t.float()
+    return t.reshape(-1, 1) if t.dim() == 1 else t
+
+
+@torch.no_grad()
+def _predict_regression(
+    model: Any, x: Tensor, n_samples: int, batch_size: int, device: torch.device
+) -> tuple[np.ndarray, np.ndarray]:
+    means, variances = [], []
+    for sl in _batches(len(x), batch_size):
+        m, v = model.predict_regression(_column(x[sl]).to(device), n_samples)
+        means.append(m.reshape(-1).double().cpu())
+        variances.append(v.reshape(-1).double().cpu())
+    if not means:
+        return np.zeros(0), np.zeros(0)
+    return torch.cat(means).numpy(), torch.cat(variances).numpy()
+
+
+def evaluate_regression(
+    model: Any,
+    task: Task,
+    data: TaskData,
+    *,
+    test_samples: int,
+    device: torch.device | str = "cpu",
+    batch_size: int = 1000,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Regression METRICS of schema.md (toy-cubic).
+
+    ``data.extra`` holds ``grid`` (plotting inputs), ``test_inside`` and
+    ``test_outside`` (held-out :class:`Split` s inside / outside the training range).
+    ``model.predict_regression(x, n)`` gives the predictive mean and variance, the
+    variance including the fixed likelihood noise. Reports the mean Gaussian predictive
+    log density and the share of targets within mean +- 3 std per held-out set, RMSE
+    over all held-out points, and the bands (mean, std) on the grid.
+    """
+    device = torch.device(device)
+    extra = data.extra
+    missing = [k for k in ("grid", "test_inside", "test_outside") if k not in extra]
+    if missing:
+        raise DataError(
+            f"task {task.name!r}: regression data lacks extra[{', '.join(map(repr, missing))}]"
+        )
+    sets: dict[str, Split] = {"inside": extra["test_inside"], "outside": extra["test_outside"]}
+    result: dict[str, Any] = {}
+    ys, means = [], []
+    for name, split in tqdm(
+        sets.items(), desc=f"eval {task.name}", leave=False, disable=not progress
+    ):
+        m, v = _predict_regression(model, split.x, test_samples, batch_size, device)
+        y = split.y.reshape(-1).double().cpu().numpy()
+        if len(y):
+            result[f"loglik_{name}"] = M.mean_log_likelihood(y, m, v)
+            result[f"coverage_3std_{name}"] = M.coverage(y, m, v, k=3.0)
+        else:
+            result[f"loglik_{name}"] = None
+            result[f"coverage_3std_{name}"] = None
+        ys.append(y)
+        means.append(m)
+    y_all, m_all = np.concatenate(ys), np.concatenate(means)
+    result = {"rmse": M.rmse(y_all, m_all) if len(y_all) else None, **result}
+    grid = _column(torch.as_tensor(extra["grid"]))
+    g_mean, g_var = _predict_regression(model, grid, test_samples, batch_size, device)
+    result["bands"] = {
+        "x": grid.reshape(-1).tolist(),
+        "mean": g_mean.tolist(),
+        "std": np.sqrt(g_var).tolist(),
+    }
+    result["train_points"] = {
+        "x": data.train.x.reshape(-1).double().tolist(),
+        "y": data.train.y.reshape(-1).double().tolist(),
+    }
+    diagnostics = getattr(model, "diagnostics", None)
+    result["diagnostics"] = diagnostics() if callable(diagnostics) else {}
+    return result

@@ -1,0 +1,220 @@
+"""Uncertainty and accuracy metrics, as small pure functions.
+
+Classification metrics take the Monte-Carlo predictive: ``probs`` ``[N, K]`` (rows sum
+to one) or its logarithm, and integer labels ``y`` ``[N]``. Score metrics (AUROC,
+FPR95, ECDF) take 1-d arrays of per-example scores. Each function says what it
+measures and which direction is better. Inputs may be tensors or numpy arrays; the
+results are Python floats (or JSON-ready dicts of lists).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+from scipy.stats import rankdata
+from torch import Tensor
+from torch.nn import functional as F
+
+#: Number of equal-width confidence bins of the ECE and the reliability diagram.
+ECE_BINS = 15
+#: Number of points of the entropy ECDF grid over [0, ln K].
+ECDF_POINTS = 101
+
+ArrayLike = Tensor | np.ndarray
+
+
+def _np(a: ArrayLike | list[float]) -> np.ndarray:
+    """A float64 numpy copy of ``a`` (tensor on any device, array or list)."""
+    if isinstance(a, Tensor):
+        return a.detach().to("cpu", torch.float64).numpy()
+    return np.asarray(a, dtype=np.float64)
+
+
+def _t(a: ArrayLike) -> Tensor:
+    """``a`` as a tensor (numpy arrays are converted, tensors kept)."""
+    return a if isinstance(a, Tensor) else torch.as_tensor(a)
+
+
+# -- the Monte-Carlo predictive ---------------------------------------------------------
+
+
+def predictive_log_probs(logits: Tensor) -> Tensor:
+    """Log of the MC predictive ``log mean_s softmax(logits_s)``, ``[S, B, K] -> [B, K]``.
+
+    Computed in log space (``logsumexp_s log_softmax - log S``) so that confident
+    samples do not underflow to ``log 0``.
+    """
+    s = logits.shape[0]
+    return torch.logsumexp(F.log_softmax(logits, dim=-1), dim=0) - math.log(s)
+
+
+def predictive_probs(logits: Tensor) -> Tensor:
+    """MC predictive ``mean_s softmax(logits_s)``: ``[S, B, K]`` logits -> ``[B, K]`` probs."""
+    return predictive_log_probs(logits).exp()
+
+
+# -- accuracy and proper scores ------------------------------------------------------------
+
+
+def error_pct(probs: ArrayLike, y: ArrayLike) -> float:
+    """Test error in percent: share of examples whose arg-max class is wrong. Lower is better."""
+    p, t = _t(probs), _t(y)
+    return float((p.argmax(-1) != t.to(p.device)).double().mean().item() * 100.0)
+
+
+def nll(log_probs: ArrayLike, y: ArrayLike) -> float:
+    """Mean negative log-likelihood ``-mean_i log p(y_i | x_i)`` of the predictive.
+
+    Takes *log* predictive probabilities (see :func:`predictive_log_probs`). Lower is
+    better; 0 is a perfect, certain predictor.
+    """
+    lp, t = _t(log_probs), _t(y).long()
+    picked = lp.gather(-1, t.to(lp.device).unsqueeze(-1)).squeeze(-1)
+    return float(-picked.double().mean().item())
+
+
+def brier(probs: ArrayLike, y: ArrayLike) -> float:
+    """Brier score ``mean_i sum_k (p_ik - 1[y_i = k])^2``, in [0, 2]. Lower is better."""
+    p, t = _t(probs).double(), _t(y).long()
+    onehot = F.one_hot(t.to(p.device), p.shape[-1]).double()
+    return float((p - onehot).pow(2).sum(-1).mean().item())
+
+
+def _bin_index(conf: np.ndarray, n_bins: int) -> np.ndarray:
+    """Bin of each confidence for bins ``(b/n, (b+1)/n]`` (0 goes to the first bin)."""
+    return np.clip(np.ceil(conf * n_bins).astype(np.int64) - 1, 0, n_bins - 1)
+
+
+def reliability(probs: ArrayLike, y: ArrayLike, n_bins: int = ECE_BINS) -> dict[str, list[Any]]:
+    """Reliability-diagram data over ``n_bins`` equal-width confidence bins.
+
+    Confidence is the predictive's top probability; bin ``b`` holds confidences in
+    ``(b/n, (b+1)/n]``. Returns per-bin ``bin_lower``, ``bin_upper``, mean
+    ``confidence``, ``accuracy`` (share of top-class hits; both ``None`` for empty
+    bins) and ``count``. A calibrated model has accuracy = confidence in every bin.
+    """
+    p, t = _np(probs), _np(y).astype(np.int64)
+    conf = p.max(-1)
+    hit = (p.argmax(-1) == t).astype(np.float64)
+    idx = _bin_index(conf, n_bins)
+    count = np.bincount(idx, minlength=n_bins)
+    conf_sum = np.bincount(idx, weights=conf, minlength=n_bins)
+    hit_sum = np.bincount(idx, weights=hit, minlength=n_bins)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    return {
+        "bin_lower": [float(e) for e in edges[:-1]],
+        "bin_upper": [float(e) for e in edges[1:]],
+        "confidence": [float(c / n) if n else None for c, n in zip(conf_sum, count, strict=True)],
+        "accuracy": [float(h / n) if n else None for h, n in zip(hit_sum, count, strict=True)],
+        "count": [int(n) for n in count],
+    }
+
+
+def ece(probs: ArrayLike, y: ArrayLike, n_bins: int = ECE_BINS) -> float:
+    """Expected calibration error ``sum_b (n_b / N) |acc_b - conf_b|`` over equal-width bins.
+
+    Bins as in :func:`reliability`. In [0, 1]; lower is better.
+    """
+    rel = reliability(probs, y, n_bins)
+    n = sum(rel["count"])
+    total = 0.0
+    for acc, conf, cnt in zip(rel["accuracy"], rel["confidence"], rel["count"], strict=True):
+        if cnt:
+            total += cnt / n * abs(acc - conf)
+    return float(total)
+
+
+# -- entropy-based uncertainty ------------------------------------------------------------
+
+
+def entropy(probs: ArrayLike) -> Tensor:
+    """Per-example predictive entropy ``-sum_k p_k ln p_k`` in nats (``0 ln 0 = 0``), ``[N]``.
+
+    In [0, ln K]; for out-of-distribution inputs higher is better (the ideal is ln K),
+    for confidently right in-distribution inputs lower.
+    """
+    p = _t(probs).double()
+    return -torch.special.xlogy(p, p).sum(-1)
+
+
+def median_entropy(entropies: ArrayLike) -> float:
+    """Median of per-example entropies (nats); on OOD data higher is better."""
+    return float(np.median(_np(entropies)))
+
+
+def entropy_ecdf(
+    entropies: ArrayLike, n_classes: int, n_points: int = ECDF_POINTS
+) -> dict[str, list[float]]:
+    """Empirical CDF of entropies on a fixed grid of ``n_points`` over ``[0, ln K]``.
+
+    ``cdf[i]`` is the share of examples with entropy ``<= grid[i]``. Entropies are
+    clipped to ``[0, ln K]`` first (rounding can push a uniform predictive a hair past
+    ln K), so the CDF ends at 1. On OOD data a lower curve (fewer confident
+    predictions) is better.
+    """
+    h_max = math.log(n_classes)
+    grid = np.linspace(0.0, h_max, n_points)
+    h = np.sort(np.clip(_np(entropies), 0.0, h_max))
+    cdf = np.searchsorted(h, grid, side="right") / max(len(h), 1)
+    cdf[-1] = 1.0 if len(h) else 0.0  # grid[-1] may round below ln K
+    return {"grid": [float(g) for g in grid], "cdf": [float(c) for c in cdf]}
+
+
+def auroc(in_scores: ArrayLike, ood_scores: ArrayLike) -> float:
+    """Area under the ROC curve separating OOD (positive) from in-distribution by a score.
+
+    Computed as the Mann-Whitney statistic ``P(s_ood > s_in) + P(s_ood = s_in) / 2``
+    (identical to ``roc_auc_score(is_ood, score)``). In [0, 1]; higher is better, 0.5 is
+    chance.
+    """
+    s_in, s_ood = _np(in_scores).ravel(), _np(ood_scores).ravel()
+    n_in, n_ood = len(s_in), len(s_ood)
+    if n_in == 0 or n_ood == 0:
+        raise ValueError("auroc needs at least one in-distribution and one OOD score")
+    ranks = rankdata(np.concatenate([s_in, s_ood]))  # average ranks for ties
+    u = ranks[n_in:].sum() - n_ood * (n_ood + 1) / 2.0
+    return float(u / (n_in * n_ood))
+
+
+def fpr95(in_scores: ArrayLike, ood_scores: ArrayLike, tpr: float = 0.95) -> float:
+    """False-positive rate at 95% true-positive rate, OOD positive, flagged by ``score >= thr``.
+
+    ``thr`` is the largest threshold that still flags at least ``tpr`` of the OOD points;
+    the result is the share of in-distribution points with ``score >= thr``. In [0, 1];
+    lower is better.
+    """
+    s_in, s_ood = _np(in_scores).ravel(), _np(ood_scores).ravel()
+    if len(s_ood) == 0 or len(s_in) == 0:
+        raise ValueError("fpr95 needs at least one in-distribution and one OOD score")
+    need = math.ceil(tpr * len(s_ood) - 1e-9)  # OOD points that must be flagged
+    thr = np.sort(s_ood)[::-1][max(need, 1) - 1]
+    return float(np.mean(s_in >= thr))
+
+
+# -- regression ------------------------------------------------------------------------
+
+
+def gaussian_log_density(y: ArrayLike, mean: ArrayLike, var: ArrayLike) -> np.ndarray:
+    """Per-point log density ``log N(y; mean, var)`` of a Gaussian predictive. Higher is better."""
+    y_, m, v = _np(y).ravel(), _np(mean).ravel(), _np(var).ravel()
+    return -0.5 * (np.log(2.0 * math.pi * v) + (y_ - m) ** 2 / v)
+
+
+def mean_log_likelihood(y: ArrayLike, mean: ArrayLike, var: ArrayLike) -> float:
+    """Mean Gaussian predictive log density per point. Higher is better."""
+    return float(np.mean(gaussian_log_density(y, mean, var)))
+
+
+def coverage(y: ArrayLike, mean: ArrayLike, var: ArrayLike, k: float = 3.0) -> float:
+    """Share of targets inside ``mean +- k std``; for k = 3 a calibrated Gaussian gives 0.997."""
+    y_, m, v = _np(y).ravel(), _np(mean).ravel(), _np(var).ravel()
+    return float(np.mean(np.abs(y_ - m) <= k * np.sqrt(v)))
+
+
+def rmse(y: ArrayLike, mean: ArrayLike) -> float:
+    """Root mean squared error of the predictive mean. Lower is better."""
+    y_, m = _np(y).ravel(), _np(mean).ravel()
+    return float(np.sqrt(np.mean((y_ - m) ** 2)))

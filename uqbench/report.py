@@ -1,0 +1,961 @@
+"""The comparison report, written from a merged ``results.json`` alone.
+
+:func:`write_report` needs no models and no data: every table and figure comes from the
+run objects of schema.md. It writes ``report.md``, a self-contained ``report.html``
+(figures embedded as base64 PNG) and the PNG figures under ``figures/``. Tasks or
+methods that did not run are left out (or marked "not run"), never an error.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+import re
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from uqbench.errors import ResultsError
+from uqbench.paper import (
+    CLAIMS,
+    FFLU_SPARSITY_PCT,
+    PAPER_COLUMNS,
+    PAPER_METHODS,
+    TABLE2,
+    TABLE2_ROWS,
+    band_stats,
+)
+
+SCHEMA = "uqbench.results/1"
+#: Caption label of every CIFAR table and figure made from the unverified stand-in.
+CIFAR_UNVERIFIED = "CIFAR-10 (UNVERIFIED copy: JPEG-q75 stand-in)"
+#: Order of tasks in tables; other tasks follow alphabetically.
+TASK_ORDER = ("mnist", "cifar5", "toy-cubic")
+TASK_NAMES = {"mnist": "MNIST", "cifar5": "CIFAR 5", "toy-cubic": "Toy cubic"}
+#: Order of methods in tables: the paper's columns, then learned dropout, then the rest.
+METHOD_ORDER = (*PAPER_METHODS, "dropout-learned")
+#: Index into seaborn's "colorblind" palette per method, the same in every figure.
+_PALETTE_INDEX = {
+    "mnf": 0,  # blue
+    "dropout": 1,  # orange
+    "ensemble": 2,  # green
+    "ffg": 3,  # red
+    "fflu": 4,  # purple
+    "dropout-learned": 6,  # pink
+    "l2": 7,  # grey
+}
+_SPARE_INDEX = (5, 8, 9)  # brown, yellow, cyan for plug-ins
+_PAPER_FIGURE = {"notmnist": "Figure 2", "cifar5": "Figure 3"}
+
+CSS = """
+body { font-family: -apple-system, Segoe UI, Helvetica, Arial, sans-serif; max-width: 1100px;
+       margin: 2em auto; padding: 0 1em; color: #222; line-height: 1.45; }
+h1, h2, h3 { color: #123; } h2 { border-bottom: 1px solid #ccc; padding-bottom: .2em; }
+table { border-collapse: collapse; margin: .5em 0 .2em; font-size: .9em; }
+th, td { border: 1px solid #bbb; padding: .25em .55em; text-align: right; }
+th:first-child, td:first-child, td.l { text-align: left; } th { background: #eef2f6; }
+caption { caption-side: bottom; text-align: left; font-size: .85em; color: #444; padding: .3em 0; }
+figure { margin: 1em 0; } figure img { max-width: 100%; border: 1px solid #ddd; }
+figcaption { font-size: .85em; color: #444; }
+pre, code { background: #f4f4f4; padding: .1em .3em; border-radius: 3px; }
+pre { padding: .6em; overflow-x: auto; }
+.warning { background: #fff1e6; border-left: 5px solid #d9480f; padding: .6em 1em;
+           font-weight: bold; }
+.agrees { color: #1b7a2d; font-weight: bold; } .differs { color: #b3261e; font-weight: bold; }
+.notrun { color: #777; font-weight: bold; }
+"""
+
+
+# -- a view over the results -----------------------------------------------------------------
+
+
+def _get(d: Any, path: Iterable[str]) -> Any:
+    for key in path:
+        if not isinstance(d, dict) or key not in d:
+            return None
+        d = d[key]
+    return d
+
+
+def _num(x: Any) -> float | None:
+    """``x`` as a finite float, else None."""
+    if isinstance(x, bool) or not isinstance(x, int | float):
+        return None
+    return float(x) if math.isfinite(x) else None
+
+
+class ResultsView:
+    """Read-only access to a merged results dict, grouped by task and method.
+
+    Scalars and curves are averaged over seeds; anything missing reads as ``None``.
+    """
+
+    def __init__(self, results: dict[str, Any]) -> None:
+        runs = results.get("runs")
+        if not isinstance(runs, list):
+            raise ResultsError("results have no 'runs' list; is this a merged results.json?")
+        self.results = results
+        self.runs = [r for r in runs if isinstance(r, dict) and "task" in r and "method" in r]
+        self._by: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+        for r in self.runs:
+            self._by[(r["task"], r["method"])].append(r)
+        for v in self._by.values():
+            v.sort(key=lambda r: r.get("seed", 0) or 0)
+        self._colors: dict[str, Any] = {}
+
+    # structure
+    def tasks(self, kind: str | None = None) -> list[str]:
+        """Tasks that ran, in :data:`TASK_ORDER` then alphabetical; optionally of one kind."""
+        names = {r["task"] for r in self.runs}
+        ordered = [t for t in TASK_ORDER if t in names] + sorted(names - set(TASK_ORDER))
+        return [t for t in ordered if kind is None or self.kind(t) == kind]
+
+    def methods(self, task: str | None = None) -> list[str]:
+        """Methods that ran (on ``task``), in :data:`METHOD_ORDER` then alphabetical."""
+        names = {r["method"] for r in self.runs if task is None or r["task"] == task}
+        return [m for m in METHOD_ORDER if m in names] + sorted(names - set(METHOD_ORDER))
+
+    def runs_for(self, task: str, method: str) -> list[dict[str, Any]]:
+        return self._by.get((task, method), [])
+
+    def kind(self, task: str) -> str | None:
+        """ "classification" or "regression", from the metrics the task's runs hold."""
+        for r in self.runs:
+            if r["task"] == task and isinstance(r.get("metrics"), dict):
+                if "error_pct" in r["metrics"]:
+                    return "classification"
+                if "bands" in r["metrics"] or "rmse" in r["metrics"]:
+                    return "regression"
+        return None
+
+    def name(self, method: str) -> str:
+        """The method's name in tables: the paper's column header, else its display name."""
+        if method in PAPER_COLUMNS:
+            return PAPER_COLUMNS[method]
+        for r in self.runs:
+            if r["method"] == method and r.get("display_name"):
+                return str(r["display_name"])
+        return method
+
+    @staticmethod
+    def task_name(task: str) -> str:
+        return TASK_NAMES.get(task, task)
+
+    def n_classes(self, task: str) -> int | None:
+        for r in self.runs:
+            if r["task"] == task:
+                k = _get(r, ("config", "spec", "out_dim"))
+                if isinstance(k, int) and k > 1:
+                    return k
+                g = _get(r, ("metrics", "in_entropy_ecdf", "grid"))
+                if isinstance(g, list) and g and _num(g[-1]):
+                    return round(math.exp(g[-1]))
+        return None
+
+    def ood_sets(self, task: str) -> list[str]:
+        names: dict[str, None] = {}
+        for r in self.runs:
+            if r["task"] == task:
+                for name in _get(r, ("metrics", "ood")) or {}:
+                    names[name] = None
+        return list(names)
+
+    def ood_set(self, task: str) -> str | None:
+        """The OOD set the paper's claims are about (notMNIST / the hidden classes)."""
+        sets = self.ood_sets(task)
+        for hint in ("notmnist", "hidden"):
+            for s in sets:
+                if hint in s.lower():
+                    return s
+        return sets[0] if sets else None
+
+    # values
+    def values(self, task: str, method: str, *path: str) -> list[float]:
+        """Finite ``metrics[path]`` of each seed."""
+        out = [_num(_get(r.get("metrics"), path)) for r in self.runs_for(task, method)]
+        return [x for x in out if x is not None]
+
+    def scalar(self, task: str, method: str, *path: str) -> float | None:
+        """Mean over seeds of ``metrics[path]``."""
+        vals = self.values(task, method, *path)
+        return float(np.mean(vals)) if vals else None
+
+    def mean_std(self, task: str, method: str, *path: str) -> tuple[float, float | None, int]:
+        vals = self.values(task, method, *path)
+        if not vals:
+            return math.nan, None, 0
+        std = float(np.std(vals, ddof=1)) if len(vals) > 1 else None
+        return float(np.mean(vals)), std, len(vals)
+
+    def curve(self, task: str, method: str, *path: str) -> np.ndarray | None:
+        """``metrics[path]`` as an array, averaged over the seeds whose arrays have one length."""
+        arrays = []
+        for r in self.runs_for(task, method):
+            a = _get(r.get("metrics"), path)
+            if isinstance(a, list) and a and all(_num(x) is not None for x in a):
+                arrays.append(np.asarray(a, dtype=float))
+        if not arrays:
+            return None
+        same = [a for a in arrays if len(a) == len(arrays[0])]
+        return np.mean(same, axis=0)
+
+    def reliability(self, task: str, method: str) -> dict[str, np.ndarray] | None:
+        """Reliability data pooled over seeds (counts summed, bin means count-weighted)."""
+        total = conf = acc = None
+        lower = upper = None
+        for r in self.runs_for(task, method):
+            rel = _get(r.get("metrics"), ("reliability",))
+            if not isinstance(rel, dict) or not rel.get("count"):
+                continue
+            n = np.asarray(rel["count"], dtype=float)
+            c = np.array([x if x is not None else 0.0 for x in rel["confidence"]], dtype=float)
+            a = np.array([x if x is not None else 0.0 for x in rel["accuracy"]], dtype=float)
+            if total is None:
+                total, conf, acc = n.copy(), c * n, a * n
+                lower = np.asarray(rel["bin_lower"], dtype=float)
+                upper = np.asarray(rel["bin_upper"], dtype=float)
+            elif len(n) == len(total):
+                total, conf, acc = total + n, conf + c * n, acc + a * n
+        if total is None:
+            return None
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return {
+                "lower": lower,
+                "upper": upper,
+                "count": total,
+                "confidence": np.where(total > 0, conf / total, np.nan),
+                "accuracy": np.where(total > 0, acc / total, np.nan),
+            }
+
+    # provenance
+    def verified(self, task: str) -> bool:
+        """True when every run of ``task`` says its data matched the published checksums."""
+        runs = [r for r in self.runs if r["task"] == task]
+        return bool(runs) and all(_get(r, ("data", "verified")) is True for r in runs)
+
+    def data_label(self, tasks: Iterable[str]) -> str:
+        """Caption suffix naming unverified data among ``tasks`` (empty when all verified)."""
+        labels = []
+        for t in tasks:
+            if self.verified(t):
+                continue
+            if t.startswith("cifar"):
+                labels.append(CIFAR_UNVERIFIED)
+            else:
+                labels.append(f"{self.task_name(t)} (UNVERIFIED data)")
+        return (" Data: " + "; ".join(dict.fromkeys(labels)) + ".") if labels else ""
+
+    def color(self, method: str) -> Any:
+        """Fixed colour of ``method`` (seaborn colorblind palette), the same in every figure."""
+        if not self._colors:
+            import seaborn as sns
+
+            pal = list(sns.color_palette("colorblind", 10))
+            spare = list(_SPARE_INDEX)
+            extra = [m for m in self.methods() if m not in _PALETTE_INDEX]
+            for i, m in enumerate(extra):
+                idx = spare[i] if i < len(spare) else None
+                self._colors[m] = pal[idx] if idx is not None else f"C{i % 10}"
+            for m, idx in _PALETTE_INDEX.items():
+                self._colors[m] = pal[idx]
+        return self._colors.get(method, "black")
+
+
+# -- a minimal document model, rendered to Markdown and HTML ----------------------------------
+
+
+@dataclass
+class _Doc:
+    blocks: list[tuple[str, Any]] = field(default_factory=list)
+
+    def h(self, level: int, text: str) -> None:
+        self.blocks.append(("h", (level, text)))
+
+    def p(self, text: str) -> None:
+        self.blocks.append(("p", text))
+
+    def warn(self, text: str) -> None:
+        self.blocks.append(("warn", text))
+
+    def code(self, text: str) -> None:
+        self.blocks.append(("code", text))
+
+    def items(self, items: list[str]) -> None:
+        self.blocks.append(("ul", items))
+
+    def table(self, headers: list[str], rows: list[list[str]], caption: str = "") -> None:
+        self.blocks.append(("table", (headers, rows, caption)))
+
+    def figure(self, path: Path, rel: str, caption: str) -> None:
+        self.blocks.append(("fig", (path, rel, caption)))
+
+    def markdown(self) -> str:
+        out: list[str] = []
+        for kind, b in self.blocks:
+            if kind == "h":
+                out.append("#" * b[0] + " " + b[1])
+            elif kind == "p":
+                out.append(b)
+            elif kind == "warn":
+                out.append("> **WARNING:** " + b)
+            elif kind == "code":
+                out.append("```\n" + b + "\n```")
+            elif kind == "ul":
+                out.append("\n".join("- " + i for i in b))
+            elif kind == "table":
+                headers, rows, caption = b
+                lines = ["| " + " | ".join(_md_cell(h) for h in headers) + " |"]
+                align = ["--:" if _numeric_column(rows, i) else "---" for i in range(len(headers))]
+                lines.append("|" + "|".join(align) + "|")
+                lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]
+                if caption:
+                    lines.append("\n*" + caption + "*")
+                out.append("\n".join(lines))
+            elif kind == "fig":
+                _, rel, caption = b
+                out.append(f"![{caption}]({rel})\n\n*{caption}*")
+        return "\n\n".join(out) + "\n"
+
+    def html(self, title: str) -> str:
+        out = [
+            "<!DOCTYPE html>",
+            '<html lang="en"><head><meta charset="utf-8">',
+            f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>",
+        ]
+        for kind, b in self.blocks:
+            if kind == "h":
+                out.append(f"<h{b[0]}>{_inline(b[1])}</h{b[0]}>")
+            elif kind == "p":
+                out.append(f"<p>{_inline(b)}</p>")
+            elif kind == "warn":
+                out.append(f'<p class="warning">WARNING: {_inline(b)}</p>')
+            elif kind == "code":
+                out.append(f"<pre><code>{html.escape(b)}</code></pre>")
+            elif kind == "ul":
+                out.append("<ul>" + "".join(f"<li>{_inline(i)}</li>" for i in b) + "</ul>")
+            elif kind == "table":
+                headers, rows, caption = b
+                t = ["<table>"]
+                if caption:
+                    t.append(f"<caption>{_inline(caption)}</caption>")
+                t.append("<tr>" + "".join(f"<th>{_inline(h)}</th>" for h in headers) + "</tr>")
+                left = [not _numeric_column(rows, i) for i in range(len(headers))]
+                for row in rows:
+                    cells = (
+                        f'<td class="l">{_inline(c)}</td>' if left[i] else f"<td>{_inline(c)}</td>"
+                        for i, c in enumerate(row)
+                    )
+                    t.append("<tr>" + "".join(cells) + "</tr>")
+                t.append("</table>")
+                out.append("".join(t))
+            elif kind == "fig":
+                path, _, caption = b
+                data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+                out.append(
+                    f'<figure><img alt="{html.escape(caption)}" '
+                    f'src="data:image/png;base64,{data}">'
+                    f"<figcaption>{_inline(caption)}</figcaption></figure>"
+                )
+        out.append("</body></html>")
+        return "\n".join(out) + "\n"
+
+
+_NUMBER = re.compile(r"^(—|[-+]?\d[\d.,]*( ± [\d.]+)?( ?[a-z%]+)?)$")
+
+
+def _numeric_column(rows: list[list[str]], i: int) -> bool:
+    """True when every cell of column ``i`` is a number (right-aligned)."""
+    cells = [str(r[i]) for r in rows if i < len(r)]
+    return bool(cells) and all(_NUMBER.match(c) for c in cells)
+
+
+def _md_cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _inline(text: str) -> str:
+    """Escape for HTML, then render **bold**, `code` and the verdict words."""
+    s = html.escape(str(text))
+    s = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", s)
+    s = re.sub(r"`(.+?)`", r"<code>\1</code>", s)
+    s = re.sub(r"\[(agrees|differs)\]", r'<span class="\1">\1</span>', s)
+    return s.replace("[not run]", '<span class="notrun">not run</span>')
+
+
+# -- formatting helpers -----------------------------------------------------------------------
+
+
+def _f(x: float | None, digits: int = 3) -> str:
+    return "—" if x is None or not math.isfinite(x) else f"{x:.{digits}f}"
+
+
+def _mean_pm(view: ResultsView, task: str, method: str, *path: str, digits: int = 2) -> str:
+    mean, std, n = view.mean_std(task, method, *path)
+    if n == 0:
+        return "—"
+    return f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if std is not None else "")
+
+
+def _slug(*parts: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", "-".join(parts))
+
+
+def _seconds(s: float) -> str:
+    s = float(s)
+    if s < 120:
+        return f"{s:.1f} s"
+    if s < 7200:
+        return f"{s / 60:.1f} min"
+    return f"{s / 3600:.2f} h"
+
+
+# -- figures ------------------------------------------------------------------------------------
+
+
+def _new_figure(
+    n_panels: int = 1,
+    ncols: int = 1,
+    panel: tuple[float, float] = (6.4, 4.2),
+    right_in: float = 0.25,
+    bottom_in: float = 0.6,
+) -> tuple[Figure, np.ndarray]:
+    """An Agg figure of ``n_panels`` axes with fixed margins (in inches; fast, unlike
+    constrained layout). ``right_in`` leaves room for a twin axis' label."""
+    ncols = max(1, min(ncols, n_panels))
+    nrows = math.ceil(n_panels / ncols)
+    width, height = panel[0] * ncols, panel[1] * nrows
+    fig = Figure(figsize=(width, height))
+    FigureCanvasAgg(fig)
+    fig.subplots_adjust(
+        left=0.75 / width,
+        right=1 - right_in / width,
+        bottom=bottom_in / height,
+        top=1 - 0.45 / height,
+        wspace=0.32,
+        hspace=0.55 if nrows > 1 else 0.2,
+    )
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax in axes[n_panels:]:
+        ax.set_visible(False)
+    return fig, axes[:n_panels]
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    fig.savefig(path, dpi=100)
+    return path
+
+
+def _ecdf_figure(view: ResultsView, task: str, ood: str, path: Path) -> Path | None:
+    k = view.n_classes(task) or 10
+    h_max = math.log(k)
+    x_max = 2.5 if k == 10 else h_max * 2.5 / math.log(10)
+    fig, (ax,) = _new_figure()
+    drawn = 0
+    for m in view.methods(task):
+        grid = view.curve(task, m, "ood", ood, "entropy_ecdf", "grid")
+        cdf = view.curve(task, m, "ood", ood, "entropy_ecdf", "cdf")
+        if grid is None or cdf is None or len(grid) != len(cdf):
+            continue
+        xs, ys = np.append(grid, x_max), np.append(cdf, cdf[-1])
+        ax.plot(xs, ys, color=view.color(m), label=view.name(m), lw=2)
+        drawn += 1
+    if not drawn:
+        return None
+    ax.axvline(h_max, color="0.5", ls=":", lw=1)
+    ax.text(h_max, 0.02, f" ln {k}", color="0.4", fontsize=8)
+    ax.set(
+        xlim=(0, x_max),
+        ylim=(0, 1.02),
+        xlabel="predictive entropy (nats)",
+        ylabel="share of examples with entropy <= x",
+        title=f"Entropy ECDF on {ood} ({view.task_name(task)} models)",
+    )
+    ax.legend(loc="upper left", fontsize=8)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def _fgsm_figure(view: ResultsView, task: str, path: Path) -> Path | None:
+    k = view.n_classes(task) or 10
+    fig, (ax,) = _new_figure(panel=(7.6, 5.0), right_in=0.8, bottom_in=1.1)
+    ax2 = ax.twinx()
+    drawn = 0
+    for m in view.methods(task):
+        eps = view.curve(task, m, "fgsm", "eps")
+        acc = view.curve(task, m, "fgsm", "accuracy")
+        ent = view.curve(task, m, "fgsm", "mean_entropy")
+        if eps is None or acc is None or ent is None or not (len(eps) == len(acc) == len(ent)):
+            continue
+        ax.plot(eps, acc, color=view.color(m), lw=2, marker="o", ms=3, label=view.name(m))
+        ax2.plot(eps, ent, color=view.color(m), lw=2, ls="--")
+        drawn += 1
+    if not drawn:
+        return None
+    ax.set(
+        ylim=(0, 1.08),
+        xlabel="FGSM perturbation eps (input units)",
+        ylabel="accuracy (solid)",
+        title=f"FGSM on {view.task_name(task)}: accuracy (solid), mean entropy (dashed)",
+    )
+    ax2.set(
+        ylim=(0, math.log(k) * 1.08),
+        ylabel="mean predictive entropy, nats (dashed)",
+    )
+    ax2.axhline(math.log(k), color="0.5", ls=":", lw=1)
+    ax2.text(ax.get_xlim()[0], math.log(k), f" max = ln {k}", color="0.4", fontsize=8, va="bottom")
+    handles, _ = ax.get_legend_handles_labels()
+    handles += [
+        Line2D([], [], color="black", lw=2, label="accuracy"),
+        Line2D([], [], color="black", lw=2, ls="--", label="mean entropy"),
+    ]
+    ax.legend(
+        handles=handles,
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.13),
+        ncol=4,
+        fontsize=8,
+        frameon=False,
+    )
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def _toy_figure(view: ResultsView, task: str, path: Path) -> Path | None:
+    methods = [m for m in view.methods(task) if view.curve(task, m, "bands", "x") is not None]
+    if not methods:
+        return None
+    fig, axes = _new_figure(len(methods), ncols=min(4, len(methods)), panel=(4.2, 3.6))
+    for ax, m in zip(axes, methods, strict=True):
+        x = view.curve(task, m, "bands", "x")
+        mean = view.curve(task, m, "bands", "mean")
+        std = view.curve(task, m, "bands", "std")
+        xt = view.curve(task, m, "train_points", "x")
+        yt = view.curve(task, m, "train_points", "y")
+        if xt is not None and len(xt):
+            ax.axvspan(xt.min(), xt.max(), color="0.92", zorder=0, label="training range")
+        ax.plot(x, x**3, color="black", lw=1, ls="--", label="true $x^3$")
+        if mean is not None and std is not None and len(mean) == len(x) == len(std):
+            ax.fill_between(
+                x,
+                mean - 3 * std,
+                mean + 3 * std,
+                color=view.color(m),
+                alpha=0.3,
+                label="mean ± 3 std",
+            )
+            ax.plot(x, mean, color=view.color(m), lw=2, label="predictive mean")
+        if xt is not None and yt is not None and len(xt) == len(yt):
+            ax.scatter(xt, yt, s=12, color="black", zorder=3, label="training points")
+        ax.set(
+            xlim=(x.min(), x.max()), ylim=(-300, 300), xlabel="x", ylabel="y", title=view.name(m)
+        )
+        ax.grid(alpha=0.3)
+    axes[0].legend(loc="upper left", fontsize=7)
+    return _save(fig, path)
+
+
+def _reliability_figure(view: ResultsView, task: str, path: Path) -> Path | None:
+    methods = [m for m in view.methods(task) if view.reliability(task, m) is not None]
+    if not methods:
+        return None
+    fig, axes = _new_figure(len(methods), ncols=min(4, len(methods)), panel=(3.4, 3.4))
+    for ax, m in zip(axes, methods, strict=True):
+        rel = view.reliability(task, m)
+        assert rel is not None
+        width = rel["upper"] - rel["lower"]
+        ok = rel["count"] > 0
+        ax.bar(
+            rel["lower"][ok],
+            rel["accuracy"][ok],
+            width=width[ok],
+            align="edge",
+            color=view.color(m),
+            edgecolor="white",
+            alpha=0.85,
+            label="accuracy",
+        )
+        ax.plot([0, 1], [0, 1], color="0.3", ls="--", lw=1, label="calibrated")
+        ax.plot(rel["confidence"][ok], rel["accuracy"][ok], "k.", ms=4, label="(conf, acc)")
+        ece = view.scalar(task, m, "ece")
+        ax.set(
+            xlim=(0, 1),
+            ylim=(0, 1),
+            xlabel="confidence (top probability)",
+            ylabel="accuracy",
+            title=f"{view.name(m)} (ECE {_f(ece)})",
+        )
+        ax.grid(alpha=0.3)
+    axes[0].legend(loc="upper left", fontsize=7)
+    return _save(fig, path)
+
+
+# -- sections -----------------------------------------------------------------------------------
+
+
+def _header(doc: _Doc, view: ResultsView, results: dict[str, Any]) -> None:
+    suite = results.get("suite", "?")
+    doc.h(1, f"uqbench report: suite `{suite}`")
+    doc.p(
+        "Approximate posteriors for Bayesian neural networks compared on the experiments of "
+        "Louizos & Welling (ICML 2017), *Multiplicative Normalizing Flows for Variational "
+        "Bayesian Neural Networks*."
+    )
+    doc.p("Command:")
+    doc.code(str(results.get("command", "(not recorded)")))
+    env = results.get("environment") or {}
+    if env:
+        doc.table(
+            ["item", "value"],
+            [[str(k), "unknown" if v is None else str(v)] for k, v in env.items()],
+            "Environment of the run.",
+        )
+    train = sum(_num(r.get("train_seconds")) or 0.0 for r in view.runs)
+    ev = sum(_num(r.get("eval_seconds")) or 0.0 for r in view.runs)
+    line = (
+        f"{len(view.runs)} runs; total wall time {_seconds(train + ev)} "
+        f"(training {_seconds(train)}, evaluation {_seconds(ev)})."
+    )
+    if _num(results.get("wall_seconds")) is not None:
+        line += f" Wall time of the whole command: {_seconds(results['wall_seconds'])}."
+    doc.p(line)
+
+
+def _provenance(doc: _Doc, view: ResultsView) -> None:
+    doc.h(2, "Data provenance")
+    files: dict[tuple[Any, ...], dict[str, Any]] = {}
+    used_by: dict[tuple[Any, ...], set[str]] = defaultdict(set)
+    notes: dict[str, None] = {}
+    for r in view.runs:
+        data = r.get("data") or {}
+        for f in data.get("files") or []:
+            key = (f.get("dataset"), f.get("file"), f.get("md5"))
+            files.setdefault(key, f)
+            used_by[key].add(r["task"])
+        for n in data.get("notes") or []:
+            notes[str(n)] = None
+    unverified = [r for r in view.runs if _get(r, ("data", "verified")) is not True]
+    if unverified:
+        tasks = sorted({r["task"] for r in unverified})
+        label = "; ".join(
+            CIFAR_UNVERIFIED if t.startswith("cifar") else view.task_name(t) for t in tasks
+        )
+        doc.warn(
+            f"{len(unverified)} of {len(view.runs)} runs were made from data that did NOT "
+            f"match its published checksum ({label}). Their numbers are not comparable "
+            f"with the paper's; every table and figure made from them says so."
+        )
+    if files:
+        rows = [
+            [
+                str(f.get("dataset", "")),
+                str(f.get("file", "")),
+                f"`{f.get('md5', '')}`",
+                f"`{f.get('expected_md5', '')}`",
+                "yes" if f.get("verified") is True else "**NO**",
+                ", ".join(sorted(used_by[key])),
+            ]
+            for key, f in files.items()
+        ]
+        doc.table(
+            ["dataset", "file", "md5", "expected md5", "verified", "tasks"],
+            rows,
+            "Data files read by the runs and whether their md5 matched the published one.",
+        )
+    else:
+        doc.p("No data files recorded (synthetic data only).")
+    if notes:
+        doc.p("Notes from the data loaders:")
+        doc.items(list(notes))
+
+
+def _table_methods(view: ResultsView, tasks: list[str]) -> list[str]:
+    present: set[str] = set()
+    for t in tasks:
+        present |= set(view.methods(t))
+    rest = sorted(present - set(PAPER_METHODS) - {"dropout-learned"})
+    extra = (["dropout-learned"] if "dropout-learned" in present else []) + rest
+    return [m for m in PAPER_METHODS if m in present or any(t in TABLE2 for t in tasks)] + extra
+
+
+def _table2(doc: _Doc, view: ResultsView) -> None:
+    doc.h(2, "Table 2: test error (%)")
+    tasks = view.tasks("classification")
+    if not tasks:
+        doc.p("No classification task ran.")
+        return
+    methods = _table_methods(view, tasks)
+    rows = []
+    for t in tasks:
+        rows.append(
+            [f"{view.task_name(t)} (ours)"] + [_mean_pm(view, t, m, "error_pct") for m in methods]
+        )
+        if t in TABLE2:
+            rows.append(
+                [f"{TABLE2_ROWS[t]} (paper)"]
+                + [_f(TABLE2[t].get(m), 1) if m in TABLE2[t] else "—" for m in methods]
+            )
+    doc.table(
+        ["task"] + [view.name(m) for m in methods],
+        rows,
+        "Test error (%) of the MC predictive. Ours: mean ± std over seeds (std only with "
+        "more than one seed); paper: Louizos & Welling 2017, Table 2. — = not run."
+        + view.data_label(tasks),
+    )
+
+
+def _calibration(doc: _Doc, view: ResultsView) -> None:
+    doc.h(2, "Calibration and out-of-distribution detection")
+    for t in view.tasks("classification"):
+        oods = view.ood_sets(t)
+        headers = ["method", "seeds", "error %", "NLL", "ECE", "Brier", "median H test"]
+        for o in oods:
+            headers += [f"AUROC {o}", f"FPR95 {o}", f"median H {o}"]
+        rows = []
+        for m in view.methods(t):
+            row = [
+                view.name(m),
+                str(len(view.runs_for(t, m))),
+                _f(view.scalar(t, m, "error_pct"), 2),
+                _f(view.scalar(t, m, "nll")),
+                _f(view.scalar(t, m, "ece")),
+                _f(view.scalar(t, m, "brier")),
+                _f(view.scalar(t, m, "test_entropy", "median")),
+            ]
+            for o in oods:
+                row += [
+                    _f(view.scalar(t, m, "ood", o, "auroc")),
+                    _f(view.scalar(t, m, "ood", o, "fpr95")),
+                    _f(view.scalar(t, m, "ood", o, "median_entropy")),
+                ]
+            rows.append(row)
+        doc.h(3, view.task_name(t))
+        doc.table(
+            headers,
+            rows,
+            f"{view.task_name(t)}: means over seeds. NLL, ECE (15 bins), Brier, FPR95: "
+            "lower is better; AUROC (OOD positive, entropy as score): higher is better; "
+            "median H = median predictive entropy in nats (on OOD data higher is better)."
+            + view.data_label([t]),
+        )
+    for t in view.tasks("regression"):
+        rows = []
+        for m in view.methods(t):
+            stats = band_stats(view, t, m)
+            rows.append(
+                [
+                    view.name(m),
+                    str(len(view.runs_for(t, m))),
+                    _f(view.scalar(t, m, "rmse"), 2),
+                    _f(view.scalar(t, m, "loglik_inside"), 2),
+                    _f(view.scalar(t, m, "loglik_outside"), 2),
+                    _f(view.scalar(t, m, "coverage_3std_inside")),
+                    _f(view.scalar(t, m, "coverage_3std_outside")),
+                    _f(stats[0] if stats else None, 2),
+                    _f(stats[1] if stats else None, 2),
+                ]
+            )
+        doc.h(3, view.task_name(t))
+        doc.table(
+            [
+                "method",
+                "seeds",
+                "RMSE",
+                "loglik in",
+                "loglik out",
+                "cover 3σ in",
+                "cover 3σ out",
+                "mean std in",
+                "mean std out",
+            ],
+            rows,
+            f"{view.task_name(t)}: held-out points inside / outside the training range. "
+            "loglik = mean Gaussian predictive log density (higher is better); cover 3σ = "
+            "share within mean ± 3 std (0.997 if calibrated); mean std on the plotting "
+            "grid inside / outside the training inputs' range." + view.data_label([t]),
+        )
+
+
+def _figures(doc: _Doc, view: ResultsView, fig_dir: Path) -> dict[str, Path]:
+    doc.h(2, "Figures")
+    made: dict[str, Path] = {}
+
+    def add(path: Path | None, key: str, caption: str) -> None:
+        if path is not None:
+            made[key] = path
+            doc.figure(path, f"figures/{path.name}", caption)
+
+    cls_tasks = view.tasks("classification")
+    for t in cls_tasks:
+        for o in view.ood_sets(t):
+            key = _slug("ecdf", t, o)
+            paper = _PAPER_FIGURE.get("notmnist" if "notmnist" in o.lower() else t, "")
+            add(
+                _ecdf_figure(view, t, o, fig_dir / f"{key}.png"),
+                key,
+                f"Empirical CDF of the predictive entropy on {o} for models trained on "
+                f"{view.task_name(t)}"
+                + (f" (paper {paper})" if paper else "")
+                + "; lower curves (fewer confident predictions) are better."
+                + view.data_label([t]),
+            )
+    for t in cls_tasks:
+        key = _slug("fgsm", t)
+        paper = {"mnist": " (paper Figure 4)", "cifar5": " (paper Figure 5)"}.get(t, "")
+        add(
+            _fgsm_figure(view, t, fig_dir / f"{key}.png"),
+            key,
+            f"FGSM on {view.task_name(t)}{paper}: accuracy (solid, left axis) and mean "
+            "predictive entropy (dashed, right axis) against the perturbation size."
+            + view.data_label([t]),
+        )
+    for t in view.tasks("regression"):
+        key = _slug("toy-bands", t)
+        add(
+            _toy_figure(view, t, fig_dir / f"{key}.png"),
+            key,
+            f"{view.task_name(t)} (paper Figure 6): predictive mean ± 3 std (noise included) "
+            "per posterior, training points, the true x³ curve (dashed) and the training "
+            "range (shaded)." + view.data_label([t]),
+        )
+    for t in cls_tasks:
+        key = _slug("reliability", t)
+        add(
+            _reliability_figure(view, t, fig_dir / f"{key}.png"),
+            key,
+            f"Reliability diagrams on the {view.task_name(t)} test set (15 equal-width "
+            "confidence bins, pooled over seeds); bars on the diagonal are calibrated."
+            + view.data_label([t]),
+        )
+    if not made:
+        doc.p("No figure: no run produced curves.")
+    return made
+
+
+def _per_run(doc: _Doc, view: ResultsView) -> None:
+    doc.h(2, "Runs")
+    rows = []
+    for t in view.tasks():
+        for m in view.methods(t):
+            for r in view.runs_for(t, m):
+                verified = _get(r, ("data", "verified"))
+                rows.append(
+                    [
+                        view.name(m),
+                        view.task_name(t),
+                        str(r.get("seed", "")),
+                        _f(_num(r.get("train_seconds")), 1),
+                        _f(_num(r.get("eval_seconds")), 1),
+                        "yes"
+                        if verified is True
+                        else ("**NO**" if verified is False else "unknown"),
+                    ]
+                )
+    doc.table(
+        ["method", "task", "seed", "train s", "eval s", "data verified"],
+        rows,
+        "Every run of the suite." + view.data_label(view.tasks()),
+    )
+
+
+def _sparsity(doc: _Doc, view: ResultsView) -> None:
+    blocks = []
+    for t in view.tasks():
+        for m in view.methods(t):
+            layers: dict[str, list[float]] = defaultdict(list)
+            for r in view.runs_for(t, m):
+                sp = _get(r, ("metrics", "diagnostics", "sparsity"))
+                if isinstance(sp, dict):
+                    for layer, x in sp.items():
+                        if _num(x) is not None:
+                            layers[layer].append(float(x))
+            if layers:
+                blocks.append((t, m, {k: float(np.mean(v)) for k, v in layers.items()}))
+    if not blocks:
+        return
+    doc.h(2, "FFLU sparsity")
+    for t, m, layers in blocks:
+        names = list(layers)
+        rows = [[f"{view.name(m)} (ours)"] + [_f(100 * layers[n], 1) for n in names]]
+        paper = FFLU_SPARSITY_PCT.get(t)
+        if m == "fflu" and paper:
+            if len(paper) == len(names):
+                rows.append(["paper"] + [_f(x, 1) for x in paper])
+            else:
+                doc.p(f"Paper ({view.task_name(t)}): " + ", ".join(f"{x:g}%" for x in paper))
+        doc.table(
+            ["", *names],
+            rows,
+            f"{view.task_name(t)}: share (%) of weights with log σ² − log μ² ≥ 5, per "
+            "layer, mean over seeds." + view.data_label([t]),
+        )
+
+
+def _against_paper(
+    doc: _Doc, view: ResultsView, figures: dict[str, Path], results: dict[str, Any]
+) -> None:
+    doc.h(2, "Against the paper")
+    doc.p(
+        "Each qualitative claim of the paper's Section 4, checked on these results (means "
+        "over seeds). The thresholds that turn words into numbers are in `uqbench/paper.py`."
+    )
+    discussion = results.get("discussion") or {}
+    counts: dict[str, int] = defaultdict(int)
+    items = []
+    for claim in CLAIMS:
+        verdict = claim.check(view)
+        counts[verdict.status] += 1
+        ours = sorted(k for k in figures if k.startswith(claim.plot))
+        where = claim.figure + (
+            " (ours: " + ", ".join(f"figures/{figures[k].name}" for k in ours) + ")" if ours else ""
+        )
+        label = view.data_label([claim.task]) if claim.task in view.tasks() else ""
+        text = (
+            f"[{verdict.status}] `{claim.id}` (Section {claim.section}; {where}): "
+            f"{claim.text} Numbers: {verdict.evidence}.{label}"
+        )
+        if isinstance(discussion, dict) and discussion.get(claim.id):
+            text += f" Discussion: {discussion[claim.id]}"
+        items.append(text)
+    doc.p(
+        f"Summary: {counts['agrees']} agree, {counts['differs']} differ, "
+        f"{counts['not run']} not run."
+    )
+    doc.items(items)
+
+
+def write_report(results: dict[str, Any], out_dir: Path) -> list[Path]:
+    """Write ``report.md``, ``report.html`` and ``figures/*.png`` under ``out_dir``.
+
+    ``results`` is a merged results dict (schema ``uqbench.results/1``). Returns the
+    paths written. Raises :class:`ResultsError` for a dict that is not such a file.
+    """
+    schema = results.get("schema")
+    if schema is not None and schema != SCHEMA:
+        raise ResultsError(f"results schema is {schema!r}, expected {SCHEMA!r}")
+    view = ResultsView(results)
+    out_dir = Path(out_dir)
+    fig_dir = out_dir / "figures"
+    fig_dir.mkdir(parents=True, exist_ok=True)
+
+    doc = _Doc()
+    _header(doc, view, results)
+    _provenance(doc, view)
+    _table2(doc, view)
+    _calibration(doc, view)
+    figures = _figures(doc, view, fig_dir)
+    _per_run(doc, view)
+    _sparsity(doc, view)
+    _against_paper(doc, view, figures, results)
+
+    md_path, html_path = out_dir / "report.md", out_dir / "report.html"
+    md_path.write_text(doc.markdown(), encoding="utf-8")
+    html_path.write_text(doc.html(f"uqbench report: {results.get('suite', '')}"), encoding="utf-8")
+    return [md_path, html_path, *figures.values()]
