@@ -23,7 +23,8 @@ class ModelSpec:
     ``max_std`` is the forward-pass clamp of weight standard deviations for the
     Gaussian-prior families (0.5 MNIST, 0.4 CIFAR); ``adv_eps`` and
     ``ensemble_members`` are the Deep-Ensemble settings of the task; ``noise_std`` is
-    the fixed likelihood noise of a regression task.
+    the fixed likelihood noise of a regression task; ``input_range`` the valid range of
+    inputs (adversarial examples are clamped to it).
     """
 
     arch: str
@@ -36,16 +37,21 @@ class ModelSpec:
     max_std: float | None = None
     adv_eps: float | None = None
     ensemble_members: int | None = None
+    input_range: tuple[float, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["in_shape"] = list(self.in_shape)
+        if self.input_range is not None:
+            d["input_range"] = list(self.input_range)
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelSpec:
         d = dict(d)
         d["in_shape"] = tuple(d["in_shape"])
+        if d.get("input_range") is not None:
+            d["input_range"] = tuple(d["input_range"])
         return cls(**d)
 
 
@@ -57,13 +63,13 @@ class LayerFactory(Protocol):
     inside the module they return.
     """
 
-    def linear(self, in_features: int, out_features: int, *, index: int, last: bool) -> nn.Module:
-        ...
+    def linear(
+        self, in_features: int, out_features: int, *, index: int, last: bool
+    ) -> nn.Module: ...
 
     def conv2d(
         self, in_channels: int, out_channels: int, kernel_size: int, *, index: int
-    ) -> nn.Module:
-        ...
+    ) -> nn.Module: ...
 
 
 class PlainLayers:

@@ -88,9 +88,7 @@ class Task:
         """
         raise NotImplementedError
 
-    def model_spec(
-        self, data: TaskData, arch_kwargs: dict[str, Any] | None = None
-    ) -> ModelSpec:
+    def model_spec(self, data: TaskData, arch_kwargs: dict[str, Any] | None = None) -> ModelSpec:
         """The :class:`ModelSpec` of this task's architecture for ``data``."""
         return ModelSpec(
             arch=self.arch,
@@ -103,4 +101,5 @@ class Task:
             max_std=self.hints.get("max_std"),
             adv_eps=self.hints.get("adv_eps"),
             ensemble_members=self.hints.get("ensemble_members"),
+            input_range=tuple(self.input_range) if self.kind == "classification" else None,
         )
