@@ -1,0 +1,62 @@
+"""Shared fixtures: an isolated cache, and a tiny synthetic task for runner tests."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from uqbench.registry import TASKS
+from uqbench.tasks.base import Split, Task, TaskData
+
+REAL_DATA = os.environ.get("UQBENCH_DATA_DIR")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch) -> None:
+    """Checkpoints of tests never mix with a user's cache."""
+    monkeypatch.setenv("UQBENCH_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+
+
+class TinyBlobs(Task):
+    """Two separable Gaussian blobs in 2-D; OOD set: points far from both."""
+
+    display_name = "Tiny blobs"
+    kind = "classification"
+    arch = "mlp"
+    arch_kwargs = {"hidden": 16}
+    in_shape = (2,)
+    n_outputs = 2
+    class_names = ("a", "b")
+    hints = {"max_std": 0.5, "adv_eps": 0.1, "ensemble_members": 2}
+    train_defaults = {"epochs": 3, "batch_size": 50, "lr": 1e-2}
+    fgsm_eps = (0.0, 0.1)
+    input_range = (-10.0, 10.0)
+
+    def load(self, source, *, n_train=None, n_test=None, n_ood=None, seed=0) -> TaskData:
+        g = torch.Generator().manual_seed(seed)
+
+        def blobs(n: int) -> Split:
+            y = torch.arange(n) % 2
+            x = torch.randn(n, 2, generator=g) * 0.5 + (y[:, None] * 2 - 1) * 2.0
+            return Split(x, y)
+
+        ood = torch.randn(n_ood or 100, 2, generator=g) + torch.tensor([0.0, 8.0])
+        return TaskData(blobs(n_train or 200), blobs(n_test or 100), {"far": ood})
+
+
+@pytest.fixture
+def tiny_task() -> Iterator[str]:
+    """Register the tiny task for one test."""
+    TASKS.add("tiny-blobs", TinyBlobs)
+    yield "tiny-blobs"
+    TASKS._entries.pop("tiny-blobs", None)
+    TASKS._origin.pop("tiny-blobs", None)
+
+
+def write_suite(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path

@@ -1,0 +1,159 @@
+"""The runner writes each run at once, resumes after an interruption, and is repeatable."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from uqbench import get_posterior
+from uqbench.data import DataSource
+from uqbench.errors import ConfigError
+from uqbench.runner import Runner
+from uqbench.suites import load_suite
+from uqbench.tasks.base import Split
+from uqbench.train import train
+
+SUITE = """
+name = "tiny"
+methods = ["l2", "ffg"]
+tasks = ["tiny-blobs"]
+seeds = [0, 1]
+[eval]
+test_samples = 4
+fgsm_samples = 2
+"""
+
+
+def make_runner(tmp_path: Path, **kw) -> Runner:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    suite_file = tmp_path / "tiny.toml"
+    suite_file.write_text(SUITE)
+    return Runner(
+        load_suite(suite_file),
+        out=tmp_path / "results",
+        source=DataSource(root=tmp_path, download=False),
+        device=torch.device("cpu"),
+        command="uqbench run --suite tiny.toml",
+        progress=False,
+        log=lambda *_: None,
+        **kw,
+    )
+
+
+def test_interrupted_suite_resumes_without_redoing_finished_runs(tmp_path, tiny_task, monkeypatch):
+    runner = make_runner(tmp_path)
+    calls: list[str] = []
+    original = Runner.run_one
+
+    def flaky(self, spec, env):
+        calls.append(spec.key)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # Ctrl-C during the third run
+        return original(self, spec, env)
+
+    monkeypatch.setattr(Runner, "run_one", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        runner.run()
+    done = sorted(p.stem for p in runner.runs_dir.glob("*.json"))
+    assert done == sorted(calls[:2])
+
+    calls.clear()
+    results = make_runner(tmp_path).run()
+    assert len(calls) == 2 and not set(calls) & set(done)  # only the unfinished runs
+    assert {(r["method"], r["seed"]) for r in results["runs"]} == {
+        ("l2", 0),
+        ("l2", 1),
+        ("ffg", 0),
+        ("ffg", 1),
+    }
+    assert json.loads((runner.out / "results.json").read_text())["schema"] == "uqbench.results/1"
+
+    calls.clear()
+    make_runner(tmp_path).run()
+    assert calls == []  # everything cached
+
+
+def test_changed_settings_rerun_only_the_affected_runs(tmp_path, tiny_task):
+    make_runner(tmp_path).run()
+    runner = make_runner(tmp_path, overrides={"methods": ["l2"], "eval": {"test_samples": 3}})
+    todo = [s for s in runner.specs if not runner._is_done(s)]
+    assert {s.key for s in todo} == {"l2-tiny-blobs-seed0", "l2-tiny-blobs-seed1"}
+
+
+def test_interrupted_training_resumes_to_the_same_model(tmp_path):
+    from uqbench.architectures import ModelSpec
+
+    spec = ModelSpec("mlp", (2,), 2, "categorical", 200, {"hidden": 8})
+    g = torch.Generator().manual_seed(0)
+    data = Split(torch.randn(200, 2, generator=g), torch.randint(0, 2, (200,), generator=g))
+    cls = get_posterior("ffg")
+
+    def fresh():
+        torch.manual_seed(0)
+        return cls(spec)
+
+    kw = dict(epochs=4, batch_size=50, lr=1e-2, seed=0, progress=False)
+    reference = fresh()
+    train(reference, data, **kw)
+
+    ckpt = tmp_path / "ckpt.pt"
+    model = fresh()
+    steps = {"n": 0}
+    original_loss = model.loss
+
+    def dying_loss(x, y):
+        steps["n"] += 1
+        if steps["n"] == 10:  # in the third epoch, after two checkpoints
+            raise KeyboardInterrupt
+        return original_loss(x, y)
+
+    model.loss = dying_loss
+    import uqbench.train as train_mod
+
+    old = train_mod.CHECKPOINT_EVERY_S
+    train_mod.CHECKPOINT_EVERY_S = 0.0
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            train(model, data, checkpoint=ckpt, **kw)
+        resumed = fresh()
+        log = train(resumed, data, checkpoint=ckpt, **kw)
+    finally:
+        train_mod.CHECKPOINT_EVERY_S = old
+    assert log.epoch == [1, 2, 3, 4]
+    for a, b in zip(reference.state_dict().values(), resumed.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_same_seed_gives_identical_metrics(tmp_path, tiny_task, monkeypatch):
+    a = make_runner(tmp_path / "a").run()
+    monkeypatch.setenv("UQBENCH_CACHE_DIR", str(tmp_path / "other-cache"))
+    b = make_runner(tmp_path / "b").run()
+    assert [r["metrics"] for r in a["runs"]] == [r["metrics"] for r in b["runs"]]
+
+
+def test_unknown_method_and_bad_values_are_named(tmp_path, tiny_task):
+    suite_file = tmp_path / "s.toml"
+    suite_file.write_text(SUITE)
+    suite = load_suite(suite_file)
+    with pytest.raises(ConfigError, match="unknown method 'nope'.*known: .*l2"):
+        suite.runs({"methods": ["nope"]})
+    with pytest.raises(ConfigError, match="epochs must be positive"):
+        suite.runs({"train": {"epochs": 0}})
+    suite_file.write_text(SUITE + "\n[task.tiny-blobs]\ntrain = { epochz = 3 }\n")
+    with pytest.raises(ConfigError, match="epochz"):
+        load_suite(suite_file)
+    suite_file.write_text(SUITE + "\n[method.ffg]\nnot_a_key = 1\n")
+    with pytest.raises(ConfigError, match="not_a_key"):
+        load_suite(suite_file).runs()
+
+
+def test_builtin_suites_parse_and_resolve():
+    from uqbench.suites import list_suites
+
+    assert {"smoke", "quick", "paper"} <= set(list_suites())
+    for name in list_suites():
+        runs = load_suite(name).runs()
+        assert runs, name

@@ -1,0 +1,235 @@
+"""The ``uqbench`` command line: run, report, check, list, data verify.
+
+Errors meant for the user (:class:`uqbench.errors.UQBenchError`) are printed as one
+line, without a traceback, and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from uqbench.errors import UQBenchError
+
+EPILOG = "Docs: README.md. Data lookup: --data-dir, then $UQBENCH_DATA_DIR, then the user cache."
+
+
+def _names(values: list[str] | None) -> list[str] | None:
+    """Accept both ``--methods a b`` and ``--methods a,b``."""
+    if not values:
+        return None
+    return [v for item in values for v in item.split(",") if v]
+
+
+def _data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", help="folder with mnist/, notmnist/, cifar10/ (else env/cache)")
+    p.add_argument("--no-download", action="store_true", help="never download missing data")
+    p.add_argument(
+        "--allow-unverified",
+        action="store_true",
+        default=None,
+        help="accept data whose checksum does not match (or UQBENCH_ALLOW_UNVERIFIED=1); "
+        "results are labelled unverified",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(prog="uqbench", description=__doc__, epilog=EPILOG)
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="train and evaluate a suite, then write its report")
+    run.add_argument("--suite", default="quick", help="built-in suite name or a .toml path")
+    run.add_argument("--methods", nargs="+", help="posterior families (default: the suite's)")
+    run.add_argument("--tasks", nargs="+", help="tasks (default: the suite's)")
+    run.add_argument("--seeds", nargs="+", type=int, help="seeds (default: the suite's)")
+    run.add_argument("--epochs", type=int, help="training epochs for every task")
+    run.add_argument("--batch-size", type=int, help="training mini-batch size for every task")
+    run.add_argument("--lr", type=float, help="Adam learning rate for every task")
+    run.add_argument("--test-samples", type=int, help="posterior samples of the predictive")
+    run.add_argument("--fgsm-samples", type=int, help="posterior samples in the FGSM attack")
+    run.add_argument(
+        "--fgsm", choices=["default", "all", "none"], help="which methods get FGSM curves"
+    )
+    run.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
+    run.add_argument("--out", default="results", help="results root (default: results/)")
+    run.add_argument("--no-report", action="store_true", help="skip the report")
+    run.add_argument("--dry-run", action="store_true", help="print the resolved runs and stop")
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    _data_args(run)
+
+    rep = sub.add_parser("report", help="rebuild the report from stored results alone")
+    rep.add_argument("results_dir", help="a results/<suite> folder (or its results.json)")
+
+    chk = sub.add_parser("check", help="compare results with a reference; exit 1 on regression")
+    chk.add_argument("results", help="results.json or its folder")
+    chk.add_argument("--reference", required=True, help="reference results.json")
+    chk.add_argument("--tolerance", help="tolerance file (default: beside the reference)")
+
+    lst = sub.add_parser("list", help="registered posteriors, tasks and suites")
+    lst.add_argument("--json", action="store_true", help="machine-readable output")
+
+    data = sub.add_parser("data", help="data set utilities")
+    dsub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    ver = dsub.add_parser("verify", help="find, checksum and count every data set")
+    ver.add_argument("--json", action="store_true", help="machine-readable output")
+    _data_args(ver)
+
+    perf = sub.add_parser("perf", help="time training steps and predictives (benchmarks.perf)")
+    perf.add_argument("args", nargs=argparse.REMAINDER, help="arguments for benchmarks.perf")
+    return parser
+
+
+def _version() -> str:
+    from uqbench import __version__
+
+    return f"uqbench {__version__}"
+
+
+def _source(args: argparse.Namespace):
+    from uqbench.data import DataSource
+
+    return DataSource.resolve(
+        data_dir=args.data_dir,
+        download=not args.no_download,
+        allow_unverified=args.allow_unverified,
+    )
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from uqbench.report import write_report
+    from uqbench.runner import Runner, argv_command, describe, resolve_device
+    from uqbench.suites import load_suite
+
+    suite = load_suite(args.suite)
+    train = {
+        k: v
+        for k, v in {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr}.items()
+        if v is not None
+    }
+    ev = {
+        k: v
+        for k, v in {
+            "test_samples": args.test_samples,
+            "fgsm_samples": args.fgsm_samples,
+            "fgsm": args.fgsm,
+        }.items()
+        if v is not None
+    }
+    overrides: dict[str, Any] = {
+        "methods": _names(args.methods),
+        "tasks": _names(args.tasks),
+        "seeds": args.seeds,
+        "train": train,
+        "eval": ev,
+    }
+    if args.dry_run:
+        print(describe(suite.runs(overrides)))
+        return 0
+    runner = Runner(
+        suite,
+        out=Path(args.out),
+        source=_source(args),
+        device=resolve_device(args.device),
+        command=argv_command(),
+        overrides=overrides,
+        progress=not args.quiet,
+    )
+    try:
+        results = runner.run()
+    except KeyboardInterrupt:
+        print(
+            f"\ninterrupted: finished runs are saved in {runner.runs_dir}; run the same "
+            "command again to resume",
+            file=sys.stderr,
+        )
+        return 130
+    print(f"results: {runner.out / 'results.json'}")
+    if not args.no_report:
+        paths = write_report(results, runner.out)
+        print("report: " + ", ".join(str(p) for p in paths if p.suffix in (".md", ".html")))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from uqbench.report import write_report
+    from uqbench.runner import load_results
+
+    out = Path(args.results_dir)
+    if out.name == "results.json":
+        out = out.parent
+    paths = write_report(load_results(out), out)
+    print("report: " + ", ".join(str(p) for p in paths if p.suffix in (".md", ".html")))
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from uqbench.check import run_check
+
+    table, passed = run_check(
+        Path(args.results), Path(args.reference), Path(args.tolerance) if args.tolerance else None
+    )
+    print(table)
+    return 0 if passed else 1
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from uqbench import get_posterior, get_task, list_posteriors, list_tasks
+    from uqbench.suites import list_suites
+
+    listing = {"posteriors": list_posteriors(), "tasks": list_tasks(), "suites": list_suites()}
+    if args.json:
+        print(json.dumps(listing, indent=1))
+        return 0
+    print("posteriors:")
+    for n in listing["posteriors"]:
+        print(f"  {n:18s} {get_posterior(n).display_name}")
+    print("tasks:")
+    for n in listing["tasks"]:
+        print(f"  {n:18s} {get_task(n).display_name}")
+    print("suites:")
+    for n in listing["suites"]:
+        print(f"  {n}")
+    return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from uqbench.data import format_verify_table, verify_all
+
+    report = verify_all(_source(args))
+    print(json.dumps(report, indent=1) if args.json else format_verify_table(report))
+    return 0
+
+
+def cmd_perf(args: argparse.Namespace) -> int:
+    from benchmarks import perf
+
+    return int(perf.main(args.args) or 0)
+
+
+COMMANDS = {
+    "run": cmd_run,
+    "report": cmd_report,
+    "check": cmd_check,
+    "list": cmd_list,
+    "data": cmd_data,
+    "perf": cmd_perf,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``uqbench`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except UQBenchError as exc:
+        print(f"uqbench: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,224 @@
+"""Suite files (TOML in ``benchmarks/suites/``): which runs to make, and with what settings.
+
+A suite names methods, tasks and seeds, and per task (``[task.<name>]``) the
+training, evaluation, data-subset and architecture settings, plus ``extra_methods``
+run on that task only; ``[method.<name>]`` tables override a posterior family's
+config (``[task.<task>.method.<name>]`` for one task only).
+Every key is checked: a typo is an error naming the key and the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.resources
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from uqbench.errors import ConfigError
+from uqbench.registry import POSTERIORS, TASKS
+
+#: Evaluation settings and their defaults (the paper's: 100 predictive samples).
+EVAL_DEFAULTS: dict[str, Any] = {
+    "test_samples": 100,
+    "fgsm": "default",  # "default" (paper: not for ensembles), "all" or "none"
+    "fgsm_samples": 100,
+    "fgsm_n": None,  # test points attacked; None = the whole test set
+    "batch_size": 500,
+}
+TRAIN_KEYS = {"epochs": int, "batch_size": int, "lr": float}
+DATA_KEYS = {"n_train": int, "n_test": int, "n_ood": int}
+EVAL_TYPES = {
+    "test_samples": int,
+    "fgsm": str,
+    "fgsm_samples": int,
+    "fgsm_n": int,
+    "batch_size": int,
+}
+TOP_KEYS = {"name", "description", "methods", "tasks", "seeds", "eval", "task", "method"}
+TASK_TABLE_KEYS = {"train", "eval", "data", "arch", "method", "extra_methods"}
+
+
+@dataclass
+class RunSpec:
+    """One (method, task, seed) run with its fully resolved settings."""
+
+    method: str
+    task: str
+    seed: int
+    train: dict[str, Any]
+    eval: dict[str, Any]
+    data: dict[str, Any]
+    arch: dict[str, Any]
+    posterior: dict[str, Any]
+
+    @property
+    def key(self) -> str:
+        return f"{self.method}-{self.task}-seed{self.seed}"
+
+    def config(self) -> dict[str, Any]:
+        """The settings that define this run (recorded in its results)."""
+        return {
+            "train": self.train,
+            "eval": self.eval,
+            "data": self.data,
+            "arch": self.arch,
+            "posterior": self.posterior,
+        }
+
+    def train_hash(self) -> str:
+        """Identity of the trained model: everything but the evaluation settings."""
+        ident = {k: v for k, v in self.config().items() if k != "eval"}
+        return _digest({"method": self.method, "task": self.task, "seed": self.seed, **ident})
+
+    def run_hash(self) -> str:
+        """Identity of the whole run (training and evaluation)."""
+        return _digest({"train": self.train_hash(), "eval": self.eval})
+
+
+@dataclass
+class Suite:
+    """A parsed, validated suite file."""
+
+    name: str
+    path: Path
+    description: str
+    methods: list[str]
+    tasks: list[str]
+    seeds: list[int]
+    eval: dict[str, Any] = field(default_factory=dict)
+    task_tables: dict[str, dict[str, Any]] = field(default_factory=dict)
+    method_tables: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def runs(self, overrides: dict[str, Any] | None = None) -> list[RunSpec]:
+        """Resolve every (method, task, seed) run; ``overrides`` come from the CLI.
+
+        Override keys: ``methods``, ``tasks``, ``seeds`` (lists), ``train`` and ``eval``
+        (dicts applied to every task, after the suite's own settings).
+        """
+        o = overrides or {}
+        methods = o.get("methods") or self.methods
+        tasks = o.get("tasks") or self.tasks
+        seeds = o.get("seeds") or self.seeds
+        known_m, known_t = POSTERIORS.names(), TASKS.names()
+        for m in methods:
+            if m not in known_m:
+                raise ConfigError(f"unknown method {m!r}; known: {', '.join(known_m)}")
+        for t in tasks:
+            if t not in known_t:
+                raise ConfigError(f"unknown task {t!r}; known: {', '.join(known_t)}")
+        _check_types(o.get("train", {}), TRAIN_KEYS, "command-line training override")
+        _check_types(o.get("eval", {}), EVAL_TYPES, "command-line evaluation override")
+        specs = []
+        for t in tasks:
+            task_cls = TASKS.get(t)
+            table = self.task_tables.get(t, {})
+            train = {**task_cls.train_defaults, **table.get("train", {}), **o.get("train", {})}
+            ev = {**EVAL_DEFAULTS, **self.eval, **table.get("eval", {}), **o.get("eval", {})}
+            data = {k: table.get("data", {}).get(k) for k in DATA_KEYS}
+            arch = dict(table.get("arch", {}))
+            extra = [] if o.get("methods") else table.get("extra_methods", [])
+            for m in [*methods, *[m for m in extra if m not in methods]]:
+                if m not in known_m:
+                    raise ConfigError(f"unknown method {m!r}; known: {', '.join(known_m)}")
+                post = {**self.method_tables.get(m, {}), **table.get("method", {}).get(m, {})}
+                cls = POSTERIORS.get(m)
+                bad = sorted(set(post) - set(cls.defaults))
+                if bad:
+                    raise ConfigError(
+                        f"{self.path}: posterior {m!r} has no config key(s) {', '.join(bad)}; "
+                        f"known: {', '.join(sorted(cls.defaults)) or 'none'}"
+                    )
+                for s in seeds:
+                    specs.append(RunSpec(m, t, int(s), train, ev, data, arch, post))
+        return specs
+
+
+def suite_dir() -> Path:
+    """The folder of the built-in suites."""
+    return Path(str(importlib.resources.files("benchmarks") / "suites"))
+
+
+def list_suites() -> list[str]:
+    """Names of the built-in suites."""
+    return sorted(p.stem for p in suite_dir().glob("*.toml"))
+
+
+def load_suite(name_or_path: str | Path) -> Suite:
+    """Load a built-in suite by name, or a suite file by path, and validate it."""
+    p = Path(name_or_path)
+    if p.suffix != ".toml":
+        p = suite_dir() / f"{name_or_path}.toml"
+        if not p.exists():
+            raise ConfigError(
+                f"unknown suite {str(name_or_path)!r}; built-in: {', '.join(list_suites())} "
+                "(or give a path to a .toml file)"
+            )
+    if not p.exists():
+        raise ConfigError(f"suite file {p} does not exist")
+    try:
+        raw = tomllib.loads(p.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: not valid TOML: {exc}") from None
+    return parse_suite(raw, p)
+
+
+def parse_suite(raw: dict[str, Any], path: Path) -> Suite:
+    """Validate the raw TOML of a suite file."""
+    _check_keys(raw, TOP_KEYS, str(path))
+    for key in ("methods", "tasks", "seeds"):
+        if not isinstance(raw.get(key), list) or not raw[key]:
+            raise ConfigError(f"{path}: {key!r} must be a non-empty list")
+    if not all(isinstance(s, int) and not isinstance(s, bool) for s in raw["seeds"]):
+        raise ConfigError(f"{path}: 'seeds' must be integers, got {raw['seeds']!r}")
+    ev = raw.get("eval", {})
+    _check_types(ev, EVAL_TYPES, f"{path} [eval]")
+    tasks_tables = raw.get("task", {})
+    for t, table in tasks_tables.items():
+        where = f"{path} [task.{t}]"
+        _check_keys(table, TASK_TABLE_KEYS, where)
+        _check_types(table.get("train", {}), TRAIN_KEYS, where + ".train")
+        _check_types(table.get("eval", {}), EVAL_TYPES, where + ".eval")
+        _check_types(table.get("data", {}), DATA_KEYS, where + ".data")
+    return Suite(
+        name=str(raw.get("name", path.stem)),
+        path=path,
+        description=str(raw.get("description", "")),
+        methods=[str(m) for m in raw["methods"]],
+        tasks=[str(t) for t in raw["tasks"]],
+        seeds=[int(s) for s in raw["seeds"]],
+        eval=dict(ev),
+        task_tables=dict(tasks_tables),
+        method_tables=dict(raw.get("method", {})),
+    )
+
+
+def _check_keys(table: dict[str, Any], allowed: set[str], where: str) -> None:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: expected a table, got {table!r}")
+    bad = sorted(set(table) - allowed)
+    if bad:
+        raise ConfigError(
+            f"{where}: unknown key(s) {', '.join(bad)}; known: {', '.join(sorted(allowed))}"
+        )
+
+
+def _check_types(table: dict[str, Any], types: dict[str, type], where: str) -> None:
+    _check_keys(table, set(types), where)
+    for k, v in table.items():
+        want = types[k]
+        ok = isinstance(v, want) and not isinstance(v, bool)
+        if want is float and isinstance(v, int) and not isinstance(v, bool):
+            ok = True
+        if not ok:
+            raise ConfigError(f"{where}: {k} must be {want.__name__}, got {v!r}")
+        if want in (int, float) and v <= 0:
+            raise ConfigError(f"{where}: {k} must be positive, got {v!r}")
+        if k == "fgsm" and v not in ("default", "all", "none"):
+            raise ConfigError(f"{where}: fgsm must be 'default', 'all' or 'none', got {v!r}")
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
