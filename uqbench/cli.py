@@ -229,6 +229,9 @@ def main(argv: list[str] | None = None) -> int:
     except UQBenchError as exc:
         print(f"uqbench: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # e.g. `uqbench list | head`
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

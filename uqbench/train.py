@@ -101,7 +101,7 @@ def train(
             sums += torch.stack([loss.detach(), stats["nll"], stats["kl"]])
             bar.update(1)
             if progress and i % 50 == 0:
-                bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.4g}")
+                bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.4g}", refresh=False)
         means = (sums / steps).tolist()
         if not all(map(_finite, means)):
             raise FloatingPointError(
