@@ -42,7 +42,7 @@ from torch.nn import functional as F
 import uqbench
 from uqbench.architectures import LayerFactory, ModelSpec, PlainLayers, build_network
 from uqbench.errors import ConfigError
-from uqbench.posterior import DEFAULT_CHUNK_ROWS, Posterior
+from uqbench.posterior import Posterior, resolve_chunk_rows
 
 DEFAULT_MEMBERS = 5
 
@@ -197,7 +197,15 @@ class Ensemble(Posterior):
         """Sum over members of ``NLL(x) + NLL(x_adv) + kl_m / N``."""
         b, m = x.shape[0], self.members
         clean = x.unsqueeze(1).expand(b, m, *x.shape[1:])
-        if self.adv_eps > 0:
+        if self.adv_eps > 0 and torch.is_grad_enabled():
+            # The clean pass that gives FGSM its input gradient is the clean term of the
+            # loss too: keep its graph instead of running the clean inputs twice.
+            x_rep = clean.detach().clone().requires_grad_(True)
+            nll = self.summed_member_nll(self.member_inputs_outputs(x_rep), y)
+            (grad,) = torch.autograd.grad(nll, x_rep, retain_graph=True)
+            x_adv = fgsm_step(x_rep, grad, self.adv_eps, self.input_range)
+            nll_adv = self.summed_member_nll(self.member_inputs_outputs(x_adv), y)
+        elif self.adv_eps > 0:
             x_all = torch.cat([clean, self.adversarial_inputs(x, y)], 0)
             out = self.member_inputs_outputs(x_all)
             nll = self.summed_member_nll(out[:b], y)
@@ -220,10 +228,9 @@ class Ensemble(Posterior):
         pick = torch.randint(self.members, (x.shape[0],), device=x.device)
         return out[torch.arange(x.shape[0], device=x.device), pick]
 
-    def sample_outputs(
-        self, x: Tensor, n_samples: int, chunk_rows: int = DEFAULT_CHUNK_ROWS
-    ) -> Tensor:
+    def sample_outputs(self, x: Tensor, n_samples: int, chunk_rows: int | None = None) -> Tensor:
         """``[members, batch, out]``: every member once (``n_samples`` is ignored)."""
+        chunk_rows = resolve_chunk_rows(chunk_rows, x.device)
         per_chunk = max(1, chunk_rows // self.members)
         outs = [self.member_outputs(x[i : i + per_chunk]) for i in range(0, x.shape[0], per_chunk)]
         return torch.cat(outs, 0).transpose(0, 1)

@@ -152,7 +152,11 @@ def standard_normal_like(t: Tensor) -> Tensor:
     sampler on CPU; drawing a contiguous NHWC block and permuting it is the same
     distribution at the speed of the vectorised one.
     """
-    if t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last):
+    if (
+        t.dim() == 4
+        and not t.is_contiguous()
+        and t.is_contiguous(memory_format=torch.channels_last)
+    ):
         n, c, h, w = t.shape
         return torch.randn(n, h, w, c, dtype=t.dtype, device=t.device).permute(0, 3, 1, 2)
     return torch.randn_like(t)
@@ -211,7 +215,8 @@ class MaskedRealNVPStep(nn.Module):
     ) -> tuple[Tensor, Tensor | None]:
         """``(z', log|det dz'/dz|)`` for ``z`` of shape ``[..., dim]`` (logdet ``[...]``)."""
         if mask is None:
-            mask = torch.empty_like(z).bernoulli_(0.5)
+            # Bernoulli(0.5); comparing uniforms is ~2x faster than bernoulli_ on CPU.
+            mask = (torch.rand_like(z) < 0.5).to(z.dtype)
         h = torch.tanh(self.f(mask * z))
         mu, k = self.gk(h).split(self.dim, dim=-1)
         keep = 1.0 - mask

@@ -30,6 +30,16 @@ from uqbench.errors import ConfigError
 
 #: Largest number of (sample x example) rows pushed through the network at once.
 DEFAULT_CHUNK_ROWS = 4096
+#: The same on CPU, where chunks whose activations fit the caches are ~2x faster
+#: (LeNet-5: 256 rows of the first conv's maps are ~12 MB) than large ones.
+CPU_CHUNK_ROWS = 256
+
+
+def resolve_chunk_rows(chunk_rows: int | None, device: torch.device) -> int:
+    """``chunk_rows``, or the device's default when it is ``None``."""
+    if chunk_rows is not None:
+        return int(chunk_rows)
+    return CPU_CHUNK_ROWS if device.type == "cpu" else DEFAULT_CHUNK_ROWS
 
 
 class Posterior(nn.Module):
@@ -90,21 +100,30 @@ class Posterior(nn.Module):
         return loss, {"nll": nll.detach(), "kl": kl.detach()}
 
     def configure_optimizer(self, lr: float) -> torch.optim.Optimizer:
-        """Adam with the paper's defaults."""
-        return torch.optim.Adam(self.parameters(), lr=lr)
+        """Adam with the paper's defaults.
 
-    def sample_outputs(
-        self, x: Tensor, n_samples: int, chunk_rows: int = DEFAULT_CHUNK_ROWS
-    ) -> Tensor:
+        The fused kernel (the same update, one call for all parameters) is used where
+        torch has one; on CPU it removes a per-parameter Python loop (MNF has ~100
+        parameter tensors).
+        """
+        params = list(self.parameters())
+        fused = bool(params) and all(
+            p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params
+        )
+        return torch.optim.Adam(params, lr=lr, fused=fused or None)
+
+    def sample_outputs(self, x: Tensor, n_samples: int, chunk_rows: int | None = None) -> Tensor:
         """``[n_samples, batch, out]`` outputs, one independent posterior sample per row.
 
         Samples are evaluated in large vectorised batches: the input is repeated along
-        the batch axis and pushed through once per chunk, instead of a Python loop over
-        samples. Every (sample, example) row draws its own weight noise, so each
-        example sees ``n_samples`` independent posterior samples.
+        the batch axis and pushed through once per chunk of about ``chunk_rows`` rows
+        (``None``: :func:`resolve_chunk_rows`), instead of a Python loop over samples.
+        Every (sample, example) row draws its own weight noise, so each example sees
+        ``n_samples`` independent posterior samples.
         """
         if self.deterministic:
             return self(x).unsqueeze(0).expand(n_samples, -1, -1)
+        chunk_rows = resolve_chunk_rows(chunk_rows, x.device)
         b = x.shape[0]
         per_chunk = max(1, chunk_rows // max(b, 1))
         outs = []
