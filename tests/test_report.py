@@ -335,3 +335,14 @@ def test_rejects_wrong_schema(tmp_path: Path) -> None:
         write_report({"schema": "other/1", "runs": []}, tmp_path)
     with pytest.raises(ResultsError):
         write_report({"schema": "uqbench.results/1"}, tmp_path)
+
+
+def test_discussion_file_notes_reach_their_claims(tmp_path):
+    from uqbench.paper import CLAIMS
+
+    results = {"schema": "uqbench.results/1", "suite": "s", "command": "c", "runs": []}
+    claim = CLAIMS[0].id
+    (tmp_path / "discussion.toml").write_text(f'{claim} = "shorter training explains it"\n')
+    write_report(results, tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    assert "shorter training explains it" in md

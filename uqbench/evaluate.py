@@ -38,13 +38,16 @@ def _n_batches(n: int, batch_size: int) -> int:
 def _predict(
     model: Any, x: Tensor, n_samples: int, batch_size: int, device: torch.device, bar: Any
 ) -> Tensor:
-    """Log MC predictive ``[N, K]`` (on CPU) of the inputs ``x``, in batches."""
+    """Log MC predictive ``[N, K]`` (on CPU) of the inputs ``x``, in batches.
+
+    Batches stay on ``device`` until the end: one host copy, not one per batch.
+    """
     out = []
     for sl in _batches(len(x), batch_size):
         logits = model.sample_outputs(x[sl].to(device), n_samples)
-        out.append(M.predictive_log_probs(logits).float().cpu())
+        out.append(M.predictive_log_probs(logits).float())
         bar.update(1)
-    return torch.cat(out, 0)
+    return torch.cat(out, 0).cpu()
 
 
 def stratified_subset(y: Tensor, n: int | None, seed: int = 0) -> Tensor:
@@ -156,18 +159,19 @@ def _fgsm_curve(
     x_all, y_all = test.x[idx], test.y[idx]
     accs, ents = [], []
     for eps in eps_list:
-        hits, h_sum = 0.0, 0.0
+        hits = torch.zeros((), dtype=torch.float64, device=device)
+        h_sum = torch.zeros((), dtype=torch.float64, device=device)
         for sl in _batches(len(idx), batch_size):
             xb, yb = x_all[sl].to(device), y_all[sl].to(device)
             x_adv = fgsm_attack(model, xb, yb, eps, n_samples, tuple(task.input_range))
             with torch.no_grad():
                 probs = M.predictive_probs(model.sample_outputs(x_adv, n_samples))
-            hits += float((probs.argmax(-1) == yb).sum())
-            h_sum += float(M.entropy(probs).sum())
+            hits += (probs.argmax(-1) == yb).sum()
+            h_sum += M.entropy(probs).double().sum()
             bar.update(1)
         n = max(len(idx), 1)
-        accs.append(hits / n)
-        ents.append(h_sum / n)
+        accs.append(float(hits) / n)
+        ents.append(float(h_sum) / n)
     return {"eps": eps_list, "accuracy": accs, "mean_entropy": ents}
 
 

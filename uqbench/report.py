@@ -12,6 +12,7 @@ import base64
 import html
 import math
 import re
+import tomllib
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -931,8 +932,26 @@ def _against_paper(
     doc.items(items)
 
 
+#: Human-written notes per claim id (TOML, ``claim_id = "text"``) beside results.json.
+DISCUSSION_FILE = "discussion.toml"
+
+
+def _with_discussion(results: dict[str, Any], path: Path) -> dict[str, Any]:
+    """Add the notes of ``path`` (if it exists) as ``results["discussion"]``."""
+    if "discussion" in results or not path.exists():
+        return results
+    try:
+        notes = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ResultsError(f"{path}: not valid TOML: {exc}") from None
+    return {**results, "discussion": notes}
+
+
 def write_report(results: dict[str, Any], out_dir: Path) -> list[Path]:
     """Write ``report.md``, ``report.html`` and ``figures/*.png`` under ``out_dir``.
+
+    Notes in ``out_dir/discussion.toml`` (claim id -> text) go under their claims in
+    "Against the paper".
 
     ``results`` is a merged results dict (schema ``uqbench.results/1``). Returns the
     paths written. Raises :class:`ResultsError` for a dict that is not such a file.
@@ -940,8 +959,9 @@ def write_report(results: dict[str, Any], out_dir: Path) -> list[Path]:
     schema = results.get("schema")
     if schema is not None and schema != SCHEMA:
         raise ResultsError(f"results schema is {schema!r}, expected {SCHEMA!r}")
-    view = ResultsView(results)
     out_dir = Path(out_dir)
+    results = _with_discussion(results, out_dir / DISCUSSION_FILE)
+    view = ResultsView(results)
     fig_dir = out_dir / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
 

@@ -99,11 +99,25 @@ def _git_commit() -> str | None:
 
 
 def _to_device(data: TaskData, device: torch.device) -> TaskData:
-    """Move the training split to ``device`` once (evaluation moves batches itself)."""
+    """Move every split to ``device`` once, so that no batch is copied from the host."""
     if device.type == "cpu":
         return data
-    train = Split(data.train.x.to(device), data.train.y.to(device))
-    return TaskData(train, data.test, data.ood, data.files, data.notes, data.extra)
+
+    def move(v: Any) -> Any:
+        if isinstance(v, torch.Tensor):
+            return v.to(device)
+        if isinstance(v, Split):
+            return Split(v.x.to(device), v.y.to(device))
+        return v
+
+    return TaskData(
+        move(data.train),
+        move(data.test),
+        {k: move(v) for k, v in data.ood.items()},
+        data.files,
+        data.notes,
+        {k: move(v) for k, v in data.extra.items()},
+    )
 
 
 class Runner:
