@@ -34,6 +34,7 @@ from torch.nn import functional as F
 
 import uqbench
 from uqbench.architectures import ModelSpec
+from uqbench.runner import cpu_model
 
 METHODS = ("l2", "dropout", "ensemble", "ffg", "fflu", "mnf")
 PEERS = ("bt-flipout", "bt-reparam", "tu-bayes")
@@ -214,16 +215,6 @@ def weight_means(model: nn.Module, kind: str, with_bias: bool = False) -> list[T
 
 
 # -- machine --------------------------------------------------------------------------------
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def peak_rss_mb() -> float:
     """Peak resident memory of this process so far (ru_maxrss is KiB on Linux)."""
     r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

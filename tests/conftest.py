@@ -51,10 +51,10 @@ class TinyBlobs(Task):
 @pytest.fixture
 def tiny_task() -> Iterator[str]:
     """Register the tiny task for one test."""
+    state = TASKS.snapshot()
     TASKS.add("tiny-blobs", TinyBlobs)
     yield "tiny-blobs"
-    TASKS._entries.pop("tiny-blobs", None)
-    TASKS._origin.pop("tiny-blobs", None)
+    TASKS.restore(state)
 
 
 def write_suite(path: Path, text: str) -> Path:

@@ -64,14 +64,9 @@ DEMO_PLAIN = """
 def clean_registry():
     """Restore the posterior registry and drop the plug-in modules afterwards."""
     POSTERIORS.names()  # discover the installed entry points before taking the snapshot
-    entries, origin = dict(POSTERIORS._entries), dict(POSTERIORS._origin)
-    discovered = POSTERIORS._discovered
+    state = POSTERIORS.snapshot()
     yield POSTERIORS
-    POSTERIORS._entries.clear()
-    POSTERIORS._entries.update(entries)
-    POSTERIORS._origin.clear()
-    POSTERIORS._origin.update(origin)
-    POSTERIORS._discovered = discovered
+    POSTERIORS.restore(state)
     for name in PLUGIN_MODULES:
         sys.modules.pop(name, None)
 

@@ -20,14 +20,9 @@ BUILT_INS = ["dropout", "dropout-learned", "ensemble", "ffg", "fflu", "l2", "mnf
 def clean_registry():
     """Restore the posterior registry and drop the test's plug-in modules afterwards."""
     POSTERIORS.names()  # discover the installed entry points before taking the snapshot
-    entries, origin = dict(POSTERIORS._entries), dict(POSTERIORS._origin)
-    discovered = POSTERIORS._discovered
+    state = POSTERIORS.snapshot()
     yield POSTERIORS
-    POSTERIORS._entries.clear()
-    POSTERIORS._entries.update(entries)
-    POSTERIORS._origin.clear()
-    POSTERIORS._origin.update(origin)
-    POSTERIORS._discovered = discovered
+    POSTERIORS.restore(state)
     for name in [m for m in sys.modules if m.startswith("uqbench_test_")]:
         del sys.modules[name]
 

@@ -92,6 +92,21 @@ class Registry(Generic[T]):
         """Forget that entry points were loaded (for tests that add plug-ins)."""
         self._discovered = False
 
+    def snapshot(self) -> tuple[dict[str, type[T]], dict[str, str], bool]:
+        """The registry's state, for :meth:`restore` (tests that register temporarily).
+
+        Entry points are loaded first: their modules register only on first import.
+        """
+        self.discover()
+        return dict(self._entries), dict(self._origin), self._discovered
+
+    def restore(self, state: tuple[dict[str, type[T]], dict[str, str], bool]) -> None:
+        """Return to a state taken with :meth:`snapshot`."""
+        entries, origin, discovered = state
+        self._entries = dict(entries)
+        self._origin = dict(origin)
+        self._discovered = discovered
+
 
 def _qualname(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"

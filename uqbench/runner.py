@@ -66,7 +66,7 @@ def environment(device: torch.device) -> dict[str, Any]:
         "numpy": numpy.__version__,
         "platform": platform.platform(),
         "device": str(device),
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "git_commit": _git_commit(),
@@ -78,7 +78,8 @@ def environment(device: torch.device) -> dict[str, Any]:
     return env
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU's model name (from /proc/cpuinfo on Linux)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
