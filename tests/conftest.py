@@ -15,10 +15,18 @@ from uqbench.tasks.base import Split, Task, TaskData
 REAL_DATA = os.environ.get("UQBENCH_DATA_DIR")
 
 
+@pytest.fixture(scope="session")
+def _shared_data_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One cache of decoded data sets for the whole session (decoding notMNIST takes seconds)."""
+    return tmp_path_factory.mktemp("data-cache")
+
+
 @pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch) -> None:
-    """Checkpoints of tests never mix with a user's cache."""
-    monkeypatch.setenv("UQBENCH_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, _shared_data_cache, monkeypatch):
+    """Checkpoints of tests never mix with each other's or a user's cache."""
+    cache = tmp_path_factory.mktemp("cache")
+    (cache / "data").symlink_to(_shared_data_cache, target_is_directory=True)
+    monkeypatch.setenv("UQBENCH_CACHE_DIR", str(cache))
 
 
 class TinyBlobs(Task):
