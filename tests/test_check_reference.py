@@ -1,0 +1,60 @@
+"""`uqbench check` on a copy of the committed real smoke reference."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+
+from uqbench.check import check_results, format_check_table, load_tolerances
+from uqbench.errors import ResultsError
+
+REF_DIR = Path(__file__).resolve().parents[1] / "results" / "reference"
+REF = REF_DIR / "smoke.json"
+TOL = REF_DIR / "smoke-tolerances.json"
+
+
+@pytest.fixture(scope="module")
+def reference() -> dict:
+    return json.loads(REF.read_text())
+
+
+@pytest.fixture(scope="module")
+def tolerances() -> dict:
+    return load_tolerances(TOL)
+
+
+def test_reference_covers_every_family_and_task(reference):
+    pairs = {(r["method"], r["task"]) for r in reference["runs"]}
+    for m in ("l2", "dropout", "ensemble", "ffg", "fflu", "mnf"):
+        for t in ("mnist", "cifar5", "toy-cubic"):
+            assert (m, t) in pairs
+
+
+def test_unchanged_result_passes(reference, tolerances):
+    assert check_results(copy.deepcopy(reference), reference, tolerances).passed
+
+
+def test_error_raised_past_tolerance_fails_naming_method_and_metric(reference, tolerances):
+    worse = copy.deepcopy(reference)
+    run = next(r for r in worse["runs"] if r["method"] == "mnf" and r["task"] == "mnist")
+    tol = tolerances["per_run"].get("mnf/mnist", {}).get("error_pct")
+    tol = tol if tol is not None else tolerances["default"]["error_pct"]
+    run["metrics"]["error_pct"] += 2 * tol + 0.1
+    report = check_results(worse, reference, tolerances)
+    assert not report.passed
+    bad = [r for r in report.rows if r.status == "regressed"]
+    assert [(r.method, r.task, r.metric) for r in bad] == [("mnf", "mnist", "error_pct")]
+    table = format_check_table(report)
+    assert "mnf" in table and "error_pct" in table
+
+
+def test_result_missing_a_run_is_refused(reference, tolerances):
+    partial = copy.deepcopy(reference)
+    partial["runs"] = [
+        r for r in partial["runs"] if r["method"] != "ffg" or r["task"] != "toy-cubic"
+    ]
+    with pytest.raises(ResultsError, match="ffg"):
+        check_results(partial, reference, tolerances)
