@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 
-from uqbench.registry import TASKS
+from uqbench.registry import POSTERIORS, TASKS
 from uqbench.tasks.base import Split, Task, TaskData
 
 REAL_DATA = os.environ.get("UQBENCH_DATA_DIR")
@@ -54,6 +55,18 @@ class TinyBlobs(Task):
 
         ood = torch.randn(n_ood or 100, 2, generator=g) + torch.tensor([0.0, 8.0])
         return TaskData(blobs(n_train or 200), blobs(n_test or 100), {"far": ood})
+
+
+@pytest.fixture
+def clean_registry() -> Iterator:
+    """Restore the posterior registry, and forget plug-in modules a test imported."""
+    before = set(sys.modules)
+    state = POSTERIORS.snapshot()
+    yield POSTERIORS
+    POSTERIORS.restore(state)
+    for name in set(sys.modules) - before:
+        if name.startswith("uqbench_"):
+            del sys.modules[name]
 
 
 @pytest.fixture

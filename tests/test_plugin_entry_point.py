@@ -21,11 +21,9 @@ from torch import nn
 
 import uqbench
 from uqbench import ModelSpec
-from uqbench.registry import POSTERIORS
 
 EXAMPLE = Path(__file__).parent / "plugin_example"
 EXAMPLE_MODULE = "uqbench_gaussian_dropout"
-PLUGIN_MODULES = ("uqbench_demo_plugin", "uqbench_demo_plain", EXAMPLE_MODULE)
 
 DEMO_PLUGIN = """
     import torch
@@ -58,17 +56,6 @@ DEMO_PLAIN = """
         def layer_factory(self):
             return uqbench.PlainLayers()
 """
-
-
-@pytest.fixture
-def clean_registry():
-    """Restore the posterior registry and drop the plug-in modules afterwards."""
-    POSTERIORS.names()  # discover the installed entry points before taking the snapshot
-    state = POSTERIORS.snapshot()
-    yield POSTERIORS
-    POSTERIORS.restore(state)
-    for name in PLUGIN_MODULES:
-        sys.modules.pop(name, None)
 
 
 def install_fake(root: Path, dist: str, entry_points: str) -> None:

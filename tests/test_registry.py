@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import textwrap
 from pathlib import Path
 
@@ -11,20 +10,8 @@ import torch
 
 import uqbench
 from uqbench import Posterior, RegistryError, register_posterior
-from uqbench.registry import POSTERIORS
 
 BUILT_INS = ["dropout", "dropout-learned", "ensemble", "ffg", "fflu", "l2", "mnf"]
-
-
-@pytest.fixture
-def clean_registry():
-    """Restore the posterior registry and drop the test's plug-in modules afterwards."""
-    POSTERIORS.names()  # discover the installed entry points before taking the snapshot
-    state = POSTERIORS.snapshot()
-    yield POSTERIORS
-    POSTERIORS.restore(state)
-    for name in [m for m in sys.modules if m.startswith("uqbench_test_")]:
-        del sys.modules[name]
 
 
 def write_distribution(root: Path, dist: str, entry_points: str, modules: dict[str, str]) -> None:
