@@ -157,3 +157,22 @@ def test_builtin_suites_parse_and_resolve():
     for name in list_suites():
         runs = load_suite(name).runs()
         assert runs, name
+
+
+def test_refused_data_stops_the_suite_before_any_training(tmp_path, tiny_task, monkeypatch):
+    from uqbench.errors import DataError
+    from uqbench.registry import TASKS
+
+    def refuse(self, source, **kw):
+        raise DataError("refused: checksum mismatch")
+
+    class Broken(TASKS.get("tiny-blobs")):
+        load = refuse
+
+    TASKS.add("broken", Broken)
+    runner = make_runner(tmp_path, overrides={"tasks": ["tiny-blobs", "broken"]})
+    trained: list[str] = []
+    monkeypatch.setattr(Runner, "run_one", lambda self, spec, env: trained.append(spec.key))
+    with pytest.raises(DataError, match="checksum"):
+        runner.run()
+    assert trained == []

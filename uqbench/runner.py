@@ -156,6 +156,8 @@ class Runner:
             f"suite {self.suite.name}: {len(self.specs)} runs, {len(self.specs) - len(todo)} "
             f"already done; results -> {self.out}, checkpoints -> {cache_dir() / 'checkpoints'}"
         )
+        for spec in todo:  # fail fast: a missing or refused data set stops us before training
+            self.task_data(spec)
         for i, spec in enumerate(todo, 1):
             self.log(f"[{i}/{len(todo)}] {spec.key}")
             record = self.run_one(spec, env)
