@@ -7,7 +7,7 @@ import json
 import pytest
 
 from uqbench.cli import main
-from uqbench.runner import load_results
+from uqbench.results import load_results
 
 
 def test_list_json_names_posteriors_tasks_and_suites(capsys):

@@ -28,15 +28,19 @@ hint to refresh it), "ok" (within the tolerance), "missing".
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from uqbench.errors import ResultsError
+from uqbench.results import (  # noqa: F401 - re-exported
+    RESULTS_SCHEMA,
+    read_json,
+    resolve_results_path,
+    validate_results,
+)
 
-RESULTS_SCHEMA = "uqbench.results/1"
 TOLERANCES_SCHEMA = "uqbench.tolerances/1"
 
 # Scalar metrics at the top level of METRICS, with True when higher is better.
@@ -110,20 +114,6 @@ class CheckReport:
 
 
 # --------------------------------------------------------------------------- validation
-
-
-def validate_results(results: dict, what: str = "results") -> None:
-    """Refuse a dict that is not a merged results file of schema ``uqbench.results/1``."""
-    if not isinstance(results, dict):
-        raise ResultsError(f"{what} is not a JSON object")
-    schema = results.get("schema")
-    if schema != RESULTS_SCHEMA:
-        raise ResultsError(
-            f"{what} has schema {schema!r}; expected {RESULTS_SCHEMA!r} "
-            "(a merged results.json, not a per-run file or another format)"
-        )
-    if not isinstance(results.get("runs"), list):
-        raise ResultsError(f"{what} has no 'runs' list")
 
 
 def _index_runs(results: dict, what: str) -> dict[tuple[str, str, int], dict]:
@@ -440,27 +430,6 @@ def format_check_table(report: CheckReport) -> str:
 
 
 # --------------------------------------------------------------------------- files
-
-
-def resolve_results_path(path: Path) -> Path:
-    """A results.json file, or the results.json inside a results directory."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "results.json"
-    if not path.is_file():
-        raise ResultsError(f"no results file at {path}")
-    return path
-
-
-def read_json(path: Path, what: str = "file") -> Any:
-    """Parse a JSON file; ResultsError (naming ``what`` and the path) when that fails."""
-    try:
-        with open(path, encoding="utf-8") as fh:
-            return json.load(fh)
-    except FileNotFoundError:
-        raise ResultsError(f"{what} {path} does not exist") from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ResultsError(f"cannot read {what} {path}: {exc}") from None
 
 
 def default_tolerance_path(reference_path: Path) -> Path:

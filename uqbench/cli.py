@@ -160,7 +160,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from uqbench.report import write_report
-    from uqbench.runner import load_results
+    from uqbench.results import load_results
 
     out = Path(args.results_dir)
     if out.name == "results.json":

@@ -34,8 +34,8 @@ from uqbench.paper import (
     TABLE2_ROWS,
     band_stats,
 )
+from uqbench.results import RESULTS_SCHEMA as SCHEMA
 
-SCHEMA = "uqbench.results/1"
 #: Caption label of every CIFAR table and figure made from the unverified stand-in.
 CIFAR_UNVERIFIED = "CIFAR-10 (UNVERIFIED copy: JPEG-q75 stand-in)"
 #: Order of tasks in tables; other tasks follow alphabetically.

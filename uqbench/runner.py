@@ -22,15 +22,13 @@ import torch
 
 import uqbench
 from uqbench.data import DataSource
-from uqbench.errors import ConfigError, ResultsError
+from uqbench.errors import ConfigError
 from uqbench.evaluate import evaluate_classification, evaluate_regression
 from uqbench.registry import POSTERIORS, TASKS
+from uqbench.results import RESULTS_SCHEMA, RUN_SCHEMA
 from uqbench.suites import RunSpec, Suite
 from uqbench.tasks.base import Split, TaskData
 from uqbench.train import train
-
-RESULTS_SCHEMA = "uqbench.results/1"
-RUN_SCHEMA = "uqbench.run/1"
 
 
 def cache_dir() -> Path:
@@ -272,24 +270,6 @@ def _write_json(path: Path, obj: Any) -> None:
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(obj, indent=1, allow_nan=True))
     os.replace(tmp, path)
-
-
-def load_results(path: str | Path) -> dict[str, Any]:
-    """Read a results.json (or the results.json inside a results directory)."""
-    p = Path(path)
-    if p.is_dir():
-        p = p / "results.json"
-    if not p.exists():
-        raise ResultsError(f"no results file at {p}")
-    try:
-        res = json.loads(p.read_text())
-    except json.JSONDecodeError as exc:
-        raise ResultsError(f"{p} is not valid JSON: {exc}") from None
-    if res.get("schema") != RESULTS_SCHEMA:
-        raise ResultsError(
-            f"{p} has schema {res.get('schema')!r}; this uqbench reads {RESULTS_SCHEMA!r}"
-        )
-    return res
 
 
 def merge_results(

@@ -1,0 +1,60 @@
+"""The results files (schema ``uqbench.results/1``): reading and validating them.
+
+``results/<suite>/runs/*.json`` hold one run each (schema ``uqbench.run/1``);
+``results/<suite>/results.json`` merges them. Both schemas are a public contract:
+a change bumps the version and is noted in the README.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from uqbench.errors import ResultsError
+
+RESULTS_SCHEMA = "uqbench.results/1"
+RUN_SCHEMA = "uqbench.run/1"
+
+
+def validate_results(results: dict, what: str = "results") -> None:
+    """Refuse a dict that is not a merged results file of schema ``uqbench.results/1``."""
+    if not isinstance(results, dict):
+        raise ResultsError(f"{what} is not a JSON object")
+    schema = results.get("schema")
+    if schema != RESULTS_SCHEMA:
+        raise ResultsError(
+            f"{what} has schema {schema!r}; expected {RESULTS_SCHEMA!r} "
+            "(a merged results.json, not a per-run file or another format)"
+        )
+    if not isinstance(results.get("runs"), list):
+        raise ResultsError(f"{what} has no 'runs' list")
+
+
+def resolve_results_path(path: Path) -> Path:
+    """A results.json file, or the results.json inside a results directory."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "results.json"
+    if not path.is_file():
+        raise ResultsError(f"no results file at {path}")
+    return path
+
+
+def read_json(path: Path, what: str = "file") -> Any:
+    """Parse a JSON file; ResultsError (naming ``what`` and the path) when that fails."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except FileNotFoundError:
+        raise ResultsError(f"{what} {path} does not exist") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ResultsError(f"cannot read {what} {path}: {exc}") from None
+
+
+def load_results(path: str | Path) -> dict[str, Any]:
+    """Read and validate a results.json (or the results.json inside a results directory)."""
+    p = resolve_results_path(Path(path))
+    results = read_json(p, "results file")
+    validate_results(results, str(p))
+    return results
