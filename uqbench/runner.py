@@ -243,6 +243,7 @@ class Runner:
             "train_seconds": log.seconds,  # for a cached model: when it was trained
             "eval_seconds": eval_seconds,
             "device": env["device_name"],
+            "git_commit": env["git_commit"],  # run files outlive code versions: say which
             "config": {
                 **spec.config(),
                 "spec": model_spec.to_dict(),
