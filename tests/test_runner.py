@@ -176,3 +176,23 @@ def test_refused_data_stops_the_suite_before_any_training(tmp_path, tiny_task, m
     with pytest.raises(DataError, match="checksum"):
         runner.run()
     assert trained == []
+
+
+def test_runs_made_by_another_commit_are_redone(tmp_path, tiny_task, monkeypatch):
+    runner = make_runner(tmp_path)
+    runner.run()
+    first = runner.runs_dir / "l2-tiny-blobs-seed0.json"
+    record = json.loads(first.read_text())
+    if record["git_commit"] is None:
+        pytest.skip("not in a git checkout")
+    record["git_commit"] = "0" * 40
+    first.write_text(json.dumps(record))
+    calls: list[str] = []
+    original = Runner.run_one
+    monkeypatch.setattr(
+        Runner,
+        "run_one",
+        lambda self, spec, env: calls.append(spec.key) or original(self, spec, env),
+    )
+    make_runner(tmp_path).run()
+    assert calls == ["l2-tiny-blobs-seed0"]

@@ -149,7 +149,7 @@ class Runner:
         """Make every run not yet done, then merge them into ``results.json``."""
         self.runs_dir.mkdir(parents=True, exist_ok=True)
         env = environment(self.device)
-        todo = [s for s in self.specs if not self._is_done(s)]
+        todo = [s for s in self.specs if not self._is_done(s, env["git_commit"])]
         self.log(
             f"suite {self.suite.name}: {len(self.specs)} runs, {len(self.specs) - len(todo)} "
             f"already done; results -> {self.out}, checkpoints -> {cache_dir() / 'checkpoints'}"
@@ -167,14 +167,21 @@ class Runner:
             )
         return merge_results(self.out, self.suite.name, self.command, env)
 
-    def _is_done(self, spec: RunSpec) -> bool:
+    def _is_done(self, spec: RunSpec, commit: str | None = None) -> bool:
+        """A run file with the same settings, made by the same code (git commit, if known).
+
+        Results committed from another version of uqbench are redone, not reused; the
+        checkpoint cache still spares retraining when only the code's evaluation changed.
+        """
         path = self.runs_dir / f"{spec.key}.json"
         if not path.exists():
             return False
         try:
-            return json.loads(path.read_text()).get("run_hash") == spec.run_hash()
+            record = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
             return False
+        same_code = commit is None or record.get("git_commit") == commit
+        return record.get("run_hash") == spec.run_hash() and same_code
 
     def task_data(self, spec: RunSpec) -> TaskData:
         key = (spec.task, spec.seed, json.dumps(spec.data, sort_keys=True))
