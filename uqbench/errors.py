@@ -22,3 +22,7 @@ class ConfigError(UQBenchError):
 
 class ResultsError(UQBenchError):
     """A results file has the wrong schema, suite or runs."""
+
+
+class TrainingError(UQBenchError):
+    """Training diverged (a non-finite loss); the message names the run and the epoch."""

@@ -79,7 +79,7 @@ class Posterior(nn.Module):
 
     def kl(self) -> Tensor:
         """KL(q || p) summed over layers (or the negative log prior for MAP families)."""
-        terms = [m.kl() for m in self.net.modules() if m is not self and hasattr(m, "kl")]
+        terms = [m.kl() for m in self.net.modules() if hasattr(m, "kl")]
         if not terms:
             return torch.zeros((), device=self._device())
         return torch.stack([t.reshape(()) for t in terms]).sum()

@@ -24,6 +24,7 @@ import uqbench
 from uqbench.data import DataSource
 from uqbench.errors import ConfigError
 from uqbench.evaluate import evaluate_classification, evaluate_regression
+from uqbench.paper import PAPER_METHODS
 from uqbench.registry import POSTERIORS, TASKS
 from uqbench.results import RESULTS_SCHEMA, RUN_SCHEMA
 from uqbench.suites import RunSpec, Suite
@@ -297,11 +298,10 @@ def merge_results(
     return results
 
 
-PAPER_ORDER = ["l2", "dropout", "ensemble", "ffg", "fflu", "mnf"]
-
-
 def _method_order(name: str) -> tuple[int, str]:
-    return (PAPER_ORDER.index(name) if name in PAPER_ORDER else len(PAPER_ORDER), name)
+    """Sort key: the paper's Table 2 column order, then anything else by name."""
+    order = PAPER_METHODS
+    return (order.index(name) if name in order else len(order), name)
 
 
 def describe(specs: Iterable[RunSpec]) -> str:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
+from uqbench.errors import TrainingError
 from uqbench.posterior import Posterior
 from uqbench.tasks.base import Split
 
@@ -30,13 +32,7 @@ class TrainLog:
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "epoch": self.epoch,
-            "loss": self.loss,
-            "nll": self.nll,
-            "kl": self.kl,
-            "seconds": self.seconds,
-        }
+        return asdict(self)
 
 
 def train(
@@ -103,8 +99,8 @@ def train(
             if progress and i % 50 == 0:
                 bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.4g}", refresh=False)
         means = (sums / steps).tolist()
-        if not all(map(_finite, means)):
-            raise FloatingPointError(
+        if not all(map(math.isfinite, means)):
+            raise TrainingError(
                 f"{desc}: training diverged at epoch {epoch + 1} (loss {means[0]}, "
                 f"nll {means[1]}, kl {means[2]})"
             )
@@ -122,10 +118,6 @@ def train(
     bar.close()
     model.eval()
     return log
-
-
-def _finite(v: float) -> bool:
-    return v == v and abs(v) != float("inf")
 
 
 def _save_checkpoint(
