@@ -89,6 +89,10 @@ def cpu_model() -> str:
 
 
 def _git_commit() -> str | None:
+    """The commit of the code that runs: ``$UQBENCH_GIT_COMMIT`` (for copies made without
+    git metadata, e.g. a tree shipped to a GPU machine), else ``git rev-parse HEAD``."""
+    if os.environ.get("UQBENCH_GIT_COMMIT"):
+        return os.environ["UQBENCH_GIT_COMMIT"].strip()
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
