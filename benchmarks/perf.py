@@ -34,6 +34,7 @@ from torch.nn import functional as F
 
 import uqbench
 from uqbench.architectures import ModelSpec
+from uqbench.cpu import tune_malloc
 from uqbench.runner import cpu_model
 
 METHODS = ("l2", "dropout", "ensemble", "ffg", "fflu", "mnf")
@@ -245,6 +246,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; write perf.json and perf.md; return an exit code."""
     args = parse_args(argv)
+    malloc_tuned = tune_malloc()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -403,6 +405,7 @@ def main(argv: list[str] | None = None) -> int:
         "python": platform.python_version(),
         "load_avg_before": load_before,
         "load_avg_after": os.getloadavg(),
+        "malloc_tuned": malloc_tuned,
     }
     command = "python -m benchmarks.perf " + " ".join(
         shlex.quote(a) for a in (argv or sys.argv[1:])
@@ -444,7 +447,8 @@ def render_md(r: dict[str, Any]) -> str:
         f"Command: `{r['command']}`  ",
         f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']}, {m['threads']} thread(s); "
         f"load average before {m['load_avg_before'][0]:.2f}, after {m['load_avg_after'][0]:.2f} "
-        "(shared machine).  ",
+        "(shared machine); glibc malloc tuning (uqbench.cpu) "
+        f"{'on' if m.get('malloc_tuned') else 'off'}.  ",
         f"Medians of {r['settings']['repeats']} steps / {r['settings']['pred_repeats']} "
         f"predictives after {r['settings']['warmup']} warm-up. 100 deterministic forward passes "
         f"of l2 as one 10,000-row pass: {r['det100_pass_ms']:.1f} ms (the issue's denominator); "
@@ -473,10 +477,13 @@ def render_md(r: dict[str, Any]) -> str:
     lines += [
         "",
         "Why not lower: a mean-field step needs two convs / matmuls per layer (mean and "
-        "variance) plus one N(0, 1) draw per pre-activation, so ~2x l2 is the floor. MNF adds "
-        "~1,500 small tensor ops per step (q and r flows of every layer, in forward, KL and "
-        "backward) whose fixed per-op cost does not shrink with the batch: at batch 100 on "
-        "one thread that is tens of ms over FFG. The ensemble's step is M members x "
+        "variance) plus one N(0, 1) draw per pre-activation, so ~2x l2 is the floor. MNF's "
+        "extra cost over FFG (profiled with torch.profiler) is about half the flows (~1,500 "
+        "small ops per step; a hand-written backward for a flow step saved only ~2%, within "
+        "noise, and was not kept) and half its z on the first conv layer: z scales each "
+        "[100, 20, 24, 24] feature map, one multiply forward and two multiplies and a "
+        "reduction backward over the largest tensors of the network, where the conv itself "
+        "(1 input channel) is cheap. The ensemble's step is M members x "
         "(clean + FGSM input-gradient + adversarial passes), ~3M deterministic-step "
         "equivalents minus the clean pass now shared with the FGSM gradient. The issue's "
         "predictive denominator (one 10,000-row pass) is itself cache-bound; the last "

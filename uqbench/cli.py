@@ -104,10 +104,12 @@ def _source(args: argparse.Namespace):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from uqbench.cpu import tune_malloc
     from uqbench.report import write_report
     from uqbench.runner import Runner, argv_command, describe, resolve_device
     from uqbench.suites import load_suite
 
+    tune_malloc()
     suite = load_suite(args.suite)
     train = {
         k: v
