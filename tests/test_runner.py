@@ -196,3 +196,14 @@ def test_runs_made_by_another_commit_are_redone(tmp_path, tiny_task, monkeypatch
     )
     make_runner(tmp_path).run()
     assert calls == ["l2-tiny-blobs-seed0"]
+
+
+def test_a_copy_without_git_names_its_commit_through_the_environment(
+    tmp_path, tiny_task, monkeypatch
+):
+    monkeypatch.setenv("UQBENCH_GIT_COMMIT", "a" * 40)
+    monkeypatch.chdir(tmp_path)  # no git repository here
+    runner = make_runner(tmp_path)
+    runner.run()
+    record = json.loads((runner.runs_dir / "l2-tiny-blobs-seed0.json").read_text())
+    assert record["git_commit"] == "a" * 40
