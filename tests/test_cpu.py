@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
 import pytest
 
+from uqbench.cpu import DISABLE_ENV
+
 # Allocates and frees a 256 MiB tensor, then prints the resident set (pages) that is left.
 _PROBE = """
-import os, sys
+import os
 from uqbench.cpu import tune_malloc
 applied = tune_malloc()
 import torch
@@ -22,21 +25,13 @@ print(applied, resident >> 20)
 
 
 def _probe(env_off: bool) -> tuple[bool, int]:
-    env = {"UQBENCH_NO_MALLOC_TUNING": "1"} if env_off else {}
+    env = {k: v for k, v in os.environ.items() if k != DISABLE_ENV}
+    if env_off:
+        env[DISABLE_ENV] = "1"
     out = subprocess.run(
-        [sys.executable, "-c", _PROBE],
-        capture_output=True,
-        text=True,
-        check=True,
-        env={**_base_env(), **env},
+        [sys.executable, "-c", _PROBE], capture_output=True, text=True, check=True, env=env
     ).stdout.split()
     return out[0] == "True", int(out[1])
-
-
-def _base_env() -> dict[str, str]:
-    import os
-
-    return {k: v for k, v in os.environ.items() if k != "UQBENCH_NO_MALLOC_TUNING"}
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc mallopt")
