@@ -207,6 +207,8 @@ class Runner:
             torch.cuda.manual_seed_all(spec.seed)
         model = POSTERIORS.get(spec.method)(model_spec, **spec.posterior).to(self.device)
         ckpt = cache_dir() / "checkpoints" / f"{spec.key}-{spec.train_hash()}.pt"
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
         log = train(
             model,
             data.train,
@@ -244,6 +246,9 @@ class Runner:
                 progress=self.progress,
             )
         eval_seconds = time.perf_counter() - t1
+        peak_mb = None
+        if self.device.type == "cuda":  # what one run needs, for packing runs onto one GPU
+            peak_mb = round(torch.cuda.max_memory_allocated(self.device) / 2**20, 1)
         return {
             "schema": RUN_SCHEMA,
             "run_hash": spec.run_hash(),
@@ -255,6 +260,7 @@ class Runner:
             "train_seconds": log.seconds,  # for a cached model: when it was trained
             "eval_seconds": eval_seconds,
             "device": env["device_name"],
+            "peak_memory_mb": peak_mb,
             "git_commit": env["git_commit"],  # run files outlive code versions: say which
             "config": {
                 **spec.config(),
