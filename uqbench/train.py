@@ -65,10 +65,10 @@ def train(
         state = torch.load(checkpoint, map_location=device, weights_only=False)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
-        gen.set_state(state["batch_rng"])
-        torch.set_rng_state(state["torch_rng"])
+        gen.set_state(state["batch_rng"].cpu())
+        torch.set_rng_state(state["torch_rng"].cpu())
         if device.type == "cuda" and state.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(state["cuda_rng"], device)
+            torch.cuda.set_rng_state(state["cuda_rng"].cpu(), device)
         log = TrainLog(**state["log"])
         start_epoch = state["epoch"]
 

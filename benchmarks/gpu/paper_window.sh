@@ -31,7 +31,7 @@ if ! python3 -c "import uqbench" 2>/dev/null; then
 fi
 mps=off
 if [ "$device" = cuda ] && command -v nvidia-cuda-mps-control >/dev/null; then
-  if nvidia-cuda-mps-control -d 2>/dev/null \
+  if { nvidia-cuda-mps-control -d 2>/dev/null || pgrep -f nvidia-cuda-mps-control >/dev/null; } \
      && timeout 60 python3 -c "import torch; torch.ones(1, device='cuda').sum().item()"; then
     mps=on
   else
