@@ -227,7 +227,7 @@ class Runner:
     def failed_record(self, spec: RunSpec, env: dict[str, Any], exc: Exception) -> dict[str, Any]:
         """The run file of a run that failed: what, why, and no metrics."""
         if isinstance(exc, UQBenchError):
-            error, tb = str(exc), None
+            error, tb = (str(exc) if spec.key in str(exc) else f"{spec.key}: {exc}"), None
         else:
             error = f"{spec.key}: {type(exc).__name__}: {exc}"
             tb = "".join(traceback.format_exception(exc))
@@ -318,7 +318,7 @@ class Runner:
                 f"{spec.key}: evaluation gave non-finite metrics ({', '.join(bad[:8])}); "
                 f"the trained model is kept in {ckpt}"
             )
-        return {
+        record = {
             "schema": RUN_SCHEMA,
             "status": "ok",
             "run_hash": spec.run_hash(),
@@ -349,6 +349,10 @@ class Runner:
             "train_log": log.to_dict(),
             "metrics": metrics,
         }
+        bad = nonfinite_paths(record)
+        if bad:  # JSON has no NaN or infinity; a record holding one is not a result
+            raise TrainingError(f"{spec.key}: non-finite values in the run record ({bad[0]})")
+        return record
 
 
 def _jsonable(obj: Any) -> Any:
