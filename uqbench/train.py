@@ -201,6 +201,7 @@ def _load_checkpoint(
     """
     before = copy.deepcopy(model.state_dict())
     rng_before = torch.get_rng_state()
+    cuda_before = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
         model.load_state_dict(state["model"])
@@ -211,10 +212,17 @@ def _load_checkpoint(
             torch.cuda.set_rng_state(state["cuda_rng"], device)
         TrainLog(**state["log"])
         int(state["epoch"])
+        if state.get("step") and not (
+            isinstance(state.get("perm"), torch.Tensor)
+            and isinstance(state.get("sums"), torch.Tensor)
+        ):
+            raise ValueError("a mid-epoch checkpoint without its batch order")
         return state
     except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint is set aside
         model.load_state_dict(before)
         torch.set_rng_state(rng_before)
+        if cuda_before is not None:
+            torch.cuda.set_rng_state(cuda_before, device)
         bad = path.with_name(path.name + ".bad")
         os.replace(path, bad)
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
