@@ -146,6 +146,8 @@ class Ensemble(Posterior):
 
     display_name = "D.Ensem."
     defaults: dict[str, Any] = {"members": None, "adv_eps": None, "input_range": None}
+    #: Types of the keys whose default is None (suite files are checked against them).
+    config_types: dict[str, Any] = {"members": int, "adv_eps": float, "input_range": list}
     skip_fgsm_by_default = True
 
     def __init__(self, spec: ModelSpec, **config: Any) -> None:

@@ -456,3 +456,72 @@ def test_verify_all_reports_without_raising(tmp_path: Path) -> None:
     table = format_verify_table(report)
     for word in ("mnist", "notmnist", "cifar10", "UNVERIFIED", "CORRUPT", "MISSING"):
         assert word in table
+
+
+# -- issue 13: wrong labels file, verify's exit status, unreadable folders -----------
+def test_wrong_labels_file_names_the_labels_file(tmp_path: Path) -> None:
+    arrays = make_mnist_arrays()
+    arrays["train_y"] = arrays["test_y"]  # the test labels (20) where the train labels go (30)
+    write_mnist(tmp_path / "data" / "mnist", arrays)
+    with pytest.raises(DataError) as exc:
+        load_mnist(src(tmp_path / "data", tmp_path, allow_unverified=True))
+    msg = str(exc.value)
+    assert "labels file" in msg and "train-labels-idx1-ubyte.gz" in msg
+    assert "30 images" in msg and "20 labels" in msg
+
+
+def _verify_cli(tmp_path: Path, *extra: str) -> int:
+    from uqbench.cli import main
+
+    return main(["data", "verify", "--data-dir", str(tmp_path / "data"), "--no-download", *extra])
+
+
+def test_data_verify_exits_nonzero_on_corrupt_data(tmp_path: Path, capsys) -> None:
+    paths = write_mnist(tmp_path / "data" / "mnist", make_mnist_arrays())
+    paths["train_x"].write_bytes(paths["train_x"].read_bytes()[:50])  # truncated
+    assert _verify_cli(tmp_path, "--allow-unverified") == 1
+    assert "CORRUPT" in capsys.readouterr().out
+
+
+def test_data_verify_exit_status_follows_what_run_would_accept(tmp_path: Path, monkeypatch):
+    from uqbench.data import verify as verify_mod
+
+    def fake(source):
+        return {name: {"status": "unverified"} for name in ("mnist", "notmnist", "cifar10")}
+
+    monkeypatch.setattr(verify_mod, "verify_all", fake)
+    monkeypatch.setattr("uqbench.data.verify_all", fake)
+    monkeypatch.setattr("uqbench.data.format_verify_table", lambda r: "table")
+    monkeypatch.delenv("UQBENCH_ALLOW_UNVERIFIED", raising=False)
+    assert _verify_cli(tmp_path) == 1  # run would refuse unverified data
+    assert _verify_cli(tmp_path, "--allow-unverified") == 0
+
+
+def test_unreadable_data_folder_is_one_line(tmp_path: Path, monkeypatch, capsys) -> None:
+    from uqbench.cli import main
+
+    def denied(self, *a, **kw):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "is_file", denied)
+    monkeypatch.setattr(Path, "is_dir", denied)
+    code = main(
+        [
+            "run",
+            "--suite",
+            "smoke",
+            "--methods",
+            "l2",
+            "--tasks",
+            "mnist",
+            "--quiet",
+            "--data-dir",
+            str(tmp_path / "locked"),
+            "--no-download",
+            "--out",
+            str(tmp_path / "r"),
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1 and "Permission denied" in err

@@ -9,15 +9,42 @@ Public API: the posterior and task registries (``register_posterior``,
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
-from uqbench.architectures import LayerFactory, ModelSpec, PlainLayers, build_network
 from uqbench.errors import ConfigError, DataError, RegistryError, ResultsError, UQBenchError
-from uqbench.posterior import Posterior, load_posterior
 from uqbench.registry import POSTERIORS, TASKS
-from uqbench.tasks.base import Split, Task, TaskData
+
+if TYPE_CHECKING:
+    from uqbench.architectures import LayerFactory, ModelSpec, PlainLayers, build_network
+    from uqbench.posterior import Posterior, load_posterior
+    from uqbench.tasks.base import Split, Task, TaskData
 
 __version__ = "0.1.0"
+
+# Imported on first use, so that `import uqbench.cli` does not wait for torch: the CLI
+# then handles Ctrl-C (and every error) from its first instant.
+_LAZY = {
+    "LayerFactory": "uqbench.architectures",
+    "ModelSpec": "uqbench.architectures",
+    "PlainLayers": "uqbench.architectures",
+    "build_network": "uqbench.architectures",
+    "Posterior": "uqbench.posterior",
+    "load_posterior": "uqbench.posterior",
+    "Split": "uqbench.tasks.base",
+    "Task": "uqbench.tasks.base",
+    "TaskData": "uqbench.tasks.base",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'uqbench' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
 
 
 def register_posterior(name: str) -> Callable[[type[Posterior]], type[Posterior]]:

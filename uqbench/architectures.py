@@ -133,6 +133,40 @@ def mlp(spec: ModelSpec, f: LayerFactory) -> nn.Module:
 
 
 ARCHITECTURES = {"lenet5": lenet5, "lenet-cifar": lenet_cifar, "mlp": mlp}
+#: The ``arch_kwargs`` each architecture reads: key -> (check, what it must be).
+_POSITIVE_INT = (
+    lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
+    "a positive int",
+)
+_TWO_CHANNELS = (
+    lambda v: isinstance(v, list | tuple) and len(v) == 2 and all(_POSITIVE_INT[0](c) for c in v),
+    "a list of two positive ints",
+)
+ARCH_KEYS: dict[str, dict[str, tuple[Any, str]]] = {
+    "lenet5": {"channels": _TWO_CHANNELS, "hidden": _POSITIVE_INT},
+    "lenet-cifar": {"channels": _TWO_CHANNELS, "hidden": _POSITIVE_INT},
+    "mlp": {"hidden": _POSITIVE_INT},
+}
+
+
+def check_arch_kwargs(arch: str, kwargs: dict[str, Any], where: str) -> None:
+    """ConfigError naming a key ``arch`` does not read, or a value of the wrong type.
+
+    Architectures without an entry in ``ARCH_KEYS`` (added by a plug-in) are not checked.
+    """
+    known = ARCH_KEYS.get(arch)
+    if known is None:
+        return
+    bad = sorted(set(kwargs) - set(known))
+    if bad:
+        raise ConfigError(
+            f"{where}: architecture {arch!r} has no key(s) {', '.join(bad)}; "
+            f"known: {', '.join(sorted(known))}"
+        )
+    for k, v in kwargs.items():
+        ok, what = known[k]
+        if not ok(v):
+            raise ConfigError(f"{where}: {k} must be {what}, got {v!r}")
 
 
 def build_network(spec: ModelSpec, factory: LayerFactory) -> nn.Module:

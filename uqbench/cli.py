@@ -1,7 +1,8 @@
 """The ``uqbench`` command line: run, report, check, list, data verify.
 
-Errors meant for the user (:class:`uqbench.errors.UQBenchError`) are printed as one
-line, without a traceback, and exit with status 2.
+Errors meant for the user (:class:`uqbench.errors.UQBenchError`, and file-system
+errors such as a read-only or full disk) are printed as one line, without a
+traceback, and exit with status 2; Ctrl-C exits with 130.
 """
 
 from __future__ import annotations
@@ -153,10 +154,18 @@ def cmd_run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 130
-    print(f"results: {runner.out / 'results.json'}")
+    for item in results.get("left_out", []):
+        print(f"left out of results.json: {item['file']}: {item['reason']}", file=sys.stderr)
+    print(f"results: {runner.out / 'results.json'} ({len(results['runs'])} runs)")
     if not args.no_report:
         paths = write_report(results, runner.out)
         print("report: " + ", ".join(str(p) for p in paths if p.suffix in (".md", ".html")))
+    failed = results.get("failed", [])
+    if failed:
+        print(f"{len(failed)} run(s) FAILED (recorded in their run files):", file=sys.stderr)
+        for f in failed:
+            print(f"  {f['error']}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -205,9 +214,11 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_data(args: argparse.Namespace) -> int:
     from uqbench.data import format_verify_table, verify_all
 
-    report = verify_all(_source(args))
+    source = _source(args)
+    report = verify_all(source)
     print(json.dumps(report, indent=1) if args.json else format_verify_table(report))
-    return 0
+    usable = {"verified", "unverified"} if source.allow_unverified else {"verified"}
+    return 0 if all(e["status"] in usable for e in report.values()) else 1
 
 
 COMMANDS = {
@@ -226,15 +237,22 @@ def main(argv: list[str] | None = None) -> int:
         from benchmarks import perf
 
         return int(perf.main(argv[1:]) or 0)
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args)
     except UQBenchError as exc:
         print(f"uqbench: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # before or between runs: nothing is half-written
+        print("\nuqbench: interrupted", file=sys.stderr)
+        return 130
     except BrokenPipeError:  # e.g. `uqbench list | head`
         sys.stderr.close()
         return 0
+    except OSError as exc:  # read-only or full disk, permissions, a file where a folder goes
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"uqbench: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

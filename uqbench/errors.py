@@ -25,4 +25,8 @@ class ResultsError(UQBenchError):
 
 
 class TrainingError(UQBenchError):
-    """Training diverged (a non-finite loss); the message names the run and the epoch."""
+    """Training or evaluation gave non-finite numbers; the message names the run, epoch and step."""
+
+
+class OutputError(UQBenchError):
+    """A results folder or the cache cannot be written, or another run is writing it."""

@@ -167,14 +167,31 @@ class Posterior(nn.Module):
 
 
 def load_posterior(path: str | Path, map_location: str | torch.device = "cpu") -> Posterior:
-    """Rebuild a posterior saved with :meth:`Posterior.save`."""
+    """Rebuild a posterior saved with :meth:`Posterior.save`, or trained by the runner.
+
+    ``path`` may also be a training checkpoint of ``uqbench run`` (the ``checkpoint``
+    path of a run record). Files are read with ``weights_only=True``: they hold
+    tensors and plain values only, so a crafted file cannot run code. An unreadable
+    file or one that is no model raises :class:`ConfigError` naming it.
+    """
     from uqbench.registry import POSTERIORS
 
-    blob = torch.load(path, map_location=map_location, weights_only=False)
+    try:
+        blob = torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise ConfigError(f"no model file at {path}") from None
+    except Exception as exc:  # noqa: BLE001 - unpickling errors come in many types
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ConfigError(f"{path}: not a readable uqbench model file ({first[:200]})") from None
+    state = blob.get("state_dict", blob.get("model")) if isinstance(blob, dict) else None
+    if state is None or not all(k in blob for k in ("posterior", "spec", "config")):
+        raise ConfigError(
+            f"{path}: not a uqbench model file (no posterior, spec, config and weights)"
+        )
     cls = POSTERIORS.get(blob["posterior"])
     model = cls(ModelSpec.from_dict(blob["spec"]), **blob["config"])
-    model.load_state_dict(blob["state_dict"])
-    return model
+    model.load_state_dict(state)
+    return model.to(map_location)
 
 
 def check_config(config: Mapping[str, Any], allowed: Mapping[str, Any], where: str) -> None:

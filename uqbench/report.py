@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import html
 import math
+import os
 import re
 import tomllib
 from collections import defaultdict
@@ -34,6 +35,7 @@ from uqbench.paper import (
     TABLE2_ROWS,
     band_stats,
 )
+from uqbench.results import READABLE_RESULTS_SCHEMAS, unique_tmp
 from uqbench.results import RESULTS_SCHEMA as SCHEMA
 
 #: Caption label of every CIFAR table and figure made from the unverified stand-in.
@@ -450,8 +452,23 @@ def _new_figure(
 
 
 def _save(fig: Figure, path: Path) -> Path:
-    fig.savefig(path, dpi=100)
+    tmp = unique_tmp(path)
+    try:
+        fig.savefig(tmp, dpi=100, format=path.suffix.lstrip(".") or "png")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Replace ``path`` atomically: a full disk leaves the previous file, never half a one."""
+    tmp = unique_tmp(path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _ecdf_figure(view: ResultsView, task: str, ood: str, path: Path) -> Path | None:
@@ -627,6 +644,24 @@ def _header(doc: _Doc, view: ResultsView, results: dict[str, Any]) -> None:
     if _num(results.get("wall_seconds")) is not None:
         line += f" Wall time of the whole command: {_seconds(results['wall_seconds'])}."
     doc.p(line)
+    failed = results.get("failed") or []
+    if failed:
+        doc.p(f"**{len(failed)} run(s) FAILED** and are not in any table:")
+        doc.table(
+            ["run", "error"],
+            [
+                [f"{f.get('method')}-{f.get('task')}-seed{f.get('seed')}", str(f.get("error"))]
+                for f in failed
+            ],
+            "Failed runs (their run files say more).",
+        )
+    left_out = results.get("left_out") or []
+    if left_out:
+        doc.table(
+            ["run file", "why it was left out"],
+            [[str(x.get("file")), str(x.get("reason"))] for x in left_out],
+            "Run files in the results folder that do not belong to these results.",
+        )
 
 
 def _provenance(doc: _Doc, view: ResultsView) -> None:
@@ -957,7 +992,7 @@ def write_report(results: dict[str, Any], out_dir: Path) -> list[Path]:
     paths written. Raises :class:`ResultsError` for a dict that is not such a file.
     """
     schema = results.get("schema")
-    if schema is not None and schema != SCHEMA:
+    if schema is not None and schema not in READABLE_RESULTS_SCHEMAS:
         raise ResultsError(f"results schema is {schema!r}, expected {SCHEMA!r}")
     out_dir = Path(out_dir)
     results = _with_discussion(results, out_dir / DISCUSSION_FILE)
@@ -976,6 +1011,6 @@ def write_report(results: dict[str, Any], out_dir: Path) -> list[Path]:
     _against_paper(doc, view, figures, results)
 
     md_path, html_path = out_dir / "report.md", out_dir / "report.html"
-    md_path.write_text(doc.markdown(), encoding="utf-8")
-    html_path.write_text(doc.html(f"uqbench report: {results.get('suite', '')}"), encoding="utf-8")
+    _write_text(md_path, doc.markdown())
+    _write_text(html_path, doc.html(f"uqbench report: {results.get('suite', '')}"))
     return [md_path, html_path, *figures.values()]

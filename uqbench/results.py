@@ -1,28 +1,34 @@
-"""The results files (schema ``uqbench.results/1``): reading and validating them.
+"""The results files (schema ``uqbench.results/2``): reading and validating them.
 
-``results/<suite>/runs/*.json`` hold one run each (schema ``uqbench.run/1``);
+``results/<suite>/runs/*.json`` hold one run each (schema ``uqbench.run/2``);
 ``results/<suite>/results.json`` merges them. Both schemas are a public contract:
-a change bumps the version and is noted in the README.
+a change bumps the version and is noted in the README. Version 2 added, per run,
+``status``, ``code_version`` and ``checkpoint``, and at the top ``failed`` and
+``left_out``; files of version 1 (a subset) are still read.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import uuid
 from pathlib import Path
 from typing import Any
 
 from uqbench.errors import ResultsError
 
-RESULTS_SCHEMA = "uqbench.results/1"
-RUN_SCHEMA = "uqbench.run/1"
+RESULTS_SCHEMA = "uqbench.results/2"
+RUN_SCHEMA = "uqbench.run/2"
+#: Merged-results schemas this version reads (each a subset of the current one).
+READABLE_RESULTS_SCHEMAS = ("uqbench.results/1", RESULTS_SCHEMA)
 
 
 def validate_results(results: dict, what: str = "results") -> None:
-    """Refuse a dict that is not a merged results file of schema ``uqbench.results/1``."""
+    """Refuse a dict that is not a merged results file of a schema we read."""
     if not isinstance(results, dict):
         raise ResultsError(f"{what} is not a JSON object")
     schema = results.get("schema")
-    if schema != RESULTS_SCHEMA:
+    if schema not in READABLE_RESULTS_SCHEMAS:
         raise ResultsError(
             f"{what} has schema {schema!r}; expected {RESULTS_SCHEMA!r} "
             "(a merged results.json, not a per-run file or another format)"
@@ -58,3 +64,9 @@ def load_results(path: str | Path) -> dict[str, Any]:
     results = read_json(p, "results file")
     validate_results(results, str(p))
     return results
+
+
+def unique_tmp(path: Path) -> Path:
+    """A temporary name beside ``path`` that no other process or thread uses (write there,
+    then ``os.replace`` it onto ``path``)."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")

@@ -8,13 +8,16 @@ and resumes a training that was interrupted midway.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
 import platform
-import subprocess
+import socket
 import sys
 import time
-from collections.abc import Iterable
+import traceback
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +25,20 @@ import torch
 
 import uqbench
 from uqbench.data import DataSource
-from uqbench.errors import ConfigError
+from uqbench.errors import ConfigError, OutputError, TrainingError, UQBenchError
 from uqbench.evaluate import evaluate_classification, evaluate_regression
 from uqbench.paper import PAPER_METHODS
+from uqbench.provenance import code_version, source_commit
 from uqbench.registry import POSTERIORS, TASKS
-from uqbench.results import RESULTS_SCHEMA, RUN_SCHEMA
+from uqbench.results import RESULTS_SCHEMA, RUN_SCHEMA, unique_tmp
 from uqbench.suites import RunSpec, Suite
 from uqbench.tasks.base import Split, TaskData
 from uqbench.train import train
+
+try:  # advisory locks (POSIX); elsewhere concurrent runs rely on unique temp names alone
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None  # type: ignore[assignment]
 
 
 def cache_dir() -> Path:
@@ -89,17 +98,8 @@ def cpu_model() -> str:
 
 
 def _git_commit() -> str | None:
-    """The commit of the code that runs: ``$UQBENCH_GIT_COMMIT`` (for copies made without
-    git metadata, e.g. a tree shipped to a GPU machine), else ``git rev-parse HEAD``."""
-    if os.environ.get("UQBENCH_GIT_COMMIT"):
-        return os.environ["UQBENCH_GIT_COMMIT"].strip()
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
-        )
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
+    """The commit of the code that runs (see :func:`uqbench.provenance.source_commit`)."""
+    return source_commit()
 
 
 def _to_device(data: TaskData, device: torch.device) -> TaskData:
@@ -145,16 +145,28 @@ class Runner:
         self.source = source
         self.device = device
         self.command = command
+        self.overrides = dict(overrides or {})
         self.specs = suite.runs(overrides)
         self.progress = progress
         self.log = log
         self._data: dict[tuple[str, int, str], TaskData] = {}
 
     def run(self) -> dict[str, Any]:
-        """Make every run not yet done, then merge them into ``results.json``."""
-        self.runs_dir.mkdir(parents=True, exist_ok=True)
+        """Make every run not yet done, then merge the matching ones into ``results.json``.
+
+        A run that fails (diverges, gives non-finite metrics, raises) is recorded as
+        failed in its run file and the others go on; ``results["failed"]`` lists them.
+        Raises :class:`OutputError` when the results folder or the cache cannot be
+        written, or another ``uqbench run`` is writing the same folder.
+        """
+        _prepare_dir(self.runs_dir, "results folder")
+        _prepare_dir(cache_dir() / "checkpoints", "checkpoint cache")
+        with _exclusive(self.out):
+            return self._run_locked()
+
+    def _run_locked(self) -> dict[str, Any]:
         env = environment(self.device)
-        todo = [s for s in self.specs if not self._is_done(s, env["git_commit"])]
+        todo = [s for s in self.specs if not self._is_done(s)]
         self.log(
             f"suite {self.suite.name}: {len(self.specs)} runs, {len(self.specs) - len(todo)} "
             f"already done; results -> {self.out}, checkpoints -> {cache_dir() / 'checkpoints'}"
@@ -163,30 +175,76 @@ class Runner:
             self.task_data(spec)
         for i, spec in enumerate(todo, 1):
             self.log(f"[{i}/{len(todo)}] {spec.key}")
-            record = self.run_one(spec, env)
             path = self.runs_dir / f"{spec.key}.json"
+            try:
+                record = self.run_one(spec, env)
+            except Exception as exc:  # noqa: BLE001 - recorded; the other runs go on
+                record = self.failed_record(spec, env, exc)
+                _write_json(path, record)
+                self.log(f"    FAILED: {record['error']} -> {path}")
+                continue
             _write_json(path, record)
             self.log(
                 f"    done in {record['train_seconds']:.1f}s train + "
                 f"{record['eval_seconds']:.1f}s eval -> {path}"
             )
-        return merge_results(self.out, self.suite.name, self.command, env)
+        return merge_results(
+            self.out, self.suite.name, self.command, env, expected=self.expected_specs()
+        )
 
-    def _is_done(self, spec: RunSpec, commit: str | None = None) -> bool:
-        """A run file with the same settings, made by the same code (git commit, if known).
+    def expected_specs(self) -> list[RunSpec]:
+        """The runs whose files may be merged: the suite's runs with this command's setting
+        overrides, plus the runs it selected (``--methods`` etc. choose what to make now,
+        not what the results hold)."""
+        settings = {k: v for k, v in self.overrides.items() if k in ("train", "eval")}
+        specs = {s.key: s for s in self.suite.runs(settings)}
+        specs.update({s.key: s for s in self.specs})
+        return list(specs.values())
 
-        Results committed from another version of uqbench are redone, not reused; the
-        checkpoint cache still spares retraining when only the code's evaluation changed.
+    def code_version(self, spec: RunSpec) -> str:
+        """Version of the code that makes ``spec``: see :mod:`uqbench.provenance`."""
+        return code_version(POSTERIORS.get(spec.method), TASKS.get(spec.task))
+
+    def _is_done(self, spec: RunSpec) -> bool:
+        """A finished run file with the same settings, made by the same code.
+
+        Results made by another version of uqbench (its ``code_version``) are redone,
+        not reused, and so are failed runs; the checkpoint cache still spares
+        retraining when only the code's evaluation changed.
         """
         path = self.runs_dir / f"{spec.key}.json"
         if not path.exists():
             return False
         try:
             record = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
+        except (OSError, ValueError):
             return False
-        same_code = commit is None or record.get("git_commit") == commit
+        if not isinstance(record, dict) or record.get("status", "ok") != "ok":
+            return False
+        same_code = record.get("code_version") == self.code_version(spec)
         return record.get("run_hash") == spec.run_hash() and same_code
+
+    def failed_record(self, spec: RunSpec, env: dict[str, Any], exc: Exception) -> dict[str, Any]:
+        """The run file of a run that failed: what, why, and no metrics."""
+        if isinstance(exc, UQBenchError):
+            error, tb = (str(exc) if spec.key in str(exc) else f"{spec.key}: {exc}"), None
+        else:
+            error = f"{spec.key}: {type(exc).__name__}: {exc}"
+            tb = "".join(traceback.format_exception(exc))
+        return {
+            "schema": RUN_SCHEMA,
+            "status": "failed",
+            "run_hash": spec.run_hash(),
+            "code_version": self.code_version(spec),
+            "method": spec.method,
+            "task": spec.task,
+            "seed": spec.seed,
+            "device": env["device_name"],
+            "git_commit": env["git_commit"],
+            "config": spec.config(),
+            "error": error,
+            "traceback": tb,
+        }
 
     def task_data(self, spec: RunSpec) -> TaskData:
         key = (spec.task, spec.seed, json.dumps(spec.data, sort_keys=True))
@@ -206,7 +264,16 @@ class Runner:
         if self.device.type == "cuda":
             torch.cuda.manual_seed_all(spec.seed)
         model = POSTERIORS.get(spec.method)(model_spec, **spec.posterior).to(self.device)
-        ckpt = cache_dir() / "checkpoints" / f"{spec.key}-{spec.train_hash()}.pt"
+        version = self.code_version(spec)
+        ckpt_key = _digest(
+            {
+                "train": spec.train_hash(),
+                "code_version": version,
+                "spec": model_spec.to_dict(),
+                "resolved_posterior": _jsonable(model.config),
+            }
+        )
+        ckpt = cache_dir() / "checkpoints" / f"{spec.key}-{ckpt_key}.pt"
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         log = train(
@@ -216,6 +283,7 @@ class Runner:
             checkpoint=ckpt,
             progress=self.progress,
             desc=f"train {spec.key}",
+            log_message=self.log,
             **spec.train,
         )
         t1 = time.perf_counter()
@@ -246,12 +314,21 @@ class Runner:
                 progress=self.progress,
             )
         eval_seconds = time.perf_counter() - t1
+        bad = nonfinite_paths(metrics)
+        if bad:
+            raise TrainingError(
+                f"{spec.key}: evaluation gave non-finite metrics ({', '.join(bad[:8])}); "
+                f"the trained model is kept in {ckpt}"
+            )
         peak_mb = None
         if self.device.type == "cuda":  # what one run needs, for packing runs onto one GPU
             peak_mb = round(torch.cuda.max_memory_allocated(self.device) / 2**20, 1)
-        return {
+        record = {
             "schema": RUN_SCHEMA,
+            "status": "ok",
             "run_hash": spec.run_hash(),
+            "code_version": version,
+            "checkpoint": str(ckpt),  # a model file: uqbench.load_posterior(path)
             "method": spec.method,
             "display_name": model.display_name or spec.method,
             "task": spec.task,
@@ -278,24 +355,165 @@ class Runner:
             "train_log": log.to_dict(),
             "metrics": metrics,
         }
+        bad = nonfinite_paths(record)
+        if bad:  # JSON has no NaN or infinity; a record holding one is not a result
+            raise TrainingError(f"{spec.key}: non-finite values in the run record ({bad[0]})")
+        return record
 
 
 def _jsonable(obj: Any) -> Any:
     return json.loads(json.dumps(obj, default=str))
 
 
+def _digest(obj: Any) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def nonfinite_paths(obj: Any, prefix: str = "") -> list[str]:
+    """Dotted paths of every NaN or infinite number in a nested dict/list."""
+    if isinstance(obj, float):
+        return [] if math.isfinite(obj) else [prefix or "value"]
+    if isinstance(obj, dict):
+        return [p for k, v in obj.items() for p in nonfinite_paths(v, f"{prefix}.{k}".lstrip("."))]
+    if isinstance(obj, list | tuple):
+        return [p for i, v in enumerate(obj) for p in nonfinite_paths(v, f"{prefix}[{i}]")]
+    return []
+
+
 def _write_json(path: Path, obj: Any) -> None:
-    """Write atomically, so an interrupted run never leaves a half-written file."""
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(obj, indent=1, allow_nan=True))
-    os.replace(tmp, path)
+    """Write strict JSON atomically (a unique temp file, then a rename), so that an
+    interrupted or concurrent writer never leaves a half-written file."""
+    text = json.dumps(obj, indent=1, allow_nan=False)
+    tmp = unique_tmp(path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _prepare_dir(path: Path, what: str) -> None:
+    """Create ``path`` and make sure a file can be written there, before any training."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = unique_tmp(path / "write-probe")
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise OutputError(
+            f"cannot write the {what} {path}: {exc.strerror or exc}"
+            + (f" ({exc.filename})" if exc.filename and str(exc.filename) != str(path) else "")
+        ) from None
+
+
+@contextlib.contextmanager
+def _exclusive(suite_out: Path) -> Iterator[None]:
+    """Hold ``suite_out/.lock`` for the duration; OutputError naming the holder if taken."""
+    if fcntl is None:  # pragma: no cover
+        yield
+        return
+    path = suite_out / ".lock"
+    fh = open(path, "a+")  # noqa: SIM115 - held for the duration of the run
+    try:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            raise OutputError(
+                f"{suite_out} is being written by another uqbench run ({holder}); wait for it "
+                "to finish, or give this one another --out"
+            ) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(
+            f"pid {os.getpid()} on {socket.gethostname()}, since "
+            f"{time.strftime('%Y-%m-%d %H:%M:%S')}"
+        )
+        fh.flush()
+        yield
+    finally:
+        fh.close()  # releases the lock
+
+
+def _load_run_file(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """A run file's record, or None and why it cannot be used."""
+    try:
+        record = json.loads(path.read_text())
+    except OSError as exc:
+        return None, f"cannot be read ({exc.strerror or exc})"
+    except ValueError:
+        return None, "not valid JSON (truncated?)"
+    if not isinstance(record, dict) or not all(k in record for k in ("method", "task", "seed")):
+        return None, "not a uqbench run file"
+    if path.stem != f"{record['method']}-{record['task']}-seed{record['seed']}":
+        return None, (
+            f"its run is {record['method']}-{record['task']}-seed{record['seed']}, "
+            "not what its file name says (a copy?)"
+        )
+    if record.get("status", "ok") == "ok" and not isinstance(record.get("metrics"), dict):
+        return None, "has no metrics"
+    return record, None
+
+
+def _settings_diff(record: dict[str, Any], spec: RunSpec) -> str:
+    """What differs between a run file's settings and the ones asked for, briefly."""
+    have, want = record.get("config") or {}, spec.config()
+    diffs = []
+    for part, wanted in want.items():
+        got = have.get(part)
+        if isinstance(wanted, dict) and isinstance(got, dict):
+            for k in sorted(set(wanted) | set(got)):
+                if got.get(k) != wanted.get(k):
+                    diffs.append(f"{part}.{k} {got.get(k)!r} instead of {wanted.get(k)!r}")
+        elif got != wanted:
+            diffs.append(f"{part} {got!r} instead of {wanted!r}")
+    return "; ".join(diffs[:4]) or "settings differ"
 
 
 def merge_results(
-    suite_out: Path, suite: str, command: str, env: dict[str, Any] | None = None
+    suite_out: Path,
+    suite: str,
+    command: str,
+    env: dict[str, Any] | None = None,
+    expected: Iterable[RunSpec] | None = None,
 ) -> dict[str, Any]:
-    """Merge every run file of ``suite_out/runs`` into ``suite_out/results.json``."""
-    runs = [json.loads(p.read_text()) for p in sorted((suite_out / "runs").glob("*.json"))]
+    """Merge the run files of ``suite_out/runs`` into ``suite_out/results.json``.
+
+    With ``expected`` (the runs the command asks for), only run files with the same
+    settings (run hash) made by the current code are merged; the others, and any file
+    that is unreadable or not a run, are listed in ``results["left_out"]`` with the
+    reason. Failed runs are listed in ``results["failed"]``, never in ``runs``.
+    """
+    want = {s.key: s for s in expected} if expected is not None else None
+    runs: list[dict[str, Any]] = []
+    failed: list[dict[str, Any]] = []
+    left_out: list[dict[str, str]] = []
+    for path in sorted((suite_out / "runs").glob("*.json")):
+        record, why = _load_run_file(path)
+        if record is None:
+            left_out.append({"file": path.name, "reason": str(why)})
+            continue
+        if want is not None:
+            spec = want.get(path.stem)
+            if spec is None:
+                why = "not a run of this suite and command"
+            elif record.get("run_hash") != spec.run_hash():
+                why = f"made with other settings: {_settings_diff(record, spec)}"
+            elif record.get("code_version") != code_version(
+                POSTERIORS.get(spec.method), TASKS.get(spec.task)
+            ):
+                why = "made by another version of the code (code_version differs)"
+            if why:
+                left_out.append({"file": path.name, "reason": why})
+                continue
+        if record.get("status", "ok") == "ok":
+            runs.append(record)
+        else:
+            keys = ("method", "task", "seed", "error", "code_version", "git_commit")
+            failed.append({k: record.get(k) for k in keys})
     runs.sort(key=lambda r: (r["task"], _method_order(r["method"]), r["seed"]))
     results = {
         "schema": RESULTS_SCHEMA,
@@ -303,6 +521,8 @@ def merge_results(
         "command": command,
         "environment": env or {},
         "runs": runs,
+        "failed": failed,
+        "left_out": left_out,
     }
     _write_json(suite_out / "results.json", results)
     return results

@@ -12,11 +12,14 @@ from __future__ import annotations
 import hashlib
 import importlib.resources
 import json
+import math
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from uqbench.architectures import check_arch_kwargs
 from uqbench.errors import ConfigError
 from uqbench.registry import POSTERIORS, TASKS
 
@@ -38,6 +41,10 @@ EVAL_TYPES = {
     "batch_size": int,
 }
 TOP_KEYS = {"name", "description", "methods", "tasks", "seeds", "eval", "task", "method"}
+#: A suite name is a folder under --out: no separators, no "..", nothing absolute.
+SUITE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")
+#: Largest seed torch accepts.
+MAX_SEED = 2**63 - 1
 TASK_TABLE_KEYS = {"train", "eval", "data", "arch", "method", "extra_methods"}
 
 
@@ -109,6 +116,7 @@ class Suite:
         for t in tasks:
             if t not in known_t:
                 raise ConfigError(f"unknown task {t!r}; known: {', '.join(known_t)}")
+        _check_seeds(seeds, "command line" if o.get("seeds") else str(self.path))
         _check_types(o.get("train", {}), TRAIN_KEYS, "command-line training override")
         _check_types(o.get("eval", {}), EVAL_TYPES, "command-line evaluation override")
         specs = []
@@ -166,24 +174,56 @@ def load_suite(name_or_path: str | Path) -> Suite:
 
 
 def parse_suite(raw: dict[str, Any], path: Path) -> Suite:
-    """Validate the raw TOML of a suite file."""
+    """Validate the raw TOML of a suite file: every key, table name and value type."""
     _check_keys(raw, TOP_KEYS, str(path))
     for key in ("methods", "tasks", "seeds"):
         if not isinstance(raw.get(key), list) or not raw[key]:
             raise ConfigError(f"{path}: {key!r} must be a non-empty list")
-    if not all(isinstance(s, int) and not isinstance(s, bool) for s in raw["seeds"]):
-        raise ConfigError(f"{path}: 'seeds' must be integers, got {raw['seeds']!r}")
+    for key in ("methods", "tasks"):
+        if not all(isinstance(x, str) for x in raw[key]):
+            raise ConfigError(f"{path}: {key!r} must be a list of names, got {raw[key]!r}")
+    _check_seeds(raw["seeds"], str(path))
+    name = raw.get("name", path.stem)
+    if not isinstance(name, str) or not SUITE_NAME.fullmatch(name) or name in (".", ".."):
+        raise ConfigError(
+            f"{path}: name {name!r} must be a plain folder name (letters, digits, '_', '.', "
+            "'+', '-'; it becomes <out>/<name>, so no '/', '..' or absolute path)"
+        )
+    if not isinstance(raw.get("description", ""), str):
+        raise ConfigError(f"{path}: 'description' must be a string")
     ev = raw.get("eval", {})
     _check_types(ev, EVAL_TYPES, f"{path} [eval]")
+    known_m, known_t = POSTERIORS.names(), TASKS.names()
+    method_tables = raw.get("method", {})
+    _check_tables(method_tables, known_m, "method", f"{path} [method]")
+    for m, table in method_tables.items():
+        _check_posterior_config(m, table, f"{path} [method.{m}]")
     tasks_tables = raw.get("task", {})
+    _check_tables(tasks_tables, known_t, "task", f"{path} [task]")
     for t, table in tasks_tables.items():
         where = f"{path} [task.{t}]"
         _check_keys(table, TASK_TABLE_KEYS, where)
         _check_types(table.get("train", {}), TRAIN_KEYS, where + ".train")
         _check_types(table.get("eval", {}), EVAL_TYPES, where + ".eval")
         _check_types(table.get("data", {}), DATA_KEYS, where + ".data")
+        arch = table.get("arch", {})
+        _check_keys(arch, set(arch) if isinstance(arch, dict) else set(), where + ".arch")
+        check_arch_kwargs(TASKS.get(t).arch, arch, where + ".arch")
+        extra = table.get("extra_methods", [])
+        if not isinstance(extra, list) or not all(isinstance(m, str) for m in extra):
+            raise ConfigError(f"{where}: extra_methods must be a list of names, got {extra!r}")
+        for m in extra:
+            if m not in known_m:
+                raise ConfigError(
+                    f"{where}: extra_methods names unknown method {m!r}; known: "
+                    f"{', '.join(known_m)}"
+                )
+        per_method = table.get("method", {})
+        _check_tables(per_method, known_m, "method", where + ".method")
+        for m, cfg in per_method.items():
+            _check_posterior_config(m, cfg, f"{where}.method.{m}")
     return Suite(
-        name=str(raw.get("name", path.stem)),
+        name=name,
         path=path,
         description=str(raw.get("description", "")),
         methods=[str(m) for m in raw["methods"]],
@@ -191,8 +231,64 @@ def parse_suite(raw: dict[str, Any], path: Path) -> Suite:
         seeds=[int(s) for s in raw["seeds"]],
         eval=dict(ev),
         task_tables=dict(tasks_tables),
-        method_tables=dict(raw.get("method", {})),
+        method_tables=dict(method_tables),
     )
+
+
+def _check_tables(tables: Any, known: list[str], kind: str, where: str) -> None:
+    """Every sub-table must be named after a registered ``kind`` (a typo is an error)."""
+    if not isinstance(tables, dict):
+        raise ConfigError(f"{where}: expected tables of {kind}s, got {tables!r}")
+    for name, table in tables.items():
+        if name not in known:
+            raise ConfigError(f"{where}: unknown {kind} {name!r}; known: {', '.join(known)}")
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where}.{name}: expected a table, got {table!r}")
+
+
+def _check_seeds(seeds: Any, where: str) -> None:
+    if not all(
+        isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_SEED for s in seeds
+    ):
+        raise ConfigError(f"{where}: seeds must be integers from 0 to 2**63-1, got {seeds!r}")
+
+
+def _check_posterior_config(method: str, config: dict[str, Any], where: str) -> None:
+    """Keys must be among the family's ``defaults``; values of the defaults' type.
+
+    A family may name the type of a key whose default is None in ``config_types``
+    (e.g. ``{"members": int}``); a key with neither is checked by the family itself.
+    """
+    cls = POSTERIORS.get(method)
+    bad = sorted(set(config) - set(cls.defaults))
+    if bad:
+        raise ConfigError(
+            f"{where}: posterior {method!r} has no config key(s) {', '.join(bad)}; "
+            f"known: {', '.join(sorted(cls.defaults)) or 'none'}"
+        )
+    types = getattr(cls, "config_types", {}) or {}
+    for k, v in config.items():
+        want = types.get(k)
+        default = cls.defaults[k]
+        if want is None and default is not None:
+            want = type(default)
+        if want is None:
+            continue
+        wants = want if isinstance(want, tuple) else (want,)
+        ok = any(_is_type(v, w) for w in wants)
+        if not ok:
+            names = " or ".join(w.__name__ for w in wants)
+            raise ConfigError(f"{where}: {k} must be {names}, got {v!r}")
+
+
+def _is_type(v: Any, want: type) -> bool:
+    if want is bool:
+        return isinstance(v, bool)
+    if isinstance(v, bool):
+        return False
+    if want is float:
+        return isinstance(v, int | float) and math.isfinite(v)
+    return isinstance(v, want)
 
 
 def _check_keys(table: dict[str, Any], allowed: set[str], where: str) -> None:
@@ -214,6 +310,8 @@ def _check_types(table: dict[str, Any], types: dict[str, type], where: str) -> N
             ok = True
         if not ok:
             raise ConfigError(f"{where}: {k} must be {want.__name__}, got {v!r}")
+        if want is float and not math.isfinite(v):
+            raise ConfigError(f"{where}: {k} must be a finite number, got {v!r}")
         if want in (int, float) and v <= 0:
             raise ConfigError(f"{where}: {k} must be positive, got {v!r}")
         if k == "fgsm" and v not in ("default", "all", "none"):

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,7 @@ from tqdm.auto import tqdm
 
 from uqbench.errors import TrainingError
 from uqbench.posterior import Posterior
+from uqbench.results import unique_tmp
 from uqbench.tasks.base import Split
 
 #: Seconds between mid-training checkpoints (a checkpoint is also written at the end).
@@ -46,13 +49,22 @@ def train(
     checkpoint: Path | None = None,
     progress: bool = True,
     desc: str = "train",
+    log_message: Callable[[str], None] | None = None,
 ) -> TrainLog:
     """Train ``model`` on ``data`` with Adam for ``epochs`` passes of shuffled mini-batches.
 
     ``data`` may live on any device; batches are gathered on that device (no host copies
-    when it is a GPU). When ``checkpoint`` is given, the model, optimizer, RNG states
-    and log are saved there at most every ``CHECKPOINT_EVERY_S`` seconds and at each
-    epoch's end, and a run interrupted midway resumes from the last checkpoint.
+    when it is a GPU). When ``checkpoint`` is given, the model, optimizer, RNG states,
+    the position in the epoch (its batch order and step) and the log are saved there
+    every ``CHECKPOINT_EVERY_S`` seconds, also in the middle of an epoch, and at the
+    end; a run interrupted midway resumes from the last checkpoint exactly as if it had
+    not stopped. A checkpoint that cannot be loaded (truncated, or of another model) is
+    renamed ``*.bad``, reported through ``log_message`` and training starts afresh.
+    The checkpoint also holds what :func:`uqbench.load_posterior` needs to rebuild the
+    trained model.
+
+    Raises :class:`TrainingError` naming ``desc``, the epoch and the step when the loss
+    or the parameters stop being finite; no checkpoint of a diverged model is written.
     """
     device = data.x.device
     n = len(data)
@@ -60,46 +72,75 @@ def train(
     opt = model.configure_optimizer(lr)
     gen = torch.Generator(device="cpu").manual_seed(seed)
     log = TrainLog()
-    start_epoch = 0
+    start_epoch, start_step = 0, 0
+    perm: torch.Tensor | None = None
+    sums: torch.Tensor | None = None
     if checkpoint is not None and checkpoint.exists():
-        state = torch.load(checkpoint, map_location=device, weights_only=False)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        gen.set_state(state["batch_rng"].cpu())
-        torch.set_rng_state(state["torch_rng"].cpu())
-        if device.type == "cuda" and state.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(state["cuda_rng"].cpu(), device)
-        log = TrainLog(**state["log"])
-        start_epoch = state["epoch"]
+        state = _load_checkpoint(checkpoint, model, opt, gen, device, log_message)
+        if state is None:  # set aside: start from the initial state
+            opt = model.configure_optimizer(lr)
+            gen = torch.Generator(device="cpu").manual_seed(seed)
+        else:
+            log = TrainLog(**state["log"])
+            start_epoch, start_step = state["epoch"], state.get("step", 0)
+            if start_step:
+                perm, sums = state["perm"].to(device), state["sums"].to(device)
 
     model.train()
     bar = tqdm(
         total=epochs * steps,
-        initial=start_epoch * steps,
+        initial=start_epoch * steps + start_step,
         desc=desc,
         unit="step",
         disable=not progress,
         leave=False,
         dynamic_ncols=True,
     )
+    params = list(model.parameters())
     last_save = t_start = time.monotonic()
     seconds_before = log.seconds
     for epoch in range(start_epoch, epochs):
-        perm = torch.randperm(n, generator=gen).to(device)
-        sums = torch.zeros(3, device=device)
-        for i in range(steps):
+        first = start_step if epoch == start_epoch else 0
+        if not first:
+            perm = torch.randperm(n, generator=gen).to(device)
+            sums = torch.zeros(3, device=device)
+        assert perm is not None and sums is not None
+        step_loss = torch.zeros(steps, device=device)
+        for i in range(first, steps):
             idx = perm[i * batch_size : (i + 1) * batch_size]
             x, y = data.x[idx], data.y[idx]
             opt.zero_grad(set_to_none=True)
             loss, stats = model.loss(x, y)
             loss.backward()
             opt.step()
+            step_loss[i] = loss.detach()
             sums += torch.stack([loss.detach(), stats["nll"], stats["kl"]])
             bar.update(1)
             if progress and i % 50 == 0:
                 bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.4g}", refresh=False)
+            if (
+                checkpoint is not None
+                and i + 1 < steps
+                and time.monotonic() - last_save >= CHECKPOINT_EVERY_S
+            ):
+                _check_finite(desc, epoch, first, i + 1, step_loss, params, steps)
+                log.seconds = seconds_before + (time.monotonic() - t_start)
+                _save_checkpoint(
+                    checkpoint,
+                    model,
+                    opt,
+                    gen,
+                    log,
+                    epoch,
+                    device,
+                    step=i + 1,
+                    perm=perm,
+                    sums=sums,
+                )
+                last_save = time.monotonic()
+        _check_finite(desc, epoch, first, steps, step_loss, params, steps)
         means = (sums / steps).tolist()
-        if not all(map(math.isfinite, means)):
+        if not all(map(math.isfinite, means)):  # a step before a mid-epoch resume
             raise TrainingError(
                 f"{desc}: training diverged at epoch {epoch + 1} (loss {means[0]}, "
                 f"nll {means[1]}, kl {means[2]})"
@@ -114,10 +155,83 @@ def train(
             now - last_save >= CHECKPOINT_EVERY_S or epoch + 1 == epochs
         ):
             _save_checkpoint(checkpoint, model, opt, gen, log, epoch + 1, device)
-            last_save = now
+            last_save = time.monotonic()
     bar.close()
     model.eval()
     return log
+
+
+def _check_finite(
+    desc: str,
+    epoch: int,
+    first: int,
+    upto: int,
+    step_loss: torch.Tensor,
+    params: list[torch.Tensor],
+    steps: int,
+) -> None:
+    """TrainingError naming the first step (of ``first..upto``) whose loss was not finite,
+    or the last one when the parameters it left are not finite."""
+    bad = (~torch.isfinite(step_loss[first:upto])).nonzero()
+    if len(bad):
+        i = first + int(bad[0])
+        raise TrainingError(
+            f"{desc}: training diverged at epoch {epoch + 1}, step {i + 1} of {steps}: "
+            f"loss {float(step_loss[i])}"
+        )
+    if params and not bool(torch.stack([torch.isfinite(p).all() for p in params]).all()):
+        raise TrainingError(
+            f"{desc}: training diverged at epoch {epoch + 1}, step {upto} of {steps}: "
+            "the parameters it left are not finite"
+        )
+
+
+def _load_checkpoint(
+    path: Path,
+    model: Posterior,
+    opt: torch.optim.Optimizer,
+    gen: torch.Generator,
+    device: torch.device,
+    log_message: Callable[[str], None] | None,
+) -> dict[str, Any] | None:
+    """Restore a training checkpoint into ``model``, ``opt``, ``gen`` and torch's RNG.
+
+    Returns its state, or None after renaming an unreadable or mismatched file to
+    ``<name>.bad`` (``model`` is then back in the state it had before the attempt).
+    """
+    before = copy.deepcopy(model.state_dict())
+    rng_before = torch.get_rng_state()
+    cuda_before = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        gen.set_state(state["batch_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        if device.type == "cuda" and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"], device)
+        TrainLog(**state["log"])
+        int(state["epoch"])
+        if state.get("step") and not (
+            isinstance(state.get("perm"), torch.Tensor)
+            and isinstance(state.get("sums"), torch.Tensor)
+        ):
+            raise ValueError("a mid-epoch checkpoint without its batch order")
+        return state
+    except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint is set aside
+        model.load_state_dict(before)
+        torch.set_rng_state(rng_before)
+        if cuda_before is not None:
+            torch.cuda.set_rng_state(cuda_before, device)
+        bad = path.with_name(path.name + ".bad")
+        os.replace(path, bad)
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if log_message is not None:
+            log_message(
+                f"    checkpoint {path} cannot be used ({type(exc).__name__}: {reason[:200]}); "
+                f"moved to {bad.name}, training from the start"
+            )
+        return None
 
 
 def _save_checkpoint(
@@ -128,8 +242,21 @@ def _save_checkpoint(
     log: TrainLog,
     epoch: int,
     device: torch.device,
+    *,
+    step: int = 0,
+    perm: torch.Tensor | None = None,
+    sums: torch.Tensor | None = None,
 ) -> None:
+    """Write the training state: after ``epoch`` epochs and ``step`` steps of the next one
+    (whose batch order ``perm`` and running sums ``sums`` are then saved too).
+
+    ``posterior``, ``spec``, ``config`` and ``state_dict`` make it a model file that
+    :func:`uqbench.load_posterior` reads.
+    """
     state: dict[str, Any] = {
+        "posterior": model.name,
+        "spec": model.spec.to_dict(),
+        "config": model.config,
         "model": model.state_dict(),
         "optimizer": opt.state_dict(),
         "batch_rng": gen.get_state(),
@@ -137,8 +264,14 @@ def _save_checkpoint(
         "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
         "log": log.to_dict(),
         "epoch": epoch,
+        "step": step,
+        "perm": perm.cpu() if step else None,
+        "sums": sums.cpu() if step and sums is not None else None,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    tmp = unique_tmp(path)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -217,8 +217,10 @@ def load_mnist(source: DataSource, *, check: bool = True) -> RawData:
     for split in ("train", "test"):
         if len(arrays[f"{split}_x"]) != len(arrays[f"{split}_y"]):
             raise DataError(
-                f"MNIST {split}: {len(arrays[f'{split}_x'])} images but "
-                f"{len(arrays[f'{split}_y'])} labels ({found[MNIST_STEMS[split + '_x']]})"
+                f"MNIST {split}: the images file {found[MNIST_STEMS[split + '_x']]} holds "
+                f"{len(arrays[f'{split}_x'])} images but the labels file "
+                f"{found[MNIST_STEMS[split + '_y']]} holds {len(arrays[f'{split}_y'])} labels; "
+                "one of them is the wrong file"
             )
     location = found[MNIST_STEMS["train_x"]].parent  # type: ignore[union-attr]
     _gate(source, "mnist", files, check)

@@ -1,0 +1,615 @@
+"""Issue 13: nothing mixed, nothing executed, nothing silently ignored.
+
+Each test reproduces one failure mode found by probing the CLI (mixed results, reused
+stale models, NaN saved as valid, ignored suite keys, code run by a crafted checkpoint,
+concurrent runs, half-written files, tracebacks instead of one line) and checks the
+behaviour that replaced it.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+import uqbench
+from uqbench.cli import main
+from uqbench.data import DataSource
+from uqbench.errors import ConfigError, OutputError, TrainingError
+from uqbench.registry import POSTERIORS
+from uqbench.runner import Runner, _exclusive, _write_json
+from uqbench.suites import load_suite
+from uqbench.tasks.base import Split
+from uqbench.train import train
+
+SUITE = """
+name = "tiny"
+methods = ["l2", "ffg"]
+tasks = ["tiny-blobs"]
+seeds = [0, 1]
+[eval]
+test_samples = 4
+fgsm = "none"
+"""
+
+
+def runner_for(tmp_path: Path, suite: str = SUITE, **kw) -> Runner:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    suite_file = tmp_path / "tiny.toml"
+    suite_file.write_text(suite)
+    return Runner(
+        load_suite(suite_file),
+        out=tmp_path / "results",
+        source=DataSource(root=tmp_path, download=False),
+        device=torch.device("cpu"),
+        command="uqbench run",
+        progress=False,
+        log=lambda *_: None,
+        **kw,
+    )
+
+
+def count_runs(monkeypatch) -> list[str]:
+    calls: list[str] = []
+    original = Runner.run_one
+
+    def counting(self, spec, env):
+        calls.append(spec.key)
+        return original(self, spec, env)
+
+    monkeypatch.setattr(Runner, "run_one", counting)
+    return calls
+
+
+def strict_json(path: Path):
+    def refuse(token):
+        raise AssertionError(f"{path} holds {token}, which is not JSON")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+# -- 1. results.json merges only runs that match what the command asks for ----------------
+def test_runs_made_with_other_settings_are_left_out_and_named(tmp_path, tiny_task):
+    runner_for(tmp_path).run()  # l2, ffg x seeds 0, 1 at the suite's 3 epochs
+    res = runner_for(
+        tmp_path, overrides={"methods": ["l2"], "seeds": [0], "train": {"epochs": 5}}
+    ).run()
+    assert [(r["method"], r["seed"], r["config"]["train"]["epochs"]) for r in res["runs"]] == [
+        ("l2", 0, 5)
+    ]
+    left = {x["file"]: x["reason"] for x in res["left_out"]}
+    assert set(left) == {
+        "l2-tiny-blobs-seed1.json",
+        "ffg-tiny-blobs-seed0.json",
+        "ffg-tiny-blobs-seed1.json",
+    }
+    assert "train.epochs 3 instead of 5" in left["ffg-tiny-blobs-seed0.json"]
+    on_disk = strict_json(tmp_path / "results" / "tiny" / "results.json")
+    assert on_disk["left_out"] == res["left_out"]
+
+
+def test_runs_not_selected_but_matching_stay_in_the_results(tmp_path, tiny_task):
+    runner_for(tmp_path).run()
+    res = runner_for(tmp_path, overrides={"methods": ["l2"]}).run()
+    assert len(res["runs"]) == 4 and res["left_out"] == []
+
+
+def test_copied_and_duplicate_run_files_are_not_merged(tmp_path, tiny_task):
+    other = SUITE.replace("test_samples = 4", "test_samples = 3")
+    first = runner_for(tmp_path / "other", other)
+    first.run()
+    runner = runner_for(tmp_path)
+    runner.run()
+    runs = runner.runs_dir
+    # a run file of another suite copied in, and a duplicate of a run under another name
+    (runs / "l2-tiny-blobs-seed1.json").write_text(
+        (first.runs_dir / "l2-tiny-blobs-seed1.json").read_text()
+    )
+    (runs / "l2-tiny-blobs-seed0 (copy).json").write_text(
+        (runs / "l2-tiny-blobs-seed0.json").read_text()
+    )
+    from uqbench.runner import environment, merge_results
+
+    res = merge_results(
+        runner.out, "tiny", "c", environment(runner.device), expected=runner.expected_specs()
+    )
+    keys = [(r["method"], r["seed"]) for r in res["runs"]]
+    assert sorted(keys) == [("ffg", 0), ("ffg", 1), ("l2", 0)]
+    reasons = {x["file"]: x["reason"] for x in res["left_out"]}
+    assert "eval.test_samples 3 instead of 4" in reasons["l2-tiny-blobs-seed1.json"]
+    assert "copy" in reasons["l2-tiny-blobs-seed0 (copy).json"]
+
+
+def test_truncated_run_file_of_an_unselected_run_does_not_break_the_merge(
+    tmp_path, tiny_task, capsys
+):
+    suite = tmp_path / "tiny.toml"
+    suite.write_text(SUITE)
+    out = tmp_path / "results"
+    base = ["run", "--suite", str(suite), "--out", str(out), "--quiet", "--no-report"]
+    assert main(base) == 0
+    f = out / "tiny" / "runs" / "ffg-tiny-blobs-seed1.json"
+    f.write_text(f.read_text()[:100])
+    assert main([*base, "--methods", "l2"]) == 0
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "ffg-tiny-blobs-seed1.json: not valid JSON" in err
+
+
+# -- 2. code version: the code that ran, and checkpoints keyed on it ----------------------
+def test_a_code_change_retrains_instead_of_reusing_the_old_model(tmp_path, tiny_task, monkeypatch):
+    runner = runner_for(tmp_path)
+    runner.run()
+    before = json.loads((runner.runs_dir / "l2-tiny-blobs-seed0.json").read_text())
+    assert before["code_version"].startswith("src-") and Path(before["checkpoint"]).exists()
+
+    monkeypatch.setattr("uqbench.runner.code_version", lambda *classes: "src-changed")
+    trained: list[str] = []
+    original = train
+
+    def counting_train(model, data, **kw):
+        trained.append(kw["desc"])
+        return original(model, data, **kw)
+
+    monkeypatch.setattr("uqbench.runner.train", counting_train)
+    calls = count_runs(monkeypatch)
+    runner_for(tmp_path).run()
+    after = json.loads((runner.runs_dir / "l2-tiny-blobs-seed0.json").read_text())
+    assert len(calls) == 4  # every run redone ...
+    assert after["code_version"] == "src-changed"
+    assert after["checkpoint"] != before["checkpoint"]  # ... with a fresh model
+    assert not Path(after["checkpoint"]).with_suffix(".pt.bad").exists()
+
+
+def test_the_recorded_commit_is_uqbenchs_own_not_the_current_directorys(tmp_path, monkeypatch):
+    from uqbench.provenance import code_version, source_commit
+
+    monkeypatch.delenv("UQBENCH_GIT_COMMIT", raising=False)
+    own, version = source_commit(), code_version()
+    other = tmp_path / "other-repo"
+    other.mkdir()
+    git = ["git", "-C", str(other), "-c", "user.name=t", "-c", "user.email=t@t"]
+    try:
+        subprocess.run([*git, "init", "-q"], check=True)
+        subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "x"], check=True)
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("git is not available")
+    other_head = subprocess.run(
+        ["git", "-C", str(other), "rev-parse", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    monkeypatch.chdir(other)
+    assert source_commit() == own and own != other_head
+    assert code_version() == version
+    monkeypatch.chdir(tmp_path)  # outside any repository: the same
+    assert source_commit() == own and code_version() == version
+
+
+def test_code_version_covers_a_plug_ins_source(tmp_path, monkeypatch):
+    from uqbench.provenance import code_version
+
+    mod = tmp_path / "uqbench_probe_plugin.py"
+    mod.write_text("class P:\n    x = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import importlib
+
+    cls = importlib.import_module("uqbench_probe_plugin").P
+    assert code_version(cls) != code_version()
+
+
+# -- 3. non-finite numbers: found at the step, recorded as a failure, the suite goes on ------
+def tiny_data(n: int = 200) -> Split:
+    g = torch.Generator().manual_seed(0)
+    return Split(torch.randn(n, 2, generator=g), torch.randint(0, 2, (n,), generator=g))
+
+
+def tiny_model(name: str = "l2"):
+    from uqbench.architectures import ModelSpec
+
+    torch.manual_seed(0)
+    spec = ModelSpec("mlp", (2,), 2, "categorical", 200, {"hidden": 8})
+    return uqbench.get_posterior(name)(spec)
+
+
+def test_a_nan_loss_is_named_with_epoch_and_step():
+    model = tiny_model()
+    original, n = model.loss, {"steps": 0}
+
+    def loss(x, y):
+        n["steps"] += 1
+        out, stats = original(x, y)
+        return (out * float("nan"), stats) if n["steps"] == 7 else (out, stats)
+
+    model.loss = loss
+    with pytest.raises(TrainingError, match=r"t1: training diverged at epoch 2, step 3 of 4"):
+        train(
+            model, tiny_data(), epochs=3, batch_size=50, lr=1e-2, seed=0, progress=False, desc="t1"
+        )
+
+
+def test_a_blow_up_in_the_last_step_is_caught(tmp_path, monkeypatch):
+    monkeypatch.setattr("uqbench.train.CHECKPOINT_EVERY_S", 0.0)
+    model = tiny_model()
+    original = model.configure_optimizer
+
+    def configure(lr):
+        opt = original(lr)
+        step, n = opt.step, {"k": 0}
+
+        def blowing_step(*a, **kw):
+            n["k"] += 1
+            out = step(*a, **kw)
+            if n["k"] == 8:  # the very last step: its loss was finite
+                with torch.no_grad():
+                    next(model.parameters()).fill_(float("inf"))
+            return out
+
+        opt.step = blowing_step
+        return opt
+
+    model.configure_optimizer = configure
+    ckpt = tmp_path / "c.pt"
+    with pytest.raises(TrainingError, match="epoch 2, step 4 of 4: the parameters"):
+        train(
+            model,
+            tiny_data(),
+            epochs=2,
+            batch_size=50,
+            lr=1e-2,
+            seed=0,
+            progress=False,
+            checkpoint=ckpt,
+        )
+    state = torch.load(ckpt, weights_only=True)  # the last checkpoint is before the blow-up
+    assert (state["epoch"], state["step"]) == (1, 3)
+    assert all(torch.isfinite(v).all() for v in state["model"].values())
+
+
+class NanLoss(uqbench.get_posterior("l2")):
+    """Diverges: a NaN loss from its third training step."""
+
+    def loss(self, x, y):
+        self.steps = getattr(self, "steps", 0) + 1
+        loss, stats = super().loss(x, y)
+        return (loss * float("nan") if self.steps >= 3 else loss), stats
+
+
+class NanOutputs(uqbench.get_posterior("l2")):
+    """Trains fine, predicts NaN."""
+
+    def sample_outputs(self, x, n_samples, chunk_rows=None):
+        return super().sample_outputs(x, n_samples, chunk_rows) * float("nan")
+
+
+def test_failed_runs_are_recorded_and_the_suite_goes_on_then_exits_1(
+    tmp_path, tiny_task, clean_registry, capsys
+):
+    POSTERIORS.add("nan-loss", NanLoss)
+    POSTERIORS.add("nan-outputs", NanOutputs)
+    suite = tmp_path / "tiny.toml"
+    suite.write_text(SUITE.replace('["l2", "ffg"]', '["nan-loss", "l2", "nan-outputs"]'))
+    out = tmp_path / "results"
+    code = main(["run", "--suite", str(suite), "--out", str(out), "--quiet", "--seeds", "0"])
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err
+    assert "2 run(s) FAILED" in err
+    assert "nan-loss-tiny-blobs-seed0: training diverged at epoch 1, step 3 of 4" in err
+    assert "nan-outputs-tiny-blobs-seed0: evaluation gave non-finite metrics" in err
+    res = strict_json(out / "tiny" / "results.json")  # valid JSON: no bare NaN
+    assert [r["method"] for r in res["runs"]] == ["l2"]
+    assert {f["method"] for f in res["failed"]} == {"nan-loss", "nan-outputs"}
+    rec = strict_json(out / "tiny" / "runs" / "nan-loss-tiny-blobs-seed0.json")
+    assert rec["status"] == "failed" and "metrics" not in rec
+    assert "FAILED" in (out / "tiny" / "report.md").read_text()
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_lr_nan_and_inf_are_rejected(value, tmp_path, capsys):
+    assert main(["run", "--suite", "smoke", f"--lr={value}", "--dry-run"]) == 2
+    assert "lr must be" in capsys.readouterr().err
+    suite = tmp_path / "s.toml"
+    suite.write_text(
+        f'methods = ["l2"]\ntasks = ["mnist"]\nseeds = [0]\n'
+        f"[task.mnist]\ntrain = {{ lr = {value} }}\n"
+    )
+    with pytest.raises(ConfigError, match="lr must be"):
+        load_suite(suite)
+
+
+# -- 4. every suite key checked, wrong types one line, names stay inside --out -------------
+BASE = 'methods = ["l2"]\ntasks = ["toy-cubic"]\nseeds = [0]\n'
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (BASE + "[task.toy-cubc]\ntrain = { epochs = 3 }\n", "unknown task 'toy-cubc'"),
+        (BASE + "[method.l3]\n", "unknown method 'l3'"),
+        (BASE + "[task.toy-cubic]\narch = { hiden = 3 }\n", "has no key(s) hiden"),
+        (BASE + '[task.mnist]\narch = { channels = "x" }\n', "channels must be a list of two"),
+        (BASE + '[method.ensemble]\nmembers = "two"\n', "members must be int"),
+        (BASE + '[method.ffg]\nlogvar_init = "big"\n', "logvar_init must be float"),
+        (BASE + "[task.toy-cubic.method.l4]\n", "unknown method 'l4'"),
+        (BASE + '[task.toy-cubic]\nextra_methods = ["nope"]\n', "unknown method 'nope'"),
+        (BASE.replace("[0]", "[-1]"), "seeds must be integers from 0"),
+        ('name = "../../x"\n' + BASE, "plain folder name"),
+        ('name = "/tmp/abs"\n' + BASE, "plain folder name"),
+        ("task = 3\n" + BASE, "expected tables of tasks"),
+    ],
+)
+def test_bad_suite_files_are_one_line_naming_file_and_key(text, message, tmp_path, capsys):
+    suite = tmp_path / "bad.toml"
+    suite.write_text(text)
+    assert main(["run", "--suite", str(suite), "--dry-run", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and str(suite) in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_negative_seed_on_the_command_line_is_one_line(capsys):
+    assert main(["run", "--suite", "smoke", "--seeds", "-1", "--dry-run"]) == 2
+    assert "seeds must be integers from 0" in capsys.readouterr().err
+
+
+# -- 5. checkpoints: weights only; a bad one is named, set aside and retrained ------------
+class _Payload:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def _first_checkpoint(tmp_path: Path) -> tuple[Runner, Path, dict]:
+    runner = runner_for(tmp_path, overrides={"methods": ["ffg"], "seeds": [0]})
+    runner.run()
+    record = json.loads((runner.runs_dir / "ffg-tiny-blobs-seed0.json").read_text())
+    return runner, Path(record["checkpoint"]), record
+
+
+@pytest.mark.parametrize("kind", ["crafted", "truncated", "other-model"])
+def test_bad_checkpoint_is_named_set_aside_and_retrained(kind, tmp_path, tiny_task):
+    runner, ckpt, first = _first_checkpoint(tmp_path)
+    marker = tmp_path / "code-ran"
+    if kind == "crafted":
+        ckpt.write_bytes(pickle.dumps({"model": _Payload(marker)}))
+    elif kind == "truncated":
+        ckpt.write_bytes(ckpt.read_bytes()[:200])
+    else:
+        torch.save({"model": {"w": torch.zeros(3)}, "epoch": 1}, ckpt)
+    (runner.runs_dir / "ffg-tiny-blobs-seed0.json").unlink()
+    messages: list[str] = []
+    again = runner_for(tmp_path, overrides={"methods": ["ffg"], "seeds": [0]})
+    again.log = messages.append
+    again.run()
+    assert not marker.exists()  # nothing in the file was executed
+    assert ckpt.with_name(ckpt.name + ".bad").exists() and ckpt.exists()
+    assert any(str(ckpt) in m and "cannot be used" in m for m in messages)
+    second = json.loads((runner.runs_dir / "ffg-tiny-blobs-seed0.json").read_text())
+    assert second["metrics"] == first["metrics"]  # retrained from the start, same seed
+
+
+def test_load_posterior_refuses_a_crafted_file_without_running_it(tmp_path):
+    marker = tmp_path / "code-ran"
+    bad = tmp_path / "model.pt"
+    bad.write_bytes(pickle.dumps({"posterior": _Payload(marker)}))
+    with pytest.raises(ConfigError, match="not a readable uqbench model file"):
+        uqbench.load_posterior(bad)
+    assert not marker.exists()
+
+
+def test_the_runners_checkpoint_is_recorded_and_loads_with_one_call(tmp_path, tiny_task):
+    runner, ckpt, record = _first_checkpoint(tmp_path)
+    model = uqbench.load_posterior(record["checkpoint"])
+    data = runner.task_data(runner.specs[0])
+    torch.manual_seed(5)
+    a = model.sample_outputs(data.test.x, 3)
+    assert model.config == record["config"]["resolved_posterior"]
+    # the same weights as the model the runner evaluated: compare with a re-read state
+    state = torch.load(ckpt, weights_only=True)["model"]
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, state[k])
+    assert a.shape == (3, len(data.test), 2)
+
+
+# -- checkpoints every CHECKPOINT_EVERY_S, also mid-epoch; exact resume --------------------
+def test_interrupted_mid_epoch_resumes_exactly(tmp_path, monkeypatch):
+    import uqbench.train as train_mod
+
+    kw = dict(epochs=3, batch_size=20, lr=1e-2, seed=0, progress=False)  # 10 steps per epoch
+    reference = tiny_model("ffg")
+    ref_log = train(reference, tiny_data(), **kw)
+
+    monkeypatch.setattr(train_mod, "CHECKPOINT_EVERY_S", 0.0)
+    ckpt = tmp_path / "c.pt"
+    model = tiny_model("ffg")
+    original, n = model.loss, {"steps": 0}
+
+    def dying(x, y):
+        n["steps"] += 1
+        if n["steps"] == 15:  # the middle of the second epoch
+            raise KeyboardInterrupt
+        return original(x, y)
+
+    model.loss = dying
+    with pytest.raises(KeyboardInterrupt):
+        train(model, tiny_data(), checkpoint=ckpt, **kw)
+    saved = torch.load(ckpt, weights_only=True)
+    assert (saved["epoch"], saved["step"]) == (1, 4)  # mid-epoch, not at its start
+
+    resumed = tiny_model("ffg")
+    torch.manual_seed(123)  # the checkpoint, not the caller, decides the RNG state
+    done, orig2 = {"steps": 0}, resumed.loss
+
+    def counting(x, y):
+        done["steps"] += 1
+        return orig2(x, y)
+
+    resumed.loss = counting
+    log = train(resumed, tiny_data(), checkpoint=ckpt, **kw)
+    assert done["steps"] == 30 - 14  # only the steps not yet done
+    assert (log.epoch, log.loss, log.nll, log.kl) == (
+        ref_log.epoch,
+        ref_log.loss,
+        ref_log.nll,
+        ref_log.kl,
+    )
+    for a, b in zip(reference.state_dict().values(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_runner_interrupted_mid_epoch_gives_the_metrics_of_an_uninterrupted_run(
+    tmp_path, tiny_task, monkeypatch
+):
+    import uqbench.train as train_mod
+
+    suite = SUITE + "[task.tiny-blobs]\ntrain = { epochs = 2, batch_size = 20 }\n"
+    plain = runner_for(tmp_path / "a", suite, overrides={"methods": ["ffg"], "seeds": [0]}).run()
+
+    monkeypatch.setenv("UQBENCH_CACHE_DIR", str(tmp_path / "cache-b"))
+    monkeypatch.setattr(train_mod, "CHECKPOINT_EVERY_S", 0.0)
+    cls = uqbench.get_posterior("ffg")
+    original, n = cls.loss, {"steps": 0}
+
+    def dying(self, x, y):
+        n["steps"] += 1
+        if n["steps"] == 13:
+            raise KeyboardInterrupt
+        return original(self, x, y)
+
+    monkeypatch.setattr(cls, "loss", dying)
+    b = runner_for(tmp_path / "b", suite, overrides={"methods": ["ffg"], "seeds": [0]})
+    with pytest.raises(KeyboardInterrupt):
+        b.run()
+    monkeypatch.setattr(cls, "loss", original)
+    resumed = runner_for(tmp_path / "b", suite, overrides={"methods": ["ffg"], "seeds": [0]}).run()
+    assert resumed["runs"][0]["metrics"] == plain["runs"][0]["metrics"]
+    assert resumed["runs"][0]["train_log"]["loss"] == plain["runs"][0]["train_log"]["loss"]
+
+
+# -- 6. concurrent runs on the same --out ---------------------------------------------------
+def test_a_second_run_on_the_same_out_is_refused_naming_the_holder(tmp_path, tiny_task, capsys):
+    suite = tmp_path / "tiny.toml"
+    suite.write_text(SUITE)
+    out = tmp_path / "results"
+    (out / "tiny").mkdir(parents=True)
+    with _exclusive(out / "tiny"):
+        assert main(["run", "--suite", str(suite), "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "being written by another uqbench run (pid" in err and "Traceback" not in err
+    assert not list((out / "tiny").glob("runs/*.json"))  # nothing trained
+    with pytest.raises(OutputError):
+        with _exclusive(out / "tiny"):
+            with _exclusive(out / "tiny"):
+                pass
+
+
+def test_concurrent_writers_of_one_file_never_collide_on_temp_names(tmp_path):
+    target = tmp_path / "r.json"
+    errors: list[BaseException] = []
+
+    def writer(i: int) -> None:
+        try:
+            for j in range(40):
+                _write_json(target, {"writer": i, "j": j, "pad": "x" * 5000})
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and json.loads(target.read_text())["j"] == 39
+    assert list(tmp_path.iterdir()) == [target]  # no temp file left behind
+
+
+# -- 7. the smaller ones ---------------------------------------------------------------------
+def test_report_is_replaced_atomically(tmp_path, monkeypatch):
+    from uqbench.report import write_report
+
+    results = {"schema": "uqbench.results/2", "suite": "s", "command": "c", "runs": []}
+    write_report(results, tmp_path)
+    good = (tmp_path / "report.html").read_text()
+    original = Path.write_text
+
+    def disk_full(self, text, *a, **kw):
+        original(self, text[: len(text) // 3], *a, **kw)
+        raise OSError(28, "No space left on device", str(self))
+
+    monkeypatch.setattr(Path, "write_text", disk_full)
+    with pytest.raises(OSError):
+        write_report({**results, "command": "other"}, tmp_path)
+    monkeypatch.undo()
+    assert (tmp_path / "report.html").read_text() == good
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["figures", "report.html", "report.md"]
+
+
+@pytest.mark.parametrize("where", ["out", "cache"])
+def test_unwritable_out_or_cache_is_one_line_before_training(
+    where, tmp_path, tiny_task, monkeypatch, capsys
+):
+    suite = tmp_path / "tiny.toml"
+    suite.write_text(SUITE)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    out = blocker if where == "out" else tmp_path / "results"
+    if where == "cache":
+        monkeypatch.setenv("UQBENCH_CACHE_DIR", str(blocker / "cache"))
+    calls = count_runs(monkeypatch)
+    assert main(["run", "--suite", str(suite), "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "cannot write the" in err and str(blocker) in err
+    assert calls == []
+
+
+def test_ctrl_c_before_training_is_one_line(monkeypatch, capsys):
+    def interrupted(*a, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("uqbench.suites.load_suite", interrupted)
+    assert main(["run", "--suite", "smoke", "--dry-run"]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted" in err and "Traceback" not in err
+
+
+def test_sigint_in_the_first_seconds_of_the_command_is_one_line(tmp_path):
+    """A real Ctrl-C, 1.5 s in: importing torch, loading, or training: never a traceback."""
+    import os
+    import signal
+    import sys
+    import time
+
+    env = {**os.environ, "UQBENCH_CACHE_DIR": str(tmp_path / "cache")}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from uqbench.cli import main; sys.exit(main())",
+            "run",
+            "--suite",
+            "smoke",
+            "--methods",
+            "l2",
+            "--tasks",
+            "toy-cubic",
+            "--quiet",
+            "--epochs",
+            "100000",
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    time.sleep(1.5)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "interrupted" in err
