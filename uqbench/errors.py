@@ -26,3 +26,7 @@ class ResultsError(UQBenchError):
 
 class TrainingError(UQBenchError):
     """Training diverged (a non-finite loss); the message names the run and the epoch."""
+
+
+class PluginError(UQBenchError):
+    """A posterior's layers break the layer contract; the message names the module."""
