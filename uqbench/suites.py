@@ -1,9 +1,10 @@
 """Suite files (TOML in ``benchmarks/suites/``): which runs to make, and with what settings.
 
 A suite names methods, tasks and seeds, and per task (``[task.<name>]``) the
-training, evaluation, data-subset and architecture settings, plus ``extra_methods``
-run on that task only; ``[method.<name>]`` tables override a posterior family's
-config (``[task.<task>.method.<name>]`` for one task only).
+training, evaluation, data-subset and architecture settings, the OOD sets it is
+evaluated on (``ood``), plus ``extra_methods`` run on that task only;
+``[method.<name>]`` tables override a posterior family's config
+(``[task.<task>.method.<name>]`` for one task only).
 Every key is checked: a typo is an error naming the key and the file.
 """
 
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from uqbench.errors import ConfigError
-from uqbench.registry import POSTERIORS, TASKS
+from uqbench.registry import OOD_SETS, POSTERIORS, TASKS
 
 #: Evaluation settings and their defaults (the paper's: 100 predictive samples).
 EVAL_DEFAULTS: dict[str, Any] = {
@@ -38,7 +39,9 @@ EVAL_TYPES = {
     "batch_size": int,
 }
 TOP_KEYS = {"name", "description", "methods", "tasks", "seeds", "eval", "task", "method"}
-TASK_TABLE_KEYS = {"train", "eval", "data", "arch", "method", "extra_methods"}
+TASK_TABLE_KEYS = {"train", "eval", "data", "arch", "method", "extra_methods", "ood"}
+#: What ``--set TASK.KEY=VALUE`` may override on the command line, per task.
+CLI_TASK_KEYS = {"train", "eval", "data", "arch", "ood"}
 
 
 @dataclass
@@ -95,8 +98,10 @@ class Suite:
     def runs(self, overrides: dict[str, Any] | None = None) -> list[RunSpec]:
         """Resolve every (method, task, seed) run; ``overrides`` come from the CLI.
 
-        Override keys: ``methods``, ``tasks``, ``seeds`` (lists), ``train`` and ``eval``
-        (dicts applied to every task, after the suite's own settings).
+        Override keys: ``methods``, ``tasks``, ``seeds`` (lists), ``train``, ``eval`` and
+        ``data`` (dicts applied to every task, after the suite's own settings), and
+        ``task`` (``{task: table}``, tables as a suite's ``[task.<name>]`` with the keys
+        train, eval, data, arch, ood; applied last, to that task only).
         """
         o = overrides or {}
         methods = o.get("methods") or self.methods
@@ -111,14 +116,43 @@ class Suite:
                 raise ConfigError(f"unknown task {t!r}; known: {', '.join(known_t)}")
         _check_types(o.get("train", {}), TRAIN_KEYS, "command-line training override")
         _check_types(o.get("eval", {}), EVAL_TYPES, "command-line evaluation override")
+        _check_types(o.get("data", {}), DATA_KEYS, "command-line data override")
+        cli_tasks = o.get("task", {})
+        for t, ct in cli_tasks.items():
+            if t not in tasks:
+                raise ConfigError(
+                    f"--set {t}...: task {t!r} is not among the tasks run ({', '.join(tasks)})"
+                )
+            _check_task_table(ct, f"--set {t}", CLI_TASK_KEYS)
         specs = []
         for t in tasks:
             task_cls = TASKS.get(t)
             table = self.task_tables.get(t, {})
-            train = {**task_cls.train_defaults, **table.get("train", {}), **o.get("train", {})}
-            ev = {**EVAL_DEFAULTS, **self.eval, **table.get("eval", {}), **o.get("eval", {})}
-            data = {k: table.get("data", {}).get(k) for k in DATA_KEYS}
-            arch = dict(table.get("arch", {}))
+            ct = cli_tasks.get(t, {})
+            train = {
+                **task_cls.train_defaults,
+                **table.get("train", {}),
+                **o.get("train", {}),
+                **ct.get("train", {}),
+            }
+            ev = {
+                **EVAL_DEFAULTS,
+                **self.eval,
+                **table.get("eval", {}),
+                **o.get("eval", {}),
+                **ct.get("eval", {}),
+            }
+            # Evaluation only: a different choice of OOD sets reuses the trained model.
+            ev["ood"] = list(ct.get("ood", table.get("ood", task_cls.ood_sets)))
+            for name in ev["ood"]:
+                if name not in OOD_SETS.names():
+                    raise ConfigError(
+                        f"task {t!r}: unknown OOD set {name!r}; known: "
+                        f"{', '.join(OOD_SETS.names()) or 'none'}"
+                    )
+            data_table = {**table.get("data", {}), **o.get("data", {}), **ct.get("data", {})}
+            data = {k: data_table.get(k) for k in DATA_KEYS}
+            arch = {**table.get("arch", {}), **ct.get("arch", {})}
             extra = [] if o.get("methods") else table.get("extra_methods", [])
             for m in [*methods, *[m for m in extra if m not in methods]]:
                 if m not in known_m:
@@ -177,11 +211,7 @@ def parse_suite(raw: dict[str, Any], path: Path) -> Suite:
     _check_types(ev, EVAL_TYPES, f"{path} [eval]")
     tasks_tables = raw.get("task", {})
     for t, table in tasks_tables.items():
-        where = f"{path} [task.{t}]"
-        _check_keys(table, TASK_TABLE_KEYS, where)
-        _check_types(table.get("train", {}), TRAIN_KEYS, where + ".train")
-        _check_types(table.get("eval", {}), EVAL_TYPES, where + ".eval")
-        _check_types(table.get("data", {}), DATA_KEYS, where + ".data")
+        _check_task_table(table, f"{path} [task.{t}]", TASK_TABLE_KEYS)
     return Suite(
         name=str(raw.get("name", path.stem)),
         path=path,
@@ -193,6 +223,21 @@ def parse_suite(raw: dict[str, Any], path: Path) -> Suite:
         task_tables=dict(tasks_tables),
         method_tables=dict(raw.get("method", {})),
     )
+
+
+def _check_task_table(table: dict[str, Any], where: str, allowed: set[str]) -> None:
+    """Check a ``[task.<name>]`` table (from a suite file or ``--set``)."""
+    _check_keys(table, allowed, where)
+    _check_types(table.get("train", {}), TRAIN_KEYS, where + ".train")
+    _check_types(table.get("eval", {}), EVAL_TYPES, where + ".eval")
+    _check_types(table.get("data", {}), DATA_KEYS, where + ".data")
+    if "arch" in table and not isinstance(table["arch"], dict):
+        raise ConfigError(f"{where}.arch: expected a table, got {table['arch']!r}")
+    ood = table.get("ood")
+    if ood is not None and (
+        not isinstance(ood, list) or not all(isinstance(n, str) and n for n in ood)
+    ):
+        raise ConfigError(f"{where}.ood: expected a list of OOD set names, got {ood!r}")
 
 
 def _check_keys(table: dict[str, Any], allowed: set[str], where: str) -> None:
