@@ -22,7 +22,7 @@ from test_plugin_entry_point import install_fake
 
 import uqbench
 from uqbench.cli import main
-from uqbench.data import DataSource, load_fashion_mnist
+from uqbench.data import DataSource, load_fashion_mnist, verify_all
 from uqbench.errors import ConfigError, DataError
 from uqbench.registry import OOD_SETS, TASKS
 from uqbench.suites import load_suite
@@ -209,6 +209,8 @@ def test_fashion_mnist_verifies_by_decompressed_content(tmp_path) -> None:
     assert raw.arrays["train_x"].shape == (60000, 28, 28)
     assert np.bincount(raw.arrays["train_y"]).tolist() == [6000] * 10
     assert np.bincount(raw.arrays["test_y"]).tolist() == [1000] * 10
+    report = verify_all(fashion_source(Path(DATA_DIR), tmp_path / "c"))["fashion-mnist"]
+    assert report["status"] == "verified" and report["counts"]["test"]["Ankle boot"] == 1000
     # Another gzip packing, and no packing at all, of the same content verify too.
     for name, packing in (("regz", lambda b: gzip.compress(b, 1)), ("raw", lambda b: b)):
         folder = tmp_path / name / "fashion-mnist"
