@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -116,3 +117,16 @@ def test_global_and_per_task_overrides(capsys):
     m = plain["l2-mnist-seed0"]
     assert m["train"]["epochs"] == 2 and m["data"]["n_train"] == 1000
     assert m["eval"]["fgsm_n"] == 100 and m["eval"]["ood"] == ["notmnist"]
+
+
+def test_readme_suite_example_is_a_valid_suite(tmp_path, capsys):
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    start = readme.index('```toml\nname = "mine"') + len("```toml\n")
+    suite = tmp_path / "mine.toml"
+    suite.write_text(readme[start : readme.index("```", start)])
+    runs = dry_run(["--suite", str(suite)], capsys)
+    mnist = runs["mnf-mnist-seed0"]
+    assert mnist["eval"]["ood"] == ["notmnist", "fashion-mnist"]
+    assert mnist["posterior"] == {"r_std": 0.5} and mnist["eval"]["test_samples"] == 20
+    assert runs["mnf-toy-cubic-seed1"]["posterior"] == {"r_std": 1.0}
+    assert "dropout-learned-mnist-seed0" in runs and "dropout-learned-toy-cubic-seed0" not in runs
