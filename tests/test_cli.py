@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -13,10 +14,11 @@ from uqbench.results import load_results
 def test_list_json_names_posteriors_tasks_and_suites(capsys):
     assert main(["list", "--json"]) == 0
     listing = json.loads(capsys.readouterr().out)
-    assert set(listing) == {"posteriors", "tasks", "suites"}
+    assert set(listing) == {"posteriors", "tasks", "ood_sets", "suites"}
     assert {"l2", "dropout", "ensemble", "ffg", "fflu", "mnf"} <= set(listing["posteriors"])
     assert {"mnist", "cifar5", "toy-cubic"} <= set(listing["tasks"])
     assert {"smoke", "quick", "paper"} <= set(listing["suites"])
+    assert {"notmnist", "fashion-mnist", "cifar5-hidden"} <= set(listing["ood_sets"])
 
 
 @pytest.mark.parametrize(
@@ -26,6 +28,12 @@ def test_list_json_names_posteriors_tasks_and_suites(capsys):
         (["run", "--tasks", "nope", "--dry-run"], "unknown task 'nope'"),
         (["run", "--suite", "nope"], "unknown suite 'nope'"),
         (["run", "--epochs", "0", "--dry-run"], "epochs must be positive"),
+        (["run", "--n-train", "0", "--dry-run"], "n_train must be positive"),
+        (["run", "--set", "mnist.train.epochs=0", "--dry-run"], "epochs must be positive"),
+        (["run", "--set", "mnist.train.epoch=1", "--dry-run"], "unknown key(s) epoch"),
+        (["run", "--set", "mnist=1", "--dry-run"], "expected TASK.SECTION.KEY=VALUE"),
+        (["run", "--set", "nope.train.epochs=1", "--dry-run"], "task 'nope' is not among"),
+        (["run", "--set", "mnist.ood=nope", "--dry-run"], "unknown OOD set 'nope'"),
         (["run", "--device", "cuda:0", "--methods", "l2"], "no CUDA GPU"),
         (["report", "/nonexistent/results"], "no results file"),
         (["check", "/nonexistent", "--reference", "/nonexistent.json"], "no results file"),
@@ -77,3 +85,48 @@ def test_run_then_report_rebuilds_from_results_alone(tmp_path, tiny_task, capsys
         (out / "tiny" / f).unlink()
     assert main(["report", str(out / "tiny")]) == 0
     assert (out / "tiny" / "report.md").exists() and (out / "tiny" / "report.html").exists()
+
+
+def dry_run(argv: list[str], capsys) -> dict[str, dict]:
+    """``uqbench run --dry-run`` -> ``{run key: resolved config}``."""
+    assert main(["run", "--dry-run", *argv]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    return {k: json.loads(v) for k, v in (ln.split(": ", 1) for ln in lines)}
+
+
+def test_global_and_per_task_overrides(capsys):
+    # --epochs applies to every task; --set TASK... to one, and wins over --epochs.
+    runs = dry_run(
+        [
+            "--suite", "smoke", "--methods", "l2", "--tasks", "toy-cubic", "mnist",
+            "--epochs", "1", "--set", "toy-cubic.train.epochs=1000",
+            "--n-test", "50", "--n-ood", "40", "--fgsm-n", "7",
+            "--set", "mnist.data.n_train=300", "--set", "mnist.ood=notmnist,fashion-mnist",
+            "--set", "mnist.arch.hidden=64",
+        ],
+        capsys,
+    )  # fmt: skip
+    toy, mnist = runs["l2-toy-cubic-seed0"], runs["l2-mnist-seed0"]
+    assert toy["train"]["epochs"] == 1000 and mnist["train"]["epochs"] == 1
+    assert mnist["data"] == {"n_train": 300, "n_test": 50, "n_ood": 40}
+    assert toy["data"]["n_test"] == 50 and toy["data"]["n_train"] is None
+    assert mnist["eval"]["fgsm_n"] == 7 and mnist["eval"]["ood"] == ["notmnist", "fashion-mnist"]
+    assert mnist["arch"] == {"hidden": 64} and toy["arch"] == {}
+    # Without overrides: the suite's settings.
+    plain = dry_run(["--suite", "smoke", "--methods", "l2", "--tasks", "mnist"], capsys)
+    m = plain["l2-mnist-seed0"]
+    assert m["train"]["epochs"] == 2 and m["data"]["n_train"] == 1000
+    assert m["eval"]["fgsm_n"] == 100 and m["eval"]["ood"] == ["notmnist"]
+
+
+def test_readme_suite_example_is_a_valid_suite(tmp_path, capsys):
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    start = readme.index('```toml\nname = "mine"') + len("```toml\n")
+    suite = tmp_path / "mine.toml"
+    suite.write_text(readme[start : readme.index("```", start)])
+    runs = dry_run(["--suite", str(suite)], capsys)
+    mnist = runs["mnf-mnist-seed0"]
+    assert mnist["eval"]["ood"] == ["notmnist", "fashion-mnist"]
+    assert mnist["posterior"] == {"flow_q": 1} and mnist["eval"]["test_samples"] == 20
+    assert runs["mnf-toy-cubic-seed1"]["posterior"] == {"flow_q": 4}
+    assert "dropout-learned-mnist-seed0" in runs and "dropout-learned-toy-cubic-seed0" not in runs

@@ -52,7 +52,7 @@ def source(cache: Path, allow_unverified: bool = False) -> DataSource:
 @pytest.fixture(scope="module")
 def cifar5(cache: Path):
     """CIFAR-5 with the opt-in, loaded once for the module."""
-    return uqbench.get_task("cifar5")().load(source(cache, allow_unverified=True))
+    return uqbench.get_task("cifar5")().load_with_ood(source(cache, allow_unverified=True))
 
 
 def mean(x: torch.Tensor) -> float:
@@ -69,7 +69,7 @@ def test_mnist_counts_and_checksums(cache: Path) -> None:
 
 
 def test_mnist_task(cache: Path) -> None:
-    data = uqbench.get_task("mnist")().load(source(cache))
+    data = uqbench.get_task("mnist")().load_with_ood(source(cache))
     assert data.train.x.shape == (60000, 1, 28, 28) and data.test.x.shape == (10000, 1, 28, 28)
     assert float(data.train.x.min()) == 0.0 and float(data.train.x.max()) == 1.0
     # Pixel means /255 from the provenance notes (an independent computation).

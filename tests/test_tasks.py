@@ -10,6 +10,7 @@ import torch
 from scipy import stats
 
 import uqbench
+from uqbench import ood as ood_mod
 from uqbench.data import DataSource, RawData, stratified_indices
 from uqbench.data.subset import class_quotas
 from uqbench.errors import ConfigError
@@ -90,9 +91,10 @@ def fake_notmnist() -> RawData:
 
 def test_mnist_task_preprocessing_and_subsets(monkeypatch) -> None:
     monkeypatch.setattr(mnist_mod, "load_mnist", lambda src: fake_mnist())
-    monkeypatch.setattr(mnist_mod, "load_notmnist", lambda src: fake_notmnist())
+    monkeypatch.setattr(ood_mod, "load_notmnist", lambda src: fake_notmnist())
     task = uqbench.get_task("mnist")()
-    full = task.load(DataSource(root=None, download=False))
+    assert task.load(DataSource(root=None, download=False)).ood == {}  # OOD: registered sets
+    full = task.load_with_ood(DataSource(root=None, download=False))
     assert full.train.x.shape == (120, 1, 28, 28) and full.train.x.dtype == torch.float32
     assert full.train.y.dtype == torch.int64
     assert torch.all(full.train.x[:, 0, 1, :] == 1.0)  # 255 -> 1.0
@@ -101,14 +103,14 @@ def test_mnist_task_preprocessing_and_subsets(monkeypatch) -> None:
     assert torch.allclose(full.ood["notmnist"], torch.tensor(51 / 255))  # same scaling
     assert full.verified and full.notes == ["2 unreadable"] and len(full.files) == 2
 
-    sub = task.load(DataSource(), n_train=50, n_test=20, n_ood=33, seed=5)
+    sub = task.load_with_ood(DataSource(), n_train=50, n_test=20, n_ood=33, seed=5)
     assert torch.bincount(sub.train.y, minlength=10).tolist() == [5] * 10
     assert torch.bincount(sub.test.y, minlength=10).tolist() == [2] * 10
     # The subset keeps each image with its own label.
     src_index = (sub.train.x[:, 0, 0, 0] * 255).round().long()
     assert torch.equal(sub.train.y, src_index % 10)
     assert sub.ood["notmnist"].shape[0] == 33
-    again = task.load(DataSource(), n_train=50, n_test=20, n_ood=33, seed=5)
+    again = task.load_with_ood(DataSource(), n_train=50, n_test=20, n_ood=33, seed=5)
     assert torch.equal(again.train.x, sub.train.x) and torch.equal(again.test.y, sub.test.y)
 
 
@@ -116,8 +118,8 @@ def test_notmnist_ood_subset_stratified_by_letter(monkeypatch) -> None:
     monkeypatch.setattr(mnist_mod, "load_mnist", lambda src: fake_mnist())
     notm = fake_notmnist()
     notm.arrays["x"][:, 0, 0] = notm.arrays["y"]  # letter index in the first pixel
-    monkeypatch.setattr(mnist_mod, "load_notmnist", lambda src: notm)
-    data = uqbench.get_task("mnist")().load(DataSource(), n_ood=33, seed=0)
+    monkeypatch.setattr(ood_mod, "load_notmnist", lambda src: notm)
+    data = uqbench.get_task("mnist")().load_with_ood(DataSource(), n_ood=33, seed=0)
     letters = (data.ood["notmnist"][:, 0, 0, 0] * 255).round().long()
     # 33 of 66 with counts 5/7: exactly half of each letter, remainders to the 5s.
     want = class_quotas(np.bincount(notm.arrays["y"]), 33).tolist()
@@ -154,8 +156,9 @@ def fake_cifar(label_names: list[str]) -> RawData:
 def test_cifar5_classes_and_hidden_set(monkeypatch, permuted: bool) -> None:
     names = NAMES[::-1] if permuted else NAMES
     monkeypatch.setattr(cifar5_mod, "load_cifar10", lambda src: fake_cifar(names))
+    monkeypatch.setattr(ood_mod, "load_cifar10", lambda src: fake_cifar(names))
     task = uqbench.get_task("cifar5")()
-    data = task.load(DataSource())
+    data = task.load_with_ood(DataSource())
     assert data.train.x.shape == (40, 3, 32, 32) and data.test.x.shape == (20, 3, 32, 32)
     assert data.ood["cifar5-hidden"].shape == (20, 3, 32, 32)
     assert torch.all(data.train.x[:, 2] == 1.0)
@@ -169,7 +172,7 @@ def test_cifar5_classes_and_hidden_set(monkeypatch, permuted: bool) -> None:
     assert {names[i] for i in hidden.tolist()} == {"dog", "frog", "horse", "ship", "truck"}
     assert not data.verified and data.notes == ["UNVERIFIED"]
 
-    sub = task.load(DataSource(), n_train=10, n_test=5, n_ood=10, seed=2)
+    sub = task.load_with_ood(DataSource(), n_train=10, n_test=5, n_ood=10, seed=2)
     assert torch.bincount(sub.train.y, minlength=5).tolist() == [2] * 5
     assert torch.bincount(sub.test.y, minlength=5).tolist() == [1] * 5
     hidden = (sub.ood["cifar5-hidden"][:, 0, 0, 0] * 255 / 20).round().long()

@@ -1,10 +1,11 @@
 """uqbench: which approximate posterior gives the best accuracy and the most honest
 uncertainty, measured the same way on the same work.
 
-Public API: the posterior and task registries (``register_posterior``,
+Public API: the posterior, task and OOD-set registries (``register_posterior``,
 ``get_posterior``, ``list_posteriors``, ``register_task``, ``get_task``,
-``list_tasks``), the :class:`Posterior` and :class:`Task` base classes, and
-:func:`load_posterior`.
+``list_tasks``, ``register_ood_set``, ``get_ood_set``, ``list_ood_sets``), the
+:class:`Posterior`, :class:`Task` and :class:`OODSet` base classes, and
+:func:`load_posterior`. Readers of the data formats are in :mod:`uqbench.data`.
 """
 
 from __future__ import annotations
@@ -13,11 +14,19 @@ import importlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from uqbench.errors import ConfigError, DataError, RegistryError, ResultsError, UQBenchError
-from uqbench.registry import POSTERIORS, TASKS
+from uqbench.errors import (
+    ConfigError,
+    DataError,
+    PluginError,
+    RegistryError,
+    ResultsError,
+    UQBenchError,
+)
+from uqbench.registry import OOD_SETS, POSTERIORS, TASKS
 
 if TYPE_CHECKING:
     from uqbench.architectures import LayerFactory, ModelSpec, PlainLayers, build_network
+    from uqbench.ood import OODData, OODSet
     from uqbench.posterior import Posterior, load_posterior
     from uqbench.tasks.base import Split, Task, TaskData
 
@@ -30,6 +39,8 @@ _LAZY = {
     "ModelSpec": "uqbench.architectures",
     "PlainLayers": "uqbench.architectures",
     "build_network": "uqbench.architectures",
+    "OODData": "uqbench.ood",
+    "OODSet": "uqbench.ood",
     "Posterior": "uqbench.posterior",
     "load_posterior": "uqbench.posterior",
     "Split": "uqbench.tasks.base",
@@ -77,12 +88,30 @@ def list_tasks() -> list[str]:
     return TASKS.names()
 
 
+def register_ood_set(name: str) -> Callable[[type[OODSet]], type[OODSet]]:
+    """Class decorator: register an :class:`OODSet` subclass under ``name``."""
+    return OOD_SETS.register(name)
+
+
+def get_ood_set(name: str) -> type[OODSet]:
+    """The OOD set registered as ``name``."""
+    return OOD_SETS.get(name)
+
+
+def list_ood_sets() -> list[str]:
+    """Names of all registered OOD sets, built-in and plug-ins."""
+    return OOD_SETS.names()
+
+
 __all__ = [
     "ConfigError",
     "DataError",
     "LayerFactory",
     "ModelSpec",
+    "OODData",
+    "OODSet",
     "PlainLayers",
+    "PluginError",
     "Posterior",
     "RegistryError",
     "ResultsError",
@@ -92,11 +121,14 @@ __all__ = [
     "UQBenchError",
     "__version__",
     "build_network",
+    "get_ood_set",
     "get_posterior",
     "get_task",
+    "list_ood_sets",
     "list_posteriors",
     "list_tasks",
     "load_posterior",
+    "register_ood_set",
     "register_posterior",
     "register_task",
 ]

@@ -48,11 +48,24 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--methods", nargs="+", help="posterior families (default: the suite's)")
     run.add_argument("--tasks", nargs="+", help="tasks (default: the suite's)")
     run.add_argument("--seeds", nargs="+", type=int, help="seeds (default: the suite's)")
-    run.add_argument("--epochs", type=int, help="training epochs for every task")
+    run.add_argument("--epochs", type=int, help="training epochs for every task (one task: --set)")
     run.add_argument("--batch-size", type=int, help="training mini-batch size for every task")
     run.add_argument("--lr", type=float, help="Adam learning rate for every task")
+    run.add_argument("--n-train", type=int, help="training subset size for every task")
+    run.add_argument("--n-test", type=int, help="test subset size for every task")
+    run.add_argument("--n-ood", type=int, help="subset size of every OOD set")
     run.add_argument("--test-samples", type=int, help="posterior samples of the predictive")
     run.add_argument("--fgsm-samples", type=int, help="posterior samples in the FGSM attack")
+    run.add_argument("--fgsm-n", type=int, help="test points attacked by FGSM (default: all)")
+    run.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="TASK.KEY=VALUE",
+        help="override one task's suite setting, e.g. mnist.train.epochs=1, "
+        "cifar5.data.n_train=500, mnist.ood=notmnist,fashion-mnist (repeatable; wins over "
+        "the options that apply to every task)",
+    )
     run.add_argument(
         "--fgsm", choices=["default", "all", "none"], help="which methods get FGSM curves"
     )
@@ -71,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     chk.add_argument("--reference", required=True, help="reference results.json")
     chk.add_argument("--tolerance", help="tolerance file (default: beside the reference)")
 
-    lst = sub.add_parser("list", help="registered posteriors, tasks and suites")
+    lst = sub.add_parser("list", help="registered posteriors, tasks, OOD sets and suites")
     lst.add_argument("--json", action="store_true", help="machine-readable output")
 
     data = sub.add_parser("data", help="data set utilities")
@@ -104,6 +117,47 @@ def _source(args: argparse.Namespace):
     )
 
 
+def parse_task_settings(items: list[str]) -> dict[str, dict[str, Any]]:
+    """``["mnist.train.epochs=1", ...]`` -> ``{"mnist": {"train": {"epochs": 1}}}``.
+
+    The task name is everything before the first dot that is followed by a known
+    section (``train``, ``eval``, ``data``, ``arch``, ``ood``), so task names may hold
+    dots and dashes. VALUE is read as a TOML value (``1``, ``0.5``, ``[16, 16]``,
+    ``"x"``); anything else is a string, and for ``ood`` a comma-separated list.
+    """
+    import tomllib
+
+    from uqbench.errors import ConfigError
+
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        path, sep, text = item.partition("=")
+        parts = path.strip().split(".")
+        cut = next((i for i in range(1, len(parts)) if parts[i] in _TASK_SECTIONS), None)
+        if not sep or cut is None or not text.strip():
+            raise ConfigError(
+                f"--set {item!r}: expected TASK.SECTION.KEY=VALUE or TASK.ood=SET,SET "
+                f"(sections: {', '.join(sorted(_TASK_SECTIONS))})"
+            )
+        task, keys = ".".join(parts[:cut]), parts[cut:]
+        try:
+            value: Any = tomllib.loads(f"v = {text.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = text.strip()
+        if keys == ["ood"] and isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if (keys[0] == "ood") != (len(keys) == 1):
+            raise ConfigError(f"--set {item!r}: {keys[0]} needs exactly one key after it")
+        table = out.setdefault(task, {})
+        for k in keys[:-1]:
+            table = table.setdefault(k, {})
+        table[keys[-1]] = value
+    return out
+
+
+_TASK_SECTIONS = {"train", "eval", "data", "arch", "ood"}
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from uqbench.cpu import tune_malloc
     from uqbench.report import write_report
@@ -123,7 +177,13 @@ def cmd_run(args: argparse.Namespace) -> int:
             "test_samples": args.test_samples,
             "fgsm_samples": args.fgsm_samples,
             "fgsm": args.fgsm,
+            "fgsm_n": args.fgsm_n,
         }.items()
+        if v is not None
+    }
+    data = {
+        k: v
+        for k, v in {"n_train": args.n_train, "n_test": args.n_test, "n_ood": args.n_ood}.items()
         if v is not None
     }
     overrides: dict[str, Any] = {
@@ -132,6 +192,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         "seeds": args.seeds,
         "train": train,
         "eval": ev,
+        "data": data,
+        "task": parse_task_settings(args.set),
     }
     if args.dry_run:
         print(describe(suite.runs(overrides)))
@@ -192,10 +254,22 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from uqbench import get_posterior, get_task, list_posteriors, list_tasks
+    from uqbench import (
+        get_ood_set,
+        get_posterior,
+        get_task,
+        list_ood_sets,
+        list_posteriors,
+        list_tasks,
+    )
     from uqbench.suites import list_suites
 
-    listing = {"posteriors": list_posteriors(), "tasks": list_tasks(), "suites": list_suites()}
+    listing = {
+        "posteriors": list_posteriors(),
+        "tasks": list_tasks(),
+        "ood_sets": list_ood_sets(),
+        "suites": list_suites(),
+    }
     if args.json:
         print(json.dumps(listing, indent=1))
         return 0
@@ -205,6 +279,9 @@ def cmd_list(args: argparse.Namespace) -> int:
     print("tasks:")
     for n in listing["tasks"]:
         print(f"  {n:18s} {get_task(n).display_name}")
+    print("OOD sets:")
+    for n in listing["ood_sets"]:
+        print(f"  {n:18s} {get_ood_set(n).display_name}")
     print("suites:")
     for n in listing["suites"]:
         print(f"  {n}")

@@ -30,3 +30,7 @@ class TrainingError(UQBenchError):
 
 class OutputError(UQBenchError):
     """A results folder or the cache cannot be written, or another run is writing it."""
+
+
+class PluginError(UQBenchError):
+    """A posterior's layers break the layer contract; the message names the module."""

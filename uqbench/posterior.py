@@ -17,7 +17,8 @@ where it has a prior, layers with a ``kl()`` method; the rest is shared here.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -26,7 +27,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from uqbench.architectures import LayerFactory, ModelSpec, build_network
-from uqbench.errors import ConfigError
+from uqbench.errors import ConfigError, PluginError
 
 #: Largest number of (sample x example) rows pushed through the network at once.
 DEFAULT_CHUNK_ROWS = 4096
@@ -78,11 +79,18 @@ class Posterior(nn.Module):
         return self.net(x)
 
     def kl(self) -> Tensor:
-        """KL(q || p) summed over layers (or the negative log prior for MAP families)."""
-        terms = [m.kl() for m in self.net.modules() if hasattr(m, "kl")]
+        """KL(q || p) summed over layers (or the negative log prior for MAP families).
+
+        Each of :func:`kl_modules` contributes its ``kl()`` once: a wrapper whose
+        ``kl()`` covers the layer it wraps is not counted twice.
+        """
+        strict = getattr(self, "_check_contract", False)
+        terms = [
+            _kl_term(m.kl(), name, m, strict) for name, m in kl_modules(self.net, prefix="net")
+        ]
         if not terms:
             return torch.zeros((), device=self._device())
-        return torch.stack([t.reshape(()) for t in terms]).sum()
+        return torch.stack(terms).sum()
 
     def nll(self, out: Tensor, y: Tensor) -> Tensor:
         """Mean negative log-likelihood of targets ``y`` under outputs ``out``."""
@@ -166,6 +174,108 @@ class Posterior(nn.Module):
         return p.device if p is not None else torch.device("cpu")
 
 
+def kl_modules(module: nn.Module, prefix: str = "") -> list[tuple[str, nn.Module]]:
+    """The outermost modules under (and including) ``module`` with a callable ``kl``.
+
+    The search does not descend into a module that has one, so a wrapper's ``kl()`` is
+    trusted to cover what it wraps. A non-callable attribute named ``kl`` (bayesian-torch
+    layers keep ``self.kl = 0``) is not a KL method and is ignored.
+    """
+    if callable(getattr(module, "kl", None)):
+        return [(prefix or type(module).__name__, module)]
+    out: list[tuple[str, nn.Module]] = []
+    for name, child in module.named_children():
+        out += kl_modules(child, f"{prefix}.{name}" if prefix else name)
+    return out
+
+
+def _kl_term(value: Any, name: str, module: nn.Module, strict: bool) -> Tensor:
+    """One module's ``kl()`` as a 0-d tensor, or :class:`PluginError` naming the module.
+
+    The shape is checked every step (no device sync); with ``strict`` (the first training
+    step) also that the value is finite.
+    """
+    where = f"module {name} ({type(module).__name__})"
+    if not isinstance(value, Tensor):
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            value = torch.tensor(float(value))
+        else:
+            raise PluginError(
+                f"{where}: kl() returned {type(value).__name__}, expected a scalar tensor "
+                "(the KL summed over the layer's weights, in nats)"
+            )
+    if value.numel() != 1:
+        raise PluginError(
+            f"{where}: kl() returned a tensor of shape {list(value.shape)}, expected a scalar "
+            "(the KL summed over the layer's weights, in nats)"
+        )
+    if strict and not bool(torch.isfinite(value).all()):
+        raise PluginError(f"{where}: kl() returned {float(value)}, expected a finite number")
+    return value.reshape(())
+
+
+@contextmanager
+def layer_contract_check(model: Posterior) -> Iterator[None]:
+    """Check the layer contract during one forward/loss pass of ``model``.
+
+    Inside the block, every layer of ``model.net`` must return a tensor, and every
+    ``kl()`` term must be a finite scalar; a breach raises :class:`PluginError` naming
+    the module. A module with a ``kl_loss()`` method that no ``kl()`` covers (a
+    bayesian-torch layer used as is) is refused too: its KL would silently be left out.
+    The training loop wraps its first step in this.
+    """
+    own_kl = type(model).kl is not Posterior.kl  # a family-wide kl() covers every module
+    tops = [model] if own_kl else [m for _, m in kl_modules(model.net)]
+    covered = {id(m) for top in tops for m in top.modules()}
+    for name, m in model.named_modules():
+        if callable(getattr(m, "kl_loss", None)) and id(m) not in covered:
+            raise PluginError(
+                f"module {name} ({type(m).__name__}) has kl_loss() but no kl() covers it, so "
+                "its KL would not enter the loss; wrap it in a module whose kl() returns the "
+                "KL summed over its weights, in nats (see README, 'The layer contract')"
+            )
+
+    def hook(name: str):
+        def check(module: nn.Module, args: Any, output: Any) -> None:
+            if not isinstance(output, Tensor):
+                what = type(output).__name__
+                if isinstance(output, tuple | list):
+                    inner = ", ".join(type(o).__name__ for o in output)
+                    what = f"a {what} ({inner})"
+                raise PluginError(
+                    f"module {name or 'model'} ({type(module).__name__}): forward returned "
+                    f"{what}, expected a tensor. uqbench layers return their output only; "
+                    "a layer that also returns its KL (e.g. bayesian-torch's) must be wrapped "
+                    "so that forward returns the output and kl() the summed KL "
+                    "(see README, 'The layer contract')"
+                )
+
+        return check
+
+    # The layers the architecture chains (and the model itself); what a layer does inside
+    # (e.g. a flow returning (z, log_det)) is its own business.
+    layers = [("", model), *((f"net.{n}", m) for n, m in model.net.named_children())]
+    handles = [m.register_forward_hook(hook(n)) for n, m in layers]
+    model._check_contract = True
+    try:
+        yield
+    finally:
+        model._check_contract = False
+        for h in handles:
+            h.remove()
+
+
+def check_loss_parts(model: Posterior, stats: Mapping[str, Tensor]) -> None:
+    """After a checked step: the loss's KL part must be a finite scalar."""
+    kl = stats.get("kl")
+    if not isinstance(kl, Tensor) or kl.numel() != 1 or not bool(torch.isfinite(kl).all()):
+        shown = list(kl.shape) if isinstance(kl, Tensor) and kl.numel() != 1 else kl
+        raise PluginError(
+            f"posterior {model.name or type(model).__name__}: the KL of the first training "
+            f"step is {shown}, expected a finite scalar (kl() summed in nats)"
+        )
+
+
 def load_posterior(path: str | Path, map_location: str | torch.device = "cpu") -> Posterior:
     """Rebuild a posterior saved with :meth:`Posterior.save`, or trained by the runner.
 
@@ -192,6 +302,7 @@ def load_posterior(path: str | Path, map_location: str | torch.device = "cpu") -
     model = cls(ModelSpec.from_dict(blob["spec"]), **blob["config"])
     model.load_state_dict(state)
     return model.to(map_location)
+
 
 
 def check_config(config: Mapping[str, Any], allowed: Mapping[str, Any], where: str) -> None:

@@ -2,8 +2,8 @@
 
 Built-in and third-party entries register the same way: a class decorator
 (``@register_posterior("name")``) in a module that the Python entry-point group
-(``uqbench.posteriors`` or ``uqbench.tasks``) points at. Entry points are loaded
-lazily, the first time a registry is asked for its contents.
+(``uqbench.posteriors``, ``uqbench.tasks`` or ``uqbench.ood_sets``) points at. Entry
+points are loaded lazily, the first time a registry is asked for its contents.
 """
 
 from __future__ import annotations
@@ -114,3 +114,4 @@ def _qualname(cls: type) -> str:
 
 POSTERIORS: Registry = Registry("posterior", "uqbench.posteriors")
 TASKS: Registry = Registry("task", "uqbench.tasks")
+OOD_SETS: Registry = Registry("OOD set", "uqbench.ood_sets")

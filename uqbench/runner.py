@@ -247,11 +247,13 @@ class Runner:
         }
 
     def task_data(self, spec: RunSpec) -> TaskData:
-        key = (spec.task, spec.seed, json.dumps(spec.data, sort_keys=True))
+        ood = spec.eval.get("ood")
+        key = (spec.task, spec.seed, json.dumps([spec.data, ood], sort_keys=True))
         if key not in self._data:
             task = TASKS.get(spec.task)()
             self._data[key] = _to_device(
-                task.load(self.source, seed=spec.seed, **spec.data), self.device
+                task.load_with_ood(self.source, ood=ood, seed=spec.seed, **spec.data),
+                self.device,
             )
         return self._data[key]
 

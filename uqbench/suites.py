@@ -1,9 +1,10 @@
 """Suite files (TOML in ``benchmarks/suites/``): which runs to make, and with what settings.
 
 A suite names methods, tasks and seeds, and per task (``[task.<name>]``) the
-training, evaluation, data-subset and architecture settings, plus ``extra_methods``
-run on that task only; ``[method.<name>]`` tables override a posterior family's
-config (``[task.<task>.method.<name>]`` for one task only).
+training, evaluation, data-subset and architecture settings, the OOD sets it is
+evaluated on (``ood``), plus ``extra_methods`` run on that task only;
+``[method.<name>]`` tables override a posterior family's config
+(``[task.<task>.method.<name>]`` for one task only).
 Every key is checked: a typo is an error naming the key and the file.
 """
 
@@ -21,7 +22,7 @@ from typing import Any
 
 from uqbench.architectures import check_arch_kwargs
 from uqbench.errors import ConfigError
-from uqbench.registry import POSTERIORS, TASKS
+from uqbench.registry import OOD_SETS, POSTERIORS, TASKS
 
 #: Evaluation settings and their defaults (the paper's: 100 predictive samples).
 EVAL_DEFAULTS: dict[str, Any] = {
@@ -45,7 +46,9 @@ TOP_KEYS = {"name", "description", "methods", "tasks", "seeds", "eval", "task", 
 SUITE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")
 #: Largest seed torch accepts.
 MAX_SEED = 2**63 - 1
-TASK_TABLE_KEYS = {"train", "eval", "data", "arch", "method", "extra_methods"}
+TASK_TABLE_KEYS = {"train", "eval", "data", "arch", "method", "extra_methods", "ood"}
+#: What ``--set TASK.KEY=VALUE`` may override on the command line, per task.
+CLI_TASK_KEYS = {"train", "eval", "data", "arch", "ood"}
 
 
 @dataclass
@@ -102,8 +105,10 @@ class Suite:
     def runs(self, overrides: dict[str, Any] | None = None) -> list[RunSpec]:
         """Resolve every (method, task, seed) run; ``overrides`` come from the CLI.
 
-        Override keys: ``methods``, ``tasks``, ``seeds`` (lists), ``train`` and ``eval``
-        (dicts applied to every task, after the suite's own settings).
+        Override keys: ``methods``, ``tasks``, ``seeds`` (lists), ``train``, ``eval`` and
+        ``data`` (dicts applied to every task, after the suite's own settings), and
+        ``task`` (``{task: table}``, tables as a suite's ``[task.<name>]`` with the keys
+        train, eval, data, arch, ood; applied last, to that task only).
         """
         o = overrides or {}
         methods = o.get("methods") or self.methods
@@ -119,14 +124,43 @@ class Suite:
         _check_seeds(seeds, "command line" if o.get("seeds") else str(self.path))
         _check_types(o.get("train", {}), TRAIN_KEYS, "command-line training override")
         _check_types(o.get("eval", {}), EVAL_TYPES, "command-line evaluation override")
+        _check_types(o.get("data", {}), DATA_KEYS, "command-line data override")
+        cli_tasks = o.get("task", {})
+        for t, ct in cli_tasks.items():
+            if t not in tasks:
+                raise ConfigError(
+                    f"--set {t}...: task {t!r} is not among the tasks run ({', '.join(tasks)})"
+                )
+            _check_task_table(ct, f"--set {t}", CLI_TASK_KEYS, t)
         specs = []
         for t in tasks:
             task_cls = TASKS.get(t)
             table = self.task_tables.get(t, {})
-            train = {**task_cls.train_defaults, **table.get("train", {}), **o.get("train", {})}
-            ev = {**EVAL_DEFAULTS, **self.eval, **table.get("eval", {}), **o.get("eval", {})}
-            data = {k: table.get("data", {}).get(k) for k in DATA_KEYS}
-            arch = dict(table.get("arch", {}))
+            ct = cli_tasks.get(t, {})
+            train = {
+                **task_cls.train_defaults,
+                **table.get("train", {}),
+                **o.get("train", {}),
+                **ct.get("train", {}),
+            }
+            ev = {
+                **EVAL_DEFAULTS,
+                **self.eval,
+                **table.get("eval", {}),
+                **o.get("eval", {}),
+                **ct.get("eval", {}),
+            }
+            # Evaluation only: a different choice of OOD sets reuses the trained model.
+            ev["ood"] = list(ct.get("ood", table.get("ood", task_cls.ood_sets)))
+            for name in ev["ood"]:
+                if name not in OOD_SETS.names():
+                    raise ConfigError(
+                        f"task {t!r}: unknown OOD set {name!r}; known: "
+                        f"{', '.join(OOD_SETS.names()) or 'none'}"
+                    )
+            data_table = {**table.get("data", {}), **o.get("data", {}), **ct.get("data", {})}
+            data = {k: data_table.get(k) for k in DATA_KEYS}
+            arch = {**table.get("arch", {}), **ct.get("arch", {})}
             extra = [] if o.get("methods") else table.get("extra_methods", [])
             for m in [*methods, *[m for m in extra if m not in methods]]:
                 if m not in known_m:
@@ -201,27 +235,7 @@ def parse_suite(raw: dict[str, Any], path: Path) -> Suite:
     tasks_tables = raw.get("task", {})
     _check_tables(tasks_tables, known_t, "task", f"{path} [task]")
     for t, table in tasks_tables.items():
-        where = f"{path} [task.{t}]"
-        _check_keys(table, TASK_TABLE_KEYS, where)
-        _check_types(table.get("train", {}), TRAIN_KEYS, where + ".train")
-        _check_types(table.get("eval", {}), EVAL_TYPES, where + ".eval")
-        _check_types(table.get("data", {}), DATA_KEYS, where + ".data")
-        arch = table.get("arch", {})
-        _check_keys(arch, set(arch) if isinstance(arch, dict) else set(), where + ".arch")
-        check_arch_kwargs(TASKS.get(t).arch, arch, where + ".arch")
-        extra = table.get("extra_methods", [])
-        if not isinstance(extra, list) or not all(isinstance(m, str) for m in extra):
-            raise ConfigError(f"{where}: extra_methods must be a list of names, got {extra!r}")
-        for m in extra:
-            if m not in known_m:
-                raise ConfigError(
-                    f"{where}: extra_methods names unknown method {m!r}; known: "
-                    f"{', '.join(known_m)}"
-                )
-        per_method = table.get("method", {})
-        _check_tables(per_method, known_m, "method", where + ".method")
-        for m, cfg in per_method.items():
-            _check_posterior_config(m, cfg, f"{where}.method.{m}")
+        _check_task_table(table, f"{path} [task.{t}]", TASK_TABLE_KEYS, t)
     return Suite(
         name=name,
         path=path,
@@ -289,6 +303,36 @@ def _is_type(v: Any, want: type) -> bool:
     if want is float:
         return isinstance(v, int | float) and math.isfinite(v)
     return isinstance(v, want)
+
+
+def _check_task_table(table: dict[str, Any], where: str, allowed: set[str], task: str) -> None:
+    """Check a ``[task.<name>]`` table (from a suite file or ``--set``) of ``task``."""
+    _check_keys(table, allowed, where)
+    _check_types(table.get("train", {}), TRAIN_KEYS, where + ".train")
+    _check_types(table.get("eval", {}), EVAL_TYPES, where + ".eval")
+    _check_types(table.get("data", {}), DATA_KEYS, where + ".data")
+    arch = table.get("arch", {})
+    if not isinstance(arch, dict):
+        raise ConfigError(f"{where}.arch: expected a table, got {arch!r}")
+    check_arch_kwargs(TASKS.get(task).arch, arch, where + ".arch")
+    known_m = POSTERIORS.names()
+    extra = table.get("extra_methods", [])
+    if not isinstance(extra, list) or not all(isinstance(m, str) for m in extra):
+        raise ConfigError(f"{where}: extra_methods must be a list of names, got {extra!r}")
+    for m in extra:
+        if m not in known_m:
+            raise ConfigError(
+                f"{where}: extra_methods names unknown method {m!r}; known: {', '.join(known_m)}"
+            )
+    per_method = table.get("method", {})
+    _check_tables(per_method, known_m, "method", where + ".method")
+    for m, cfg in per_method.items():
+        _check_posterior_config(m, cfg, f"{where}.method.{m}")
+    ood = table.get("ood")
+    if ood is not None and (
+        not isinstance(ood, list) or not all(isinstance(n, str) and n for n in ood)
+    ):
+        raise ConfigError(f"{where}.ood: expected a list of OOD set names, got {ood!r}")
 
 
 def _check_keys(table: dict[str, Any], allowed: set[str], where: str) -> None:

@@ -15,7 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from uqbench.errors import TrainingError
-from uqbench.posterior import Posterior
+from uqbench.posterior import Posterior, check_loss_parts, layer_contract_check
 from uqbench.results import unique_tmp
 from uqbench.tasks.base import Split
 
@@ -110,7 +110,12 @@ def train(
             idx = perm[i * batch_size : (i + 1) * batch_size]
             x, y = data.x[idx], data.y[idx]
             opt.zero_grad(set_to_none=True)
-            loss, stats = model.loss(x, y)
+            if epoch == start_epoch and i == first:  # the layer contract, checked once
+                with layer_contract_check(model):
+                    loss, stats = model.loss(x, y)
+                check_loss_parts(model, stats)
+            else:
+                loss, stats = model.loss(x, y)
             loss.backward()
             opt.step()
             step_loss[i] = loss.detach()

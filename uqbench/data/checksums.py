@@ -87,3 +87,21 @@ def notmnist_digest(file_md5s: Mapping[str, str] | Iterable[tuple[str, str]]) ->
     items = file_md5s.items() if isinstance(file_md5s, Mapping) else file_md5s
     lines = [f"{md5}  ./{name}\n" for name, md5 in sorted(items, key=lambda t: t[0])]
     return hashlib.md5("".join(lines).encode("utf-8")).hexdigest()
+
+
+#: Fashion-MNIST file stem -> md5 of the *decompressed* upstream IDX file. A copy is
+#: verified by the md5 of its decompressed content, which is the same for upstream's
+#: ``.gz`` files and for recompressed copies (PROVENANCE-fashion-mnist.md).
+FASHION_MD5_RAW: dict[str, str] = {
+    "train-images-idx3-ubyte": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
+    "train-labels-idx1-ubyte": "9018921c3c673c538a1fc5bad174d6f9",
+    "t10k-images-idx3-ubyte": "8181f5470baa50b63fa0f6fddb340f0a",
+    "t10k-labels-idx1-ubyte": "15d484375f8d13e6eb1aabb0c3f46965",
+}
+#: md5 of upstream's ``.gz`` files (checked on download only).
+FASHION_MD5_GZ: dict[str, str] = {
+    "train-images-idx3-ubyte": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+    "train-labels-idx1-ubyte": "25c81989df183df01b3e8a0aad5dffbe",
+    "t10k-images-idx3-ubyte": "bef4ecab320f06d8554ea6380940ec79",
+    "t10k-labels-idx1-ubyte": "bb300cfdad3c16e7a12a480ee83cd310",
+}

@@ -23,7 +23,7 @@ import numpy as np
 
 from uqbench.data import checksums as ck
 from uqbench.data import formats
-from uqbench.data.source import URLS, DataSource, DownloadError, download_file
+from uqbench.data.source import FASHION_URLS, URLS, DataSource, DownloadError, download_file
 from uqbench.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -44,9 +44,22 @@ _SUBDIRS = {
     "mnist": ("mnist", "MNIST/raw", "."),
     "notmnist": ("notmnist", "."),
     "cifar10": ("cifar10", "."),
+    "fashion-mnist": ("fashion-mnist", "FashionMNIST/raw"),
 }
-_CACHE_SUBDIR = {"mnist": "mnist", "notmnist": "notmnist", "cifar10": "cifar10"}
-_DISPLAY = {"mnist": "MNIST", "notmnist": "notMNIST_small", "cifar10": "CIFAR-10"}
+_CACHE_SUBDIR = {
+    "mnist": "mnist",
+    "notmnist": "notmnist",
+    "cifar10": "cifar10",
+    "fashion-mnist": "fashion-mnist",
+}
+_DISPLAY = {
+    "mnist": "MNIST",
+    "notmnist": "notMNIST_small",
+    "cifar10": "CIFAR-10",
+    "fashion-mnist": "Fashion-MNIST",
+}
+#: Download locations per data set, when not :data:`URLS` (same file names as MNIST).
+_URLS = {"fashion-mnist": FASHION_URLS}
 
 
 @dataclass
@@ -113,7 +126,8 @@ def _missing_error(
         lines += [f"  {e}" for e in download_errors]
     sub = _CACHE_SUBDIR[dataset]
     it = "it" if len(missing) == 1 else "them"
-    urls = [URLS[f][0] for f in missing if f in URLS]
+    table = _URLS.get(dataset, URLS)
+    urls = [table[f][0] for f in missing if f in table]
     lines.append(f"To get {it}, download" if urls else f"To get {it}, obtain {files}")
     lines += [f"  {u}" for u in urls]
     lines.append(
@@ -135,7 +149,7 @@ def _fetch(
     for name in missing:
         log.info("downloading %s into %s", name, dest)
         try:
-            got[name] = download_file(name, dest, expected.get(name))
+            got[name] = download_file(name, dest, expected.get(name), _URLS.get(dataset))
         except DownloadError as exc:
             errors += [f"{name}: {e}" for e in exc.errors]
     if errors:
@@ -228,6 +242,77 @@ def load_mnist(source: DataSource, *, check: bool = True) -> RawData:
         RawData("mnist", arrays, files, location),
         "MNIST from an UNVERIFIED copy (md5 mismatch) - results not comparable with the paper",
     )
+
+
+# -- Fashion-MNIST -------------------------------------------------------------------
+def find_fashion_mnist(source: DataSource) -> dict[str, Path | None]:
+    """Path of each Fashion-MNIST file (``.gz`` preferred, uncompressed accepted), or None."""
+    found: dict[str, Path | None] = {}
+    for stem in MNIST_STEMS.values():
+        found[stem] = next(
+            (
+                c
+                for d in search_dirs(source, "fashion-mnist")
+                for c in (d / f"{stem}.gz", d / stem)
+                if c.is_file()
+            ),
+            None,
+        )
+    return found
+
+
+def load_fashion_mnist(source: DataSource, *, check: bool = True) -> RawData:
+    """Fashion-MNIST as uint8 images [N, 28, 28] and int64 labels: train 60,000, test 10,000.
+
+    Same IDX format and file names as MNIST, in a ``fashion-mnist/`` sub-folder (or
+    torchvision's ``FashionMNIST/raw/``). Each file is verified by the md5 of its
+    *decompressed* content (recorded as its ``md5``), so recompressed copies of the
+    upstream files verify as well as upstream's ``.gz``. Class names are in
+    ``info["class_names"]``.
+    """
+    found = find_fashion_mnist(source)
+    missing = [f"{s}.gz" for s, p in found.items() if p is None]
+    if missing:
+        expected_gz = {f"{s}.gz": ck.FASHION_MD5_GZ[s] for s in found}
+        got = _fetch(source, "fashion-mnist", missing, expected_gz)
+        for name, path in got.items():
+            found[name.removesuffix(".gz")] = path
+    arrays: dict[str, np.ndarray] = {}
+    files = []
+    for key, stem in MNIST_STEMS.items():
+        path = found[stem]
+        assert path is not None
+        arr, md5 = formats.read_idx(path, content_md5=True)
+        files.append(_record("fashion-mnist", path.name, path, md5, ck.FASHION_MD5_RAW[stem]))
+        want_dim = 3 if key.endswith("_x") else 1
+        if arr.ndim != want_dim or (want_dim == 3 and arr.dtype != np.uint8):
+            raise DataError(f"{path}: expected {'uint8 images' if want_dim == 3 else 'labels'}")
+        arrays[key] = arr if key.endswith("_x") else arr.astype(np.int64)
+    for split in ("train", "test"):
+        if len(arrays[f"{split}_x"]) != len(arrays[f"{split}_y"]):
+            raise DataError(f"Fashion-MNIST {split}: image and label counts differ")
+    location = found[MNIST_STEMS["train_x"]].parent  # type: ignore[union-attr]
+    _gate(source, "fashion-mnist", files, check)
+    raw = RawData(
+        "fashion-mnist", arrays, files, location, info={"class_names": list(FASHION_CLASSES)}
+    )
+    return _note(
+        raw, "Fashion-MNIST from an UNVERIFIED copy (md5 of the decompressed files mismatch)"
+    )
+
+
+FASHION_CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
 
 
 # -- notMNIST --------------------------------------------------------------------------

@@ -83,16 +83,20 @@ def parse_idx(data: bytes, name: str) -> np.ndarray:
     return arr.astype(dtype.newbyteorder("="), copy=False)
 
 
-def read_idx(path: Path) -> tuple[np.ndarray, str]:
-    """Read an IDX file, gzipped or not; return the array and the md5 of the file's bytes."""
+def read_idx(path: Path, *, content_md5: bool = False) -> tuple[np.ndarray, str]:
+    """Read an IDX file, gzipped or not; return the array and the md5 of the file's bytes.
+
+    With ``content_md5`` the md5 is that of the decompressed IDX content instead (the
+    same for any gzip packing of the same file).
+    """
     from uqbench.data.checksums import md5_bytes
 
     try:
-        raw = path.read_bytes()
+        raw = Path(path).read_bytes()
     except OSError as exc:
         raise DataError(f"{path}: cannot be read ({exc.strerror or exc})") from None
-    md5 = md5_bytes(raw)
     data = gunzip(raw, str(path)) if raw[:2] == _GZIP_MAGIC else raw
+    md5 = md5_bytes(data if content_md5 else raw)
     return parse_idx(data, str(path)), md5
 
 

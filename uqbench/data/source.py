@@ -5,7 +5,7 @@ Lookup order (:meth:`DataSource.resolve`): the ``--data-dir`` argument, then the
 (``$XDG_CACHE_HOME/uqbench/data`` or ``~/.cache/uqbench/data``; ``$UQBENCH_CACHE_DIR/data``
 when that variable is set, as for checkpoints). The cache is always
 searched last and is where downloads go. Inside a data folder each data set has its own
-sub-folder (``mnist/``, ``notmnist/``, ``cifar10/``); torchvision's layouts
+sub-folder (``mnist/``, ``notmnist/``, ``cifar10/``, ``fashion-mnist/``); torchvision's layouts
 (``MNIST/raw/``, a top-level ``cifar-10-batches-py/``) are accepted too.
 """
 
@@ -42,6 +42,17 @@ URLS: dict[str, list[str]] = {
     },
     "notMNIST_small.tar.gz": ["http://yaroslavvb.com/upload/notMNIST/notMNIST_small.tar.gz"],
     "cifar-10-python.tar.gz": ["https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"],
+}
+#: Fashion-MNIST's files share MNIST's names, so they have their own table (upstream's
+#: mirror, as torchvision's).
+FASHION_URLS: dict[str, list[str]] = {
+    f"{stem}.gz": [f"http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/{stem}.gz"]
+    for stem in (
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    )
 }
 DOWNLOAD_TIMEOUT_S = 60.0
 
@@ -138,20 +149,25 @@ class DownloadError(Exception):
         self.errors = errors
 
 
-def download_file(filename: str, dest_dir: Path, expected_md5: str | None = None) -> Path:
-    """Download ``filename`` from its mirrors into ``dest_dir``; return the path.
+def download_file(
+    filename: str,
+    dest_dir: Path,
+    expected_md5: str | None = None,
+    urls: dict[str, list[str]] | None = None,
+) -> Path:
+    """Download ``filename`` from its mirrors (``urls``, default :data:`URLS`) into ``dest_dir``.
 
     The file is written to a ``.part`` file and renamed only once complete (and, when
     ``expected_md5`` is given, once its md5 matches). Raises :class:`DownloadError`
     listing every mirror's failure.
     """
-    urls = URLS.get(filename, [])
-    if not urls:
+    mirrors = (URLS if urls is None else urls).get(filename, [])
+    if not mirrors:
         raise DownloadError([f"no download location is known for {filename}"])
     errors: list[str] = []
     dest = dest_dir / filename
     tmp = dest_dir / (filename + ".part")
-    for url in urls:
+    for url in mirrors:
         try:
             with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as resp:
                 dest_dir.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,7 @@ from uqbench.data.formats import NOTMNIST_LETTERS
 from uqbench.data.source import DataSource
 from uqbench.errors import DataError
 
-DATASETS = ("mnist", "notmnist", "cifar10")
+DATASETS = ("mnist", "notmnist", "cifar10", "fashion-mnist")
 
 
 def _counts(y: np.ndarray, names: list[str]) -> dict[str, int]:
@@ -25,11 +25,15 @@ def _entry(name: str, source: DataSource) -> dict[str, Any]:
         "mnist": datasets.load_mnist,
         "notmnist": datasets.load_notmnist,
         "cifar10": datasets.load_cifar10,
+        "fashion-mnist": datasets.load_fashion_mnist,
     }[name]
     finder = {
         "mnist": lambda s: next((p.parent for p in datasets.find_mnist(s).values() if p), None),
         "notmnist": datasets.find_notmnist,
         "cifar10": datasets.find_cifar10,
+        "fashion-mnist": lambda s: next(
+            (p.parent for p in datasets.find_fashion_mnist(s).values() if p), None
+        ),
     }[name]
     entry: dict[str, Any] = {
         "dataset": name,
@@ -66,8 +70,8 @@ def _entry(name: str, source: DataSource) -> dict[str, Any]:
             "train": _counts(a["train_y"], digits),
             "test": _counts(a["test_y"], digits),
         }
-    elif name == "cifar10":
-        labels = raw.info["label_names"]
+    elif name in ("cifar10", "fashion-mnist"):
+        labels = raw.info["label_names" if name == "cifar10" else "class_names"]
         entry["counts"] = {
             "train": _counts(a["train_y"], labels),
             "test": _counts(a["test_y"], labels),
@@ -83,12 +87,13 @@ def _entry(name: str, source: DataSource) -> dict[str, Any]:
 def verify_all(source: DataSource) -> dict[str, Any]:
     """Check every data set against its published checksums; never raises, never downloads.
 
-    Returns ``{"mnist": ..., "notmnist": ..., "cifar10": ...}``; each entry has
-    ``found`` (path or None), ``status`` (verified / unverified / missing / corrupt),
-    ``verified``, ``files`` (md5, expected md5, verified per file), ``counts`` per
-    class (``train``/``test`` for MNIST and CIFAR-10; per letter for notMNIST, plus
-    ``readable``, ``unreadable`` and ``unreadable_files``), ``notes``, ``error`` (the
-    message when missing or corrupt, else None) and ``searched`` (the folders).
+    Returns ``{"mnist": ..., "notmnist": ..., "cifar10": ..., "fashion-mnist": ...}``;
+    each entry has ``found`` (path or None), ``status`` (verified / unverified / missing /
+    corrupt), ``verified``, ``files`` (md5, expected md5, verified per file), ``counts``
+    per class (``train``/``test`` for MNIST, CIFAR-10 and Fashion-MNIST; per letter for
+    notMNIST, plus ``readable``, ``unreadable`` and ``unreadable_files``), ``notes``,
+    ``error`` (the message when missing or corrupt, else None) and ``searched`` (the
+    folders).
     Unverified data are read and reported, not refused.
     """
     src = replace(source, download=False)
@@ -103,7 +108,7 @@ def format_verify_table(report: dict[str, Any]) -> str:
         if e is None:
             continue
         status = e["status"].upper() if e["status"] != "verified" else "verified"
-        lines.append(f"{name:9s} {status:11s} {e['found'] or '-'}")
+        lines.append(f"{name:13s} {status:11s} {e['found'] or '-'}")
         for f in e["files"]:
             mark = "ok" if f["verified"] else "MISMATCH"
             exp = "" if f["verified"] else f" (expected {f['expected_md5']})"

@@ -8,12 +8,14 @@ the metrics never see file formats.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from torch import Tensor
 
 from uqbench.architectures import ModelSpec
+from uqbench.errors import ConfigError
 
 
 @dataclass
@@ -71,6 +73,9 @@ class Task:
     fgsm_eps: ClassVar[tuple[float, ...]] = ()
     #: Valid input range, for clamping adversarial examples.
     input_range: ClassVar[tuple[float, float]] = (0.0, 1.0)
+    #: Registered OOD sets (``uqbench.register_ood_set``) evaluated by default; a suite
+    #: replaces them per task with ``[task.<name>] ood = [...]``.
+    ood_sets: ClassVar[tuple[str, ...]] = ()
 
     def load(
         self,
@@ -87,6 +92,42 @@ class Task:
         download, whether unverified copies are accepted).
         """
         raise NotImplementedError
+
+    def load_with_ood(
+        self,
+        source: Any,
+        *,
+        ood: Sequence[str] | None = None,
+        n_train: int | None = None,
+        n_test: int | None = None,
+        n_ood: int | None = None,
+        seed: int = 0,
+    ) -> TaskData:
+        """:meth:`load`, plus the registered OOD sets ``ood`` (None: :attr:`ood_sets`).
+
+        What the runner calls. Each set is subset to ``n_ood`` inputs (seeded, stream
+        ``<task>/ood/<set>``); its inputs, file records and notes are added to those
+        of the task's own data. A set whose name the task's ``load`` already used is an
+        error, as is a set whose inputs do not have the shape :attr:`in_shape`.
+        """
+        from uqbench.data import as_source
+        from uqbench.ood import load_ood_set
+
+        src = as_source(source)
+        data = self.load(src, n_train=n_train, n_test=n_test, n_ood=n_ood, seed=seed)
+        for name in self.ood_sets if ood is None else ood:
+            if name in data.ood:
+                raise ConfigError(
+                    f"task {self.name!r}: its own data already has an OOD set {name!r}"
+                )
+            got = load_ood_set(
+                name, src, task=self.name, in_shape=tuple(self.in_shape), n=n_ood, seed=seed
+            )
+            data.ood[name] = got.x
+            # A set read from the task's own files (cifar5-hidden) adds no new record.
+            data.files = data.files + [f for f in got.files if f not in data.files]
+            data.notes = data.notes + [n for n in got.notes if n not in data.notes]
+        return data
 
     def model_spec(self, data: TaskData, arch_kwargs: dict[str, Any] | None = None) -> ModelSpec:
         """The :class:`ModelSpec` of this task's architecture for ``data``."""

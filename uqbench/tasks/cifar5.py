@@ -1,4 +1,4 @@
-"""CIFAR-5: the first five CIFAR-10 classes, with the other five as hidden OOD classes."""
+"""CIFAR-5: five CIFAR-10 classes; OOD set by default: the other five (``cifar5-hidden``)."""
 
 from __future__ import annotations
 
@@ -16,10 +16,11 @@ from uqbench.data import (
     stratified_indices,
 )
 from uqbench.errors import DataError
+from uqbench.ood import CIFAR5_HIDDEN
 from uqbench.tasks.base import Split, Task, TaskData
 
 SEEN = ("airplane", "automobile", "bird", "cat", "deer")
-HIDDEN = ("dog", "frog", "horse", "ship", "truck")
+HIDDEN = CIFAR5_HIDDEN
 
 
 @register_task("cifar5")
@@ -27,9 +28,9 @@ class Cifar5Task(Task):
     """CIFAR-5 (larger LeNet), as in section 4.2 of Louizos & Welling (2017).
 
     Train on the CIFAR-10 training images of airplane, automobile, bird, cat and deer
-    (labels 0-4 in that order; 25,000 images); test on their 5,000 test images. OOD
-    ``"cifar5-hidden"``: the 5,000 test images of the five hidden classes (dog, frog,
-    horse, ship, truck).
+    (labels 0-4 in that order; 25,000 images); test on their 5,000 test images. OOD set
+    (registered, :mod:`uqbench.ood`) by default: ``"cifar5-hidden"``, the 5,000 test
+    images of the five hidden classes (dog, frog, horse, ship, truck).
 
     Preprocessing, identical for all sets: uint8 RGB divided by 255 to float32 in
     [0, 1], shaped [N, 3, 32, 32] (the channel-major rows of the CIFAR batches), with no
@@ -37,8 +38,8 @@ class Cifar5Task(Task):
 
     The copy of CIFAR-10 in ``shared/data`` is a lossy JPEG stand-in whose md5 does not
     match upstream: it is refused unless unverified data are allowed, and then
-    ``TaskData.notes`` says so. ``n_train``/``n_test``/``n_ood`` take seeded
-    class-stratified subsets; None keeps everything.
+    ``TaskData.notes`` says so. ``n_train``/``n_test`` take seeded class-stratified
+    subsets; None keeps everything.
     """
 
     display_name: ClassVar[str] = "CIFAR-5 (OOD: the 5 hidden classes)"
@@ -52,6 +53,7 @@ class Cifar5Task(Task):
     train_defaults: ClassVar[dict[str, Any]] = {"epochs": 100, "batch_size": 100, "lr": 1e-3}
     fgsm_eps: ClassVar[tuple[float, ...]] = (0.0, 0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.08, 0.1)
     input_range: ClassVar[tuple[float, float]] = (0.0, 1.0)
+    ood_sets: ClassVar[tuple[str, ...]] = ("cifar5-hidden",)
 
     def load(
         self,
@@ -62,15 +64,14 @@ class Cifar5Task(Task):
         n_ood: int | None = None,
         seed: int = 0,
     ) -> TaskData:
-        """Read and verify CIFAR-10, split seen/hidden classes, scale to [0, 1], subset."""
+        """Read and verify CIFAR-10, keep the seen classes, scale to [0, 1], subset."""
         raw = load_cifar10(as_source(source))
         names = list(raw.info["label_names"])
         try:
             seen = [names.index(c) for c in SEEN]
-            hidden = [names.index(c) for c in HIDDEN]
         except ValueError:
             raise DataError(
-                f"{raw.location}: CIFAR-10 label names {names} lack one of {SEEN + HIDDEN}"
+                f"{raw.location}: CIFAR-10 label names {names} lack one of {SEEN}"
             ) from None
         # CIFAR-10 label -> CIFAR-5 label (0-4), or -1 for the hidden classes.
         remap = np.full(10, -1, dtype=np.int64)
@@ -86,14 +87,6 @@ class Cifar5Task(Task):
                 images_to_tensor(a[f"{split}_x"][idx]),
                 labels_to_tensor(remap[a[f"{split}_y"][idx]]),
             )
-        ood_pool = np.flatnonzero(np.isin(a["test_y"], hidden))
-        idx = ood_pool[
-            stratified_indices(a["test_y"][ood_pool], n_ood, seed, stream="cifar5/ood/hidden")
-        ]
         return TaskData(
-            train=splits["train"],
-            test=splits["test"],
-            ood={"cifar5-hidden": images_to_tensor(a["test_x"][idx])},
-            files=raw.files,
-            notes=raw.notes,
+            train=splits["train"], test=splits["test"], files=raw.files, notes=raw.notes
         )

@@ -1,4 +1,4 @@
-"""MNIST digit classification with notMNIST_small letters as out-of-distribution inputs."""
+"""MNIST digit classification; OOD set by default: notMNIST_small letters."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from uqbench.data import (
     images_to_tensor,
     labels_to_tensor,
     load_mnist,
-    load_notmnist,
     stratified_indices,
 )
 from uqbench.tasks.base import Split, Task, TaskData
@@ -26,11 +25,11 @@ class MNISTTask(Task):
     or std normalisation (as the authors' code). Train: the 60,000 MNIST training
     images; test: the 10,000 test images; labels int64 0-9.
 
-    OOD ``"notmnist"``: every readable image of notMNIST_small (letters A-J, 18,724;
-    the two 0-byte upstream PNGs are skipped and named in ``TaskData.notes``).
+    OOD sets (registered, :mod:`uqbench.ood`): ``"notmnist"`` by default, every readable
+    image of notMNIST_small (letters A-J, 18,724; the two 0-byte upstream PNGs are
+    skipped and named in ``TaskData.notes``); ``"fashion-mnist"`` on request.
 
-    ``n_train``/``n_test``/``n_ood`` take seeded class-stratified subsets (notMNIST
-    stratified by letter); None keeps everything.
+    ``n_train``/``n_test`` take seeded class-stratified subsets; None keeps everything.
     """
 
     display_name: ClassVar[str] = "MNIST (OOD: notMNIST)"
@@ -44,6 +43,7 @@ class MNISTTask(Task):
     train_defaults: ClassVar[dict[str, Any]] = {"epochs": 100, "batch_size": 100, "lr": 1e-3}
     fgsm_eps: ClassVar[tuple[float, ...]] = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)
     input_range: ClassVar[tuple[float, float]] = (0.0, 1.0)
+    ood_sets: ClassVar[tuple[str, ...]] = ("notmnist",)
 
     def load(
         self,
@@ -54,10 +54,9 @@ class MNISTTask(Task):
         n_ood: int | None = None,
         seed: int = 0,
     ) -> TaskData:
-        """Read and verify MNIST and notMNIST, scale to [0, 1], subset as asked."""
+        """Read and verify MNIST, scale to [0, 1], subset as asked (OOD sets: the runner)."""
         src = as_source(source)
         mnist = load_mnist(src)
-        notmnist = load_notmnist(src)
         a = mnist.arrays
         splits = {}
         for split, n in (("train", n_train), ("test", n_test)):
@@ -66,11 +65,6 @@ class MNISTTask(Task):
                 images_to_tensor(a[f"{split}_x"][idx]),
                 labels_to_tensor(a[f"{split}_y"][idx]),
             )
-        idx = stratified_indices(notmnist.arrays["y"], n_ood, seed, stream="mnist/ood/notmnist")
         return TaskData(
-            train=splits["train"],
-            test=splits["test"],
-            ood={"notmnist": images_to_tensor(notmnist.arrays["x"][idx])},
-            files=mnist.files + notmnist.files,
-            notes=mnist.notes + notmnist.notes,
+            train=splits["train"], test=splits["test"], files=mnist.files, notes=mnist.notes
         )

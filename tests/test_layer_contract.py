@@ -1,0 +1,231 @@
+"""The layer contract of a posterior's modules, and the bugs a third party ran into.
+
+bayesian-torch is not a test dependency: ``FlipoutLike`` mimics what its
+``LinearFlipout`` does that matters here - ``self.kl = 0`` as a plain attribute, a
+forward that returns ``(output, kl)``, and ``kl_loss()`` as a per-weight *mean* KL.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+import uqbench
+from uqbench import ModelSpec
+from uqbench.errors import ConfigError, PluginError
+from uqbench.tasks.base import Split
+from uqbench.train import train
+
+
+def spec(n_data: int = 64) -> ModelSpec:
+    return ModelSpec("mlp", (3,), 2, "categorical", n_data, {"hidden": 4})
+
+
+def data(n: int = 64) -> Split:
+    g = torch.Generator().manual_seed(0)
+    return Split(torch.randn(n, 3, generator=g), torch.randint(2, (n,), generator=g))
+
+
+def gauss_kl_sum(mu: Tensor, log_sigma: Tensor) -> float:
+    """KL(N(mu, sigma^2) || N(0, 1)) summed over the weights, by hand (float64)."""
+    mu, s2 = mu.double(), (2 * log_sigma.double()).exp()
+    return float((0.5 * (s2 + mu**2 - 1) - log_sigma.double()).sum())
+
+
+class FlipoutLike(nn.Module):
+    """A dense Gaussian layer behaving like bayesian-torch's LinearFlipout."""
+
+    def __init__(self, d_in: int, d_out: int) -> None:
+        super().__init__()
+        self.mu = nn.Parameter(torch.randn(d_out, d_in) * 0.3)
+        self.log_sigma = nn.Parameter(torch.full((d_out, d_in), -2.0))
+        self.kl = 0  # bayesian-torch keeps the last KL in a plain attribute
+
+    def kl_loss(self) -> Tensor:
+        s2 = (2 * self.log_sigma).exp()
+        return (0.5 * (s2 + self.mu**2 - 1) - self.log_sigma).mean()  # a per-weight MEAN
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        w = self.mu + self.log_sigma.exp() * torch.randn_like(self.mu)
+        return x @ w.t(), self.kl_loss()
+
+
+class Adapted(nn.Module):
+    """The adapter the README shows: output only, and the KL summed over the weights."""
+
+    def __init__(self, layer: FlipoutLike) -> None:
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x: Tensor) -> Tensor:
+        out, _ = self.layer(x)
+        return out
+
+    def kl(self) -> Tensor:
+        return self.layer.kl_loss() * self.layer.mu.numel()  # mean -> sum
+
+
+class FlipoutFactory:
+    def __init__(self, adapt: bool) -> None:
+        self.adapt = adapt
+
+    def linear(self, d_in: int, d_out: int, *, index: int, last: bool) -> nn.Module:
+        layer = FlipoutLike(d_in, d_out)
+        return Adapted(layer) if self.adapt else layer
+
+    def conv2d(self, c_in: int, c_out: int, kernel_size: int, *, index: int) -> nn.Module:
+        raise NotImplementedError
+
+
+class FlipoutPosterior(uqbench.Posterior):
+    defaults = {"adapt": True}
+
+    def layer_factory(self) -> FlipoutFactory:
+        return FlipoutFactory(self.config["adapt"])
+
+
+def fit(model: uqbench.Posterior, epochs: int = 1):
+    return train(model, data(), epochs=epochs, batch_size=32, lr=1e-2, seed=0, progress=False)
+
+
+def test_third_party_layers_adapted_train_with_the_summed_kl() -> None:
+    torch.manual_seed(0)
+    model = FlipoutPosterior(spec())
+    layers = [m for m in model.modules() if isinstance(m, FlipoutLike)]
+    want = sum(gauss_kl_sum(m.mu.detach(), m.log_sigma.detach()) for m in layers)
+    assert float(model.kl().detach()) == pytest.approx(want, rel=1e-5)
+    log = fit(model, epochs=2)
+    assert len(log.loss) == 2 and all(map(math.isfinite, log.loss))
+
+
+def test_third_party_layers_as_is_get_one_clear_message() -> None:
+    torch.manual_seed(0)
+    model = FlipoutPosterior(spec(), adapt=False)
+    with pytest.raises(PluginError, match=r"net\.0 \(FlipoutLike\).*kl_loss\(\)"):
+        fit(model)
+
+
+class TupleLayer(nn.Linear):
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return super().forward(x), torch.zeros(())
+
+
+class Layers(uqbench.PlainLayers):
+    """Plain layers, with the one at ``index`` replaced by ``make(d_in, d_out)``."""
+
+    def __init__(self, make, index: int = 1) -> None:
+        self.make, self.index = make, index
+
+    def linear(self, d_in: int, d_out: int, *, index: int, last: bool) -> nn.Module:
+        if index == self.index:
+            return self.make(d_in, d_out)
+        return super().linear(d_in, d_out, index=index, last=last)
+
+
+def posterior_with(make, index: int = 1) -> uqbench.Posterior:
+    class P(uqbench.Posterior):
+        def layer_factory(self):
+            return Layers(make, index)
+
+    torch.manual_seed(0)
+    return P(spec())
+
+
+def test_tuple_output_is_one_error_naming_the_module() -> None:
+    model = posterior_with(TupleLayer)
+    with pytest.raises(PluginError, match=r"net\.2 \(TupleLayer\): forward returned a tuple"):
+        fit(model)
+
+
+class KLLayer(nn.Linear):
+    """A dense layer with kl() = value (a fixed tensor)."""
+
+    def __init__(self, d_in: int, d_out: int, value: Tensor) -> None:
+        super().__init__(d_in, d_out)
+        self.value = value
+
+    def kl(self) -> Tensor:
+        return self.value + 0 * self.weight.sum()
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        (torch.tensor(float("nan")), "expected a finite number"),
+        (torch.tensor(float("inf")), "expected a finite number"),
+        (torch.ones(4), r"shape \[4\], expected a scalar"),
+    ],
+)
+def test_bad_kl_is_one_error_naming_the_module(value: Tensor, problem: str) -> None:
+    model = posterior_with(lambda i, o: KLLayer(i, o, value))
+    with pytest.raises(
+        PluginError, match=r"module net\.2 \(KLLayer\): kl\(\) returned .*" + problem
+    ):
+        fit(model)
+
+
+# -- bug 1: a non-callable attribute named kl ---------------------------------------------
+
+
+class KeepsKL(nn.Linear):
+    """A layer like bayesian-torch's Conv2dFlipout: ``self.kl = 0`` is data, not a method."""
+
+    def __init__(self, d_in: int, d_out: int) -> None:
+        super().__init__(d_in, d_out)
+        self.kl = 0
+
+
+def test_non_callable_kl_attribute_is_ignored() -> None:
+    model = posterior_with(KeepsKL)
+    assert float(model.kl()) == 0.0  # plain layers and a kl attribute: no KL at all
+    log = fit(model)
+    assert log.kl == [0.0] and math.isfinite(log.loss[0])
+
+
+# -- bug 2: a wrapper's kl() delegating to the wrapped layer -----------------------------
+
+
+class Prior(nn.Linear):
+    def kl(self) -> Tensor:
+        return 0.5 * self.weight.pow(2).sum()
+
+
+class Wrapper(nn.Module):
+    def __init__(self, d_in: int, d_out: int) -> None:
+        super().__init__()
+        self.inner = Prior(d_in, d_out)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.inner(x)
+
+    def kl(self) -> Tensor:
+        return self.inner.kl()
+
+
+def test_wrapper_kl_is_counted_once() -> None:
+    model = posterior_with(Wrapper)
+    w = model.net[2].inner.weight.detach().double()
+    assert float(model.kl().detach()) == pytest.approx(0.5 * float(w.pow(2).sum()), rel=1e-6)
+    _, stats = model.loss(*next(iter([(data().x, data().y)])))
+    assert float(stats["kl"]) == pytest.approx(0.5 * float(w.pow(2).sum()), rel=1e-6)
+    # Nested kl() modules deeper down, under a module without kl(), are all found.
+    outer = nn.Sequential(nn.Sequential(Prior(2, 2)), Wrapper(2, 2), KeepsKL(2, 2))
+    names = [n for n, _ in uqbench.posterior.kl_modules(outer)]
+    assert names == ["0.0", "1"]
+
+
+# -- bug 3: load_posterior on a runner checkpoint -----------------------------------------
+
+
+def test_load_posterior_on_a_training_checkpoint_says_what_it_is(tmp_path) -> None:
+    model = posterior_with(Prior)
+    ckpt = tmp_path / "ckpt.pt"
+    train(model, data(), epochs=1, batch_size=32, lr=1e-2, seed=0, checkpoint=ckpt, progress=False)
+    with pytest.raises(ConfigError, match="training checkpoint of `uqbench run`"):
+        uqbench.load_posterior(ckpt)
+    torch.save([1, 2], tmp_path / "junk.pt")
+    with pytest.raises(ConfigError, match="not a posterior saved by Posterior.save"):
+        uqbench.load_posterior(tmp_path / "junk.pt")
