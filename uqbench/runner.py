@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -30,6 +30,9 @@ from uqbench.results import RESULTS_SCHEMA, RUN_SCHEMA
 from uqbench.suites import RunSpec, Suite
 from uqbench.tasks.base import Split, TaskData
 from uqbench.train import train
+
+if TYPE_CHECKING:
+    from uqbench.executors import Executor
 
 
 def cache_dir() -> Path:
@@ -138,6 +141,7 @@ class Runner:
         overrides: dict[str, Any] | None = None,
         progress: bool = True,
         log=print,
+        executor: Executor | None = None,
     ) -> None:
         self.suite = suite
         self.out = Path(out) / suite.name
@@ -148,6 +152,10 @@ class Runner:
         self.specs = suite.runs(overrides)
         self.progress = progress
         self.log = log
+        #: Runs elsewhere (``uqbench.executors.RayExecutor``); None: one by one, here.
+        self.executor = executor
+        #: ``{run key: error}`` of the runs an executor gave up on (the others finished).
+        self.failed: dict[str, str] = {}
         self._data: dict[tuple[str, int, str], TaskData] = {}
 
     def run(self) -> dict[str, Any]:
@@ -161,16 +169,24 @@ class Runner:
         )
         for spec in todo:  # fail fast: a missing or refused data set stops us before training
             self.task_data(spec)
+        if self.executor is not None:
+            self.failed = self.executor.run(self, todo, env)
+            return merge_results(self.out, self.suite.name, self.command, env)
         for i, spec in enumerate(todo, 1):
             self.log(f"[{i}/{len(todo)}] {spec.key}")
             record = self.run_one(spec, env)
-            path = self.runs_dir / f"{spec.key}.json"
-            _write_json(path, record)
+            path = self.write_run(spec, record)
             self.log(
                 f"    done in {record['train_seconds']:.1f}s train + "
                 f"{record['eval_seconds']:.1f}s eval -> {path}"
             )
         return merge_results(self.out, self.suite.name, self.command, env)
+
+    def write_run(self, spec: RunSpec, record: dict[str, Any]) -> Path:
+        """Write one finished run's file (the driver alone does, whatever the executor)."""
+        path = self.runs_dir / f"{spec.key}.json"
+        _write_json(path, record)
+        return path
 
     def _is_done(self, spec: RunSpec, commit: str | None = None) -> bool:
         """A run file with the same settings, made by the same code (git commit, if known).
@@ -199,79 +215,95 @@ class Runner:
 
     def run_one(self, spec: RunSpec, env: dict[str, Any]) -> dict[str, Any]:
         """Train (or reuse) and evaluate one run; returns its result record."""
-        task = TASKS.get(spec.task)()
-        data = self.task_data(spec)
-        model_spec = task.model_spec(data, spec.arch)
-        torch.manual_seed(spec.seed)
-        if self.device.type == "cuda":
-            torch.cuda.manual_seed_all(spec.seed)
-        model = POSTERIORS.get(spec.method)(model_spec, **spec.posterior).to(self.device)
-        ckpt = cache_dir() / "checkpoints" / f"{spec.key}-{spec.train_hash()}.pt"
-        log = train(
+        return make_run(spec, self.task_data(spec), self.device, env, progress=self.progress)
+
+
+def make_run(
+    spec: RunSpec,
+    data: TaskData,
+    device: torch.device,
+    env: dict[str, Any],
+    *,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Train (or reuse from the checkpoint cache) and evaluate one run; return its record.
+
+    A top-level function of picklable arguments, so that every executor calls the same
+    code: the local loop in this process, a Ray task on another machine. It writes only
+    checkpoints (under :func:`cache_dir`); the caller writes the run file.
+    """
+    task = TASKS.get(spec.task)()
+    model_spec = task.model_spec(data, spec.arch)
+    torch.manual_seed(spec.seed)
+    if device.type == "cuda":
+        torch.cuda.manual_seed_all(spec.seed)
+    model = POSTERIORS.get(spec.method)(model_spec, **spec.posterior).to(device)
+    ckpt = cache_dir() / "checkpoints" / f"{spec.key}-{spec.train_hash()}.pt"
+    log = train(
+        model,
+        data.train,
+        seed=spec.seed,
+        checkpoint=ckpt,
+        progress=progress,
+        desc=f"train {spec.key}",
+        **spec.train,
+    )
+    t1 = time.perf_counter()
+    model.eval()
+    torch.manual_seed(spec.seed + 10_000)
+    ev = spec.eval
+    if task.kind == "classification":
+        fgsm = {"default": not model.skip_fgsm_by_default, "all": True, "none": False}
+        metrics = evaluate_classification(
             model,
-            data.train,
-            seed=spec.seed,
-            checkpoint=ckpt,
-            progress=self.progress,
-            desc=f"train {spec.key}",
-            **spec.train,
+            task,
+            data,
+            test_samples=ev["test_samples"],
+            fgsm=fgsm[ev["fgsm"]] and bool(task.fgsm_eps),
+            fgsm_samples=ev["fgsm_samples"],
+            fgsm_n=ev["fgsm_n"],
+            batch_size=ev["batch_size"],
+            device=device,
+            progress=progress,
         )
-        t1 = time.perf_counter()
-        model.eval()
-        torch.manual_seed(spec.seed + 10_000)
-        ev = spec.eval
-        if task.kind == "classification":
-            fgsm = {"default": not model.skip_fgsm_by_default, "all": True, "none": False}
-            metrics = evaluate_classification(
-                model,
-                task,
-                data,
-                test_samples=ev["test_samples"],
-                fgsm=fgsm[ev["fgsm"]] and bool(task.fgsm_eps),
-                fgsm_samples=ev["fgsm_samples"],
-                fgsm_n=ev["fgsm_n"],
-                batch_size=ev["batch_size"],
-                device=self.device,
-                progress=self.progress,
-            )
-        else:
-            metrics = evaluate_regression(
-                model,
-                task,
-                data,
-                test_samples=ev["test_samples"],
-                device=self.device,
-                progress=self.progress,
-            )
-        eval_seconds = time.perf_counter() - t1
-        return {
-            "schema": RUN_SCHEMA,
-            "run_hash": spec.run_hash(),
-            "method": spec.method,
-            "display_name": model.display_name or spec.method,
-            "task": spec.task,
-            "task_display_name": task.display_name or spec.task,
-            "seed": spec.seed,
-            "train_seconds": log.seconds,  # for a cached model: when it was trained
-            "eval_seconds": eval_seconds,
-            "device": env["device_name"],
-            "git_commit": env["git_commit"],  # run files outlive code versions: say which
-            "config": {
-                **spec.config(),
-                "spec": model_spec.to_dict(),
-                "resolved_posterior": _jsonable(model.config),
-            },
-            "data": {
-                "files": data.files,
-                "verified": data.verified,
-                "notes": data.notes,
-                "n_train": len(data.train),
-                "n_test": len(data.test),
-                "n_ood": {k: int(v.shape[0]) for k, v in data.ood.items()},
-            },
-            "train_log": log.to_dict(),
-            "metrics": metrics,
-        }
+    else:
+        metrics = evaluate_regression(
+            model,
+            task,
+            data,
+            test_samples=ev["test_samples"],
+            device=device,
+            progress=progress,
+        )
+    eval_seconds = time.perf_counter() - t1
+    return {
+        "schema": RUN_SCHEMA,
+        "run_hash": spec.run_hash(),
+        "method": spec.method,
+        "display_name": model.display_name or spec.method,
+        "task": spec.task,
+        "task_display_name": task.display_name or spec.task,
+        "seed": spec.seed,
+        "train_seconds": log.seconds,  # for a cached model: when it was trained
+        "eval_seconds": eval_seconds,
+        "device": env["device_name"],
+        "git_commit": env["git_commit"],  # run files outlive code versions: say which
+        "config": {
+            **spec.config(),
+            "spec": model_spec.to_dict(),
+            "resolved_posterior": _jsonable(model.config),
+        },
+        "data": {
+            "files": data.files,
+            "verified": data.verified,
+            "notes": data.notes,
+            "n_train": len(data.train),
+            "n_test": len(data.test),
+            "n_ood": {k: int(v.shape[0]) for k, v in data.ood.items()},
+        },
+        "train_log": log.to_dict(),
+        "metrics": metrics,
+    }
 
 
 def _jsonable(obj: Any) -> Any:
