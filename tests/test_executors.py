@@ -180,7 +180,7 @@ def _wait_for(cond, timeout: float, what: str, logs: Path) -> None:
 
 
 def _stop_group(p: subprocess.Popen) -> None:
-    for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
+    for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 10)):
         try:
             os.killpg(p.pid, sig)
             p.wait(wait)
