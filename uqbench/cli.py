@@ -69,7 +69,25 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--fgsm", choices=["default", "all", "none"], help="which methods get FGSM curves"
     )
-    run.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
+    run.add_argument(
+        "--device",
+        help="cpu, cuda, cuda:N or auto (default cpu; on Ray: cuda when --gpus-per-run > 0)",
+    )
+    run.add_argument(
+        "--executor",
+        choices=["local", "ray"],
+        default="local",
+        help="local: one run after another in this process (default); ray: each run a Ray "
+        "task (pip install 'uqbench[ray]')",
+    )
+    run.add_argument(
+        "--address",
+        help="Ray cluster to join: auto or HOST:PORT (default: start a local Ray instance)",
+    )
+    run.add_argument(
+        "--gpus-per-run", type=float, default=0, help="Ray: GPUs per run, may be a fraction"
+    )
+    run.add_argument("--cpus-per-run", type=int, default=1, help="Ray: CPU cores per run")
     run.add_argument("--out", default="results", help="results root (default: results/)")
     run.add_argument("--no-report", action="store_true", help="skip the report")
     run.add_argument("--dry-run", action="store_true", help="print the resolved runs and stop")
@@ -198,14 +216,34 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(describe(suite.runs(overrides)))
         return 0
+    executor = None
+    if args.executor == "ray":
+        from uqbench.executors import RayExecutor
+
+        executor = RayExecutor(
+            address=args.address,
+            cpus_per_run=args.cpus_per_run,
+            gpus_per_run=args.gpus_per_run,
+            device=args.device,
+        )
+        suite.runs(overrides)  # a bad name or value is reported before Ray starts
+        executor.start()  # Ray missing, unreachable or too small: one line, nothing trained
+        device = resolve_device("cpu")  # the driver only loads data; workers pick their device
+    else:
+        if args.address or args.gpus_per_run or args.cpus_per_run != 1:
+            from uqbench.errors import ConfigError
+
+            raise ConfigError("--address, --gpus-per-run and --cpus-per-run need --executor ray")
+        device = resolve_device(args.device or "cpu")
     runner = Runner(
         suite,
         out=Path(args.out),
         source=_source(args),
-        device=resolve_device(args.device),
+        device=device,
         command=argv_command(),
         overrides=overrides,
         progress=not args.quiet,
+        executor=executor,
     )
     try:
         results = runner.run()
@@ -216,6 +254,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 130
+    finally:
+        if executor is not None:
+            executor.stop()
     for item in results.get("left_out", []):
         print(f"left out of results.json: {item['file']}: {item['reason']}", file=sys.stderr)
     print(f"results: {runner.out / 'results.json'} ({len(results['runs'])} runs)")

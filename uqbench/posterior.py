@@ -304,7 +304,6 @@ def load_posterior(path: str | Path, map_location: str | torch.device = "cpu") -
     return model.to(map_location)
 
 
-
 def check_config(config: Mapping[str, Any], allowed: Mapping[str, Any], where: str) -> None:
     """Raise :class:`ConfigError` naming any key of ``config`` not in ``allowed``."""
     unknown = sorted(set(config) - set(allowed))

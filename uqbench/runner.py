@@ -17,9 +17,9 @@ import socket
 import sys
 import time
 import traceback
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -39,6 +39,9 @@ try:  # advisory locks (POSIX); elsewhere concurrent runs rely on unique temp na
     import fcntl
 except ImportError:  # pragma: no cover
     fcntl = None  # type: ignore[assignment]
+
+if TYPE_CHECKING:
+    from uqbench.executors import Executor
 
 
 def cache_dir() -> Path:
@@ -138,6 +141,7 @@ class Runner:
         overrides: dict[str, Any] | None = None,
         progress: bool = True,
         log=print,
+        executor: Executor | None = None,
     ) -> None:
         self.suite = suite
         self.out = Path(out) / suite.name
@@ -149,6 +153,10 @@ class Runner:
         self.specs = suite.runs(overrides)
         self.progress = progress
         self.log = log
+        #: Runs elsewhere (``uqbench.executors.RayExecutor``); None: one by one, here.
+        self.executor = executor
+        #: ``{run key: error}`` of the runs an executor gave up on (the others finished).
+        self.failed: dict[str, str] = {}
         self._data: dict[tuple[str, int, str], TaskData] = {}
 
     def run(self) -> dict[str, Any]:
@@ -173,17 +181,22 @@ class Runner:
         )
         for spec in todo:  # fail fast: a missing or refused data set stops us before training
             self.task_data(spec)
-        for i, spec in enumerate(todo, 1):
+        if self.executor is not None:
+            failed = self.failed = self.executor.run(self, todo, env)
+            for spec in todo:  # recorded like a local failure: the suite's summary lists it
+                if spec.key in failed:
+                    self.write_run(spec, self.failed_record(spec, env, failed[spec.key]))
+        for i, spec in enumerate(todo if self.executor is None else [], 1):
             self.log(f"[{i}/{len(todo)}] {spec.key}")
-            path = self.runs_dir / f"{spec.key}.json"
             try:
                 record = self.run_one(spec, env)
             except Exception as exc:  # noqa: BLE001 - recorded; the other runs go on
                 record = self.failed_record(spec, env, exc)
-                _write_json(path, record)
+                self.failed[spec.key] = record["error"]
+                path = self.write_run(spec, record)
                 self.log(f"    FAILED: {record['error']} -> {path}")
                 continue
-            _write_json(path, record)
+            path = self.write_run(spec, record)
             self.log(
                 f"    done in {record['train_seconds']:.1f}s train + "
                 f"{record['eval_seconds']:.1f}s eval -> {path}"
@@ -200,6 +213,12 @@ class Runner:
         specs = {s.key: s for s in self.suite.runs(settings)}
         specs.update({s.key: s for s in self.specs})
         return list(specs.values())
+
+    def write_run(self, spec: RunSpec, record: dict[str, Any]) -> Path:
+        """Write one run's file (the driver alone does, whatever the executor)."""
+        path = self.runs_dir / f"{spec.key}.json"
+        _write_json(path, record)
+        return path
 
     def code_version(self, spec: RunSpec) -> str:
         """Version of the code that makes ``spec``: see :mod:`uqbench.provenance`."""
@@ -224,9 +243,14 @@ class Runner:
         same_code = record.get("code_version") == self.code_version(spec)
         return record.get("run_hash") == spec.run_hash() and same_code
 
-    def failed_record(self, spec: RunSpec, env: dict[str, Any], exc: Exception) -> dict[str, Any]:
-        """The run file of a run that failed: what, why, and no metrics."""
-        if isinstance(exc, UQBenchError):
+    def failed_record(
+        self, spec: RunSpec, env: dict[str, Any], exc: Exception | str
+    ) -> dict[str, Any]:
+        """The run file of a run that failed: what, why (an exception, or the one-line
+        error an executor reported), and no metrics."""
+        if isinstance(exc, str):
+            error, tb = (exc if spec.key in exc else f"{spec.key}: {exc}"), None
+        elif isinstance(exc, UQBenchError):
             error, tb = (str(exc) if spec.key in str(exc) else f"{spec.key}: {exc}"), None
         else:
             error = f"{spec.key}: {type(exc).__name__}: {exc}"
@@ -259,108 +283,127 @@ class Runner:
 
     def run_one(self, spec: RunSpec, env: dict[str, Any]) -> dict[str, Any]:
         """Train (or reuse) and evaluate one run; returns its result record."""
-        task = TASKS.get(spec.task)()
-        data = self.task_data(spec)
-        model_spec = task.model_spec(data, spec.arch)
-        torch.manual_seed(spec.seed)
-        if self.device.type == "cuda":
-            torch.cuda.manual_seed_all(spec.seed)
-        model = POSTERIORS.get(spec.method)(model_spec, **spec.posterior).to(self.device)
-        version = self.code_version(spec)
-        ckpt_key = _digest(
-            {
-                "train": spec.train_hash(),
-                "code_version": version,
-                "spec": model_spec.to_dict(),
-                "resolved_posterior": _jsonable(model.config),
-            }
+        return make_run(
+            spec, self.task_data(spec), self.device, env, progress=self.progress, log=self.log
         )
-        ckpt = cache_dir() / "checkpoints" / f"{spec.key}-{ckpt_key}.pt"
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
-        log = train(
-            model,
-            data.train,
-            seed=spec.seed,
-            checkpoint=ckpt,
-            progress=self.progress,
-            desc=f"train {spec.key}",
-            log_message=self.log,
-            **spec.train,
-        )
-        t1 = time.perf_counter()
-        model.eval()
-        torch.manual_seed(spec.seed + 10_000)
-        ev = spec.eval
-        if task.kind == "classification":
-            fgsm = {"default": not model.skip_fgsm_by_default, "all": True, "none": False}
-            metrics = evaluate_classification(
-                model,
-                task,
-                data,
-                test_samples=ev["test_samples"],
-                fgsm=fgsm[ev["fgsm"]] and bool(task.fgsm_eps),
-                fgsm_samples=ev["fgsm_samples"],
-                fgsm_n=ev["fgsm_n"],
-                batch_size=ev["batch_size"],
-                device=self.device,
-                progress=self.progress,
-            )
-        else:
-            metrics = evaluate_regression(
-                model,
-                task,
-                data,
-                test_samples=ev["test_samples"],
-                device=self.device,
-                progress=self.progress,
-            )
-        eval_seconds = time.perf_counter() - t1
-        bad = nonfinite_paths(metrics)
-        if bad:
-            raise TrainingError(
-                f"{spec.key}: evaluation gave non-finite metrics ({', '.join(bad[:8])}); "
-                f"the trained model is kept in {ckpt}"
-            )
-        peak_mb = None
-        if self.device.type == "cuda":  # what one run needs, for packing runs onto one GPU
-            peak_mb = round(torch.cuda.max_memory_allocated(self.device) / 2**20, 1)
-        record = {
-            "schema": RUN_SCHEMA,
-            "status": "ok",
-            "run_hash": spec.run_hash(),
+
+
+def make_run(
+    spec: RunSpec,
+    data: TaskData,
+    device: torch.device,
+    env: dict[str, Any],
+    *,
+    progress: bool = False,
+    log: Callable[[str], Any] = print,
+) -> dict[str, Any]:
+    """Train (or reuse from the checkpoint cache) and evaluate one run; return its record.
+
+    A top-level function of picklable arguments, so that every executor calls the same
+    code: the local loop in this process, a Ray task on another machine. It writes only
+    checkpoints (under :func:`cache_dir`); the caller writes the run file.
+    """
+    task = TASKS.get(spec.task)()
+    model_spec = task.model_spec(data, spec.arch)
+    torch.manual_seed(spec.seed)
+    if device.type == "cuda":
+        torch.cuda.manual_seed_all(spec.seed)
+    model = POSTERIORS.get(spec.method)(model_spec, **spec.posterior).to(device)
+    version = code_version(POSTERIORS.get(spec.method), TASKS.get(spec.task))
+    ckpt_key = _digest(
+        {
+            "train": spec.train_hash(),
             "code_version": version,
-            "checkpoint": str(ckpt),  # a model file: uqbench.load_posterior(path)
-            "method": spec.method,
-            "display_name": model.display_name or spec.method,
-            "task": spec.task,
-            "task_display_name": task.display_name or spec.task,
-            "seed": spec.seed,
-            "train_seconds": log.seconds,  # for a cached model: when it was trained
-            "eval_seconds": eval_seconds,
-            "device": env["device_name"],
-            "peak_memory_mb": peak_mb,
-            "git_commit": env["git_commit"],  # run files outlive code versions: say which
-            "config": {
-                **spec.config(),
-                "spec": model_spec.to_dict(),
-                "resolved_posterior": _jsonable(model.config),
-            },
-            "data": {
-                "files": data.files,
-                "verified": data.verified,
-                "notes": data.notes,
-                "n_train": len(data.train),
-                "n_test": len(data.test),
-                "n_ood": {k: int(v.shape[0]) for k, v in data.ood.items()},
-            },
-            "train_log": log.to_dict(),
-            "metrics": metrics,
+            "spec": model_spec.to_dict(),
+            "resolved_posterior": _jsonable(model.config),
         }
-        bad = nonfinite_paths(record)
-        if bad:  # JSON has no NaN or infinity; a record holding one is not a result
-            raise TrainingError(f"{spec.key}: non-finite values in the run record ({bad[0]})")
-        return record
+    )
+    ckpt = cache_dir() / "checkpoints" / f"{spec.key}-{ckpt_key}.pt"
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    log = train(
+        model,
+        data.train,
+        seed=spec.seed,
+        checkpoint=ckpt,
+        progress=progress,
+        desc=f"train {spec.key}",
+        log_message=log,
+        **spec.train,
+    )
+    t1 = time.perf_counter()
+    model.eval()
+    torch.manual_seed(spec.seed + 10_000)
+    ev = spec.eval
+    if task.kind == "classification":
+        fgsm = {"default": not model.skip_fgsm_by_default, "all": True, "none": False}
+        metrics = evaluate_classification(
+            model,
+            task,
+            data,
+            test_samples=ev["test_samples"],
+            fgsm=fgsm[ev["fgsm"]] and bool(task.fgsm_eps),
+            fgsm_samples=ev["fgsm_samples"],
+            fgsm_n=ev["fgsm_n"],
+            batch_size=ev["batch_size"],
+            device=device,
+            progress=progress,
+        )
+    else:
+        metrics = evaluate_regression(
+            model,
+            task,
+            data,
+            test_samples=ev["test_samples"],
+            device=device,
+            progress=progress,
+        )
+    eval_seconds = time.perf_counter() - t1
+    bad = nonfinite_paths(metrics)
+    if bad:
+        raise TrainingError(
+            f"{spec.key}: evaluation gave non-finite metrics ({', '.join(bad[:8])}); "
+            f"the trained model is kept in {ckpt}"
+        )
+    peak_mb = None
+    if device.type == "cuda":  # what one run needs, for packing runs onto one GPU
+        peak_mb = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    record = {
+        "schema": RUN_SCHEMA,
+        "status": "ok",
+        "run_hash": spec.run_hash(),
+        "code_version": version,
+        "checkpoint": str(ckpt),  # a model file: uqbench.load_posterior(path)
+        "method": spec.method,
+        "display_name": model.display_name or spec.method,
+        "task": spec.task,
+        "task_display_name": task.display_name or spec.task,
+        "seed": spec.seed,
+        "train_seconds": log.seconds,  # for a cached model: when it was trained
+        "eval_seconds": eval_seconds,
+        "device": env["device_name"],
+        "peak_memory_mb": peak_mb,
+        "git_commit": env["git_commit"],  # run files outlive code versions: say which
+        "config": {
+            **spec.config(),
+            "spec": model_spec.to_dict(),
+            "resolved_posterior": _jsonable(model.config),
+        },
+        "data": {
+            "files": data.files,
+            "verified": data.verified,
+            "notes": data.notes,
+            "n_train": len(data.train),
+            "n_test": len(data.test),
+            "n_ood": {k: int(v.shape[0]) for k, v in data.ood.items()},
+        },
+        "train_log": log.to_dict(),
+        "metrics": metrics,
+    }
+    bad = nonfinite_paths(record)
+    if bad:  # JSON has no NaN or infinity; a record holding one is not a result
+        raise TrainingError(f"{spec.key}: non-finite values in the run record ({bad[0]})")
+    return record
 
 
 def _jsonable(obj: Any) -> Any:

@@ -1,0 +1,265 @@
+"""Where a suite's runs are made: here one by one (the default), or as tasks on a Ray cluster.
+
+Ray (``pip install 'uqbench[ray]'``) schedules each run as one task with its resource
+request (``cpus_per_run``, ``gpus_per_run``; a fraction of a GPU lets several small runs
+share a card). The driver (the ``uqbench run`` process) keeps every file to itself: it
+loads and checks the data before anything trains, ships it through Ray's object store,
+and writes each run's file as its task returns, exactly as the local loop does, so a
+stopped suite resumes the same way. Workers call :func:`uqbench.runner.make_run`, the
+function the local loop calls, and keep checkpoints in the driver's checkpoint cache
+(``$UQBENCH_CACHE_DIR``), which must therefore be a folder every node reaches.
+
+A worker process that dies (killed, out of memory, its node lost) is retried up to
+``max_retries`` times by Ray, and the retry resumes from the run's last checkpoint; a
+run that raises, or dies once more than that, is reported with its error when the
+others have finished.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import time
+from typing import TYPE_CHECKING, Any, Protocol
+
+from tqdm.auto import tqdm
+
+from uqbench.errors import ConfigError
+from uqbench.suites import RunSpec
+
+if TYPE_CHECKING:
+    from uqbench.runner import Runner
+
+#: Ray retries a run whose worker process died this many times before reporting it failed.
+DEFAULT_MAX_RETRIES = 2
+
+
+class Executor(Protocol):
+    """Makes a list of runs for a :class:`~uqbench.runner.Runner`."""
+
+    def run(self, runner: Runner, todo: list[RunSpec], env: dict[str, Any]) -> dict[str, str]:
+        """Make every run of ``todo``, writing each with ``runner.write_run`` as it finishes;
+        return ``{run key: error}`` for the runs that failed (the others are all written)."""
+        ...
+
+
+def _ray():
+    """Import Ray, or say in one line how to get it."""
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError(
+            "--executor ray needs Ray, which is not installed: pip install 'uqbench[ray]'"
+        ) from None
+    return ray
+
+
+def _check_address(address: str, timeout: float = 5.0) -> None:
+    """Fail fast, in one line, when nothing listens at ``HOST:PORT``."""
+    host, sep, port = address.rpartition(":")
+    if address.startswith("ray://"):
+        return  # Ray Client: let Ray report it
+    if not sep or not host or not port.isdigit():
+        raise ConfigError(f"bad Ray address {address!r}: use auto or HOST:PORT")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot reach a Ray cluster at {address}: {exc.strerror or exc} "
+            "(is `ray start --head` running there?)"
+        ) from None
+
+
+def _remote_make_run(
+    spec: RunSpec,
+    data: Any,
+    device_name: str,
+    env: dict[str, Any],
+    cache: str,
+    threads: int,
+) -> dict[str, Any]:
+    """The body of one Ray task: one run, on the worker's device, with the driver's cache."""
+    import torch
+
+    from uqbench.cpu import tune_malloc
+    from uqbench.runner import _to_device, cpu_model, make_run, resolve_device
+
+    tune_malloc()
+    os.environ["UQBENCH_CACHE_DIR"] = cache  # make_run checkpoints under cache_dir()
+    torch.set_num_threads(threads)
+    device = resolve_device(device_name)
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = f"{cpu_model()} ({os.cpu_count()} cores)"
+    return make_run(spec, _to_device(data, device), device, {**env, "device_name": name})
+
+
+class RayExecutor:
+    """Runs each (method, task, seed) as a Ray task; see the module docstring.
+
+    ``address``: None starts a local Ray instance on this machine (``num_cpus`` caps the
+    cores it offers; default all), ``"auto"`` joins the cluster this machine belongs to,
+    ``"HOST:PORT"`` the cluster whose head listens there. ``device``: where runs train on
+    their worker (default ``cuda`` when ``gpus_per_run`` > 0, else ``cpu``).
+    """
+
+    def __init__(
+        self,
+        *,
+        address: str | None = None,
+        cpus_per_run: float = 1,
+        gpus_per_run: float = 0,
+        device: str | None = None,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        num_cpus: int | None = None,
+    ) -> None:
+        if not cpus_per_run > 0:
+            raise ConfigError(f"--cpus-per-run must be positive, got {cpus_per_run}")
+        if not gpus_per_run >= 0:
+            raise ConfigError(f"--gpus-per-run must be 0 or more, got {gpus_per_run}")
+        if gpus_per_run > 1 and gpus_per_run != int(gpus_per_run):
+            raise ConfigError(
+                f"--gpus-per-run {gpus_per_run}: above 1 it must be a whole number of GPUs"
+            )
+        self.address = address
+        self.cpus_per_run = cpus_per_run
+        self.gpus_per_run = gpus_per_run
+        self.device = device or ("cuda" if gpus_per_run > 0 else "cpu")
+        if self.device.startswith("cuda") and gpus_per_run == 0:
+            raise ConfigError(f"--device {self.device} on Ray needs --gpus-per-run above 0")
+        self.max_retries = max_retries
+        self.num_cpus = num_cpus
+        self._started_here = False
+
+    def start(self) -> None:
+        """Connect to (or start) Ray and check that some node can take one run, or raise
+        :class:`ConfigError` in one line; call it before any data is loaded."""
+        ray = _ray()
+        if ray.is_initialized():
+            return
+        if self.address not in (None, "auto"):
+            _check_address(self.address)
+        kwargs: dict[str, Any] = {"logging_level": "WARNING", "include_dashboard": False}
+        if self.address is None:
+            kwargs["num_cpus"] = self.num_cpus
+        try:  # "local": a new instance, even where another cluster runs on this machine
+            ray.init(address=self.address or "local", **kwargs)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            where = f"at {self.address}" if self.address != "auto" else "(address auto)"
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ConfigError(f"cannot connect to a Ray cluster {where}: {first}") from None
+        self._started_here = self.address is None
+        try:
+            self._check_resources(ray)
+        except ConfigError:
+            self.stop()
+            raise
+
+    def _check_resources(self, ray) -> None:
+        nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+        if any(
+            n.get("CPU", 0) >= self.cpus_per_run and n.get("GPU", 0) >= self.gpus_per_run
+            for n in nodes
+        ):
+            return
+        biggest = (
+            ", ".join(f"{n.get('CPU', 0):g} CPU/{n.get('GPU', 0):g} GPU" for n in nodes)
+            or "no live node"
+        )
+        raise ConfigError(
+            f"no node of the Ray cluster can give a run {self.cpus_per_run:g} CPU and "
+            f"{self.gpus_per_run:g} GPU (--cpus-per-run/--gpus-per-run); its nodes have: {biggest}"
+        )
+
+    def stop(self) -> None:
+        """Disconnect; a local Ray instance started by :meth:`start` is shut down."""
+        ray = _ray()
+        if ray.is_initialized():
+            ray.shutdown()
+
+    def slots(self) -> int:
+        """How many runs the cluster can hold at once, from its total resources."""
+        ray = _ray()
+        res = ray.cluster_resources()
+        n = math.floor(res.get("CPU", 0) / self.cpus_per_run + 1e-9)
+        if self.gpus_per_run:
+            n = min(n, math.floor(res.get("GPU", 0) / self.gpus_per_run + 1e-9))
+        return max(n, 1)
+
+    def run(self, runner: Runner, todo: list[RunSpec], env: dict[str, Any]) -> dict[str, str]:
+        """Submit every run, write each as it returns, and report failures at the end."""
+        if not todo:
+            return {}
+        self.start()
+        ray = _ray()
+        from uqbench.runner import cache_dir
+
+        task = ray.remote(_remote_make_run).options(
+            num_cpus=self.cpus_per_run,
+            num_gpus=self.gpus_per_run,
+            max_retries=self.max_retries,
+            retry_exceptions=False,  # an exception in a run repeats; a dead worker may not
+        )
+        threads = max(1, int(self.cpus_per_run))
+        cache = str(cache_dir().resolve())
+        data_refs: dict[int, Any] = {}
+        pending: dict[Any, RunSpec] = {}
+        for spec in todo:
+            data = runner.task_data(spec)  # loaded and checked by the driver, shipped once
+            ref = data_refs.setdefault(id(data), ray.put(data))
+            pending[task.remote(spec, ref, self.device, env, cache, threads)] = spec
+        slots = self.slots()
+        runner.log(
+            f"ray: {len(todo)} runs on {slots} slot(s) of {self.cpus_per_run:g} CPU/"
+            f"{self.gpus_per_run:g} GPU; workers checkpoint in {cache}"
+        )
+        failed: dict[str, str] = {}
+        bar = tqdm(total=len(todo), desc="runs", unit="run", disable=not runner.progress)
+        say = bar.write if runner.progress else runner.log
+        start = time.perf_counter()
+        try:
+            while pending:
+                bar.set_postfix_str(
+                    f"running {min(len(pending), slots)}, queued "
+                    f"{max(0, len(pending) - slots)}, failed {len(failed)}"
+                )
+                ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+                for ref in ready:
+                    spec = pending.pop(ref)
+                    try:
+                        record = ray.get(ref)
+                    except ray.exceptions.RayError as exc:
+                        failed[spec.key] = _one_line(exc)
+                        say(f"FAILED {spec.key}: {failed[spec.key]}")
+                    else:
+                        path = runner.write_run(spec, record)
+                        done = len(todo) - len(pending) - len(failed)
+                        say(
+                            f"[{done}/{len(todo)}] {spec.key}: {record['train_seconds']:.1f}s "
+                            f"train + {record['eval_seconds']:.1f}s eval -> {path}"
+                        )
+                    bar.update(1)
+                bar.refresh()
+        finally:
+            bar.close()
+            for ref in pending:  # interrupted: the finished runs are written already
+                ray.cancel(ref, force=True)
+            if self._started_here:
+                self.stop()
+        runner.log(
+            f"ray: {len(todo) - len(failed)} runs done, {len(failed)} failed, "
+            f"in {time.perf_counter() - start:.1f}s"
+        )
+        return failed
+
+
+def _one_line(exc: BaseException) -> str:
+    """The gist of a Ray error: the run's own exception, or why its worker died."""
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, BaseException):
+        msg = str(cause).strip().splitlines()
+        return f"{type(cause).__name__}: {msg[0] if msg else ''}".rstrip(": ")
+    lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}".rstrip(": ")
