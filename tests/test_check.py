@@ -14,7 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from uqbench.check import check_results, format_check_table, load_tolerances, run_check
+from uqbench.check import (
+    check_results,
+    format_check_table,
+    format_report,
+    load_tolerances,
+    run_check,
+)
 from uqbench.errors import ResultsError
 from uqbench.tolerances import derive_tolerances
 from uqbench.tolerances import main as tolerances_main
@@ -307,12 +313,19 @@ def test_null_in_one_side_is_missing_and_other_eps_grid_too():
     assert "5 missing" in table.splitlines()[-1]
 
 
-def test_non_finite_current_value_regresses():
+@pytest.mark.parametrize("value", [math.nan, math.inf])
+def test_non_finite_metric_is_bad_input_naming_run_and_metric(value):
     ref = make_results()
     cur = copy.deepcopy(ref)
-    run_of(cur, "l2", "mnist", 0)["metrics"]["nll"] = math.nan
-    row = row_of(check_results(cur, ref, TOL), "l2", "mnist", "nll")
-    assert row.status == "regressed"
+    run_of(cur, "l2", "mnist", 0)["metrics"]["nll"] = value
+    with pytest.raises(ResultsError, match=r"results: run l2/mnist/seed0: metric nll is"):
+        check_results(cur, ref, TOL)
+    run_of(cur, "l2", "mnist", 0)["metrics"]["nll"] = 0.1
+    run_of(cur, "dropout", "mnist", 1)["metrics"]["ood"]["notmnist"]["auroc"] = value
+    with pytest.raises(ResultsError, match="dropout/mnist/seed1: metric ood.notmnist.auroc"):
+        check_results(cur, ref, TOL)
+    with pytest.raises(ResultsError, match="reference: run dropout/mnist/seed1"):
+        check_results(ref, cur, TOL)
 
 
 def test_tolerance_lookup_order_and_absent_tolerance():
@@ -385,12 +398,12 @@ def test_run_check_files_directories_and_default_tolerance_path(tmp_path: Path):
     with pytest.raises(ResultsError, match="smoke-tolerances.json"):
         run_check(run_dir, ref_file, None)
     _write(tmp_path / "reference" / "smoke-tolerances.json", TOL)
-    text, passed = run_check(run_dir, ref_file, None)
-    assert passed and "PASSED" in text
+    report = run_check(run_dir, ref_file, None)
+    assert report.passed and "PASSED" in format_report(report)
     run_of(cur, "l2", "toy-cubic", 0)["metrics"]["rmse"] += 1.0
     _write(run_dir / "results.json", cur)
-    text, passed = run_check(run_dir / "results.json", ref_file, None)
-    assert not passed and "rmse" in text
+    report = run_check(run_dir / "results.json", ref_file, None)
+    assert not report.passed and "rmse" in format_report(report)
     with pytest.raises(ResultsError, match="no results file"):
         run_check(tmp_path / "nowhere", ref_file, None)
 
@@ -406,5 +419,5 @@ def test_tolerances_script_writes_a_loadable_file(tmp_path: Path, capsys):
     # rmse = 3.0 + 0.1 * seed over seeds 0, 1, 2: std 0.1, k=4 -> 0.4 (above the floor)
     assert tol["per_run"]["l2/toy-cubic"]["rmse"] == pytest.approx(0.4)
     # a check of repeat 0 against itself passes with the derived tolerances
-    ok, passed = run_check(files[0], files[0], out)
-    assert passed, ok
+    report = run_check(files[0], files[0], out)
+    assert report.passed, format_report(report)
