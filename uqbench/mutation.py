@@ -448,6 +448,31 @@ def run_clean(
     return rows
 
 
+def check_clean_files(
+    paths: list[Path], reference: dict, tolerances: dict, tasks: list[str] | None
+) -> list[dict[str, Any]]:
+    """Clean re-runs made with ``uqbench run`` (one seed each), checked like :func:`run_clean`."""
+    rows = []
+    for path in paths:
+        results = read_json(resolve_results_path(path), "results file")
+        if tasks:
+            results = {**results, "runs": [r for r in results["runs"] if r["task"] in tasks]}
+        seeds = sorted({r["seed"] for r in results["runs"]})
+        passed, failing = _check(results, reference, tolerances)
+        print(f"== clean results {path} (seeds {seeds}): "
+              f"{'no alarm' if passed else f'{len(failing)} FALSE ALARM(S)'}")  # fmt: skip
+        rows.append(
+            {
+                "seed": seeds[0] if len(seeds) == 1 else seeds,
+                "tasks": sorted({r["task"] for r in results["runs"]}),
+                "false_alarm": not passed,
+                "failing": failing,
+                "source": str(path),
+            }
+        )
+    return rows
+
+
 def summarize(mutants: list[dict], clean: list[dict], meta: dict[str, Any]) -> dict[str, Any]:
     """The mutation.json document: score, false alarms and every row."""
     ran = [m for m in mutants if m.get("caught") is not None]
@@ -530,6 +555,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tasks", nargs="+", default=None, help="only runs of these tasks")
     p.add_argument("--seed", type=int, default=100, help="seed of the mutant runs (default 100)")
     p.add_argument("--clean-seeds", type=int, nargs="*", default=[], help="clean re-runs")
+    p.add_argument(
+        "--clean-from",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="results of clean re-runs made elsewhere (uqbench run --seeds S), checked as such",
+    )
     p.add_argument("--json", type=Path, help="write the summary here (mutation.json)")
     p.add_argument("--md", type=Path, help="write a Markdown table here (mutation.md)")
     args = p.parse_args(argv)
@@ -553,6 +585,7 @@ def main(argv: list[str] | None = None) -> int:
             [m for m in MUTANTS if m.name in names], seed=args.seed, tasks=args.tasks, **common
         )
         clean = run_clean(args.clean_seeds, tasks=args.tasks, **common)
+        clean += check_clean_files(args.clean_from, reference, tolerances, args.tasks)
     except UQBenchError as exc:
         print(f"uqbench.mutation: error: {exc}", file=sys.stderr)
         return 2
