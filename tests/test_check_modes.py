@@ -129,3 +129,17 @@ def test_cli_exit_codes_and_json(tmp_path: Path, capsys):
     (tmp_path / "cur.json").write_text(json.dumps({**cur, "schema": "other/9"}))
     assert main(args) == 2
     assert "schema 'other/9'" in capsys.readouterr().err
+
+
+def test_tolerances_from_repeats_that_cover_different_tasks():
+    from uqbench.tolerances import derive_tolerances
+
+    r0, r1, r2 = (make_results(seeds=(s,)) for s in (0, 1, 2))
+    r1["runs"] = [r for r in r1["runs"] if r["task"] == "toy-cubic"]  # only the cheap task
+    tol = derive_tolerances([r0, r1, r2], k=4)
+    assert tol["repeats"]["l2/toy-cubic"] == 3 and tol["repeats"]["l2/mnist"] == 2
+    # rmse = 3.0 + 0.1 * seed over seeds 0, 1, 2: std 0.1 -> 0.4
+    assert tol["per_run"]["l2/toy-cubic"]["rmse"] == pytest.approx(0.4)
+    # notMNIST AUROC = 0.9 + 0.01 * seed over seeds 0 and 2 only: std 0.01 * sqrt(2)
+    auroc = tol["per_run"]["l2/mnist"]["ood.notmnist.auroc"]
+    assert auroc == pytest.approx(4 * 0.01 * 2**0.5)
