@@ -388,26 +388,29 @@ def run_mutants(
     suite: str,
     seed: int,
     tasks: list[str] | None = None,
+    methods: list[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Run each mutant's restricted runs under its patch and check them; one dict each."""
     rows = []
     for m in mutants:
         m_tasks = [t for t in m.tasks if tasks is None or t in tasks]
+        m_methods = [x for x in m.methods if methods is None or x in methods]
         row: dict[str, Any] = {
             "name": m.name,
             "kind": m.kind,
             "what": m.what,
-            "methods": list(m.methods),
+            "methods": m_methods,
             "tasks": m_tasks,
         }
-        if not m_tasks:
-            rows.append({**row, "caught": None, "note": "no run left after --tasks"})
+        if not m_tasks or not m_methods:
+            row.update(methods=list(m.methods), tasks=list(m.tasks))
+            rows.append({**row, "caught": None, "note": "no run left after --tasks/--methods"})
             continue
-        print(f"== mutant {m.name}: {', '.join(m.methods)} on {', '.join(m_tasks)}", flush=True)
+        print(f"== mutant {m.name}: {', '.join(m_methods)} on {', '.join(m_tasks)}", flush=True)
         cache = out / "cache" / (m.name if m.trains else "clean-models")
         t0 = time.perf_counter()
         with m.patch():
-            results = _run(suite, out / "mutants" / m.name, cache, list(m.methods), m_tasks, seed)
+            results = _run(suite, out / "mutants" / m.name, cache, m_methods, m_tasks, seed)
         passed, failing = _check(results, reference, tolerances)
         row.update(caught=not passed, seconds=round(time.perf_counter() - t0, 1), failing=failing)
         seen = sorted({f"{f['method']}/{f['task']} {f['metric']}" for f in failing})
@@ -553,6 +556,7 @@ def main(argv: list[str] | None = None) -> int:
         help=f"names, or 'none' (default: all: {', '.join(MUTANT_NAMES)})",
     )
     p.add_argument("--tasks", nargs="+", default=None, help="only runs of these tasks")
+    p.add_argument("--methods", nargs="+", default=None, help="only runs of these methods")
     p.add_argument("--seed", type=int, default=100, help="seed of the mutant runs (default 100)")
     p.add_argument("--clean-seeds", type=int, nargs="*", default=[], help="clean re-runs")
     p.add_argument(
@@ -582,7 +586,11 @@ def main(argv: list[str] | None = None) -> int:
             )
         common = dict(out=args.out, reference=reference, tolerances=tolerances, suite=args.suite)
         mutants = run_mutants(
-            [m for m in MUTANTS if m.name in names], seed=args.seed, tasks=args.tasks, **common
+            [m for m in MUTANTS if m.name in names],
+            seed=args.seed,
+            tasks=args.tasks,
+            methods=args.methods,
+            **common,
         )
         clean = run_clean(args.clean_seeds, tasks=args.tasks, **common)
         clean += check_clean_files(args.clean_from, reference, tolerances, args.tasks)
