@@ -439,7 +439,10 @@ def check_results(
         absent = [f"{m}/{t}" for m, t in pairs if (m, t) not in have]
         what = "(method, task) pair(s) of the reference"
     if absent:
-        raise ResultsError(f"results lack {len(absent)} {what}: {', '.join(absent)}")
+        hint = ""
+        if seeds == "same" and {k[:2] for k in ref_index} <= {k[:2] for k in cur_index}:
+            hint = " (the results use other seeds: compare seed means with --any-seeds)"
+        raise ResultsError(f"results lack {len(absent)} {what}: {', '.join(absent)}{hint}")
 
     report = CheckReport(suite=suite, n_runs=len(ref_index), two_sided=two_sided, seeds=seeds)
     groups: dict[tuple[str, str], list[tuple[str, str, int]]] = {}
