@@ -38,7 +38,13 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from uqbench.check import check_results, load_tolerances, read_json, resolve_results_path
+from uqbench.check import (
+    RESULTS_SCHEMA,
+    check_results,
+    load_tolerances,
+    read_json,
+    resolve_results_path,
+)
 from uqbench.errors import ResultsError, UQBenchError
 
 REF_DIR = Path(__file__).resolve().parents[1] / "results" / "reference"
@@ -389,8 +395,13 @@ def run_mutants(
     seed: int,
     tasks: list[str] | None = None,
     methods: list[str] | None = None,
+    check_only: bool = False,
 ) -> list[dict[str, Any]]:
-    """Run each mutant's restricted runs under its patch and check them; one dict each."""
+    """Run each mutant's restricted runs under its patch and check them; one dict each.
+
+    With ``check_only``, nothing is run: the runs already in ``out`` are checked, and a
+    mutant with none is reported as not run.
+    """
     rows = []
     for m in mutants:
         m_tasks = [t for t in m.tasks if tasks is None or t in tasks]
@@ -409,14 +420,34 @@ def run_mutants(
         print(f"== mutant {m.name}: {', '.join(m_methods)} on {', '.join(m_tasks)}", flush=True)
         cache = out / "cache" / (m.name if m.trains else "clean-models")
         t0 = time.perf_counter()
-        with m.patch():
-            results = _run(suite, out / "mutants" / m.name, cache, m_methods, m_tasks, seed)
+        if check_only:
+            results = _runs_made(out / "mutants" / m.name / suite, m_methods, m_tasks)
+            if not results["runs"]:
+                rows.append({**row, "caught": None, "note": "not run yet"})
+                continue
+            row.update(
+                methods=sorted({r["method"] for r in results["runs"]}),
+                tasks=sorted({r["task"] for r in results["runs"]}),
+            )
+        else:
+            with m.patch():
+                results = _run(suite, out / "mutants" / m.name, cache, m_methods, m_tasks, seed)
         passed, failing = _check(results, reference, tolerances)
         row.update(caught=not passed, seconds=round(time.perf_counter() - t0, 1), failing=failing)
         seen = sorted({f"{f['method']}/{f['task']} {f['metric']}" for f in failing})
         print(f"   {'CAUGHT' if not passed else 'NOT CAUGHT'}: {'; '.join(seen)}", flush=True)
         rows.append(row)
     return rows
+
+
+def _runs_made(suite_out: Path, methods: list[str], tasks: list[str]) -> dict[str, Any]:
+    """The finished runs of ``methods`` x ``tasks`` in ``suite_out/runs``, as results."""
+    runs = []
+    for path in sorted((suite_out / "runs").glob("*.json")):
+        run = json.loads(path.read_text())
+        if run["method"] in methods and run["task"] in tasks:
+            runs.append(run)
+    return {"schema": RESULTS_SCHEMA, "suite": suite_out.name, "runs": runs}
 
 
 def run_clean(
@@ -566,6 +597,9 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         help="results of clean re-runs made elsewhere (uqbench run --seeds S), checked as such",
     )
+    p.add_argument(
+        "--check-only", action="store_true", help="run nothing: check the runs already in --out"
+    )
     p.add_argument("--json", type=Path, help="write the summary here (mutation.json)")
     p.add_argument("--md", type=Path, help="write a Markdown table here (mutation.md)")
     args = p.parse_args(argv)
@@ -590,6 +624,7 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
             tasks=args.tasks,
             methods=args.methods,
+            check_only=args.check_only,
             **common,
         )
         clean = run_clean(args.clean_seeds, tasks=args.tasks, **common)
