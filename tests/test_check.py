@@ -125,6 +125,8 @@ TOL = {
         "rmse": 0.2,
         "loglik_inside": 0.1,
         "loglik_outside": 0.3,
+        "coverage_3std_inside": 0.02,
+        "coverage_3std_outside": 0.05,
     },
     "per_run": {"dropout/mnist": {"error_pct": 0.3}},
 }
@@ -149,8 +151,8 @@ def test_unchanged_results_pass_with_every_metric_compared():
     assert report.passed
     assert {r.status for r in report.rows} == {"ok"}
     # mnist: 4 scalars + 2 OOD sets x (auroc, fpr95) + fgsm (not for the ensemble, null in
-    # both); toy-cubic: rmse + 2 logliks.
-    assert len(report.rows) == 3 * (4 + 4 + 1) - 1 + 3 * 3
+    # both); toy-cubic: rmse + 2 logliks + 2 coverages.
+    assert len(report.rows) == 3 * (4 + 4 + 1) - 1 + 3 * 5
     assert not any(r.metric == "fgsm.accuracy_mean" and r.method == "ensemble" for r in report.rows)
     # the seed-mean, by hand: dropout error 0.8 (seed 0) and 0.85 (seed 1)
     assert row_of(report, "dropout", "mnist", "error_pct").reference == pytest.approx(0.825)
@@ -265,6 +267,7 @@ def test_loglik_and_rmse_direction():
         m["loglik_outside"] -= 0.5  # fall beyond 0.3: worse
         m["loglik_inside"] += 0.5  # rise: better
         m["rmse"] -= 0.5  # fall: better
+        m["coverage_3std_outside"] -= 0.1  # fall beyond 0.05: worse
     report = check_results(cur, ref, TOL)
     statuses = {
         r.metric: r.status for r in report.rows if r.method == "dropout" and "toy" in r.task
@@ -273,6 +276,8 @@ def test_loglik_and_rmse_direction():
         "rmse": "improved",
         "loglik_inside": "improved",
         "loglik_outside": "regressed",
+        "coverage_3std_inside": "ok",
+        "coverage_3std_outside": "regressed",
     }
 
 

@@ -6,7 +6,8 @@ reference's seeds (in both files) and compared in the metric's own direction:
 * lower is better: ``error_pct``, ``nll``, ``brier``, ``ece``, ``ood.<set>.fpr95``, ``rmse``
   -- the current value may not rise above ``reference + tolerance``;
 * higher is better: ``ood.<set>.auroc``, ``fgsm.accuracy_mean``, ``loglik_inside``,
-  ``loglik_outside`` -- the current value may not fall below ``reference - tolerance``.
+  ``loglik_outside``, ``coverage_3std_inside``, ``coverage_3std_outside`` -- the current
+  value may not fall below ``reference - tolerance``.
 
 FGSM is checked as one number, the mean accuracy over the eps grid (an area under the
 accuracy-vs-eps curve): a single row that is far less noisy than accuracy at each eps, whose
@@ -52,6 +53,10 @@ SCALAR_METRICS: dict[str, bool] = {
     "rmse": False,
     "loglik_inside": True,
     "loglik_outside": True,
+    # share of held-out targets within mean +- 3 std (nominal 0.997): sees a predictive
+    # variance that changed while the log-likelihood, dominated by the mean, did not
+    "coverage_3std_inside": True,
+    "coverage_3std_outside": True,
 }
 # Metrics of each OOD set, with True when higher is better.
 OOD_METRICS: dict[str, bool] = {"auroc": True, "fpr95": False}

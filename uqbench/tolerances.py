@@ -46,6 +46,8 @@ DEFAULT_FLOOR: dict[str, float] = {
     "rmse": 0.05,
     "loglik_inside": 0.05,
     "loglik_outside": 0.1,
+    "coverage_3std_inside": 0.02,
+    "coverage_3std_outside": 0.02,
 }
 
 
