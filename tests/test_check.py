@@ -14,7 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from uqbench.check import check_results, format_check_table, load_tolerances, run_check
+from uqbench.check import (
+    check_results,
+    format_check_table,
+    format_report,
+    load_tolerances,
+    run_check,
+)
 from uqbench.errors import ResultsError
 from uqbench.tolerances import derive_tolerances
 from uqbench.tolerances import main as tolerances_main
@@ -119,6 +125,8 @@ TOL = {
         "rmse": 0.2,
         "loglik_inside": 0.1,
         "loglik_outside": 0.3,
+        "coverage_3std_inside": 0.02,
+        "coverage_3std_outside": 0.05,
     },
     "per_run": {"dropout/mnist": {"error_pct": 0.3}},
 }
@@ -143,8 +151,8 @@ def test_unchanged_results_pass_with_every_metric_compared():
     assert report.passed
     assert {r.status for r in report.rows} == {"ok"}
     # mnist: 4 scalars + 2 OOD sets x (auroc, fpr95) + fgsm (not for the ensemble, null in
-    # both); toy-cubic: rmse + 2 logliks.
-    assert len(report.rows) == 3 * (4 + 4 + 1) - 1 + 3 * 3
+    # both); toy-cubic: rmse + 2 logliks + 2 coverages.
+    assert len(report.rows) == 3 * (4 + 4 + 1) - 1 + 3 * 5
     assert not any(r.metric == "fgsm.accuracy_mean" and r.method == "ensemble" for r in report.rows)
     # the seed-mean, by hand: dropout error 0.8 (seed 0) and 0.85 (seed 1)
     assert row_of(report, "dropout", "mnist", "error_pct").reference == pytest.approx(0.825)
@@ -259,6 +267,7 @@ def test_loglik_and_rmse_direction():
         m["loglik_outside"] -= 0.5  # fall beyond 0.3: worse
         m["loglik_inside"] += 0.5  # rise: better
         m["rmse"] -= 0.5  # fall: better
+        m["coverage_3std_outside"] -= 0.1  # fall beyond 0.05: worse
     report = check_results(cur, ref, TOL)
     statuses = {
         r.metric: r.status for r in report.rows if r.method == "dropout" and "toy" in r.task
@@ -267,6 +276,8 @@ def test_loglik_and_rmse_direction():
         "rmse": "improved",
         "loglik_inside": "improved",
         "loglik_outside": "regressed",
+        "coverage_3std_inside": "ok",
+        "coverage_3std_outside": "regressed",
     }
 
 
@@ -307,12 +318,19 @@ def test_null_in_one_side_is_missing_and_other_eps_grid_too():
     assert "5 missing" in table.splitlines()[-1]
 
 
-def test_non_finite_current_value_regresses():
+@pytest.mark.parametrize("value", [math.nan, math.inf])
+def test_non_finite_metric_is_bad_input_naming_run_and_metric(value):
     ref = make_results()
     cur = copy.deepcopy(ref)
-    run_of(cur, "l2", "mnist", 0)["metrics"]["nll"] = math.nan
-    row = row_of(check_results(cur, ref, TOL), "l2", "mnist", "nll")
-    assert row.status == "regressed"
+    run_of(cur, "l2", "mnist", 0)["metrics"]["nll"] = value
+    with pytest.raises(ResultsError, match=r"results: run l2/mnist/seed0: metric nll is"):
+        check_results(cur, ref, TOL)
+    run_of(cur, "l2", "mnist", 0)["metrics"]["nll"] = 0.1
+    run_of(cur, "dropout", "mnist", 1)["metrics"]["ood"]["notmnist"]["auroc"] = value
+    with pytest.raises(ResultsError, match="dropout/mnist/seed1: metric ood.notmnist.auroc"):
+        check_results(cur, ref, TOL)
+    with pytest.raises(ResultsError, match="reference: run dropout/mnist/seed1"):
+        check_results(ref, cur, TOL)
 
 
 def test_tolerance_lookup_order_and_absent_tolerance():
@@ -385,12 +403,12 @@ def test_run_check_files_directories_and_default_tolerance_path(tmp_path: Path):
     with pytest.raises(ResultsError, match="smoke-tolerances.json"):
         run_check(run_dir, ref_file, None)
     _write(tmp_path / "reference" / "smoke-tolerances.json", TOL)
-    text, passed = run_check(run_dir, ref_file, None)
-    assert passed and "PASSED" in text
+    report = run_check(run_dir, ref_file, None)
+    assert report.passed and "PASSED" in format_report(report)
     run_of(cur, "l2", "toy-cubic", 0)["metrics"]["rmse"] += 1.0
     _write(run_dir / "results.json", cur)
-    text, passed = run_check(run_dir / "results.json", ref_file, None)
-    assert not passed and "rmse" in text
+    report = run_check(run_dir / "results.json", ref_file, None)
+    assert not report.passed and "rmse" in format_report(report)
     with pytest.raises(ResultsError, match="no results file"):
         run_check(tmp_path / "nowhere", ref_file, None)
 
@@ -406,5 +424,5 @@ def test_tolerances_script_writes_a_loadable_file(tmp_path: Path, capsys):
     # rmse = 3.0 + 0.1 * seed over seeds 0, 1, 2: std 0.1, k=4 -> 0.4 (above the floor)
     assert tol["per_run"]["l2/toy-cubic"]["rmse"] == pytest.approx(0.4)
     # a check of repeat 0 against itself passes with the derived tolerances
-    ok, passed = run_check(files[0], files[0], out)
-    assert passed, ok
+    report = run_check(files[0], files[0], out)
+    assert report.passed, format_report(report)

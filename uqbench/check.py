@@ -6,7 +6,8 @@ reference's seeds (in both files) and compared in the metric's own direction:
 * lower is better: ``error_pct``, ``nll``, ``brier``, ``ece``, ``ood.<set>.fpr95``, ``rmse``
   -- the current value may not rise above ``reference + tolerance``;
 * higher is better: ``ood.<set>.auroc``, ``fgsm.accuracy_mean``, ``loglik_inside``,
-  ``loglik_outside`` -- the current value may not fall below ``reference - tolerance``.
+  ``loglik_outside``, ``coverage_3std_inside``, ``coverage_3std_outside`` -- the current
+  value may not fall below ``reference - tolerance``.
 
 FGSM is checked as one number, the mean accuracy over the eps grid (an area under the
 accuracy-vs-eps curve): a single row that is far less noisy than accuracy at each eps, whose
@@ -52,6 +53,10 @@ SCALAR_METRICS: dict[str, bool] = {
     "rmse": False,
     "loglik_inside": True,
     "loglik_outside": True,
+    # share of held-out targets within mean +- 3 std (nominal 0.997): sees a predictive
+    # variance that changed while the log-likelihood, dominated by the mean, did not
+    "coverage_3std_inside": True,
+    "coverage_3std_outside": True,
 }
 # Metrics of each OOD set, with True when higher is better.
 OOD_METRICS: dict[str, bool] = {"auroc": True, "fpr95": False}
@@ -61,6 +66,11 @@ FGSM_PATH = "fgsm.accuracy_mean"
 MOVE_EPS = 1e-9
 
 STATUSES = ("ok", "improved", "regressed", "missing")
+
+REFRESH_HINT = (
+    "a deliberate change lands only with a regenerated reference and a note saying why: "
+    "see results/reference/README.md"
+)
 
 
 @dataclass
@@ -76,6 +86,7 @@ class CheckRow:
     tolerance: float | None
     status: str  # one of STATUSES
     note: str = ""
+    direction: str = ""  # "lower" or "higher": which way is better
 
     @property
     def moved(self) -> bool:
@@ -93,11 +104,18 @@ class CheckReport:
     suite: str
     rows: list[CheckRow] = field(default_factory=list)
     n_runs: int = 0  # (method, task, seed) runs of the reference
+    two_sided: bool = False  # an "improved" row fails the check too
+    seeds: str = "same"  # "same": the reference's seeds; "any": whatever seeds each side has
+
+    @property
+    def failing(self) -> tuple[str, ...]:
+        """Statuses that make the check fail."""
+        return ("regressed", "missing", "improved") if self.two_sided else ("regressed", "missing")
 
     @property
     def passed(self) -> bool:
-        """True when no metric regressed and none is missing."""
-        return not any(r.status in ("regressed", "missing") for r in self.rows)
+        """True when no row has a failing status (see :attr:`failing`)."""
+        return not any(r.status in self.failing for r in self.rows)
 
     def count(self, status: str) -> int:
         """Number of rows with ``status``."""
@@ -106,9 +124,13 @@ class CheckReport:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form, e.g. for a CI artefact."""
         return {
+            "mode": "tolerance",
             "suite": self.suite,
             "passed": self.passed,
+            "two_sided": self.two_sided,
+            "seeds": self.seeds,
             "n_runs": self.n_runs,
+            "counts": {s: self.count(s) for s in STATUSES},
             "rows": [asdict(r) for r in self.rows],
         }
 
@@ -128,8 +150,34 @@ def _index_runs(results: dict, what: str) -> dict[tuple[str, str, int], dict]:
             raise ResultsError(f"{what}: run {run_name(key)} appears more than once")
         if not isinstance(run.get("metrics"), dict):
             raise ResultsError(f"{what}: run {run_name(key)} has no 'metrics' object")
+        _validate_metrics(run["metrics"], f"{what}: run {run_name(key)}")
         index[key] = run
     return index
+
+
+def _validate_metrics(metrics: dict, where: str) -> None:
+    """Refuse checked metrics of the wrong shape or with a non-finite value, naming them."""
+    for name in ("ood", "fgsm"):
+        value = metrics.get(name)
+        if value is not None and not isinstance(value, dict):
+            raise ResultsError(
+                f"{where}: metrics.{name} is a {type(value).__name__}, expected an object (or null)"
+            )
+    for ood_set, entry in (metrics.get("ood") or {}).items():
+        if entry is not None and not isinstance(entry, dict):
+            raise ResultsError(
+                f"{where}: metrics.ood.{ood_set} is a {type(entry).__name__}, expected an object"
+            )
+    for path in run_metric_paths(metrics):
+        try:
+            value, _ = extract_metric(metrics, path)
+        except ResultsError as exc:
+            raise ResultsError(f"{where}: metric {path}: {exc}") from None
+        if value is not None and not math.isfinite(value):
+            raise ResultsError(
+                f"{where}: metric {path} is {value}; a non-finite metric means a broken run, "
+                "not a measurement to compare"
+            )
 
 
 def run_name(key: tuple[str, str, int]) -> str:
@@ -302,6 +350,7 @@ def _compare(
 ) -> CheckRow | None:
     tol = lookup_tolerance(tolerances, method, task, path)
     row = CheckRow(method, task, path, ref.value, cur.value, None, tol, "missing")
+    row.direction = "higher" if metric_direction(path) else "lower"
     if ref.value is None and cur.value is None and not (ref.note or cur.note):
         return None  # null in both (e.g. fgsm of the ensemble): nothing to compare
     if ref.value is None or cur.value is None:
@@ -334,43 +383,82 @@ def _compare(
     return row
 
 
-def check_results(results: dict, reference: dict, tolerances: dict) -> CheckReport:
-    """Compare ``results`` with ``reference`` metric by metric within ``tolerances``.
-
-    Both dicts follow schema ``uqbench.results/1``. Raises ResultsError when the results are
-    of another schema or suite than the reference, or lack a (method, task, seed) run of the
-    reference. Seeds of the results that the reference lacks are ignored, so that both means
-    are over the same seeds (the tolerances are derived for that mean).
-    """
-    validate_results(reference, "reference")
-    validate_results(results, "results")
-    validate_tolerances(tolerances)
+def _same_suite(results: dict, reference: dict) -> str:
+    """The reference's suite; ResultsError when the results are of another one."""
     suite = reference.get("suite")
     if results.get("suite") != suite:
         raise ResultsError(
             f"results are of suite {results.get('suite')!r} but the reference is of suite "
             f"{suite!r}: run `uqbench run --suite {suite}` or pick the matching reference"
         )
+    return str(suite)
+
+
+def _indexes(
+    results: dict, reference: dict
+) -> tuple[dict[tuple[str, str, int], dict], dict[tuple[str, str, int], dict]]:
+    """Validated run indexes of both files; ResultsError when the reference holds no run."""
+    ref_index = _index_runs(reference, "reference")
+    if not ref_index:
+        raise ResultsError("the reference holds no runs: there is nothing to check against")
+    return ref_index, _index_runs(results, "results")
+
+
+def check_results(
+    results: dict,
+    reference: dict,
+    tolerances: dict,
+    *,
+    seeds: str = "same",
+    two_sided: bool = False,
+) -> CheckReport:
+    """Compare ``results`` with ``reference`` metric by metric within ``tolerances``.
+
+    Both dicts follow schema ``uqbench.results/1``. With ``seeds="same"`` every (method,
+    task, seed) run of the reference must be in the results, and each side's mean is over
+    the reference's seeds (seeds only the results have are ignored). With ``seeds="any"``
+    the results may have been made with other seeds (a clean re-run with new seeds, say):
+    each side's mean is over its own seeds, and every (method, task) of the reference must
+    be there. With ``two_sided``, a metric better than the reference by more than its
+    tolerance fails the check too (the reference no longer describes the code).
+    Raises ResultsError on bad input: another schema or suite, an empty reference, a missing
+    run, a metric that is not a finite number or has the wrong shape.
+    """
+    if seeds not in ("same", "any"):
+        raise ValueError(f"seeds must be 'same' or 'any', not {seeds!r}")
+    validate_results(reference, "reference")
+    validate_results(results, "results")
+    validate_tolerances(tolerances)
+    suite = _same_suite(results, reference)
     tol_suite = tolerances.get("suite")
     if tol_suite is not None and tol_suite != suite:
         raise ResultsError(f"tolerances are for suite {tol_suite!r}, not {suite!r}")
 
-    ref_index = _index_runs(reference, "reference")
-    cur_index = _index_runs(results, "results")
-    absent = [key for key in ref_index if key not in cur_index]
+    ref_index, cur_index = _indexes(results, reference)
+    if seeds == "same":
+        absent = [run_name(key) for key in ref_index if key not in cur_index]
+        what = "run(s) of the reference (method/task/seed)"
+    else:
+        have = {key[:2] for key in cur_index}
+        pairs = dict.fromkeys(key[:2] for key in ref_index)
+        absent = [f"{m}/{t}" for m, t in pairs if (m, t) not in have]
+        what = "(method, task) pair(s) of the reference"
     if absent:
-        names = ", ".join(run_name(k) for k in absent)
-        raise ResultsError(
-            f"results lack {len(absent)} run(s) of the reference (method/task/seed): {names}"
-        )
+        hint = ""
+        if seeds == "same" and {k[:2] for k in ref_index} <= {k[:2] for k in cur_index}:
+            hint = " (the results use other seeds: compare seed means with --any-seeds)"
+        raise ResultsError(f"results lack {len(absent)} {what}: {', '.join(absent)}{hint}")
 
-    report = CheckReport(suite=str(suite), n_runs=len(ref_index))
+    report = CheckReport(suite=suite, n_runs=len(ref_index), two_sided=two_sided, seeds=seeds)
     groups: dict[tuple[str, str], list[tuple[str, str, int]]] = {}
     for key in ref_index:
         groups.setdefault(key[:2], []).append(key)
     for (method, task), keys in groups.items():
         ref_runs = [ref_index[k] for k in keys]
-        cur_runs = [cur_index[k] for k in keys]
+        if seeds == "same":
+            cur_runs = [cur_index[k] for k in keys]
+        else:
+            cur_runs = [r for k, r in cur_index.items() if k[:2] == (method, task)]
         paths: list[str] = []
         for run in ref_runs:
             paths += [p for p in run_metric_paths(run["metrics"]) if p not in paths]
@@ -383,6 +471,146 @@ def check_results(results: dict, reference: dict, tolerances: dict) -> CheckRepo
     return report
 
 
+# --------------------------------------------------------------------------- the tripwire
+
+
+@dataclass
+class ExactDiff:
+    """One metric leaf of one run whose value differs from the reference's."""
+
+    method: str
+    task: str
+    seed: int
+    metric: str  # dotted path inside the run's metrics, list items as [i]
+    reference: Any
+    current: Any
+
+
+@dataclass
+class ExactReport:
+    """Outcome of :func:`check_identical`: every metric leaf that differs, run by run."""
+
+    suite: str
+    n_runs: int
+    n_values: int  # metric leaves compared
+    diffs: list[ExactDiff] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        """True when every compared value is identical to the reference's."""
+        return not self.diffs
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "mode": "exact",
+            "suite": self.suite,
+            "passed": self.passed,
+            "n_runs": self.n_runs,
+            "n_values": self.n_values,
+            "diffs": [asdict(d) for d in self.diffs],
+        }
+
+
+def _leaves(obj: Any, prefix: str = "") -> dict[str, Any]:
+    """Flatten nested dicts and lists to {dotted path: scalar}."""
+    if isinstance(obj, dict):
+        out: dict[str, Any] = {}
+        for k, v in obj.items():
+            out.update(_leaves(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    if isinstance(obj, list):
+        out = {}
+        for i, v in enumerate(obj):
+            out.update(_leaves(v, f"{prefix}[{i}]"))
+        return out
+    return {prefix: obj}
+
+
+def _identical(a: Any, b: Any) -> bool:
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    return type(a) is type(b) and a == b
+
+
+def check_identical(results: dict, reference: dict) -> ExactReport:
+    """The behaviour tripwire: every metric of every reference run, bit for bit.
+
+    On the machine class the reference was made on, a suite run with the reference's seeds
+    is exactly repeatable, so any difference means that behaviour changed. Compares every
+    leaf of each run's ``metrics`` (reliability bins, ECDFs and FGSM curves included);
+    runs only the results have are ignored. Raises ResultsError on bad input as
+    :func:`check_results` does.
+    """
+    validate_results(reference, "reference")
+    validate_results(results, "results")
+    suite = _same_suite(results, reference)
+    ref_index, cur_index = _indexes(results, reference)
+    absent = [run_name(key) for key in ref_index if key not in cur_index]
+    if absent:
+        raise ResultsError(
+            f"results lack {len(absent)} run(s) of the reference (method/task/seed): "
+            + ", ".join(absent)
+        )
+    report = ExactReport(suite=suite, n_runs=len(ref_index), n_values=0)
+    for key, ref_run in ref_index.items():
+        ref_leaves = _leaves(ref_run["metrics"])
+        cur_leaves = _leaves(cur_index[key]["metrics"])
+        for path in list(ref_leaves) + [p for p in cur_leaves if p not in ref_leaves]:
+            report.n_values += 1
+            a, b = ref_leaves.get(path, "<absent>"), cur_leaves.get(path, "<absent>")
+            if not _identical(a, b):
+                report.diffs.append(ExactDiff(*key, path, a, b))
+    return report
+
+
+def format_exact(report: ExactReport, limit: int = 40) -> str:
+    """What moved (the first ``limit`` values, then a count per run), and the verdict."""
+    lines = []
+    if report.diffs:
+        header = ("method", "task", "seed", "metric", "reference", "current")
+        cells = [
+            (d.method, d.task, str(d.seed), d.metric, _fmt_any(d.reference), _fmt_any(d.current))
+            for d in report.diffs[:limit]
+        ]
+        lines += _table(header, cells)
+        if len(report.diffs) > limit:
+            lines.append(f"... and {len(report.diffs) - limit} more")
+        per_run: dict[str, int] = {}
+        for d in report.diffs:
+            name = run_name((d.method, d.task, d.seed))
+            per_run[name] = per_run.get(name, 0) + 1
+        lines.append(
+            "changed runs: " + ", ".join(f"{name} ({n} values)" for name, n in per_run.items())
+        )
+        lines.append(
+            f"tripwire FAILED: behaviour changed: {len(report.diffs)} of {report.n_values} "
+            f"metric values of {len(per_run)} of {report.n_runs} runs differ from the "
+            f"reference (suite {report.suite!r}); {REFRESH_HINT}"
+        )
+    else:
+        lines.append(
+            f"tripwire PASSED: all {report.n_values} metric values of {report.n_runs} runs "
+            f"are identical to the reference (suite {report.suite!r})"
+        )
+    return "\n".join(lines)
+
+
+def _fmt_any(x: Any) -> str:
+    if isinstance(x, float):
+        return repr(x)
+    return "null" if x is None else str(x)
+
+
+def _table(header: tuple[str, ...], cells: list[tuple[str, ...]]) -> list[str]:
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(header)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip()]
+    lines.append("  ".join("-" * w for w in widths))
+    for c in cells:
+        lines.append("  ".join(v.ljust(w) for v, w in zip(c, widths, strict=True)).rstrip())
+    return lines
+
+
 # --------------------------------------------------------------------------- output
 
 
@@ -392,39 +620,66 @@ def _fmt(x: float | None, signed: bool = False) -> str:
     return f"{x:+.4g}" if signed else f"{x:.4g}"
 
 
-def format_check_table(report: CheckReport) -> str:
-    """Rows that moved (beyond a tiny epsilon) or regressed/are missing, then a summary line."""
-    shown = [r for r in report.rows if r.moved or r.status in ("regressed", "missing")]
-    header = ("method", "task", "metric", "reference", "current", "delta", "tolerance", "status")
+def format_check_table(report: CheckReport, all_rows: bool = False) -> str:
+    """One line per compared (method, task, metric), then what failed and the verdict.
+
+    Columns: reference and current value (seed means), current - reference, the tolerance,
+    which direction is better and the verdict. With ``all_rows`` False only rows that
+    moved or do not pass are listed.
+    """
+    shown = [
+        r
+        for r in report.rows
+        if all_rows or r.moved or r.status in report.failing or r.status == "improved"
+    ]
+    header = (
+        "method",
+        "task",
+        "metric",
+        "better",
+        "reference",
+        "current",
+        "delta",
+        "tolerance",
+        "verdict",
+    )
     cells = [
         (
             r.method,
             r.task,
             r.metric,
+            r.direction,
             _fmt(r.reference),
             _fmt(r.current),
             _fmt(r.delta, signed=True),
             _fmt(r.tolerance),
-            r.status.upper() if r.status in ("regressed", "missing") else r.status,
-            r.note,
+            (r.status.upper() if r.status in report.failing else r.status)
+            + (f" ({r.note})" if r.note else ""),
         )
         for r in shown
     ]
-    lines = []
-    if cells:
-        widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(header)]
-        lines.append("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip())
-        lines.append("  ".join("-" * w for w in widths))
-        for c in cells:
-            text = "  ".join(v.ljust(w) for v, w in zip(c[:-1], widths, strict=True))
-            lines.append((text + ("  " + c[-1] if c[-1] else "")).rstrip())
-    else:
-        lines.append("(no metric moved)")
+    lines = _table(header, cells) if cells else ["(no metric moved)"]
+    bad = [r for r in report.rows if r.status in report.failing and r.status != "missing"]
+    for r in bad:  # the bound each failing row crossed, in words
+        limit = "above" if (r.status == "regressed") != (r.direction == "higher") else "below"
+        sign = "+" if limit == "above" else "-"
+        bound = r.reference + (r.tolerance if limit == "above" else -r.tolerance)
+        lines.append(
+            f"-> {r.method}/{r.task} {r.metric}: {_fmt(r.current)} is {limit} {_fmt(bound)} "
+            f"(reference {_fmt(r.reference)} {sign} tolerance {_fmt(r.tolerance)}; "
+            f"{r.direction} is better)"
+        )
+    if any(r.status == "improved" for r in bad):
+        lines.append(
+            "an improvement beyond the tolerance fails this two-sided check: " + REFRESH_HINT
+        )
     verdict = "PASSED" if report.passed else "FAILED"
     counts = ", ".join(f"{report.count(s)} {s}" for s in ("regressed", "missing", "improved", "ok"))
+    seeds = "the reference's seeds" if report.seeds == "same" else "each side's own seeds"
     lines.append(
         f"check {verdict}: suite {report.suite!r}, {len(report.rows)} metrics of "
-        f"{report.n_runs} runs compared with the reference: {counts}"
+        f"{report.n_runs} reference runs compared (means over {seeds}"
+        f"{', two-sided' if report.two_sided else ''}): {counts}"
     )
     return "\n".join(lines)
 
@@ -438,16 +693,26 @@ def default_tolerance_path(reference_path: Path) -> Path:
 
 
 def run_check(
-    results_path: Path, reference_path: Path, tolerance_path: Path | None = None
-) -> tuple[str, bool]:
-    """Load the three files, check, and return (table text, passed).
+    results_path: Path,
+    reference_path: Path,
+    tolerance_path: Path | None = None,
+    *,
+    exact: bool = False,
+    seeds: str = "same",
+    two_sided: bool = False,
+) -> CheckReport | ExactReport:
+    """Load the files and run the statistical check, or with ``exact`` the tripwire.
 
     ``results_path`` and ``reference_path`` may each be a results.json or a directory holding
     one. Without ``tolerance_path``, ``<reference stem>-tolerances.json`` beside the reference
-    is used; ResultsError when it does not exist.
+    is used (ResultsError when it does not exist); the tripwire needs no tolerances.
     """
     results_file = resolve_results_path(Path(results_path))
     reference_file = resolve_results_path(Path(reference_path))
+    results = read_json(results_file, "results file")
+    reference = read_json(reference_file, "reference file")
+    if exact:
+        return check_identical(results, reference)
     if tolerance_path is None:
         tolerance_path = default_tolerance_path(reference_file)
         if not tolerance_path.is_file():
@@ -455,9 +720,13 @@ def run_check(
                 f"no tolerance file given and none at {tolerance_path}; derive one with "
                 "`python -m uqbench.tolerances OUT.json RESULTS1.json RESULTS2.json ...`"
             )
-    report = check_results(
-        read_json(results_file, "results file"),
-        read_json(reference_file, "reference file"),
-        load_tolerances(tolerance_path),
+    return check_results(
+        results, reference, load_tolerances(tolerance_path), seeds=seeds, two_sided=two_sided
     )
-    return format_check_table(report), report.passed
+
+
+def format_report(report: CheckReport | ExactReport, all_rows: bool = False) -> str:
+    """Human-readable text of either kind of report."""
+    if isinstance(report, ExactReport):
+        return format_exact(report)
+    return format_check_table(report, all_rows=all_rows)

@@ -97,10 +97,30 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="rebuild the report from stored results alone")
     rep.add_argument("results_dir", help="a results/<suite> folder (or its results.json)")
 
-    chk = sub.add_parser("check", help="compare results with a reference; exit 1 on regression")
+    chk = sub.add_parser(
+        "check",
+        help="compare results with a reference: exit 0 pass, 1 regression, 2 bad input",
+    )
     chk.add_argument("results", help="results.json or its folder")
     chk.add_argument("--reference", required=True, help="reference results.json")
     chk.add_argument("--tolerance", help="tolerance file (default: beside the reference)")
+    chk.add_argument(
+        "--exact",
+        action="store_true",
+        help="behaviour tripwire: every metric value must equal the reference's bit for bit",
+    )
+    chk.add_argument(
+        "--any-seeds",
+        action="store_true",
+        help="the results may use other seeds than the reference: compare each side's mean",
+    )
+    chk.add_argument(
+        "--two-sided",
+        action="store_true",
+        help="an improvement beyond the tolerance fails too (the reference is out of date)",
+    )
+    chk.add_argument("--changes-only", action="store_true", help="list only rows that moved")
+    chk.add_argument("--json", action="store_true", help="machine-readable report on stdout")
 
     lst = sub.add_parser("list", help="registered posteriors, tasks, OOD sets and suites")
     lst.add_argument("--json", action="store_true", help="machine-readable output")
@@ -285,13 +305,21 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from uqbench.check import run_check
+    from uqbench.check import format_report, run_check
 
-    table, passed = run_check(
-        Path(args.results), Path(args.reference), Path(args.tolerance) if args.tolerance else None
+    report = run_check(
+        Path(args.results),
+        Path(args.reference),
+        Path(args.tolerance) if args.tolerance else None,
+        exact=args.exact,
+        seeds="any" if args.any_seeds else "same",
+        two_sided=args.two_sided,
     )
-    print(table)
-    return 0 if passed else 1
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=1))
+    else:
+        print(format_report(report, all_rows=not args.changes_only))
+    return 0 if report.passed else 1
 
 
 def cmd_list(args: argparse.Namespace) -> int:

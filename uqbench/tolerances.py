@@ -46,6 +46,8 @@ DEFAULT_FLOOR: dict[str, float] = {
     "rmse": 0.05,
     "loglik_inside": 0.05,
     "loglik_outside": 0.1,
+    "coverage_3std_inside": 0.02,
+    "coverage_3std_outside": 0.02,
 }
 
 
@@ -61,9 +63,10 @@ def derive_tolerances(
     :func:`uqbench.check.metric_kind`) or a full metric path to its smallest tolerance
     (defaults to :data:`DEFAULT_FLOOR`; a kind absent from it has floor 0). ``sources`` names
     the repeats in ``derived_from``. A metric with fewer than two non-null repeats gets no
-    per-run entry (the default applies). Raises ResultsError on fewer than two repeats,
-    mixed suites, a (method, task) missing from some repeat, a seed shared between repeats,
-    or a non-finite metric.
+    per-run entry (the default applies). Repeats may hold different (method, task) pairs: each
+    pair's spread is over the repeats that hold it (``repeats`` in the result says how many).
+    Raises ResultsError on fewer than two repeats, mixed suites, a seed shared between
+    repeats, or a non-finite metric.
     """
     floor = dict(DEFAULT_FLOOR if floor is None else floor)
     if k <= 0 or not math.isfinite(k):
@@ -82,14 +85,9 @@ def derive_tolerances(
         raise ResultsError(f"repeats are of different suites: {sorted(map(str, suites))}")
     suite = suites.pop()
 
-    keys = list(groups[0])
-    for name, g in zip(names, groups, strict=True):
-        if set(g) != set(keys):
-            diff = sorted(set(g) ^ set(keys))
-            raise ResultsError(
-                f"{name} does not hold the same (method, task) pairs as {names[0]}: "
-                + ", ".join(f"{m}/{t}" for m, t in diff)
-            )
+    # Repeats may cover different (method, task) pairs (the cheap tasks repeated more often):
+    # each pair's spread is over the repeats that hold it.
+    keys = list(dict.fromkeys(k for g in groups for k in g))
     # Identical seeds would measure only non-determinism, not the seed spread.
     seen: dict[tuple[str, str, int], str] = {}
     for name, g in zip(names, groups, strict=True):
@@ -104,12 +102,14 @@ def derive_tolerances(
                 seen[key] = name
 
     per_run: dict[str, dict[str, float]] = {}
+    repeats: dict[str, int] = {}  # how many repeats each (method, task)'s spread is over
     for method, task in keys:
         paths: list[str] = []
-        for g in groups:
+        having = [g for g in groups if (method, task) in g]
+        for g in having:
             for run in g[(method, task)].values():
                 paths += [p for p in run_metric_paths(run["metrics"]) if p not in paths]
-        aggs = [aggregate_run_metrics(list(g[(method, task)].values()), paths) for g in groups]
+        aggs = [aggregate_run_metrics(list(g[(method, task)].values()), paths) for g in having]
         entry: dict[str, float] = {}
         for path in paths:
             values = [a[path].value for a in aggs if a[path].value is not None]
@@ -120,6 +120,7 @@ def derive_tolerances(
             low = floor.get(path, floor.get(metric_kind(path), 0.0))
             entry[path] = max(k * statistics.stdev(values), low)
         per_run[f"{method}/{task}"] = entry
+        repeats[f"{method}/{task}"] = len(having)
 
     return {
         "schema": TOLERANCES_SCHEMA,
@@ -129,6 +130,7 @@ def derive_tolerances(
             f"seed-mean, floor) from: {', '.join(names)}"
         ),
         "default": floor,
+        "repeats": repeats,
         "per_run": per_run,
     }
 
@@ -144,10 +146,17 @@ def main(argv: list[str] | None = None) -> int:
         "results", type=Path, nargs="+", help="results.json files (or their directories)"
     )
     parser.add_argument("--k", type=float, default=4.0, help="multiple of the std (default 4)")
+    parser.add_argument(
+        "--tasks", nargs="+", help="only runs of these tasks (repeats may hold other runs too)"
+    )
     args = parser.parse_args(argv)
     try:
         files = [resolve_results_path(p) for p in args.results]
         repeats = [read_json(f, "results file") for f in files]
+        if args.tasks:
+            for r in repeats:
+                if isinstance(r, dict) and isinstance(r.get("runs"), list):
+                    r["runs"] = [x for x in r["runs"] if x.get("task") in args.tasks]
         tol = derive_tolerances(repeats, k=args.k, sources=[str(f) for f in files])
     except UQBenchError as exc:
         print(f"error: {exc}", file=sys.stderr)

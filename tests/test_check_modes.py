@@ -1,0 +1,145 @@
+"""The check's two levels (tripwire, statistical) and its command line: verdicts, exit codes
+0 pass / 1 regression / 2 bad input, ``--json``. Results are the synthetic ones of
+test_check.py; expected values are worked out by hand."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+from test_check import TOL, make_results, row_of, run_of
+
+from uqbench.check import check_identical, check_results, format_exact
+from uqbench.cli import main
+from uqbench.errors import ResultsError
+
+
+def _files(tmp_path: Path, cur: dict, ref: dict | None = None) -> list[str]:
+    ref = make_results() if ref is None else ref
+    (tmp_path / "ref.json").write_text(json.dumps(ref))
+    (tmp_path / "ref-tolerances.json").write_text(json.dumps(TOL))
+    (tmp_path / "cur.json").write_text(json.dumps(cur))
+    return ["check", str(tmp_path / "cur.json"), "--reference", str(tmp_path / "ref.json")]
+
+
+def test_tripwire_names_every_value_that_moved_and_how_to_land_it():
+    ref = make_results()
+    assert check_identical(copy.deepcopy(ref), ref).passed
+    cur = copy.deepcopy(ref)
+    run_of(cur, "dropout", "mnist", 1)["metrics"]["nll"] += 1e-15  # far inside any tolerance
+    run_of(cur, "l2", "toy-cubic", 0)["metrics"]["rmse"] = None
+    report = check_identical(cur, ref)
+    assert not report.passed
+    moved = {(d.method, d.task, d.seed, d.metric) for d in report.diffs}
+    assert moved == {("dropout", "mnist", 1, "nll"), ("l2", "toy-cubic", 0, "rmse")}
+    text = format_exact(report)
+    assert "dropout/mnist/seed1 (1 values)" in text
+    assert "regenerated reference" in text.splitlines()[-1]
+    # the statistical check lets the tiny move pass; the tripwire does not
+    run_of(cur, "l2", "toy-cubic", 0)["metrics"]["rmse"] = 3.0
+    assert check_results(cur, ref, TOL).passed
+
+
+def test_tripwire_sees_values_the_statistical_check_ignores():
+    ref = make_results()
+    cur = copy.deepcopy(ref)
+    run_of(cur, "l2", "mnist", 0)["metrics"]["fgsm"]["eps"][1] = 0.11  # not a checked metric
+    (diff,) = check_identical(cur, ref).diffs
+    assert diff.metric == "fgsm.eps[1]" and (diff.reference, diff.current) == (0.1, 0.11)
+
+
+def test_empty_reference_and_ood_list_are_bad_input():
+    ref = make_results()
+    empty = {**copy.deepcopy(ref), "runs": []}
+    for check in (lambda: check_results(ref, empty, TOL), lambda: check_identical(ref, empty)):
+        with pytest.raises(ResultsError, match="reference holds no runs"):
+            check()
+    cur = copy.deepcopy(ref)
+    run_of(cur, "l2", "mnist", 0)["metrics"]["ood"] = [{"auroc": 0.9}]
+    with pytest.raises(ResultsError, match=r"l2/mnist/seed0: metrics.ood is a list"):
+        check_results(cur, ref, TOL)
+
+
+def test_any_seeds_compares_each_sides_own_mean():
+    ref = make_results(seeds=(0, 1))
+    new = make_results(seeds=(5, 6, 7))  # error_pct = base + 0.05 * seed
+    with pytest.raises(ResultsError, match="lack"):
+        check_results(new, ref, TOL)
+    report = check_results(new, ref, TOL, seeds="any")
+    row = row_of(report, "dropout", "mnist", "error_pct")
+    # reference mean 0.8 + 0.05 * 0.5 = 0.825; new mean 0.8 + 0.05 * 6 = 1.1; tolerance 0.3
+    assert row.reference == pytest.approx(0.825) and row.current == pytest.approx(1.1)
+    assert row.status == "ok" and row.direction == "lower"
+    with pytest.raises(ResultsError, match="lack 1 .method, task. pair"):
+        check_results(
+            {
+                **new,
+                "runs": [r for r in new["runs"] if r["method"] != "l2" or r["task"] != "mnist"],
+            },
+            ref,
+            TOL,
+            seeds="any",
+        )
+
+
+def test_two_sided_fails_an_improvement_beyond_tolerance():
+    ref = make_results()
+    cur = copy.deepcopy(ref)
+    for seed in (0, 1):
+        run_of(cur, "l2", "mnist", seed)["metrics"]["ood"]["notmnist"]["auroc"] += 0.05
+    assert check_results(cur, ref, TOL).passed  # higher AUROC is better: "improved"
+    report = check_results(cur, ref, TOL, two_sided=True)
+    assert not report.passed
+    assert row_of(report, "l2", "mnist", "ood.notmnist.auroc").status == "improved"
+
+
+def test_cli_exit_codes_and_json(tmp_path: Path, capsys):
+    ref = make_results()
+    args = _files(tmp_path, copy.deepcopy(ref), ref)
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "better" in out.splitlines()[0] and "PASSED" in out.splitlines()[-1]
+    assert main(args + ["--exact"]) == 0
+
+    cur = copy.deepcopy(ref)
+    run_of(cur, "dropout", "mnist", 0)["metrics"]["error_pct"] += 0.7  # mean +0.35 > 0.3
+    args = _files(tmp_path, cur, ref)
+    capsys.readouterr()
+    assert main(args + ["--json"]) == 1
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["mode"] == "tolerance" and doc["passed"] is False
+    (bad,) = [r for r in doc["rows"] if r["status"] == "regressed"]
+    assert (bad["method"], bad["task"], bad["metric"], bad["direction"]) == (
+        "dropout",
+        "mnist",
+        "error_pct",
+        "lower",
+    )
+    assert bad["tolerance"] == 0.3 and bad["reference"] == pytest.approx(0.825)
+    assert main(args + ["--exact", "--json"]) == 1
+    assert json.loads(capsys.readouterr().out)["diffs"][0]["metric"] == "error_pct"
+
+    run_of(cur, "dropout", "mnist", 0)["metrics"]["error_pct"] = float("nan")
+    args = _files(tmp_path, cur, ref)
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "metric error_pct is nan" in err[0]
+    (tmp_path / "cur.json").write_text(json.dumps({**cur, "schema": "other/9"}))
+    assert main(args) == 2
+    assert "schema 'other/9'" in capsys.readouterr().err
+
+
+def test_tolerances_from_repeats_that_cover_different_tasks():
+    from uqbench.tolerances import derive_tolerances
+
+    r0, r1, r2 = (make_results(seeds=(s,)) for s in (0, 1, 2))
+    r1["runs"] = [r for r in r1["runs"] if r["task"] == "toy-cubic"]  # only the cheap task
+    tol = derive_tolerances([r0, r1, r2], k=4)
+    assert tol["repeats"]["l2/toy-cubic"] == 3 and tol["repeats"]["l2/mnist"] == 2
+    # rmse = 3.0 + 0.1 * seed over seeds 0, 1, 2: std 0.1 -> 0.4
+    assert tol["per_run"]["l2/toy-cubic"]["rmse"] == pytest.approx(0.4)
+    # notMNIST AUROC = 0.9 + 0.01 * seed over seeds 0 and 2 only: std 0.01 * sqrt(2)
+    auroc = tol["per_run"]["l2/mnist"]["ood.notmnist.auroc"]
+    assert auroc == pytest.approx(4 * 0.01 * 2**0.5)
