@@ -1,4 +1,4 @@
-"""The results files (schema ``uqbench.results/1``): reading and validating them.
+"""The results files (schema ``uqbench.results/2``): reading and validating them.
 
 ``results/<suite>/runs/*.json`` hold one run each (schema ``uqbench.run/1``);
 ``results/<suite>/results.json`` merges them. Both schemas are a public contract:
@@ -13,18 +13,21 @@ from typing import Any
 
 from uqbench.errors import ResultsError
 
-RESULTS_SCHEMA = "uqbench.results/1"
-RUN_SCHEMA = "uqbench.run/1"
+RESULTS_SCHEMA = "uqbench.results/2"
+RUN_SCHEMA = "uqbench.run/2"
+#: Schemas that can still be read: version 2 only adds to version 1 (``fpr95_in``, saved
+#: per-example outputs named by a run's ``predictions``).
+READABLE_RESULTS_SCHEMAS = ("uqbench.results/1", RESULTS_SCHEMA)
 
 
 def validate_results(results: dict, what: str = "results") -> None:
-    """Refuse a dict that is not a merged results file of schema ``uqbench.results/1``."""
+    """Refuse a dict that is not a merged results file of a readable schema."""
     if not isinstance(results, dict):
         raise ResultsError(f"{what} is not a JSON object")
     schema = results.get("schema")
-    if schema != RESULTS_SCHEMA:
+    if schema not in READABLE_RESULTS_SCHEMAS:
         raise ResultsError(
-            f"{what} has schema {schema!r}; expected {RESULTS_SCHEMA!r} "
+            f"{what} has schema {schema!r}; expected one of {READABLE_RESULTS_SCHEMAS} "
             "(a merged results.json, not a per-run file or another format)"
         )
     if not isinstance(results.get("runs"), list):

@@ -149,6 +149,8 @@ class Runner:
         self.progress = progress
         self.log = log
         self._data: dict[tuple[str, int, str], TaskData] = {}
+        #: Per-example outputs of the run being evaluated (see :func:`evaluate_classification`).
+        self.outputs: dict[str, Any] = {}
 
     def run(self) -> dict[str, Any]:
         """Make every run not yet done, then merge them into ``results.json``."""
@@ -163,8 +165,12 @@ class Runner:
             self.task_data(spec)
         for i, spec in enumerate(todo, 1):
             self.log(f"[{i}/{len(todo)}] {spec.key}")
+            self.outputs = {}
             record = self.run_one(spec, env)
             path = self.runs_dir / f"{spec.key}.json"
+            if self.outputs:  # per-example outputs, beside the run file
+                npz = self.runs_dir / f"{spec.key}.npz"
+                record["predictions"] = _write_outputs(npz, self.outputs)
             _write_json(path, record)
             self.log(
                 f"    done in {record['train_seconds']:.1f}s train + "
@@ -198,7 +204,10 @@ class Runner:
         return self._data[key]
 
     def run_one(self, spec: RunSpec, env: dict[str, Any]) -> dict[str, Any]:
-        """Train (or reuse) and evaluate one run; returns its result record."""
+        """Train (or reuse) and evaluate one run; returns its result record.
+
+        The evaluation's per-example outputs go to ``self.outputs`` (saved by :meth:`run`).
+        """
         task = TASKS.get(spec.task)()
         data = self.task_data(spec)
         model_spec = task.model_spec(data, spec.arch)
@@ -233,6 +242,7 @@ class Runner:
                 batch_size=ev["batch_size"],
                 device=self.device,
                 progress=self.progress,
+                keep=self.outputs,
             )
         else:
             metrics = evaluate_regression(
@@ -242,6 +252,7 @@ class Runner:
                 test_samples=ev["test_samples"],
                 device=self.device,
                 progress=self.progress,
+                keep=self.outputs,
             )
         eval_seconds = time.perf_counter() - t1
         return {
@@ -283,6 +294,16 @@ def _write_json(path: Path, obj: Any) -> None:
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(obj, indent=1, allow_nan=True))
     os.replace(tmp, path)
+
+
+def _write_outputs(path: Path, outputs: dict[str, Any]) -> str:
+    """Save per-example outputs compressed (atomically); returns the file name."""
+    import numpy as np
+
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez_compressed(tmp, **outputs)
+    os.replace(tmp, path)
+    return path.name
 
 
 def merge_results(
