@@ -393,3 +393,23 @@ def test_unconverged_runs_are_marked_and_cannot_back_an_agrees(tmp_path):
     assert _verdict(md, "mnist-mnf-beats-mean-field") == "inconclusive"
     assert "not converged: MNFG" in md
     assert "| MNFG | MNIST | 0 | 3 | NO (+20.0%) |" in md
+
+
+def test_mnf_mechanism_table_from_recorded_diagnostics(tmp_path):
+    results = _results(tasks=("mnist",), methods=("ffg", "mnf"))
+    write_report(results, tmp_path / "none")
+    assert "Not recorded: these FFG / MNF runs" in (tmp_path / "none" / "report.md").read_text()
+    for r in results["runs"]:
+        layer = {"weight_std": 0.01, "kl_w": 100.0 + r["seed"], "kl": 100.0 + r["seed"]}
+        if r["method"] == "mnf":
+            layer.update(z_mean=1.0, z_spread=0.3, z_spread_rel=0.3, log_q=-5.0, log_r=2.0)
+            layer["kl"] = layer["kl_w"] - 5.0 - 2.0
+        r["metrics"]["diagnostics"] = {"q_layers": {"layer0": layer}}
+    write_report(results, tmp_path / "q")
+    md = (tmp_path / "q" / "report.md").read_text()
+    # mean over seeds 0, 1, 2 of kl_w = 101; MNF's bound = 101 - 5 - 2 = 94
+    assert (
+        "| MNIST | MNFG | layer0 | 0.010 | 1.000 | 0.300 | 0.300 | -5.0 | 2.0 | 101.0 | 94.0 |"
+        in md
+    )
+    assert "| MNIST | FFG | layer0 | 0.010 | — | — | — | — | — | 101.0 | 101.0 |" in md
