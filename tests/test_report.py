@@ -385,14 +385,14 @@ def test_unconverged_runs_are_marked_and_cannot_back_an_agrees(tmp_path):
     results = _results(tasks=("mnist",))
     for r in results["runs"]:
         if r["method"] == "mnf":  # still falling 20% per epoch
-            r["train_log"] = {"epoch": [1, 2, 3], "loss": [1.5, 1.2, 1.0]}
+            r["train_log"] = {"epoch": [1, 2, 3], "loss": [1.5, 1.2, 1.0], "kl": [3.0, 2.0, 1.6]}
     write_report(results, tmp_path)
     md = (tmp_path / "report.md").read_text()
     row = next(x for x in md.splitlines() if x.startswith("| MNIST (ours)"))
     assert row.rstrip(" |").endswith("†")  # MNFG, the last column
     assert _verdict(md, "mnist-mnf-beats-mean-field") == "inconclusive"
     assert "not converged: MNFG" in md
-    assert "| MNFG | MNIST | 0 | 3 | NO (+20.0%) |" in md
+    assert "| MNFG | MNIST | 0 | 3 | NO (loss +20.0%, KL +25.0%) |" in md
 
 
 def test_mnf_mechanism_table_from_recorded_diagnostics(tmp_path):

@@ -117,6 +117,9 @@ def test_convergence_criterion_by_hand() -> None:
     c = S.convergence(flat)
     assert c.rel_change == pytest.approx((0.5 - 0.4985) / 0.4985) and c.converged is True
     assert S.convergence([1.0]).converged is None
+    # The loss has settled but its KL term still falls 10% per tenth: not converged.
+    c = S.convergence([1.0] * 20, kls=[2.0] * 16 + [1.1, 1.1, 1.0, 1.0])  # windows of 2
+    assert c.rel_change == 0 and c.kl_rel_change == pytest.approx(0.1) and c.converged is False
 
 
 # -- comparisons on a results view ----------------------------------------------------------

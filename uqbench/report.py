@@ -149,10 +149,17 @@ class ResultsView:
     @staticmethod
     def convergence(run: dict[str, Any]) -> S.Convergence:
         """Convergence of one run from its per-epoch training loss (:func:`stats.convergence`)."""
-        losses = _get(run, ("train_log", "loss"))
-        if not isinstance(losses, list):
+
+        def floats(key: str) -> list[float] | None:
+            xs = _get(run, ("train_log", key))
+            if not isinstance(xs, list):
+                return None
+            return [_num(x) if _num(x) is not None else math.nan for x in xs]
+
+        losses = floats("loss")
+        if losses is None:
             return S.Convergence(None, None)
-        return S.convergence([_num(x) if _num(x) is not None else math.nan for x in losses])
+        return S.convergence(losses, floats("kl"))
 
     def unconverged(self, task: str, method: str) -> bool:
         """True when some run of ``method`` on ``task`` failed the convergence criterion."""
@@ -829,9 +836,10 @@ def _convergence(doc: _Doc, view: ResultsView) -> None:
     w = S.CONVERGENCE_TOL
     doc.p(
         "Criterion: the mean training objective (per-epoch loss: NLL + KL / N, or the "
-        "family's own objective) over the last tenth of the epochs may be at most "
-        f"{100 * w:g}% below its mean over the tenth before (one epoch each for fewer "
-        "than 20 epochs). A run that fails it is a snapshot of a training still under "
+        "family's own objective), and the mean of its KL term where it has one, over the "
+        f"last tenth of the epochs may be at most {100 * w:g}% below the mean over the "
+        "tenth before (one epoch each for fewer than 20 epochs: with so few epochs the test "
+        "is weak). A run that fails it is a snapshot of a training still under "
         "way: it is marked † in every table and figure, and cannot back an 'agrees'."
     )
     rows = []

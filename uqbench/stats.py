@@ -30,8 +30,8 @@ N_BOOT = 1000
 #: Seed of the bootstrap's generator (fixed: reports rebuild identically).
 BOOT_SEED = 20170101
 
-#: Convergence: the training objective's mean over the last tenth of training may be at most
-#: this much (relative) below its mean over the tenth before; else the run is "unconverged".
+#: Convergence: the training objective's mean (and its KL term's) over the last tenth of
+#: training may be at most this much (relative) below that over the tenth before.
 CONVERGENCE_TOL = 0.05
 
 
@@ -226,30 +226,45 @@ def ecdf_area(h: np.ndarray, w: np.ndarray, h_max: float) -> float | None:
 
 @dataclass(frozen=True)
 class Convergence:
-    """Relative fall of the training objective between the last two tenths of training."""
+    """Relative fall of the training objective (and of its KL term) between the last two
+    tenths of training; ``converged`` None when it cannot be told."""
 
     rel_change: float | None
     converged: bool | None
+    kl_rel_change: float | None = None
 
     def label(self) -> str:
-        if self.converged is None:
+        if self.converged is None or self.rel_change is None:
             return "unknown"
-        return f"{'yes' if self.converged else 'NO'} ({100 * self.rel_change:+.1f}%)"
+        text = f"loss {100 * self.rel_change:+.1f}%"
+        if self.kl_rel_change is not None:
+            text += f", KL {100 * self.kl_rel_change:+.1f}%"
+        return f"{'yes' if self.converged else 'NO'} ({text})"
 
 
-def convergence(losses: Sequence[float], tol: float = CONVERGENCE_TOL) -> Convergence:
-    """Convergence of a run from its per-epoch training loss (``train_log.loss``).
-
-    With ``w = max(1, n // 10)`` epochs per window: ``rel = (mean(prev w) - mean(last w)) /
-    |mean(last w)|``; the run counts as converged when ``rel <= tol`` (a rise counts as
-    converged too: the objective no longer falls). Fewer than two epochs: unknown.
-    """
-    x = [float(v) for v in losses if v is not None and math.isfinite(v)]
-    if len(x) < 2 or len(x) != len(losses):
-        return Convergence(None, None)
+def _rel_fall(values: Sequence[float]) -> float | None:
+    x = [float(v) for v in values if v is not None and math.isfinite(v)]
+    if len(x) < 2 or len(x) != len(values):
+        return None
     w = max(1, len(x) // 10)
     last, prev = np.mean(x[-w:]), np.mean(x[-2 * w : -w])
-    if last == 0:
+    return None if last == 0 else float((prev - last) / abs(last))
+
+
+def convergence(
+    losses: Sequence[float], kls: Sequence[float] | None = None, tol: float = CONVERGENCE_TOL
+) -> Convergence:
+    """Convergence of a run from its per-epoch training loss (and KL term, ``train_log``).
+
+    With ``w = max(1, n // 10)`` epochs per window, ``rel = (mean(prev w) - mean(last w)) /
+    |mean(last w)|`` for the loss and, when given and not all zero, for the KL term; the run
+    counts as converged when both are ``<= tol`` (a rise counts as converged: it no longer
+    falls). The KL is checked on its own because for a large KL / N the loss can fall slowly
+    in relative terms while the KL still falls steadily. Fewer than two epochs: unknown.
+    """
+    rel = _rel_fall(losses)
+    if rel is None:
         return Convergence(None, None)
-    rel = float((prev - last) / abs(last))
-    return Convergence(rel, rel <= tol)
+    kl_rel = _rel_fall(kls) if kls is not None and any(kls) else None
+    ok = rel <= tol and (kl_rel is None or kl_rel <= tol)
+    return Convergence(rel, ok, kl_rel)
