@@ -21,7 +21,9 @@ off ``W`` as ``sigma -> 0`` (a zero row of W means a dropped unit). The best aux
 ``r(z | W) = q(z | W)`` is a point mass, so ``log r = 0`` and ``-E[log q(z)] = K * H(pi)``
 remains. That is Gal & Ghahramani's KL, ``pi / 2 * ||M||^2 - K * H(pi)``. It is the
 default (``entropy=True``) because without it nothing but the likelihood pulls ``pi``
-away from 0. ``entropy=False`` gives the bound with the paper's literal ``r = q(z)``.
+away from 0, and because the paper calls its Section 2.3 bound "equivalent to the one
+described at (Gal & Ghahramani, 2015b)" (Section 4.3), whose KL has this term.
+``entropy=False`` gives the bound with the paper's literal ``r = q(z)``.
 Being defined up to the dropped constants, ``kl()`` is negative when the entropy term
 outweighs the weight penalty; only its gradient matters.
 

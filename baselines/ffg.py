@@ -11,7 +11,7 @@ import math
 from typing import Any, ClassVar
 
 import uqbench
-from uqbench.layers import GaussianLayers
+from uqbench.layers import GaussianLayers, q_diagnostics
 from uqbench.mnf import gaussian_layer_config
 from uqbench.posterior import Posterior
 
@@ -30,3 +30,8 @@ class FFGPosterior(Posterior):
 
     def layer_factory(self) -> GaussianLayers:
         return GaussianLayers(gaussian_layer_config(self.config, self.spec.max_std), None)
+
+    def diagnostics(self) -> dict[str, Any]:
+        """Per-layer terms of q (:func:`uqbench.layers.q_diagnostics`): spread of z, log q(z),
+        log r(z|W) and the KL split, to compare MNF with FFG."""
+        return q_diagnostics(self.net)

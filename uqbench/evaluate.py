@@ -84,6 +84,7 @@ def evaluate_classification(
     device: torch.device | str = "cpu",
     progress: bool = True,
     fgsm_seed: int = 0,
+    keep: dict[str, np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """Classification METRICS of schema.md for a trained model.
 
@@ -94,6 +95,9 @@ def evaluate_classification(
     ``task.fgsm_eps`` on a stratified, seeded subset of ``fgsm_n`` test points (``None``
     = all), using ``fgsm_samples`` samples for the gradient and for the accuracy
     (a fraction in [0, 1]) and mean entropy of the attacked predictive.
+
+    A ``keep`` dict receives the per-example outputs (see :func:`per_example_classification`)
+    from which ``uqbench report`` computes bootstrap intervals.
     """
     device = torch.device(device)
     k = int(task.n_outputs)
@@ -128,12 +132,19 @@ def evaluate_classification(
             result["ood"][name] = {
                 "auroc": M.auroc(h_in, h_ood),
                 "fpr95": M.fpr95(h_in, h_ood),
+                "fpr95_in": M.fpr95_in(h_in, h_ood),
                 "median_entropy": M.median_entropy(h_ood),
                 "mean_entropy": float(h_ood.mean()),
                 "entropy_ecdf": M.entropy_ecdf(h_ood, k),
             }
+            if keep is not None:
+                keep[f"ood.{name}.entropy"] = h_ood.numpy().astype(np.float32)
+        if keep is not None:
+            keep.update(per_example_classification(log_p, y))
         result["fgsm"] = (
-            _fgsm_curve(model, task, test, fgsm_idx, eps_list, fgsm_samples, fgsm_bs, device, bar)
+            _fgsm_curve(
+                model, task, test, fgsm_idx, eps_list, fgsm_samples, fgsm_bs, device, bar, keep
+            )
             if fgsm
             else None
         )
@@ -154,11 +165,17 @@ def _fgsm_curve(
     batch_size: int,
     device: torch.device,
     bar: Any,
+    keep: dict[str, np.ndarray] | None = None,
 ) -> dict[str, list[float]]:
-    """Accuracy and mean predictive entropy of FGSM examples at each eps."""
+    """Accuracy and mean predictive entropy of FGSM examples at each eps.
+
+    ``keep`` receives ``fgsm.correct`` and ``fgsm.entropy`` (``[n_eps, n]``) and ``fgsm.index``.
+    """
     x_all, y_all = test.x[idx], test.y[idx]
     accs, ents = [], []
+    correct_rows, entropy_rows = [], []
     for eps in eps_list:
+        correct_parts, entropy_parts = [], []
         hits = torch.zeros((), dtype=torch.float64, device=device)
         h_sum = torch.zeros((), dtype=torch.float64, device=device)
         for sl in _batches(len(idx), batch_size):
@@ -168,11 +185,43 @@ def _fgsm_curve(
                 probs = M.predictive_probs(model.sample_outputs(x_adv, n_samples))
             hits += (probs.argmax(-1) == yb).sum()
             h_sum += M.entropy(probs).double().sum()
+            if keep is not None:
+                correct_parts.append((probs.argmax(-1) == yb).cpu())
+                entropy_parts.append(M.entropy(probs).float().cpu())
             bar.update(1)
+        if keep is not None:
+            correct_rows.append(torch.cat(correct_parts).numpy() if correct_parts else [])
+            entropy_rows.append(torch.cat(entropy_parts).numpy() if entropy_parts else [])
         n = max(len(idx), 1)
         accs.append(float(hits) / n)
         ents.append(float(h_sum) / n)
+    if keep is not None:
+        keep["fgsm.eps"] = np.asarray(eps_list, dtype=np.float64)
+        keep["fgsm.index"] = idx.cpu().numpy().astype(np.int64)
+        keep["fgsm.correct"] = np.asarray(correct_rows, dtype=bool).reshape(len(eps_list), -1)
+        keep["fgsm.entropy"] = np.asarray(entropy_rows, dtype=np.float32).reshape(len(eps_list), -1)
     return {"eps": eps_list, "accuracy": accs, "mean_entropy": ents}
+
+
+def per_example_classification(log_p: Tensor, y: Tensor) -> dict[str, np.ndarray]:
+    """What each test example contributes to the metrics, from the log MC predictive.
+
+    ``test.y`` (label), ``test.pred`` (argmax), ``test.logp_true`` (log p of the label),
+    ``test.conf`` (top probability), ``test.entropy`` and ``test.brier`` (squared error
+    of the probability vector): error, NLL, Brier, ECE and every entropy statistic are
+    means or quantiles of these.
+    """
+    probs = log_p.exp()
+    y = y.long().cpu()
+    onehot = torch.nn.functional.one_hot(y, probs.shape[-1]).to(probs.dtype)
+    return {
+        "test.y": y.numpy().astype(np.int64),
+        "test.pred": probs.argmax(-1).numpy().astype(np.int64),
+        "test.logp_true": log_p.gather(-1, y[:, None])[:, 0].numpy().astype(np.float32),
+        "test.conf": probs.max(-1).values.numpy().astype(np.float32),
+        "test.entropy": M.entropy(probs).numpy().astype(np.float32),
+        "test.brier": (probs - onehot).pow(2).sum(-1).numpy().astype(np.float32),
+    }
 
 
 def _column(t: Tensor) -> Tensor:
@@ -204,6 +253,7 @@ def evaluate_regression(
     device: torch.device | str = "cpu",
     batch_size: int = 1000,
     progress: bool = True,
+    keep: dict[str, np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """Regression METRICS of schema.md (toy-cubic).
 
@@ -212,7 +262,8 @@ def evaluate_regression(
     ``model.predict_regression(x, n)`` gives the predictive mean and variance, the
     variance including the fixed likelihood noise. Reports the mean Gaussian predictive
     log density and the share of targets within mean +- 3 std per held-out set, RMSE
-    over all held-out points, and the bands (mean, std) on the grid.
+    over all held-out points, and the bands (mean, std) on the grid. A ``keep`` dict
+    receives ``<set>.y``, ``<set>.mean`` and ``<set>.var`` per held-out set.
     """
     device = torch.device(device)
     extra = data.extra
@@ -229,6 +280,8 @@ def evaluate_regression(
     ):
         m, v = _predict_regression(model, split.x, test_samples, batch_size, device)
         y = split.y.reshape(-1).double().cpu().numpy()
+        if keep is not None:
+            keep.update({f"{name}.y": y, f"{name}.mean": m, f"{name}.var": v})
         if len(y):
             result[f"loglik_{name}"] = M.mean_log_likelihood(y, m, v)
             result[f"coverage_3std_{name}"] = M.coverage(y, m, v, k=3.0)

@@ -78,8 +78,9 @@ def _remote_make_run(
     env: dict[str, Any],
     cache: str,
     threads: int,
-) -> dict[str, Any]:
-    """The body of one Ray task: one run, on the worker's device, with the driver's cache."""
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The body of one Ray task: one run, on the worker's device, with the driver's cache;
+    returns its record and its per-example outputs."""
     import torch
 
     from uqbench.cpu import tune_malloc
@@ -93,7 +94,10 @@ def _remote_make_run(
         name = torch.cuda.get_device_name(device)
     else:
         name = f"{cpu_model()} ({os.cpu_count()} cores)"
-    return make_run(spec, _to_device(data, device), device, {**env, "device_name": name})
+    outputs: dict[str, Any] = {}
+    env = {**env, "device_name": name}
+    record = make_run(spec, _to_device(data, device), device, env, keep=outputs)
+    return record, outputs
 
 
 class RayExecutor:
@@ -229,12 +233,12 @@ class RayExecutor:
                 for ref in ready:
                     spec = pending.pop(ref)
                     try:
-                        record = ray.get(ref)
+                        record, outputs = ray.get(ref)
                     except ray.exceptions.RayError as exc:
                         failed[spec.key] = _one_line(exc)
                         say(f"FAILED {spec.key}: {failed[spec.key]}")
                     else:
-                        path = runner.write_run(spec, record)
+                        path = runner.write_run(spec, record, outputs)
                         done = len(todo) - len(pending) - len(failed)
                         say(
                             f"[{done}/{len(todo)}] {spec.key}: {record['train_seconds']:.1f}s "

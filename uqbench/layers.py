@@ -396,15 +396,24 @@ class _BayesianLayer(nn.Module):
 
     def kl(self) -> Tensor:
         """KL(q || p) of this layer's weights and biases (MNF: the eq. 13 bound, 1 sample)."""
+        parts = self.kl_parts()
+        if "log_q" not in parts:
+            return parts["kl_w"]
+        return parts["kl_w"] + parts["log_q"] - parts["log_r"]
+
+    def kl_parts(self) -> dict[str, Tensor]:
+        """The terms of :meth:`kl` (one sample): ``kl_w`` = KL(q(W|z) || p(W)) (eq. 14;
+        without MNF the whole KL), and with MNF ``z`` (z_Tf), ``log_q`` = log q(z_Tf)
+        (eq. 16) and ``log_r`` = log r(z_Tf | W) (eq. 15): KL = kl_w + log_q - log_r."""
         mean, logvar = self.weight_mean, self.weight_logvar
         if self.cfg.prior == "log-uniform":
-            return loguniform_kl(mean, logvar, self.cfg.log_alpha_clip)
+            return {"kl_w": loguniform_kl(mean, logvar, self.cfg.log_alpha_clip)}
         var = logvar.exp()
         if self.mnf is None:
             kl = gaussian_kl(mean, logvar, var)
             if self.bias_logvar is not None:
                 kl = kl + gaussian_kl(self.bias_mean, self.bias_logvar)
-            return kl
+            return {"kl_w": kl}
         z, log_q = self.mnf.sample_with_log_q()
         kl = gaussian_kl(mean * self._z_view(z), logvar, var)  # eq. 14
         if self.bias_logvar is not None:
@@ -414,7 +423,29 @@ class _BayesianLayer(nn.Module):
         a = torch.addcmul(a_mean, torch.sqrt(a_var + VAR_EPS), torch.randn_like(a_mean))
         if self.r_tanh:
             a = torch.tanh(a)
-        return kl + log_q - self.mnf.log_r(z, a)
+        return {"kl_w": kl, "z": z, "log_q": log_q, "log_r": self.mnf.log_r(z, a)}
+
+    @torch.no_grad()
+    def q_diagnostics(self, n_samples: int = 32) -> dict[str, float]:
+        """What q does in this layer, averaged over ``n_samples`` draws of the KL terms.
+
+        ``weight_std``: mean std of q(W|z) (unclamped); ``kl_w``, ``log_q``, ``log_r``,
+        ``kl``: the terms of :meth:`kl_parts` and their total; with MNF, ``z_mean`` and
+        ``z_spread`` (mean over units of z_Tf's mean and std across draws) and
+        ``z_spread_rel`` (z_spread / |z_mean|, the share by which z rescales a weight).
+        """
+        draws = [self.kl_parts() for _ in range(n_samples)]
+        out = {"weight_std": float(torch.exp(0.5 * self.weight_logvar.double()).mean())}
+        for key in ("kl_w", "log_q", "log_r"):
+            if key in draws[0]:
+                out[key] = float(torch.stack([d[key].double() for d in draws]).mean())
+        out["kl"] = out["kl_w"] + out.get("log_q", 0.0) - out.get("log_r", 0.0)
+        if "z" in draws[0]:
+            z = torch.stack([d["z"].double() for d in draws])
+            out["z_mean"] = float(z.mean())
+            out["z_spread"] = float(z.std(0).mean())
+            out["z_spread_rel"] = float((z.std(0) / z.mean(0).abs().clamp_min(1e-12)).mean())
+        return out
 
     def sparsity(self, threshold: float = 5.0) -> float:
         """Share of weights with ``log sigma^2 - log mu^2 >= threshold`` (paper fn. 6)."""
@@ -551,6 +582,15 @@ class GaussianLayers:
         return BayesConv2d(
             in_channels, out_channels, kernel_size, self.cfg, self.mnf, index=index, r_tanh=r_tanh
         )
+
+
+def q_diagnostics(net: nn.Module, n_samples: int = 32) -> dict[str, Any]:
+    """``{"q_layers": {layerN: q_diagnostics}}`` of every Bayesian layer of ``net``, for a
+    family's ``diagnostics()`` (MNF vs FFG: what z and the auxiliary r contribute)."""
+    layers = bayesian_layers(net)
+    if not layers:
+        return {}
+    return {"q_layers": {f"layer{m.index}": m.q_diagnostics(n_samples) for m in layers}}
 
 
 def bayesian_layers(net: nn.Module) -> list[_BayesianLayer]:

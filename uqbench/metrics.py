@@ -194,6 +194,17 @@ def fpr95(in_scores: ArrayLike, ood_scores: ArrayLike, tpr: float = 0.95) -> flo
     return float(np.mean(s_in >= thr))
 
 
+def fpr95_in(in_scores: ArrayLike, ood_scores: ArrayLike, tpr: float = 0.95) -> float:
+    """FPR at 95% TPR as in the OOD literature (Hendrycks & Gimpel 2017, OpenOOD).
+
+    In-distribution is the positive class, detected by a *low* score (entropy): the
+    threshold keeps at least ``tpr`` of the in-distribution points, and the result is the
+    share of OOD points that pass it too. In [0, 1]; lower is better.
+    """
+    s_in, s_ood = _np(in_scores).ravel(), _np(ood_scores).ravel()
+    return fpr95(-s_ood, -s_in, tpr)
+
+
 # -- regression ------------------------------------------------------------------------
 
 

@@ -9,6 +9,16 @@ Paper-vs-code switches and their defaults (see :class:`uqbench.layers.MNFConfig`
 (code; same expectation as the paper's sample, lower variance), ``q0_mean_init=1.0``
 (z starts near 1; the code starts at 0), ``bias="gaussian"`` (code), log-variances
 from N(-9, 0.001) and He-initialised means (paper).
+
+One-dimensional z (the toy's input layer, one input unit): q(z) uses the same masked
+RealNVP as every other layer, as the paper's Section 2 states, although the authors'
+public port uses a planar flow there. In one dimension each masked step is, with
+probability 1/2, the identity and otherwise a learned affine map whose parameters do
+not depend on z, so that layer's q(z) is a mixture of Gaussians rather than a general
+1-D density. We keep it: that z is one scalar rescaling the single input, the hidden
+layer's 100-dimensional z (where the flow matters) is unaffected, and no other task has
+a 1-D layer. The cost of the choice on the toy is untested (a planar-flow switch would
+be the way to measure it).
 """
 
 from __future__ import annotations
@@ -18,7 +28,13 @@ from typing import Any, ClassVar
 
 import uqbench
 from uqbench.errors import ConfigError
-from uqbench.layers import GaussianLayerConfig, GaussianLayers, MNFConfig, resolve_max_std
+from uqbench.layers import (
+    GaussianLayerConfig,
+    GaussianLayers,
+    MNFConfig,
+    q_diagnostics,
+    resolve_max_std,
+)
 from uqbench.posterior import Posterior
 
 _MNF_KEYS = (
@@ -82,3 +98,8 @@ class MNFPosterior(Posterior):
             return GaussianLayers(cfg, None)
         mnf = MNFConfig(**{k: self.config[k] for k in _MNF_KEYS})
         return GaussianLayers(cfg, mnf)
+
+    def diagnostics(self) -> dict[str, Any]:
+        """Per-layer terms of q (:func:`uqbench.layers.q_diagnostics`): spread of z, log q(z),
+        log r(z|W) and the KL split, to compare MNF with FFG."""
+        return q_diagnostics(self.net)

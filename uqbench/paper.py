@@ -2,7 +2,10 @@
 
 Each qualitative claim of Section 4 carries a ``check``: a function of a results view
 (:class:`uqbench.report.ResultsView`) that returns a :class:`Verdict` - "agrees",
-"differs" or "not run" - with the numbers that decided it. The thresholds that turn
+"differs", "inconclusive" or "not run" - with the numbers that decided it. Every ordering
+a claim states is decided by a 95% interval of the difference (:mod:`uqbench.compare`):
+"agrees" only when all of them are resolved for the claim and every run involved
+converged, "differs" when one is resolved against it, else "inconclusive". The thresholds that turn
 the paper's words into numbers ("near maximum entropy", "clearly wider") are named
 constants below, so a reader can see and change them.
 """
@@ -10,11 +13,14 @@ constants below, so a reader can see and change them.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from uqbench import compare as C
+from uqbench.stats import Interval
 
 if TYPE_CHECKING:  # pragma: no cover
     from uqbench.report import ResultsView
@@ -53,11 +59,19 @@ NEAR_ZERO_ENTROPY = 0.1
 WIDEN_FACTOR = 2.0
 
 
+#: "Similar" error rates: the 95% interval of the difference lies within this share of the
+#: pair's mean error (and "different" when it lies wholly outside).
+SIMILAR_ERROR_REL = 0.2
+#: "Similar uncertainty": the 95% interval of the difference of median OOD entropies lies
+#: within +- this many nats.
+SIMILAR_ENTROPY_NATS = 0.1
+
+
 @dataclass(frozen=True)
 class Verdict:
     """Outcome of checking one claim: status and the numbers behind it."""
 
-    status: str  # "agrees" | "differs" | "not run"
+    status: str  # "agrees" | "differs" | "inconclusive" | "not run"
     evidence: str
 
 
@@ -81,117 +95,202 @@ def _not_run(what: str) -> Verdict:
     return Verdict("not run", f"needs {what}")
 
 
-def _verdict(ok: bool, evidence: str) -> Verdict:
-    return Verdict("agrees" if ok else "differs", evidence)
+_UNRESOLVED = "; not resolved at 95%"
 
 
-def _fmt(values: dict[str, float], v: ResultsView, digits: int = 3) -> str:
-    return ", ".join(f"{v.name(m)} {x:.{digits}f}" for m, x in values.items())
+def _decide(
+    v: ResultsView, task: str, conditions: list[int], methods: Iterable[str], evidence: str
+) -> Verdict:
+    """Verdict from resolved conditions (+1 holds, -1 the opposite holds, 0 unresolved).
+
+    "differs" when any condition is resolved against the claim; "agrees" only when every
+    condition is resolved for it and every run involved converged; else "inconclusive".
+    """
+    if any(c < 0 for c in conditions):
+        return Verdict("differs", evidence)
+    if conditions and all(c > 0 for c in conditions):
+        stale = [v.name(m) for m in dict.fromkeys(methods) if v.unconverged(task, m)]
+        if stale:
+            return Verdict(
+                "inconclusive",
+                evidence + f"; resolved, but not converged: {', '.join(stale)}",
+            )
+        return Verdict("agrees", evidence)
+    return Verdict("inconclusive", evidence + _UNRESOLVED)
 
 
-def _per_method(
-    v: ResultsView, task: str, path: tuple[str, ...], methods: tuple[str, ...] = PAPER_METHODS
-) -> dict[str, float]:
-    """Mean over seeds of ``metrics[path]`` for each of ``methods`` that ran on ``task``."""
-    out = {}
-    for m in v.methods(task):
-        if m in methods:
-            x = v.scalar(task, m, *path)
-            if x is not None:
-                out[m] = x
-    return out
+def _iv(iv: Interval | None, digits: int = 3) -> str:
+    if iv is None:
+        return "—"
+    text = f"{iv.value:.{digits}f}"
+    if iv.lo is not None and iv.hi is not None:
+        text += f" [{iv.lo:.{digits}f}, {iv.hi:.{digits}f}]"
+    return text
 
 
-def _ood_stat(v: ResultsView, task: str, stat: str) -> tuple[str | None, dict[str, float]]:
+def _values(
+    v: ResultsView, task: str, stat: C.Stat, methods: Iterable[str], digits: int = 3
+) -> str:
+    """``name value [95% interval]`` for each method that ran."""
+    out = []
+    for m in methods:
+        iv = C.interval(v, task, m, stat)
+        if iv is not None:
+            out.append(f"{v.name(m)} {_iv(iv, digits)}")
+    return ", ".join(out)
+
+
+def _diffs(
+    v: ResultsView, task: str, pairs: list[tuple[str, str]], stat: C.Stat, digits: int
+) -> str:
+    """``A - B = d [lo, hi]`` per pair, with how the interval was made (once)."""
+    parts, hows = [], []
+    for a, b in pairs:
+        c = C.compare(v, task, a, b, stat)
+        if c is not None:
+            parts.append(f"{v.name(a)} − {v.name(b)} = {_iv(c, digits)}")
+            hows.append(c.how)
+    how = "; ".join(dict.fromkeys(hows))
+    return ", ".join(parts) + (f" ({how})" if how else "")
+
+
+def _ran(v: ResultsView, task: str, stat: C.Stat, methods: Iterable[str]) -> list[str]:
+    return [m for m in v.methods(task) if m in methods and C.interval(v, task, m, stat)]
+
+
+def _lowest(
+    v: ResultsView, task: str, who: str, stat: C.Stat, methods: Iterable[str], what: str, d: int = 3
+) -> Verdict | None:
+    """Claim "``who`` has the lowest ``stat`` among ``methods``" (None: too few ran)."""
+    ran = _ran(v, task, stat, methods)
+    if who not in ran or len(ran) < 2:
+        return None
+    others = [m for m in ran if m != who]
+    conds = [C.order(v, task, who, m, stat) for m in others]
+    return _decide(
+        v,
+        task,
+        conds,
+        ran,
+        f"{what}: {_values(v, task, stat, ran, d)}; "
+        + _diffs(v, task, [(who, m) for m in others], stat, d),
+    )
+
+
+def _ood(v: ResultsView, task: str, what: str) -> tuple[str | None, C.Stat | None]:
     ood = v.ood_set(task)
     if ood is None:
-        return None, {}
-    return ood, _per_method(v, task, ("ood", ood, stat))
+        return None, None
+    return ood, C.ood_stat(ood, what, _log_k(v, task))
 
 
-def _ecdf_area(v: ResultsView, task: str) -> tuple[str | None, dict[str, float]]:
-    """Area under each method's OOD entropy ECDF over [0, ln K] (lower curve = smaller)."""
-    ood = v.ood_set(task)
-    out: dict[str, float] = {}
-    if ood is None:
-        return None, out
-    for m in v.methods(task):
-        if m not in PAPER_METHODS:
-            continue
-        grid = v.curve(task, m, "ood", ood, "entropy_ecdf", "grid")
-        cdf = v.curve(task, m, "ood", ood, "entropy_ecdf", "cdf")
-        if grid is not None and cdf is not None and len(grid) == len(cdf) > 1:
-            out[m] = float(np.sum((cdf[1:] + cdf[:-1]) / 2 * np.diff(grid)))
-    return ood, out
+_SIDE = {1: "below", -1: "above", 0: "unresolved"}
 
 
 def _log_k(v: ResultsView, task: str) -> float:
     return math.log(v.n_classes(task) or 10)
 
 
+def _similar(c: Interval | None, margin: float) -> int:
+    """+1 when the interval lies within +-margin, -1 when wholly outside it, else 0."""
+    if c is None or c.lo is None or c.hi is None:
+        return 0
+    if -margin < c.lo and c.hi < margin:
+        return 1
+    return -1 if c.lo > margin or c.hi < -margin else 0
+
+
 # -- notMNIST (Figure 2) ---------------------------------------------------------------
 
 
 def _notmnist_mnf_lowest(v: ResultsView) -> Verdict:
-    ood, area = _ecdf_area(v, "mnist")
-    if "mnf" not in area or len(area) < 2:
-        return _not_run("MNIST runs of MNFG and at least one other method with an OOD set")
-    best = min(area, key=area.get)
-    return _verdict(
-        best == "mnf",
-        f"area under the {ood} entropy ECDF over [0, ln 10] (lower curve = smaller): "
-        f"{_fmt(area, v)}; lowest: {v.name(best)}",
+    ood, stat = _ood(v, "mnist", "ecdf_area")
+    r = stat and _lowest(
+        v,
+        "mnist",
+        "mnf",
+        stat,
+        PAPER_METHODS,
+        f"area under the {ood} entropy ECDF over [0, ln 10] (lower curve = smaller)",
     )
+    return r or _not_run("MNIST runs of MNFG and at least one other method with an OOD set")
 
 
 def _notmnist_l2_most_overconfident(v: ResultsView) -> Verdict:
-    ood, med = _ood_stat(v, "mnist", "median_entropy")
-    if "l2" not in med or len(med) < 2:
+    ood, stat = _ood(v, "mnist", "median_entropy")
+    r = stat and _lowest(v, "mnist", "l2", stat, PAPER_METHODS, f"median {ood} entropy (nats)")
+    if not r:
         return _not_run("MNIST runs of L2 and at least one other method with an OOD set")
-    lowest = min(med, key=med.get)
     near_zero = NEAR_ZERO_ENTROPY * _log_k(v, "mnist")
-    return _verdict(
-        lowest == "l2" and med["l2"] < near_zero,
-        f"median {ood} entropy (nats): {_fmt(med, v)}; lowest: {v.name(lowest)}; "
-        f"L2's {'is' if med['l2'] < near_zero else 'is not'} below {near_zero:.2f} "
-        f"({NEAR_ZERO_ENTROPY:g} ln 10, 'almost zero')",
+    l2 = C.interval(v, "mnist", "l2", stat)
+    below = -l2.relative_to(near_zero) if l2 else 0
+    conds = [1 if r.status == "agrees" else (-1 if r.status == "differs" else 0), below]
+    return _decide(
+        v,
+        "mnist",
+        conds,
+        (),
+        f"{r.evidence.removesuffix(_UNRESOLVED)}; L2's median against 'almost zero' = "
+        f"{near_zero:.2f} "
+        f"({NEAR_ZERO_ENTROPY:g} ln 10): {_SIDE[below]}",
     )
 
 
 def _notmnist_dropout_middle(v: ResultsView) -> Verdict:
-    ood, med = _ood_stat(v, "mnist", "median_entropy")
-    if not {"l2", "dropout", "mnf"} <= set(med):
+    ood, stat = _ood(v, "mnist", "median_entropy")
+    ran = _ran(v, "mnist", stat, ("l2", "dropout", "mnf")) if stat else []
+    if len(ran) < 3:
         return _not_run("MNIST runs of L2, Dropout and MNFG")
-    ok = med["l2"] < med["dropout"] < med["mnf"]
-    return _verdict(
-        ok,
-        f"median {ood} entropy (nats): {_fmt({m: med[m] for m in ('l2', 'dropout', 'mnf')}, v)}"
-        f" (agrees when L2 < Dropout < MNFG)",
+    conds = [
+        C.order(v, "mnist", "l2", "dropout", stat),
+        C.order(v, "mnist", "dropout", "mnf", stat),
+    ]
+    return _decide(
+        v,
+        "mnist",
+        conds,
+        ran,
+        f"median {ood} entropy (nats): {_values(v, 'mnist', stat, ran)} (agrees when "
+        f"L2 < Dropout < MNFG); "
+        + _diffs(v, "mnist", [("l2", "dropout"), ("dropout", "mnf")], stat, 3),
     )
 
 
 def _notmnist_fflu_overconfident(v: ResultsView) -> Verdict:
-    ood, med = _ood_stat(v, "mnist", "median_entropy")
-    if not {"fflu", "dropout", "mnf"} <= set(med):
+    ood, stat = _ood(v, "mnist", "median_entropy")
+    ran = _ran(v, "mnist", stat, ("fflu", "dropout", "mnf")) if stat else []
+    if len(ran) < 3:
         return _not_run("MNIST runs of FFLU, Dropout and MNFG")
-    ok = med["fflu"] < med["mnf"] and med["fflu"] < med["dropout"]
-    return _verdict(
-        ok,
-        f"median {ood} entropy (nats): "
-        f"{_fmt({m: med[m] for m in ('fflu', 'dropout', 'mnf')}, v)} "
-        f"(agrees when FFLU's is below both MNFG's and Dropout's)",
+    pairs = [("fflu", "mnf"), ("fflu", "dropout")]
+    return _decide(
+        v,
+        "mnist",
+        [C.order(v, "mnist", a, b, stat) for a, b in pairs],
+        ran,
+        f"median {ood} entropy (nats): {_values(v, 'mnist', stat, ran)} (agrees when FFLU's "
+        f"is below both MNFG's and Dropout's); " + _diffs(v, "mnist", pairs, stat, 3),
     )
 
 
 def _notmnist_ensemble_vs_dropout(v: ResultsView) -> Verdict:
-    ood, med = _ood_stat(v, "mnist", "median_entropy")
-    if not {"ensemble", "dropout"} <= set(med):
+    ood, stat = _ood(v, "mnist", "median_entropy")
+    ran = _ran(v, "mnist", stat, ("ensemble", "dropout")) if stat else []
+    if len(ran) < 2:
         return _not_run("MNIST runs of Deep Ensembles and Dropout")
-    return _verdict(
-        med["ensemble"] <= med["dropout"],
-        f"median {ood} entropy (nats): "
-        f"{_fmt({m: med[m] for m in ('ensemble', 'dropout')}, v)} "
-        f"(agrees when the ensemble's is not above Dropout's)",
+    c = C.compare(v, "mnist", "ensemble", "dropout", stat)
+    # "not better": the ensemble's median is not resolved above Dropout's by the margin
+    cond = 0
+    if c is not None and c.lo is not None and c.hi is not None:
+        cond = 1 if c.hi < SIMILAR_ENTROPY_NATS else (-1 if c.lo > SIMILAR_ENTROPY_NATS else 0)
+    return _decide(
+        v,
+        "mnist",
+        [cond],
+        ran,
+        f"median {ood} entropy (nats): {_values(v, 'mnist', stat, ran)}; "
+        + _diffs(v, "mnist", [("ensemble", "dropout")], stat, 3)
+        + " (agrees when the ensemble's is resolved not above Dropout's + "
+        f"{SIMILAR_ENTROPY_NATS:g})",
     )
 
 
@@ -199,12 +298,72 @@ def _mnf_beats_mean_field(task: str, label: str) -> Callable[[ResultsView], Verd
     """Check: MNF's test error on ``task`` is below both FFG's and FFLU's."""
 
     def check(v: ResultsView) -> Verdict:
-        err = _per_method(v, task, ("error_pct",))
-        if not {"mnf", "ffg", "fflu"} <= set(err):
+        stat = C.STATS["error_pct"]
+        ran = _ran(v, task, stat, ("mnf", "ffg", "fflu"))
+        if len(ran) < 3:
             return _not_run(f"{label} runs of MNFG, FFG and FFLU")
-        return _verdict(
-            err["mnf"] < err["ffg"] and err["mnf"] < err["fflu"],
-            f"test error (%): {_fmt({m: err[m] for m in ('mnf', 'ffg', 'fflu')}, v, 2)}",
+        pairs = [("mnf", "ffg"), ("mnf", "fflu")]
+        return _decide(
+            v,
+            task,
+            [C.order(v, task, a, b, stat) for a, b in pairs],
+            ran,
+            f"test error (%): {_values(v, task, stat, ran, 2)}; " + _diffs(v, task, pairs, stat, 2),
+        )
+
+    return check
+
+
+def _similar_error(task: str, a: str, b: str, label: str) -> Callable[[ResultsView], Verdict]:
+    """Check: the test errors of ``a`` and ``b`` on ``task`` are similar."""
+
+    def check(v: ResultsView) -> Verdict:
+        stat = C.STATS["error_pct"]
+        ran = _ran(v, task, stat, (a, b))
+        if len(ran) < 2:
+            return _not_run(
+                f"{label} runs of {PAPER_COLUMNS.get(a, a)} and {PAPER_COLUMNS.get(b, b)}"
+            )
+        ia, ib = C.interval(v, task, a, stat), C.interval(v, task, b, stat)
+        margin = SIMILAR_ERROR_REL * (ia.value + ib.value) / 2
+        c = C.compare(v, task, a, b, stat)
+        return _decide(
+            v,
+            task,
+            [_similar(c, margin)],
+            ran,
+            f"test error (%): {_values(v, task, stat, ran, 2)}; "
+            + _diffs(v, task, [(a, b)], stat, 2)
+            + f"; similar = interval within ±{margin:.2f} "
+            f"({SIMILAR_ERROR_REL:g} of the mean error)",
+        )
+
+    return check
+
+
+def _similar_ood_entropy(
+    task: str, a: str, b_set: tuple[str, ...], label: str
+) -> Callable[[ResultsView], Verdict]:
+    """Check: ``a``'s median OOD entropy is similar to that of each of ``b_set``."""
+
+    def check(v: ResultsView) -> Verdict:
+        ood, stat = _ood(v, task, "median_entropy")
+        ran = _ran(v, task, stat, (a, *b_set)) if stat else []
+        if a not in ran or len(ran) < 2:
+            return _not_run(
+                f"{label} runs of {PAPER_COLUMNS.get(a, a)} and "
+                + " / ".join(PAPER_COLUMNS.get(b, b) for b in b_set)
+            )
+        pairs = [(b, a) for b in ran if b != a]
+        conds = [_similar(C.compare(v, task, x, y, stat), SIMILAR_ENTROPY_NATS) for x, y in pairs]
+        return _decide(
+            v,
+            task,
+            conds,
+            ran,
+            f"median {ood} entropy (nats): {_values(v, task, stat, ran)}; "
+            + _diffs(v, task, pairs, stat, 3)
+            + f"; similar = interval within ±{SIMILAR_ENTROPY_NATS:g} nats",
         )
 
     return check
@@ -214,34 +373,39 @@ def _mnf_beats_mean_field(task: str, label: str) -> Callable[[ResultsView], Verd
 
 
 def _cifar_l2_most_overconfident(v: ResultsView) -> Verdict:
-    ood, med = _ood_stat(v, "cifar5", "median_entropy")
-    if "l2" not in med or len(med) < 2:
-        return _not_run("CIFAR 5 runs of L2 and at least one other method")
-    lowest = min(med, key=med.get)
-    return _verdict(
-        lowest == "l2",
-        f"median {ood} entropy (nats): {_fmt(med, v)}; lowest: {v.name(lowest)}",
-    )
+    ood, stat = _ood(v, "cifar5", "median_entropy")
+    r = stat and _lowest(v, "cifar5", "l2", stat, PAPER_METHODS, f"median {ood} entropy (nats)")
+    return r or _not_run("CIFAR 5 runs of L2 and at least one other method")
 
 
 def _cifar_dropout_mnf_best(v: ResultsView) -> Verdict:
-    err = _per_method(v, "cifar5", ("error_pct",))
-    if not {"mnf", "dropout"} <= set(err) or len(err) < 3:
+    stat = C.STATS["error_pct"]
+    ran = _ran(v, "cifar5", stat, PAPER_METHODS)
+    if not {"mnf", "dropout"} <= set(ran) or len(ran) < 3:
         return _not_run("CIFAR 5 runs of MNFG, Dropout and at least one other method")
-    best_two = sorted(err, key=err.get)[:2]
-    return _verdict(
-        set(best_two) == {"mnf", "dropout"},
-        f"test error (%): {_fmt(err, v, 2)}; two lowest: {', '.join(v.name(m) for m in best_two)}",
+    pairs = [(a, m) for a in ("dropout", "mnf") for m in ran if m not in ("dropout", "mnf")]
+    return _decide(
+        v,
+        "cifar5",
+        [C.order(v, "cifar5", a, b, stat) for a, b in pairs],
+        ran,
+        f"test error (%): {_values(v, 'cifar5', stat, ran, 2)}; agrees when Dropout and MNFG "
+        "are each resolved below every other method; " + _diffs(v, "cifar5", pairs, stat, 2),
     )
 
 
 def _cifar_ensemble_less_accurate(v: ResultsView) -> Verdict:
-    err = _per_method(v, "cifar5", ("error_pct",))
-    if not {"ensemble", "dropout"} <= set(err):
+    stat = C.STATS["error_pct"]
+    ran = _ran(v, "cifar5", stat, ("ensemble", "dropout"))
+    if len(ran) < 2:
         return _not_run("CIFAR 5 runs of Deep Ensembles and Dropout")
-    return _verdict(
-        err["ensemble"] > err["dropout"],
-        f"test error (%): {_fmt({m: err[m] for m in ('ensemble', 'dropout')}, v, 2)}",
+    return _decide(
+        v,
+        "cifar5",
+        [C.order(v, "cifar5", "dropout", "ensemble", stat)],
+        ran,
+        f"test error (%): {_values(v, 'cifar5', stat, ran, 2)}; "
+        + _diffs(v, "cifar5", [("ensemble", "dropout")], stat, 2),
     )
 
 
@@ -263,48 +427,57 @@ def _fgsm_mnist_mnf(v: ResultsView) -> Verdict:
         return _not_run("an MNIST run of MNFG with FGSM at two or more eps")
     eps, acc, ent = curve
     target = NEAR_MAX_ENTROPY * _log_k(v, "mnist")
-    ok = acc[-1] < acc[0] and ent[-1] >= target and ent[-1] > ent[0]
-    return _verdict(
-        ok,
-        f"MNFG accuracy {acc[0]:.3f} -> {acc[-1]:.3f} and mean entropy {ent[0]:.3f} -> "
-        f"{ent[-1]:.3f} nats from eps {eps[0]:g} to {eps[-1]:g}; agrees when accuracy falls "
-        f"and entropy rises to >= {target:.2f} ({NEAR_MAX_ENTROPY:g} ln 10)",
+    last = C.interval(v, "mnist", "mnf", C.fgsm_stat("last_entropy"))
+    last_acc = C.interval(v, "mnist", "mnf", C.fgsm_stat("last_accuracy"))
+    conds = [
+        last.relative_to(target) if last else 0,
+        -last_acc.relative_to(float(acc[0])) if last_acc else 0,
+    ]
+    return _decide(
+        v,
+        "mnist",
+        conds,
+        ("mnf",),
+        f"MNFG accuracy {acc[0]:.3f} -> {_iv(last_acc)} and mean entropy {ent[0]:.3f} -> "
+        f"{_iv(last)} nats from eps {eps[0]:g} to {eps[-1]:g}; agrees when accuracy falls "
+        f"and entropy rises to >= {target:.2f} ({NEAR_MAX_ENTROPY:g} ln 10), both resolved",
     )
 
 
 def _fgsm_mnist_dropout(v: ResultsView) -> Verdict:
-    curves = {
-        m: c
-        for m in v.methods("mnist")
-        if m in PAPER_METHODS and (c := _fgsm(v, "mnist", m)) is not None
-    }
-    if not {"dropout", "mnf"} <= set(curves):
+    acc, ent = C.fgsm_stat("adv_accuracy"), C.fgsm_stat("last_entropy")
+    ran = _ran(v, "mnist", acc, PAPER_METHODS)
+    if not {"dropout", "mnf"} <= set(ran):
         return _not_run("MNIST runs of Dropout and MNFG with FGSM")
-    adv_acc = {m: float(np.mean(c[1][1:])) for m, c in curves.items()}
-    best = max(adv_acc, key=adv_acc.get)
-    ent_last = {m: float(curves[m][2][-1]) for m in ("dropout", "mnf")}
-    ok = best == "dropout" and ent_last["dropout"] < ent_last["mnf"]
-    return _verdict(
-        ok,
-        f"mean accuracy over eps > 0: {_fmt(adv_acc, v)} (highest: {v.name(best)}); "
-        f"mean entropy at the largest eps: {_fmt(ent_last, v)}",
+    others = [m for m in ran if m != "dropout"]
+    conds = [C.order(v, "mnist", m, "dropout", acc) for m in others]
+    conds.append(C.order(v, "mnist", "dropout", "mnf", ent))
+    return _decide(
+        v,
+        "mnist",
+        conds,
+        ran,
+        f"mean accuracy over eps > 0: {_values(v, 'mnist', acc, ran)}; "
+        + _diffs(v, "mnist", [("dropout", m) for m in others], acc, 3)
+        + f"; mean entropy at the largest eps: {_values(v, 'mnist', ent, ('dropout', 'mnf'))}; "
+        + _diffs(v, "mnist", [("dropout", "mnf")], ent, 3),
     )
 
 
 def _fgsm_cifar_overconfident(v: ResultsView) -> Verdict:
-    curves = {
-        m: c
-        for m in v.methods("cifar5")
-        if m in PAPER_METHODS and (c := _fgsm(v, "cifar5", m)) is not None
-    }
-    if not curves:
+    ent = C.fgsm_stat("last_entropy")
+    ran = _ran(v, "cifar5", ent, PAPER_METHODS)
+    if not ran:
         return _not_run("CIFAR 5 runs with FGSM")
     ceiling = NEAR_MAX_ENTROPY * _log_k(v, "cifar5")
-    ent_last = {m: float(c[2][-1]) for m, c in curves.items()}
-    return _verdict(
-        all(e < ceiling for e in ent_last.values()),
-        f"mean entropy at the largest eps (nats): {_fmt(ent_last, v)}; agrees when every "
-        f"method stays below {ceiling:.2f} ({NEAR_MAX_ENTROPY:g} ln 5)",
+    conds = [-C.interval(v, "cifar5", m, ent).relative_to(ceiling) for m in ran]
+    return _decide(
+        v,
+        "cifar5",
+        conds,
+        ran,
+        f"mean entropy at the largest eps (nats): {_values(v, 'cifar5', ent, ran)}; agrees "
+        f"when every method is resolved below {ceiling:.2f} ({NEAR_MAX_ENTROPY:g} ln 5)",
     )
 
 
@@ -324,58 +497,137 @@ def band_stats(v: ResultsView, task: str, m: str) -> tuple[float, float] | None:
     return float(std[inside].mean()), float(std[~inside].mean())
 
 
-def _toy_stats(v: ResultsView, task: str = "toy-cubic") -> dict[str, tuple[float, float]]:
-    return {m: s for m in v.methods(task) if (s := band_stats(v, task, m)) is not None}
+def _run_band(metrics: dict, what: str) -> float | None:
+    """One run's mean band std inside / outside its training range, or their ratio."""
+    b, t = metrics.get("bands") or {}, metrics.get("train_points") or {}
+    try:
+        x, std, xt = (np.asarray(a, float) for a in (b["x"], b["std"], t["x"]))
+    except (KeyError, TypeError, ValueError):
+        return None
+    if len(xt) == 0 or len(x) != len(std):
+        return None
+    inside = (x >= xt.min()) & (x <= xt.max())
+    if not inside.any() or inside.all():
+        return None
+    s_in, s_out = float(std[inside].mean()), float(std[~inside].mean())
+    return {"inside": s_in, "outside": s_out, "ratio": s_out / s_in}[what]
 
 
-def _toy_mnf_widens(v: ResultsView) -> Verdict:
-    stats = _toy_stats(v)
-    if "mnf" not in stats:
-        return _not_run("a toy-cubic run of MNFG")
-    s_in, s_out = stats["mnf"]
-    return _verdict(
-        s_out >= WIDEN_FACTOR * s_in,
-        f"MNFG mean predictive std inside the training range {s_in:.2f}, outside {s_out:.2f} "
-        f"(ratio {s_out / s_in:.2f}; agrees when >= {WIDEN_FACTOR:g})",
-    )
+def band_stat(what: str) -> C.Stat:
+    """Toy bands: mean std ``inside`` / ``outside`` the training range, or their ``ratio``.
+
+    Computed on the plotting grid (no test examples), so its interval comes from seeds only.
+    """
+    return C.Stat(f"band.{what}", lambda m: _run_band(m, what))
 
 
-def _toy_dropout_diverges_less(v: ResultsView) -> Verdict:
-    stats = _toy_stats(v)
-    if not {"mnf", "dropout"} <= set(stats):
-        return _not_run("toy-cubic runs of MNFG and Dropout")
-    ratio = {m: stats[m][1] / stats[m][0] for m in ("dropout", "mnf")}
-    return _verdict(
-        ratio["dropout"] < ratio["mnf"],
-        f"outside / inside mean std: {_fmt(ratio, v, 2)} (agrees when Dropout's is smaller)",
-    )
-
-
-def _toy_dropout_better_than_fflu(v: ResultsView) -> Verdict:
-    ll = _per_method(v, "toy-cubic", ("loglik_outside",), ("dropout", "fflu"))
-    if not {"dropout", "fflu"} <= set(ll):
-        return _not_run("toy-cubic runs of Dropout and FFLU")
-    return _verdict(
-        ll["dropout"] > ll["fflu"],
-        f"mean predictive log density outside the training range: {_fmt(ll, v, 2)}",
-    )
+def stat_named(name: str, h_max: float = math.log(10)) -> C.Stat:
+    """The statistic a discussion note names: ``error_pct``, ``nll``, ``ece``, ``brier``,
+    ``test_median_entropy``, ``ood.<set>.<auroc|fpr95|fpr95_in|median_entropy|mean_entropy|
+    ecdf_area>``, ``fgsm.<adv_accuracy|last_entropy|last_accuracy>``,
+    ``loglik_<inside|outside>``, ``coverage_3std_<inside|outside>``,
+    ``band.<inside|outside|ratio>``, or any other dotted path into a run's metrics."""
+    if name in C.STATS:
+        return C.STATS[name]
+    head, _, rest = name.partition(".")
+    if head == "ood" and "." in rest:
+        ood, what = rest.rsplit(".", 1)
+        return C.ood_stat(ood, what, h_max)
+    if head == "fgsm" and rest in ("adv_accuracy", "last_entropy", "last_accuracy"):
+        return C.fgsm_stat(rest)
+    if head == "band" and rest in ("inside", "outside", "ratio"):
+        return band_stat(rest)
+    if name.startswith(("loglik_", "coverage_3std_")):
+        return C.regression_stat(name)
+    return C.Stat(name, C._path(*name.split(".")))
 
 
 #: The models of the paper's Figure 6 (the toy claims compare among these).
 FIGURE6_METHODS: tuple[str, ...] = ("dropout", "dropout-learned", "fflu", "mnf")
 
 
+def _toy_mnf_widens(v: ResultsView) -> Verdict:
+    ratio = band_stat("ratio")
+    iv = C.interval(v, "toy-cubic", "mnf", ratio)
+    if iv is None:
+        return _not_run("a toy-cubic run of MNFG")
+    stats = band_stats(v, "toy-cubic", "mnf")
+    return _decide(
+        v,
+        "toy-cubic",
+        [iv.relative_to(WIDEN_FACTOR)],
+        ("mnf",),
+        f"MNFG mean predictive std inside the training range {stats[0]:.2f}, outside "
+        f"{stats[1]:.2f} (ratio {_iv(iv, 2)}; agrees when resolved >= {WIDEN_FACTOR:g}; "
+        f"{iv.how})",
+    )
+
+
+def _toy_dropout_diverges_less(v: ResultsView) -> Verdict:
+    ratio = band_stat("ratio")
+    ran = _ran(v, "toy-cubic", ratio, ("mnf", "dropout"))
+    if len(ran) < 2:
+        return _not_run("toy-cubic runs of MNFG and Dropout")
+    return _decide(
+        v,
+        "toy-cubic",
+        [C.order(v, "toy-cubic", "dropout", "mnf", ratio)],
+        ran,
+        f"outside / inside mean std: {_values(v, 'toy-cubic', ratio, ran, 2)}; "
+        + _diffs(v, "toy-cubic", [("dropout", "mnf")], ratio, 2)
+        + " (agrees when Dropout's is resolved smaller)",
+    )
+
+
+def _toy_dropout_better_than_fflu(v: ResultsView) -> Verdict:
+    ll = C.regression_stat("loglik_outside")
+    ran = _ran(v, "toy-cubic", ll, ("dropout", "fflu"))
+    if len(ran) < 2:
+        return _not_run("toy-cubic runs of Dropout and FFLU")
+    return _decide(
+        v,
+        "toy-cubic",
+        [C.order(v, "toy-cubic", "fflu", "dropout", ll)],
+        ran,
+        f"mean predictive log density outside the training range: "
+        f"{_values(v, 'toy-cubic', ll, ran, 2)}; "
+        + _diffs(v, "toy-cubic", [("dropout", "fflu")], ll, 2),
+    )
+
+
 def _toy_learned_dropout_overfits(v: ResultsView) -> Verdict:
-    stats = {m: s for m, s in _toy_stats(v).items() if m in FIGURE6_METHODS}
-    if "dropout-learned" not in stats or len(stats) < 2:
-        return _not_run("toy-cubic runs of dropout-learned and at least one other method")
-    outside = {m: s[1] for m, s in stats.items()}
-    narrowest = min(outside, key=outside.get)
-    ll = _per_method(v, "toy-cubic", ("loglik_outside",), tuple(stats))
-    return _verdict(
-        narrowest == "dropout-learned",
-        f"mean predictive std outside the training range: {_fmt(outside, v, 2)} "
-        f"(narrowest: {v.name(narrowest)}); log density outside: {_fmt(ll, v, 2)}",
+    out = band_stat("outside")
+    r = _lowest(
+        v,
+        "toy-cubic",
+        "dropout-learned",
+        out,
+        FIGURE6_METHODS,
+        "mean predictive std outside the training range",
+        2,
+    )
+    return r or _not_run("toy-cubic runs of dropout-learned and at least one other method")
+
+
+def _toy_mnf_closer_to_truth(v: ResultsView) -> Verdict:
+    """MNF's predictive is the most realistic of Figure 6's: highest held-out log density
+    outside the training range (where the true posterior predictive widens)."""
+    ll = C.regression_stat("loglik_outside")
+    cov = C.regression_stat("coverage_3std_outside")
+    ran = _ran(v, "toy-cubic", ll, FIGURE6_METHODS)
+    if "mnf" not in ran or len(ran) < 2:
+        return _not_run("toy-cubic runs of MNFG and at least one other Figure 6 model")
+    others = [m for m in ran if m != "mnf"]
+    return _decide(
+        v,
+        "toy-cubic",
+        [C.order(v, "toy-cubic", m, "mnf", ll) for m in others],
+        ran,
+        f"mean predictive log density outside the training range: "
+        f"{_values(v, 'toy-cubic', ll, ran, 2)}; "
+        + _diffs(v, "toy-cubic", [("mnf", m) for m in others], ll, 2)
+        + f"; share of held-out points outside within ± 3 std: "
+        f"{_values(v, 'toy-cubic', cov, ran, 3)} (0.997 when calibrated)",
     )
 
 
@@ -388,6 +640,15 @@ CLAIMS: tuple[Claim, ...] = (
         "Table 2",
         "table2",
         _mnf_beats_mean_field("mnist", "MNIST"),
+    ),
+    Claim(
+        "mnist-mnf-similar-to-ensemble",
+        "4.1 MNIST",
+        "mnist",
+        "With MNF posteriors the error reaches accuracies similar to Deep Ensembles'.",
+        "Table 2",
+        "table2",
+        _similar_error("mnist", "mnf", "ensemble", "MNIST"),
     ),
     Claim(
         "notmnist-mnf-lowest",
@@ -444,6 +705,25 @@ CLAIMS: tuple[Claim, ...] = (
         "Figure 3",
         "ecdf-cifar5",
         _cifar_l2_most_overconfident,
+    ),
+    Claim(
+        "cifar-ensemble-dropout-similar-uncertainty",
+        "4.1 CIFAR 10",
+        "cifar5",
+        "Deep Ensembles and Dropout have similar uncertainties on the hidden classes.",
+        "Figure 3",
+        "ecdf-cifar5",
+        _similar_ood_entropy("cifar5", "dropout", ("ensemble",), "CIFAR 5"),
+    ),
+    Claim(
+        "cifar-gaussian-similar-to-loguniform",
+        "4.1 CIFAR 10",
+        "cifar5",
+        "The networks with Gaussian priors (FFG, MNFG) have uncertainty similar to the "
+        "network with the log-uniform prior (FFLU) on the hidden classes.",
+        "Figure 3",
+        "ecdf-cifar5",
+        _similar_ood_entropy("cifar5", "fflu", ("ffg", "mnf"), "CIFAR 5"),
     ),
     Claim(
         "cifar-dropout-mnf-best-accuracy",
@@ -510,6 +790,17 @@ CLAIMS: tuple[Claim, ...] = (
         "Figure 6",
         "toy-bands",
         _toy_mnf_widens,
+    ),
+    Claim(
+        "toy-mnf-closer-to-true-posterior",
+        "4.3",
+        "toy-cubic",
+        "MNF's predictive distribution is more realistic, closer to the true posterior: "
+        "read here as the highest held-out log density outside the training range among "
+        "the Figure 6 models.",
+        "Figure 6",
+        "toy-bands",
+        _toy_mnf_closer_to_truth,
     ),
     Claim(
         "toy-dropout-diverges-less",

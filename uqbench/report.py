@@ -25,6 +25,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from uqbench import compare as C
+from uqbench import stats as S
 from uqbench.errors import ResultsError
 from uqbench.paper import (
     CLAIMS,
@@ -34,9 +36,9 @@ from uqbench.paper import (
     TABLE2,
     TABLE2_ROWS,
     band_stats,
+    stat_named,
 )
 from uqbench.results import READABLE_RESULTS_SCHEMAS, unique_tmp
-from uqbench.results import RESULTS_SCHEMA as SCHEMA
 
 #: Caption label of every CIFAR table and figure made from the unverified stand-in.
 CIFAR_UNVERIFIED = "CIFAR-10 (UNVERIFIED copy: JPEG-q75 stand-in)"
@@ -45,17 +47,18 @@ TASK_ORDER = ("mnist", "cifar5", "toy-cubic")
 TASK_NAMES = {"mnist": "MNIST", "cifar5": "CIFAR 5", "toy-cubic": "Toy cubic"}
 #: Order of methods in tables: the paper's columns, then learned dropout, then the rest.
 METHOD_ORDER = (*PAPER_METHODS, "dropout-learned")
-#: Index into seaborn's "colorblind" palette per method, the same in every figure.
-_PALETTE_INDEX = {
-    "mnf": 0,  # blue
-    "dropout": 1,  # orange
-    "ensemble": 2,  # green
-    "ffg": 3,  # red
-    "fflu": 4,  # purple
-    "dropout-learned": 6,  # pink
-    "l2": 7,  # grey
+#: Colour per method, the same in every figure: the Okabe-Ito palette (Okabe & Ito 2008),
+#: designed to stay distinguishable under the common colour-vision deficiencies.
+_METHOD_COLORS = {
+    "mnf": "#0072B2",  # blue
+    "dropout": "#E69F00",  # orange
+    "ensemble": "#009E73",  # bluish green
+    "ffg": "#CC79A7",  # reddish purple
+    "fflu": "#D55E00",  # vermillion
+    "dropout-learned": "#56B4E9",  # sky blue
+    "l2": "#000000",  # black
 }
-_SPARE_INDEX = (5, 8, 9)  # brown, yellow, cyan for plug-ins
+_SPARE_COLORS = ("#F0E442", "#999999", "#8C510A")  # yellow, grey, brown for plug-ins
 _PAPER_FIGURE = {"notmnist": "Figure 2", "cifar5": "Figure 3"}
 
 CSS = """
@@ -73,7 +76,7 @@ pre { padding: .6em; overflow-x: auto; }
 .warning { background: #fff1e6; border-left: 5px solid #d9480f; padding: .6em 1em;
            font-weight: bold; }
 .agrees { color: #1b7a2d; font-weight: bold; } .differs { color: #b3261e; font-weight: bold; }
-.notrun { color: #777; font-weight: bold; }
+.notrun { color: #777; font-weight: bold; } .inconclusive { color: #8a6d00; font-weight: bold; }
 """
 
 
@@ -99,9 +102,11 @@ class ResultsView:
     """Read-only access to a merged results dict, grouped by task and method.
 
     Scalars and curves are averaged over seeds; anything missing reads as ``None``.
+    ``base_dir`` is the results directory, where runs' saved per-example outputs live
+    (``runs/<run>.npz``); without it, intervals come from seeds alone.
     """
 
-    def __init__(self, results: dict[str, Any]) -> None:
+    def __init__(self, results: dict[str, Any], base_dir: Path | None = None) -> None:
         runs = results.get("runs")
         if not isinstance(runs, list):
             raise ResultsError("results have no 'runs' list; is this a merged results.json?")
@@ -113,6 +118,53 @@ class ResultsView:
         for v in self._by.values():
             v.sort(key=lambda r: r.get("seed", 0) or 0)
         self._colors: dict[str, Any] = {}
+        self.base_dir = Path(base_dir) if base_dir is not None else None
+        #: Intervals and comparisons already computed (bootstraps are not free).
+        self.cache: dict[tuple[Any, ...], Any] = {}
+        self._outputs: dict[str, Any] = {}
+
+    def outputs(self, run: dict[str, Any]) -> dict[str, np.ndarray] | None:
+        """The run's saved per-example outputs, or None (none saved, or file missing)."""
+        name = run.get("predictions")
+        if not isinstance(name, str) or self.base_dir is None:
+            return None
+        if name not in self._outputs:
+            path = self.base_dir / "runs" / Path(name).name
+            try:
+                with np.load(path) as z:
+                    self._outputs[name] = {k: z[k] for k in z.files}
+            except (OSError, ValueError):
+                self._outputs[name] = None
+        return self._outputs[name]
+
+    def has_outputs(self, task: str | None = None) -> bool:
+        """True when some run (of ``task``) names saved per-example outputs that exist."""
+        runs = [r for r in self.runs if task is None or r["task"] == task]
+        return any(self.outputs(r) is not None for r in runs)
+
+    def n_seeds(self, task: str | None = None) -> int:
+        """Most seeds any method ran (on ``task``)."""
+        counts = [len(v) for (t, _), v in self._by.items() if task is None or t == task]
+        return max(counts, default=0)
+
+    @staticmethod
+    def convergence(run: dict[str, Any]) -> S.Convergence:
+        """Convergence of one run from its per-epoch training loss (:func:`stats.convergence`)."""
+
+        def floats(key: str) -> list[float] | None:
+            xs = _get(run, ("train_log", key))
+            if not isinstance(xs, list):
+                return None
+            return [_num(x) if _num(x) is not None else math.nan for x in xs]
+
+        losses = floats("loss")
+        if losses is None:
+            return S.Convergence(None, None)
+        return S.convergence(losses, floats("kl"))
+
+    def unconverged(self, task: str, method: str) -> bool:
+        """True when some run of ``method`` on ``task`` failed the convergence criterion."""
+        return any(self.convergence(r).converged is False for r in self.runs_for(task, method))
 
     # structure
     def tasks(self, kind: str | None = None) -> list[str]:
@@ -257,19 +309,17 @@ class ResultsView:
         return (" Data: " + "; ".join(dict.fromkeys(labels)) + ".") if labels else ""
 
     def color(self, method: str) -> Any:
-        """Fixed colour of ``method`` (seaborn colorblind palette), the same in every figure."""
+        """Fixed colour of ``method`` (Okabe-Ito palette), the same in every figure."""
         if not self._colors:
-            import seaborn as sns
-
-            pal = list(sns.color_palette("colorblind", 10))
-            spare = list(_SPARE_INDEX)
-            extra = [m for m in self.methods() if m not in _PALETTE_INDEX]
+            extra = [m for m in self.methods() if m not in _METHOD_COLORS]
             for i, m in enumerate(extra):
-                idx = spare[i] if i < len(spare) else None
-                self._colors[m] = pal[idx] if idx is not None else f"C{i % 10}"
-            for m, idx in _PALETTE_INDEX.items():
-                self._colors[m] = pal[idx]
+                self._colors[m] = _SPARE_COLORS[i] if i < len(_SPARE_COLORS) else f"C{i % 10}"
+            self._colors.update(_METHOD_COLORS)
         return self._colors.get(method, "black")
+
+    def label(self, task: str, method: str) -> str:
+        """Legend label: the method's name, with † when a run of it is not converged."""
+        return self.name(method) + (" †" if self.unconverged(task, method) else "")
 
 
 # -- a minimal document model, rendered to Markdown and HTML ----------------------------------
@@ -371,7 +421,9 @@ class _Doc:
         return "\n".join(out) + "\n"
 
 
-_NUMBER = re.compile(r"^(—|[-+]?\d[\d.,]*( ± [\d.]+)?( ?[a-z%]+)?)$")
+_NUMBER = re.compile(
+    r"^(\*\*)?(—|[-+]?\d[\d.,]*( ± [\d.]+| \[[-+\d., ]+\])?( ?[a-z%]+)?)(\*\*)?( †)?$"
+)
 
 
 def _numeric_column(rows: list[list[str]], i: int) -> bool:
@@ -389,7 +441,7 @@ def _inline(text: str) -> str:
     s = html.escape(str(text))
     s = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", s)
     s = re.sub(r"`(.+?)`", r"<code>\1</code>", s)
-    s = re.sub(r"\[(agrees|differs)\]", r'<span class="\1">\1</span>', s)
+    s = re.sub(r"\[(agrees|differs|inconclusive)\]", r'<span class="\1">\1</span>', s)
     return s.replace("[not run]", '<span class="notrun">not run</span>')
 
 
@@ -451,7 +503,13 @@ def _new_figure(
     return fig, axes[:n_panels]
 
 
-def _save(fig: Figure, path: Path) -> Path:
+def _save(fig: Figure, path: Path, view: ResultsView | None = None, task: str = "") -> Path:
+    """Write the PNG atomically; a figure of a task run on unverified data says so inside it."""
+    if view is not None and task and not view.verified(task):
+        label = CIFAR_UNVERIFIED if task.startswith("cifar") else "UNVERIFIED data"
+        fig.text(
+            0.5, 0.995, label, ha="center", va="top", fontsize=9, color="#B3261E", weight="bold"
+        )
     tmp = unique_tmp(path)
     try:
         fig.savefig(tmp, dpi=100, format=path.suffix.lstrip(".") or "png")
@@ -483,7 +541,7 @@ def _ecdf_figure(view: ResultsView, task: str, ood: str, path: Path) -> Path | N
         if grid is None or cdf is None or len(grid) != len(cdf):
             continue
         xs, ys = np.append(grid, x_max), np.append(cdf, cdf[-1])
-        ax.plot(xs, ys, color=view.color(m), label=view.name(m), lw=2)
+        ax.plot(xs, ys, color=view.color(m), label=view.label(task, m), lw=2)
         drawn += 1
     if not drawn:
         return None
@@ -498,7 +556,7 @@ def _ecdf_figure(view: ResultsView, task: str, ood: str, path: Path) -> Path | N
     )
     ax.legend(loc="upper left", fontsize=8)
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return _save(fig, path, view, task)
 
 
 def _fgsm_figure(view: ResultsView, task: str, path: Path) -> Path | None:
@@ -512,7 +570,7 @@ def _fgsm_figure(view: ResultsView, task: str, path: Path) -> Path | None:
         ent = view.curve(task, m, "fgsm", "mean_entropy")
         if eps is None or acc is None or ent is None or not (len(eps) == len(acc) == len(ent)):
             continue
-        ax.plot(eps, acc, color=view.color(m), lw=2, marker="o", ms=3, label=view.name(m))
+        ax.plot(eps, acc, color=view.color(m), lw=2, marker="o", ms=3, label=view.label(task, m))
         ax2.plot(eps, ent, color=view.color(m), lw=2, ls="--")
         drawn += 1
     if not drawn:
@@ -543,7 +601,7 @@ def _fgsm_figure(view: ResultsView, task: str, path: Path) -> Path | None:
         frameon=False,
     )
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return _save(fig, path, view, task)
 
 
 def _toy_figure(view: ResultsView, task: str, path: Path) -> Path | None:
@@ -573,11 +631,15 @@ def _toy_figure(view: ResultsView, task: str, path: Path) -> Path | None:
         if xt is not None and yt is not None and len(xt) == len(yt):
             ax.scatter(xt, yt, s=12, color="black", zorder=3, label="training points")
         ax.set(
-            xlim=(x.min(), x.max()), ylim=(-300, 300), xlabel="x", ylabel="y", title=view.name(m)
+            xlim=(x.min(), x.max()),
+            ylim=(-300, 300),
+            xlabel="x",
+            ylabel="y",
+            title=view.label(task, m),
         )
         ax.grid(alpha=0.3)
     axes[0].legend(loc="upper left", fontsize=7)
-    return _save(fig, path)
+    return _save(fig, path, view, task)
 
 
 def _reliability_figure(view: ResultsView, task: str, path: Path) -> Path | None:
@@ -608,11 +670,23 @@ def _reliability_figure(view: ResultsView, task: str, path: Path) -> Path | None
             ylim=(0, 1),
             xlabel="confidence (top probability)",
             ylabel="accuracy",
-            title=f"{view.name(m)} (ECE {_f(ece)})",
+            title=f"{view.label(task, m)} (ECE {_f(ece)})",
         )
+        bars = zip(rel["lower"][ok], width[ok], rel["accuracy"][ok], rel["count"][ok], strict=True)
+        for lo, w, a, n in bars:
+            ax.text(
+                lo + w / 2,
+                min(a, 0.9) + 0.02,
+                f"{int(n)}",
+                ha="center",
+                fontsize=5,
+                rotation=90,
+                va="bottom",
+                color="0.2",
+            )
         ax.grid(alpha=0.3)
     axes[0].legend(loc="upper left", fontsize=7)
-    return _save(fig, path)
+    return _save(fig, path, view, task)
 
 
 # -- sections -----------------------------------------------------------------------------------
@@ -626,6 +700,10 @@ def _header(doc: _Doc, view: ResultsView, results: dict[str, Any]) -> None:
         "Louizos & Welling (ICML 2017), *Multiplicative Normalizing Flows for Variational "
         "Bayesian Neural Networks*."
     )
+
+
+def _environment(doc: _Doc, view: ResultsView, results: dict[str, Any]) -> None:
+    doc.h(2, "Command and environment")
     doc.p("Command:")
     doc.code(str(results.get("command", "(not recorded)")))
     env = results.get("environment") or {}
@@ -662,6 +740,157 @@ def _header(doc: _Doc, view: ResultsView, results: dict[str, Any]) -> None:
             [[str(x.get("file")), str(x.get("reason"))] for x in left_out],
             "Run files in the results folder that do not belong to these results.",
         )
+
+
+def _summary(doc: _Doc, view: ResultsView) -> None:
+    """First screen: which posterior is best for what, marked only where resolved."""
+    doc.h(2, "Summary: which posterior for what")
+    rows = []
+
+    def add(what: str, task: str, stat: C.Stat, digits: int, methods: list[str]) -> None:
+        top, resolved = C.best(view, task, methods, stat)
+        if top is None:
+            return
+        iv = C.interval(view, task, top, stat)
+        value = _iv_text(iv, digits) if iv is not None else "—"
+        if resolved:
+            verdict = f"**{view.name(top)}** (resolved against every other)"
+        else:
+            rivals = [
+                view.name(m)
+                for m in methods
+                if m != top
+                and C.interval(view, task, m, stat) is not None
+                and C.order(view, task, *((top, m) if stat.lower_better else (m, top)), stat) != 1
+            ]
+            verdict = f"{view.name(top)} by its mean; not resolved against " + ", ".join(rivals)
+        if view.unconverged(task, top):
+            verdict += " †"
+        rows.append([what, view.task_name(task), value, verdict])
+
+    for t in view.tasks("classification"):
+        ms = view.methods(t)
+        add("accuracy (test error %)", t, C.STATS["error_pct"], 2, ms)
+        add("calibration (ECE)", t, C.STATS["ece"], 3, ms)
+        add("calibration (NLL)", t, C.STATS["nll"], 3, ms)
+        o = view.ood_set(t)
+        if o is not None:
+            add(f"OOD detection (AUROC, {o})", t, C.ood_stat(o, "auroc"), 3, ms)
+        fg = [m for m in ms if C.interval(view, t, m, C.fgsm_stat("adv_accuracy")) is not None]
+        add("adversarial (FGSM accuracy, mean over eps > 0)", t, C.fgsm_stat("adv_accuracy"), 3, fg)
+    for t in view.tasks("regression"):
+        ms = view.methods(t)
+        add(
+            "regression (log density outside the data)",
+            t,
+            C.regression_stat("loglik_outside"),
+            2,
+            ms,
+        )
+        add(
+            "regression (log density inside the data)", t, C.regression_stat("loglik_inside"), 2, ms
+        )
+    if not rows:
+        doc.p("No metric to compare.")
+        return
+    seeds = view.n_seeds()
+    note = ""
+    if seeds <= 1:
+        note = " With one seed, training noise is not measured: " + (
+            "intervals cover test-set noise only (bootstrap over test examples)."
+            if view.has_outputs()
+            else "these runs saved no per-example outputs either, so no difference is "
+            "resolved; rerun with more seeds (`--seeds 0 1 2`) to decide."
+        )
+    doc.table(
+        ["for", "task", "value (best mean)", "best"],
+        rows,
+        "Best mean per criterion; named best only when its 95% interval of the difference "
+        "to every other method excludes 0 (no correction for the many comparisons). "
+        "† = not converged." + note + view.data_label(view.tasks()),
+    )
+
+
+def _settings(doc: _Doc, view: ResultsView) -> None:
+    """What each task's runs actually used: training length, samples, members, subsets."""
+    doc.h(2, "Settings")
+    rows = []
+    for t in view.tasks():
+        for m in view.methods(t):
+            runs = view.runs_for(t, m)
+            r = runs[0]
+            cfg = r.get("config") or {}
+            tr, ev, data = cfg.get("train") or {}, cfg.get("eval") or {}, r.get("data") or {}
+            post = cfg.get("posterior") or {}
+            n_ood = data.get("n_ood") or {}
+            rows.append(
+                [
+                    view.task_name(t),
+                    view.name(m),
+                    ", ".join(str(x.get("seed")) for x in runs),
+                    str(tr.get("epochs", "—")),
+                    str(tr.get("batch_size", "—")),
+                    str(ev.get("test_samples", "—")),
+                    str(ev.get("fgsm_samples", "—")) if _get(r, ("metrics", "fgsm")) else "—",
+                    str(ev.get("fgsm_n") or "all") if _get(r, ("metrics", "fgsm")) else "—",
+                    str(post.get("members", "—")),
+                    str(data.get("n_train", "—")),
+                    str(data.get("n_test", "—")),
+                    ", ".join(f"{k} {v}" for k, v in n_ood.items()) or "—",
+                    "yes" if view.verified(t) else "**NO**",
+                ]
+            )
+    if not rows:
+        return
+    doc.table(
+        [
+            "task (settings)",
+            "method",
+            "seeds",
+            "epochs",
+            "batch",
+            "test samples",
+            "FGSM samples",
+            "FGSM points",
+            "members",
+            "n train",
+            "n test",
+            "n OOD",
+            "data verified",
+        ],
+        rows,
+        "Settings of the runs (the first seed's; every run records its full config). The "
+        "paper: 100 posterior samples at test time, 10 ensemble members on MNIST, 5 on "
+        "CIFAR; the authors' code trains MNIST 100 epochs." + view.data_label(view.tasks()),
+    )
+
+
+def _convergence(doc: _Doc, view: ResultsView) -> None:
+    doc.h(2, "Convergence")
+    w = S.CONVERGENCE_TOL
+    doc.p(
+        "Criterion: the mean training objective (per-epoch loss: NLL + KL / N, or the "
+        "family's own objective), and the mean of its KL term where it has one, over the "
+        f"last tenth of the epochs may be at most {100 * w:g}% below the mean over the "
+        "tenth before (one epoch each for fewer than 20 epochs: with so few epochs the test "
+        "is weak). A run that fails it is a snapshot of a training still under "
+        "way: it is marked † in every table and figure, and cannot back an 'agrees'."
+    )
+    rows = []
+    for t in view.tasks():
+        for m in view.methods(t):
+            for r in view.runs_for(t, m):
+                c = view.convergence(r)
+                n = len(_get(r, ("train_log", "loss")) or [])
+                rows.append(
+                    [view.name(m), view.task_name(t), str(r.get("seed", "")), str(n), c.label()]
+                )
+    bad = sum(1 for r in rows if r[-1].startswith("NO"))
+    doc.table(
+        ["method", "task", "seed", "epochs", "converged (relative fall)"],
+        rows,
+        f"{bad} of {len(rows)} runs are not converged by this criterion.",
+    )
 
 
 def _provenance(doc: _Doc, view: ResultsView) -> None:
@@ -721,6 +950,60 @@ def _table_methods(view: ResultsView, tasks: list[str]) -> list[str]:
     return [m for m in PAPER_METHODS if m in present or any(t in TABLE2 for t in tasks)] + extra
 
 
+def _iv_text(iv: S.Interval, digits: int) -> str:
+    """``mean ± half-width`` (t over seeds) or ``value [lo, hi]`` (bootstrap, one seed)."""
+    v = f"{iv.value:.{digits}f}"
+    if iv.lo is None or iv.hi is None:
+        return v
+    if iv.n >= 2:
+        return f"{v} ± {(iv.hi - iv.lo) / 2:.{digits}f}"
+    return f"{v} [{iv.lo:.{digits}f}, {iv.hi:.{digits}f}]"
+
+
+def _cells(
+    view: ResultsView, task: str, methods: list[str], stat: C.Stat, digits: int
+) -> list[str]:
+    """One cell per method: mean with its 95% interval, **bold** for a resolved best,
+    † for a method with an unconverged run; — where it did not run."""
+    top, resolved = C.best(view, task, methods, stat)
+    out = []
+    for m in methods:
+        iv = C.interval(view, task, m, stat)
+        if iv is None:
+            out.append("—")
+            continue
+        text = _iv_text(iv, digits)
+        if resolved and m == top:
+            text = f"**{text}**"
+        out.append(text + (" †" if view.unconverged(task, m) else ""))
+    return out
+
+
+def _stats_note(view: ResultsView, tasks: list[str]) -> str:
+    """Caption sentence saying how the intervals of ``tasks`` were made, and what is missing."""
+    seeds = max((view.n_seeds(t) for t in tasks), default=0)
+    if seeds >= 2:
+        how = (
+            f"mean ± half-width of the 95% t-interval over seeds (up to {seeds}); "
+            "best marks from paired per-seed differences"
+        )
+    elif any(view.has_outputs(t) for t in tasks):
+        how = (
+            "one seed: value [95% bootstrap interval over test examples]; best marks from "
+            "paired bootstraps over test examples (test-set noise only, not training noise)"
+        )
+    else:
+        how = (
+            "ONE SEED and no saved per-example outputs: no interval can be given, so no "
+            "value is marked best"
+        )
+    return (
+        f"Ours: {how}. **Bold** = best and resolved (its 95% interval of the difference to "
+        "every other method excludes 0; no correction for the many comparisons); "
+        "† = a run not converged (section Convergence)."
+    )
+
+
 def _table2(doc: _Doc, view: ResultsView) -> None:
     doc.h(2, "Table 2: test error (%)")
     tasks = view.tasks("classification")
@@ -731,7 +1014,7 @@ def _table2(doc: _Doc, view: ResultsView) -> None:
     rows = []
     for t in tasks:
         rows.append(
-            [f"{view.task_name(t)} (ours)"] + [_mean_pm(view, t, m, "error_pct") for m in methods]
+            [f"{view.task_name(t)} (ours)"] + _cells(view, t, methods, C.STATS["error_pct"], 2)
         )
         if t in TABLE2:
             rows.append(
@@ -741,8 +1024,9 @@ def _table2(doc: _Doc, view: ResultsView) -> None:
     doc.table(
         ["task"] + [view.name(m) for m in methods],
         rows,
-        "Test error (%) of the MC predictive. Ours: mean ± std over seeds (std only with "
-        "more than one seed); paper: Louizos & Welling 2017, Table 2. — = not run."
+        "Test error (%) of the MC predictive. "
+        + _stats_note(view, tasks)
+        + " Paper: Louizos & Welling 2017, Table 2. — = not run."
         + view.data_label(tasks),
     )
 
@@ -751,71 +1035,68 @@ def _calibration(doc: _Doc, view: ResultsView) -> None:
     doc.h(2, "Calibration and out-of-distribution detection")
     for t in view.tasks("classification"):
         oods = view.ood_sets(t)
-        headers = ["method", "seeds", "error %", "NLL", "ECE", "Brier", "median H test"]
+        methods = view.methods(t)
+        h_max = math.log(view.n_classes(t) or 10)
+        columns: list[tuple[str, C.Stat, int]] = [
+            ("error %", C.STATS["error_pct"], 2),
+            ("NLL", C.STATS["nll"], 3),
+            ("ECE", C.STATS["ece"], 3),
+            ("Brier", C.STATS["brier"], 3),
+            ("median H test", C.STATS["test_median_entropy"], 3),
+        ]
         for o in oods:
-            headers += [f"AUROC {o}", f"FPR95 {o}", f"median H {o}"]
-        rows = []
-        for m in view.methods(t):
-            row = [
-                view.name(m),
-                str(len(view.runs_for(t, m))),
-                _f(view.scalar(t, m, "error_pct"), 2),
-                _f(view.scalar(t, m, "nll")),
-                _f(view.scalar(t, m, "ece")),
-                _f(view.scalar(t, m, "brier")),
-                _f(view.scalar(t, m, "test_entropy", "median")),
+            columns += [
+                (f"AUROC {o}", C.ood_stat(o, "auroc", h_max), 3),
+                (f"FPR95 {o} (in+)", C.ood_stat(o, "fpr95_in", h_max), 3),
+                (f"FPR95 {o} (OOD+)", C.ood_stat(o, "fpr95", h_max), 3),
+                (f"median H {o}", C.ood_stat(o, "median_entropy", h_max), 3),
             ]
-            for o in oods:
-                row += [
-                    _f(view.scalar(t, m, "ood", o, "auroc")),
-                    _f(view.scalar(t, m, "ood", o, "fpr95")),
-                    _f(view.scalar(t, m, "ood", o, "median_entropy")),
-                ]
-            rows.append(row)
+        cols = [_cells(view, t, methods, stat, d) for _, stat, d in columns]
+        rows = [
+            [view.name(m), str(len(view.runs_for(t, m)))] + [c[i] for c in cols]
+            for i, m in enumerate(methods)
+        ]
         doc.h(3, view.task_name(t))
         doc.table(
-            headers,
+            ["method", "seeds"] + [h for h, _, _ in columns],
             rows,
-            f"{view.task_name(t)}: means over seeds. NLL, ECE (15 bins), Brier, FPR95: "
-            "lower is better; AUROC (OOD positive, entropy as score): higher is better; "
-            "median H = median predictive entropy in nats (on OOD data higher is better)."
+            f"{view.task_name(t)}. NLL, ECE (15 bins), Brier, FPR95: lower is better; AUROC "
+            "(OOD positive, entropy as score): higher is better; FPR95 (in+) is the "
+            "literature's (Hendrycks & Gimpel; OpenOOD): share of OOD points accepted when "
+            "95% of in-distribution points are, with in-distribution positive; FPR95 (OOD+) "
+            "flags 95% of OOD points and counts flagged test points. median H = median "
+            "predictive entropy in nats (on OOD data higher is better; not marked). "
+            + _stats_note(view, [t])
             + view.data_label([t]),
         )
     for t in view.tasks("regression"):
+        methods = view.methods(t)
+        stat_cols = [
+            ("RMSE", C.Stat("rmse", C._path("rmse"), lower_better=True), 2),
+            ("loglik in", C.regression_stat("loglik_inside"), 2),
+            ("loglik out", C.regression_stat("loglik_outside"), 2),
+            ("cover 3σ in", C.regression_stat("coverage_3std_inside"), 3),
+            ("cover 3σ out", C.regression_stat("coverage_3std_outside"), 3),
+        ]
+        cols = [_cells(view, t, methods, stat, d) for _, stat, d in stat_cols]
         rows = []
-        for m in view.methods(t):
+        for i, m in enumerate(methods):
             stats = band_stats(view, t, m)
             rows.append(
-                [
-                    view.name(m),
-                    str(len(view.runs_for(t, m))),
-                    _f(view.scalar(t, m, "rmse"), 2),
-                    _f(view.scalar(t, m, "loglik_inside"), 2),
-                    _f(view.scalar(t, m, "loglik_outside"), 2),
-                    _f(view.scalar(t, m, "coverage_3std_inside")),
-                    _f(view.scalar(t, m, "coverage_3std_outside")),
-                    _f(stats[0] if stats else None, 2),
-                    _f(stats[1] if stats else None, 2),
-                ]
+                [view.name(m), str(len(view.runs_for(t, m)))]
+                + [c[i] for c in cols]
+                + [_f(stats[0] if stats else None, 2), _f(stats[1] if stats else None, 2)]
             )
         doc.h(3, view.task_name(t))
         doc.table(
-            [
-                "method",
-                "seeds",
-                "RMSE",
-                "loglik in",
-                "loglik out",
-                "cover 3σ in",
-                "cover 3σ out",
-                "mean std in",
-                "mean std out",
-            ],
+            ["method", "seeds"] + [h for h, _, _ in stat_cols] + ["mean std in", "mean std out"],
             rows,
             f"{view.task_name(t)}: held-out points inside / outside the training range. "
             "loglik = mean Gaussian predictive log density (higher is better); cover 3σ = "
             "share within mean ± 3 std (0.997 if calibrated); mean std on the plotting "
-            "grid inside / outside the training inputs' range." + view.data_label([t]),
+            "grid inside / outside the training inputs' range. "
+            + _stats_note(view, [t])
+            + view.data_label([t]),
         )
 
 
@@ -867,7 +1148,8 @@ def _figures(doc: _Doc, view: ResultsView, fig_dir: Path) -> dict[str, Path]:
             _reliability_figure(view, t, fig_dir / f"{key}.png"),
             key,
             f"Reliability diagrams on the {view.task_name(t)} test set (15 equal-width "
-            "confidence bins, pooled over seeds); bars on the diagonal are calibrated."
+            "confidence bins, pooled over seeds; the number above each bar is its count of "
+            "test points); bars on the diagonal are calibrated. † = a run not converged."
             + view.data_label([t]),
         )
     if not made:
@@ -898,6 +1180,70 @@ def _per_run(doc: _Doc, view: ResultsView) -> None:
         ["method", "task", "seed", "train s", "eval s", "data verified"],
         rows,
         "Every run of the suite." + view.data_label(view.tasks()),
+    )
+
+
+def _mechanism(doc: _Doc, view: ResultsView) -> None:
+    """Per-layer terms of q for the Gaussian families: does MNF's z do anything?"""
+    families = ("ffg", "mnf")
+    rows = []
+    for t in view.tasks():
+        for m in view.methods(t):
+            if m not in families:
+                continue
+            layers: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+            for r in view.runs_for(t, m):
+                for name, d in (_get(r, ("metrics", "diagnostics", "q_layers")) or {}).items():
+                    for k, x in (d or {}).items():
+                        if _num(x) is not None:
+                            layers[name][k].append(float(x))
+            for name, d in layers.items():
+                mean = {k: float(np.mean(v)) for k, v in d.items()}
+                rows.append(
+                    [view.task_name(t), view.name(m), name]
+                    + [
+                        _f(mean.get(k), 3)
+                        if k not in ("kl_w", "log_q", "log_r", "kl")
+                        else _f(mean.get(k), 1)
+                        for k in (
+                            "weight_std",
+                            "z_mean",
+                            "z_spread",
+                            "z_spread_rel",
+                            "log_q",
+                            "log_r",
+                            "kl_w",
+                            "kl",
+                        )
+                    ]
+                )
+    if not any(m in families for t in view.tasks() for m in view.methods(t)):
+        return
+    doc.h(2, "MNF mechanism: q(z) per layer, MNF against FFG")
+    if not rows:
+        doc.p(
+            "Not recorded: these FFG / MNF runs were made before their per-layer diagnostics "
+            "(spread of z, log q(z), log r(z|W), KL split) were recorded; a rerun records them."
+        )
+        return
+    doc.table(
+        [
+            "task",
+            "method",
+            "layer",
+            "mean σ of q(W|z)",
+            "mean z",
+            "spread of z",
+            "spread / mean z",
+            "log q(z)",
+            "log r(z|W)",
+            "KL(q(W|z)‖p)",
+            "KL bound",
+        ],
+        rows,
+        "Means over seeds of 32 draws after training. FFG is MNF with z = 1 (no z terms). "
+        "KL bound = KL(q(W|z)‖p) + log q(z) − log r(z|W) (eq. 13-16, in nats, for the whole "
+        "layer). A spread of z near 0 means z is a fixed rescaling and MNF is FFG in effect.",
     )
 
 
@@ -958,17 +1304,48 @@ def _against_paper(
             f"{claim.text} Numbers: {verdict.evidence}.{label}"
         )
         if isinstance(discussion, dict) and discussion.get(claim.id):
-            text += f" Discussion: {discussion[claim.id]}"
+            text += _discussion_note(view, claim.task, verdict.status, discussion[claim.id])
         items.append(text)
     doc.p(
         f"Summary: {counts['agrees']} agree, {counts['differs']} differ, "
-        f"{counts['not run']} not run."
+        f"{counts['inconclusive']} inconclusive, {counts['not run']} not run. A claim agrees "
+        "or differs only when the differences it states are resolved at 95% (paired over "
+        "seeds, or over test examples within one seed) and, to agree, every run it rests "
+        "on converged."
     )
     doc.items(items)
 
 
-#: Human-written notes per claim id (TOML, ``claim_id = "text"``) beside results.json.
+#: Human-written notes per claim id beside results.json (TOML): a table per claim with
+#: ``text``, the ``verdict`` it was written for and the ``numbers`` it discusses
+#: (``"task/method/stat" = value``, stat as in :func:`uqbench.paper.stat_named`).
 DISCUSSION_FILE = "discussion.toml"
+#: A note's number still matches when within this share of it (or 0.0006 absolute).
+NOTE_TOLERANCE = 0.005
+
+
+def _discussion_note(view: ResultsView, task: str, status: str, entry: Any) -> str:
+    """The note as report text, flagged STALE when its verdict or numbers no longer match."""
+    if not isinstance(entry, dict):
+        return (
+            " Discussion (records no verdict or numbers, so it cannot be checked against "
+            f"these results): {entry}"
+        )
+    problems = []
+    if entry.get("verdict") and entry["verdict"] != status:
+        problems.append(f"written for '{entry['verdict']}', now '{status}'")
+    for key, want in (entry.get("numbers") or {}).items():
+        t, _, rest = str(key).partition("/")
+        method, _, name = rest.partition("/")
+        iv = C.interval(view, t, method, stat_named(name, math.log(view.n_classes(t) or 10)))
+        if iv is None:
+            problems.append(f"{key} is not in these results")
+        elif _num(want) is None or abs(iv.value - want) > max(NOTE_TOLERANCE * abs(want), 6e-4):
+            problems.append(f"{key} was {want}, now {iv.value:.4g}")
+    text = str(entry.get("text", ""))
+    if problems:
+        return f" Discussion **[STALE: {'; '.join(problems)}]**: {text}"
+    return f" Discussion: {text}"
 
 
 def _with_discussion(results: dict[str, Any], path: Path) -> dict[str, Any]:
@@ -988,27 +1365,35 @@ def write_report(results: dict[str, Any], out_dir: Path) -> list[Path]:
     Notes in ``out_dir/discussion.toml`` (claim id -> text) go under their claims in
     "Against the paper".
 
-    ``results`` is a merged results dict (schema ``uqbench.results/1``). Returns the
+    ``results`` is a merged results dict (schema ``uqbench.results/1`` or ``/2``); saved
+    per-example outputs are read from ``out_dir/runs``. Returns the
     paths written. Raises :class:`ResultsError` for a dict that is not such a file.
     """
     schema = results.get("schema")
     if schema is not None and schema not in READABLE_RESULTS_SCHEMAS:
-        raise ResultsError(f"results schema is {schema!r}, expected {SCHEMA!r}")
+        raise ResultsError(
+            f"results schema is {schema!r}, expected one of {READABLE_RESULTS_SCHEMAS}"
+        )
     out_dir = Path(out_dir)
     results = _with_discussion(results, out_dir / DISCUSSION_FILE)
-    view = ResultsView(results)
+    view = ResultsView(results, out_dir)
     fig_dir = out_dir / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
 
     doc = _Doc()
     _header(doc, view, results)
-    _provenance(doc, view)
+    _summary(doc, view)
+    _settings(doc, view)
     _table2(doc, view)
     _calibration(doc, view)
     figures = _figures(doc, view, fig_dir)
+    _convergence(doc, view)
     _per_run(doc, view)
+    _mechanism(doc, view)
     _sparsity(doc, view)
     _against_paper(doc, view, figures, results)
+    _environment(doc, view, results)
+    _provenance(doc, view)
 
     md_path, html_path = out_dir / "report.md", out_dir / "report.html"
     _write_text(md_path, doc.markdown())

@@ -19,18 +19,19 @@ from uqbench.errors import ResultsError
 
 RESULTS_SCHEMA = "uqbench.results/2"
 RUN_SCHEMA = "uqbench.run/2"
-#: Merged-results schemas this version reads (each a subset of the current one).
+#: Schemas that can still be read: version 2 only adds to version 1 (``fpr95_in``, saved
+#: per-example outputs named by a run's ``predictions``).
 READABLE_RESULTS_SCHEMAS = ("uqbench.results/1", RESULTS_SCHEMA)
 
 
 def validate_results(results: dict, what: str = "results") -> None:
-    """Refuse a dict that is not a merged results file of a schema we read."""
+    """Refuse a dict that is not a merged results file of a readable schema."""
     if not isinstance(results, dict):
         raise ResultsError(f"{what} is not a JSON object")
     schema = results.get("schema")
     if schema not in READABLE_RESULTS_SCHEMAS:
         raise ResultsError(
-            f"{what} has schema {schema!r}; expected {RESULTS_SCHEMA!r} "
+            f"{what} has schema {schema!r}; expected one of {READABLE_RESULTS_SCHEMAS} "
             "(a merged results.json, not a per-run file or another format)"
         )
     if not isinstance(results.get("runs"), list):

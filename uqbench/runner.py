@@ -158,6 +158,8 @@ class Runner:
         #: ``{run key: error}`` of the runs an executor gave up on (the others finished).
         self.failed: dict[str, str] = {}
         self._data: dict[tuple[str, int, str], TaskData] = {}
+        #: Per-example outputs of the run being evaluated (see :func:`evaluate_classification`).
+        self.outputs: dict[str, Any] = {}
 
     def run(self) -> dict[str, Any]:
         """Make every run not yet done, then merge the matching ones into ``results.json``.
@@ -188,6 +190,7 @@ class Runner:
                     self.write_run(spec, self.failed_record(spec, env, failed[spec.key]))
         for i, spec in enumerate(todo if self.executor is None else [], 1):
             self.log(f"[{i}/{len(todo)}] {spec.key}")
+            self.outputs = {}
             try:
                 record = self.run_one(spec, env)
             except Exception as exc:  # noqa: BLE001 - recorded; the other runs go on
@@ -196,7 +199,7 @@ class Runner:
                 path = self.write_run(spec, record)
                 self.log(f"    FAILED: {record['error']} -> {path}")
                 continue
-            path = self.write_run(spec, record)
+            path = self.write_run(spec, record, self.outputs)
             self.log(
                 f"    done in {record['train_seconds']:.1f}s train + "
                 f"{record['eval_seconds']:.1f}s eval -> {path}"
@@ -214,9 +217,14 @@ class Runner:
         specs.update({s.key: s for s in self.specs})
         return list(specs.values())
 
-    def write_run(self, spec: RunSpec, record: dict[str, Any]) -> Path:
-        """Write one run's file (the driver alone does, whatever the executor)."""
+    def write_run(
+        self, spec: RunSpec, record: dict[str, Any], outputs: dict[str, Any] | None = None
+    ) -> Path:
+        """Write one run's file, and its per-example ``outputs`` compressed beside it (the
+        driver alone does, whatever the executor)."""
         path = self.runs_dir / f"{spec.key}.json"
+        if outputs:
+            record["predictions"] = _write_outputs(self.runs_dir / f"{spec.key}.npz", outputs)
         _write_json(path, record)
         return path
 
@@ -282,9 +290,18 @@ class Runner:
         return self._data[key]
 
     def run_one(self, spec: RunSpec, env: dict[str, Any]) -> dict[str, Any]:
-        """Train (or reuse) and evaluate one run; returns its result record."""
+        """Train (or reuse) and evaluate one run; returns its result record.
+
+        The evaluation's per-example outputs go to ``self.outputs`` (saved by :meth:`run`).
+        """
         return make_run(
-            spec, self.task_data(spec), self.device, env, progress=self.progress, log=self.log
+            spec,
+            self.task_data(spec),
+            self.device,
+            env,
+            progress=self.progress,
+            log=self.log,
+            keep=self.outputs,
         )
 
 
@@ -296,8 +313,11 @@ def make_run(
     *,
     progress: bool = False,
     log: Callable[[str], Any] = print,
+    keep: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train (or reuse from the checkpoint cache) and evaluate one run; return its record.
+
+    The evaluation's per-example outputs (arrays) are put in ``keep`` when it is given.
 
     A top-level function of picklable arguments, so that every executor calls the same
     code: the local loop in this process, a Ray task on another machine. It writes only
@@ -348,6 +368,7 @@ def make_run(
             batch_size=ev["batch_size"],
             device=device,
             progress=progress,
+            keep=keep,
         )
     else:
         metrics = evaluate_regression(
@@ -357,6 +378,7 @@ def make_run(
             test_samples=ev["test_samples"],
             device=device,
             progress=progress,
+            keep=keep,
         )
     eval_seconds = time.perf_counter() - t1
     bad = nonfinite_paths(metrics)
@@ -516,6 +538,16 @@ def _settings_diff(record: dict[str, Any], spec: RunSpec) -> str:
         elif got != wanted:
             diffs.append(f"{part} {got!r} instead of {wanted!r}")
     return "; ".join(diffs[:4]) or "settings differ"
+
+
+def _write_outputs(path: Path, outputs: dict[str, Any]) -> str:
+    """Save per-example outputs compressed (atomically); returns the file name."""
+    import numpy as np
+
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez_compressed(tmp, **outputs)
+    os.replace(tmp, path)
+    return path.name
 
 
 def merge_results(

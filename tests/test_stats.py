@@ -1,0 +1,173 @@
+"""Intervals, paired comparisons and bootstraps against independent computations.
+
+References: scipy's Student t, a paired case worked by hand, bootstraps whose answer is
+known in closed form (the normal interval of a mean), and the metrics of uqbench.metrics.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pytest
+
+from uqbench import compare as C
+from uqbench import metrics as M
+from uqbench import stats as S
+from uqbench.report import ResultsView
+
+scipy_stats = pytest.importorskip("scipy.stats")
+
+
+@pytest.mark.parametrize("df", [1, 2, 3, 4, 5, 9, 10, 29, 60])
+@pytest.mark.parametrize("p", [0.9, 0.975, 0.995])
+def test_t_quantile_matches_scipy(df: int, p: float) -> None:
+    assert S.t_quantile(p, df) == pytest.approx(scipy_stats.t.ppf(p, df), rel=1e-9)
+
+
+def test_t_interval_matches_scipy() -> None:
+    x = [0.86, 0.91, 0.79, 0.88]
+    iv = S.t_interval(x)
+    lo, hi = scipy_stats.t.interval(0.95, len(x) - 1, loc=np.mean(x), scale=scipy_stats.sem(x))
+    assert (iv.value, iv.lo, iv.hi, iv.n) == (
+        pytest.approx(np.mean(x)),
+        pytest.approx(lo),
+        pytest.approx(hi),
+        4,
+    )
+    one = S.t_interval([0.86])
+    assert one.lo is None and one.hi is None and one.sign == 0 and "one seed" in one.how
+
+
+def test_paired_case_by_hand() -> None:
+    # d = a - b = (0.5, 1.0, 0.5): mean 2/3, sd sqrt(1/12), se 1/6, t(.975, 2) = 4.302653
+    iv = S.paired_t([1.0, 2.0, 3.0], [0.5, 1.0, 2.5])
+    assert iv.value == pytest.approx(2 / 3)
+    assert iv.hi - iv.value == pytest.approx(4.302653 / 6, rel=1e-6)
+    assert iv.sign == 0  # [-0.050, 1.384] contains 0: not resolved
+    # d = (1.0, 1.1, 0.9): mean 1, se 0.1 / sqrt(3): [0.7516, 1.2484], resolved > 0
+    iv = S.paired_t([2.0, 2.1, 1.9], [1.0, 1.0, 1.0])
+    assert (iv.lo, iv.hi) == (pytest.approx(0.751586, abs=1e-6), pytest.approx(1.248414, abs=1e-6))
+    assert iv.sign == 1 and iv.relative_to(0.7) == 1 and iv.relative_to(1.0) == 0
+
+
+def test_paired_bootstrap_of_a_mean_difference_matches_the_normal_interval() -> None:
+    rng = np.random.default_rng(1)
+    n = 4000
+    x = rng.normal(0, 1, n)
+    a, b = {"v": x + 0.05 + rng.normal(0, 0.2, n)}, {"v": x}
+    stat = lambda o, w: S.w_mean(o["v"], w["test"])  # noqa: E731
+    iv = S.bootstrap(stat, a, b, {"test": n}, n_boot=2000)
+    d = a["v"] - b["v"]
+    half = 1.959964 * d.std(ddof=1) / math.sqrt(n)
+    assert iv.value == pytest.approx(d.mean())
+    assert iv.lo == pytest.approx(d.mean() - half, abs=0.1 * half)
+    assert iv.hi == pytest.approx(d.mean() + half, abs=0.1 * half)
+    assert iv.sign == 1  # 0.05 with se 0.0032: resolved
+    # Unpaired would be ~5x wider: the pairing is what resolves it.
+    assert iv.hi - iv.lo < 0.3 * 2 * 1.96 * math.sqrt(2 / n)
+
+
+def test_bootstrap_of_an_error_rate_matches_the_binomial_interval() -> None:
+    n, p = 2000, 0.1
+    wrong = np.zeros(n)
+    wrong[: int(n * p)] = 1
+    iv = S.bootstrap(lambda o, w: S.w_mean(o["e"], w["test"]), {"e": wrong}, None, {"test": n})
+    half = 1.959964 * math.sqrt(p * (1 - p) / n)
+    assert iv.lo == pytest.approx(p - half, abs=0.12 * half)
+    assert iv.hi == pytest.approx(p + half, abs=0.12 * half)
+
+
+def test_weighted_metrics_equal_the_plain_ones_and_weights_act_as_copies() -> None:
+    rng = np.random.default_rng(0)
+    h_in, h_ood = rng.gamma(1, 0.3, 300), rng.gamma(3, 0.4, 200)
+    h_in[:20] = 0.0  # ties, as saturated networks give
+    h_ood[:5] = 0.0
+    ones_in, ones_ood = np.ones(300), np.ones(200)
+    assert S.w_auroc(h_in, ones_in, h_ood, ones_ood) == pytest.approx(M.auroc(h_in, h_ood))
+    conf = rng.uniform(0.51, 1, 300)  # top probability of two classes
+    correct = (rng.uniform(size=300) < conf).astype(float)
+    probs = np.stack([conf, 1 - conf], 1)
+    y = np.where(correct == 1, 0, 1)
+    assert S.w_ece(conf, correct, ones_in) == pytest.approx(M.ece(probs, y))
+    assert S.w_quantile(h_ood[:199], np.ones(199), 0.5) == pytest.approx(np.median(h_ood[:199]))
+    # weight 2 on one point == that point twice
+    w = ones_in.copy()
+    w[7] = 2
+    dup = np.append(h_in, h_in[7])
+    assert S.w_auroc(h_in, w, h_ood, ones_ood) == pytest.approx(M.auroc(dup, h_ood))
+    area = S.ecdf_area(h_ood, ones_ood, math.log(10))
+    grid = np.linspace(0, math.log(10), 20001)
+    cdf = np.searchsorted(np.sort(np.clip(h_ood, 0, math.log(10))), grid, side="right") / 200
+    assert area == pytest.approx(np.trapezoid(cdf, grid), abs=1e-3)
+
+
+def test_fpr95_in_distribution_positive_by_hand() -> None:
+    h_in = np.arange(100) / 100  # 95% of them are <= 0.94
+    h_ood = np.array([0.5, 0.95, 2.0, 0.2])  # 0.5 and 0.2 pass as in-distribution
+    assert M.fpr95_in(h_in, h_ood) == pytest.approx(0.5)
+
+
+def test_convergence_criterion_by_hand() -> None:
+    falling = [20.0 - i for i in range(10)]  # last epoch 11 after 12: falls 1/11 = 9.1%
+    c = S.convergence(falling)
+    assert c.rel_change == pytest.approx(1 / 11) and c.converged is False
+    flat = [1.0] * 50 + [0.5] * 40 + [0.499] * 5 + [0.498] * 5  # windows of 10 epochs
+    c = S.convergence(flat)
+    assert c.rel_change == pytest.approx((0.5 - 0.4985) / 0.4985) and c.converged is True
+    assert S.convergence([1.0]).converged is None
+    # The loss has settled but its KL term still falls 10% per tenth: not converged.
+    c = S.convergence([1.0] * 20, kls=[2.0] * 16 + [1.1, 1.1, 1.0, 1.0])  # windows of 2
+    assert c.rel_change == 0 and c.kl_rel_change == pytest.approx(0.1) and c.converged is False
+
+
+# -- comparisons on a results view ----------------------------------------------------------
+
+
+def _run(method: str, seed: int, error: float, outputs: str | None = None) -> dict[str, Any]:
+    r = {
+        "method": method,
+        "task": "mnist",
+        "seed": seed,
+        "metrics": {"error_pct": error},
+        "train_log": {"loss": [1.0, 0.99]},
+    }
+    if outputs:
+        r["predictions"] = outputs
+    return r
+
+
+def test_compare_uses_paired_seeds_then_bootstrap_then_nothing(tmp_path) -> None:
+    # Three seeds: paired t on the per-seed differences (the hand-checked case above).
+    runs = [_run("a", s, e) for s, e in enumerate([1.0, 2.0, 3.0])]
+    runs += [_run("b", s, e) for s, e in enumerate([0.5, 1.0, 2.5])]
+    view = ResultsView({"runs": runs})
+    c = C.compare(view, "mnist", "a", "b", C.STATS["error_pct"])
+    assert c.value == pytest.approx(2 / 3) and c.sign == 0 and "paired t over 3" in c.how
+    assert C.best(view, "mnist", ["a", "b"], C.STATS["error_pct"]) == ("b", False)
+
+    # One seed, no outputs: a difference but no interval.
+    view = ResultsView({"runs": [_run("a", 0, 1.0), _run("b", 0, 2.0)]})
+    c = C.compare(view, "mnist", "a", "b", C.STATS["error_pct"])
+    assert c.value == -1.0 and c.lo is None and c.sign == 0
+
+    # One seed with saved outputs: paired bootstrap over the same test examples.
+    n = 2000
+    y = np.zeros(n, dtype=np.int64)
+    pred_a = y.copy()
+    pred_a[:20] = 1  # 1% wrong
+    pred_b = y.copy()
+    pred_b[:100] = 1  # 5% wrong, a superset of a's mistakes
+    (tmp_path / "runs").mkdir()
+    for name, pred in (("a", pred_a), ("b", pred_b)):
+        np.savez_compressed(tmp_path / "runs" / f"{name}.npz", **{"test.y": y, "test.pred": pred})
+    runs = [_run("a", 0, 1.0, "a.npz"), _run("b", 0, 5.0, "b.npz")]
+    view = ResultsView({"runs": runs}, tmp_path)
+    c = C.compare(view, "mnist", "a", "b", C.STATS["error_pct"])
+    # 80 discordant examples out of 2000: d = -4 points, se = sqrt(80)/2000*100 = 0.447
+    assert c.value == pytest.approx(-4.0) and c.sign == -1
+    assert c.lo == pytest.approx(-4 - 1.96 * 0.447, abs=0.15)
+    assert C.best(view, "mnist", ["a", "b"], C.STATS["error_pct"]) == ("a", True)
+    iv = C.interval(view, "mnist", "a", C.STATS["error_pct"])
+    assert iv.lo < 1.0 < iv.hi and "bootstrap" in iv.how

@@ -1,0 +1,327 @@
+"""Which metric differences between posteriors are resolved: intervals over seeds or test examples.
+
+A :class:`Stat` is one number per run (read from its recorded metrics) that can also be
+recomputed from the run's saved per-example outputs under bootstrap weights. On a
+:class:`uqbench.report.ResultsView`:
+
+* :func:`interval` gives a method's mean with its 95% interval (t over seeds; with one seed,
+  a bootstrap over test examples when outputs were saved; else none);
+* :func:`compare` gives the difference of two methods with its interval (paired t over the
+  seeds both ran; with one common seed, a paired bootstrap over test examples);
+* :func:`best` names the best method of a column only when it beats every other resolved.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from uqbench import stats as S
+
+if TYPE_CHECKING:  # pragma: no cover
+    from uqbench.report import ResultsView
+
+Outputs = Mapping[str, np.ndarray]
+Weights = Mapping[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class Stat:
+    """A per-run number: ``value`` from a run's metrics, ``weighted`` from its saved outputs.
+
+    ``groups`` names the groups of examples ``weighted`` resamples ("test", "ood:<set>",
+    "fgsm", "inside", "outside"); ``lower_better`` is None when neither direction is better.
+    """
+
+    name: str
+    value: Callable[[dict[str, Any]], float | None]
+    weighted: Callable[[Outputs, Weights], float | None] | None = None
+    groups: tuple[str, ...] = ()
+    lower_better: bool | None = None
+
+
+def _num(x: Any) -> float | None:
+    if isinstance(x, bool) or not isinstance(x, int | float):
+        return None
+    return float(x) if math.isfinite(x) else None
+
+
+def _path(*keys: str) -> Callable[[dict[str, Any]], float | None]:
+    def get(metrics: dict[str, Any]) -> float | None:
+        d: Any = metrics
+        for k in keys:
+            if not isinstance(d, dict) or k not in d:
+                return None
+            d = d[k]
+        return _num(d)
+
+    return get
+
+
+def _correct(o: Outputs) -> np.ndarray:
+    return (o["test.pred"] == o["test.y"]).astype(float)
+
+
+def _mean_of(key: str, scale: float = 1.0, group: str = "test") -> Callable[..., float | None]:
+    def f(o: Outputs, w: Weights) -> float | None:
+        m = S.w_mean(np.asarray(o[key], float), w[group])
+        return None if m is None else scale * m
+
+    return f
+
+
+STATS: dict[str, Stat] = {
+    "error_pct": Stat(
+        "error_pct",
+        _path("error_pct"),
+        lambda o, w: 100 * (1 - (S.w_mean(_correct(o), w["test"]) or math.nan)),
+        ("test",),
+        True,
+    ),
+    "nll": Stat("nll", _path("nll"), _mean_of("test.logp_true", -1.0), ("test",), True),
+    "brier": Stat("brier", _path("brier"), _mean_of("test.brier"), ("test",), True),
+    "ece": Stat(
+        "ece",
+        _path("ece"),
+        lambda o, w: S.w_ece(np.asarray(o["test.conf"], float), _correct(o), w["test"]),
+        ("test",),
+        True,
+    ),
+    "test_median_entropy": Stat(
+        "test_median_entropy",
+        _path("test_entropy", "median"),
+        lambda o, w: S.w_quantile(np.asarray(o["test.entropy"], float), w["test"], 0.5),
+        ("test",),
+        None,
+    ),
+}
+
+
+def _ecdf_area_value(ood: str, h_max: float) -> Callable[[dict[str, Any]], float | None]:
+    """Trapezoid area under the recorded ECDF curve over its grid [0, ln K]."""
+
+    def get(metrics: dict[str, Any]) -> float | None:
+        e = ((metrics.get("ood") or {}).get(ood) or {}).get("entropy_ecdf") or {}
+        g, c = e.get("grid"), e.get("cdf")
+        if not isinstance(g, list) or not isinstance(c, list) or len(g) != len(c) or len(g) < 2:
+            return None
+        g, c = np.asarray(g, float), np.asarray(c, float)
+        return float(np.sum((c[1:] + c[:-1]) / 2 * np.diff(g)))
+
+    return get
+
+
+def ood_stat(ood: str, what: str, h_max: float = math.log(10)) -> Stat:
+    """A statistic of the OOD set ``ood``: auroc, fpr95, fpr95_in, median_entropy,
+    mean_entropy or ecdf_area (area under the entropy ECDF over [0, ``h_max``])."""
+    key, g = f"ood.{ood}.entropy", f"ood:{ood}"
+
+    def h(o: Outputs) -> np.ndarray:
+        return np.asarray(o[key], float)
+
+    def hin(o: Outputs) -> np.ndarray:
+        return np.asarray(o["test.entropy"], float)
+
+    def fpr95(o: Outputs, w: Weights) -> float | None:
+        thr = S.w_quantile(h(o), w[g], 0.05)
+        return None if thr is None else S.w_mean((hin(o) >= thr).astype(float), w["test"])
+
+    def fpr95_in(o: Outputs, w: Weights) -> float | None:
+        thr = S.w_quantile(hin(o), w["test"], 0.95)
+        return None if thr is None else S.w_mean((h(o) <= thr).astype(float), w[g])
+
+    table: dict[str, tuple[Callable[..., Any], Callable[..., Any] | None, bool | None]] = {
+        "auroc": (
+            _path("ood", ood, "auroc"),
+            lambda o, w: S.w_auroc(hin(o), w["test"], h(o), w[g]),
+            False,
+        ),
+        "fpr95": (_path("ood", ood, "fpr95"), fpr95, True),
+        "fpr95_in": (_path("ood", ood, "fpr95_in"), fpr95_in, True),
+        "median_entropy": (
+            _path("ood", ood, "median_entropy"),
+            lambda o, w: S.w_quantile(h(o), w[g], 0.5),
+            False,
+        ),
+        "mean_entropy": (
+            _path("ood", ood, "mean_entropy"),
+            lambda o, w: S.w_mean(h(o), w[g]),
+            False,
+        ),
+        "ecdf_area": (
+            _ecdf_area_value(ood, h_max),
+            lambda o, w: S.ecdf_area(h(o), w[g], h_max),
+            True,
+        ),
+    }
+    value, weighted, lower = table[what]
+    return Stat(f"ood.{ood}.{what}", value, weighted, ("test", g), lower)
+
+
+def _fgsm_value(what: str) -> Callable[[dict[str, Any]], float | None]:
+    def get(metrics: dict[str, Any]) -> float | None:
+        f = metrics.get("fgsm") or {}
+        acc, ent = f.get("accuracy"), f.get("mean_entropy")
+        if not isinstance(acc, list) or not isinstance(ent, list) or len(acc) < 2:
+            return None
+        if what == "adv_accuracy":
+            return float(np.mean(acc[1:]))
+        return _num(ent[-1] if what == "last_entropy" else acc[-1])
+
+    return get
+
+
+def fgsm_stat(what: str) -> Stat:
+    """FGSM: ``adv_accuracy`` (mean accuracy over eps > 0), ``last_entropy`` (mean entropy
+    at the largest eps) or ``last_accuracy``."""
+
+    def weighted(o: Outputs, w: Weights) -> float | None:
+        if "fgsm.correct" not in o or o["fgsm.correct"].shape[0] < 2:
+            return None
+        c, e = o["fgsm.correct"].astype(float), o["fgsm.entropy"].astype(float)
+        if what == "adv_accuracy":
+            vals = [S.w_mean(row, w["fgsm"]) for row in c[1:]]
+            return None if None in vals else float(np.mean(vals))
+        return S.w_mean(e[-1] if what == "last_entropy" else c[-1], w["fgsm"])
+
+    lower = {"adv_accuracy": False, "last_accuracy": False, "last_entropy": None}[what]
+    return Stat(f"fgsm.{what}", _fgsm_value(what), weighted, ("fgsm",), lower)
+
+
+def regression_stat(what: str) -> Stat:
+    """Toy regression: ``loglik_<set>``, ``coverage_3std_<set>`` (set: inside / outside)."""
+    kind, where = what.rsplit("_", 1)
+
+    def weighted(o: Outputs, w: Weights) -> float | None:
+        y, m, v = (np.asarray(o[f"{where}.{k}"], float) for k in ("y", "mean", "var"))
+        if kind == "loglik":
+            return S.w_mean(-0.5 * (np.log(2 * math.pi * v) + (y - m) ** 2 / v), w[where])
+        return S.w_mean((np.abs(y - m) <= 3 * np.sqrt(v)).astype(float), w[where])
+
+    return Stat(what, _path(what), weighted, (where,), False if kind == "loglik" else None)
+
+
+# -- on a results view --------------------------------------------------------------------------
+
+
+def _sizes(stat: Stat, outputs: Outputs) -> dict[str, int] | None:
+    sizes = {}
+    for g in stat.groups:
+        if g == "test":
+            key = "test.y"
+        elif g.startswith("ood:"):
+            key = f"ood.{g[4:]}.entropy"
+        elif g == "fgsm":
+            key = "fgsm.index"
+        else:
+            key = f"{g}.y"
+        if key not in outputs:
+            return None
+        sizes[g] = len(outputs[key])
+    return sizes
+
+
+def _by_seed(view: ResultsView, task: str, method: str, stat: Stat) -> dict[int, float]:
+    out = {}
+    for r in view.runs_for(task, method):
+        x = stat.value(r.get("metrics") or {})
+        if x is not None:
+            out[int(r.get("seed") or 0)] = x
+    return out
+
+
+def _run(view: ResultsView, task: str, method: str, seed: int) -> dict[str, Any] | None:
+    for r in view.runs_for(task, method):
+        if int(r.get("seed") or 0) == seed:
+            return r
+    return None
+
+
+def interval(view: ResultsView, task: str, method: str, stat: Stat) -> S.Interval | None:
+    """Mean of ``stat`` over ``method``'s seeds with its 95% interval (None: never ran)."""
+    key = ("interval", task, method, stat.name)
+    if key in view.cache:
+        return view.cache[key]
+    vals = _by_seed(view, task, method, stat)
+    result: S.Interval | None = None
+    if len(vals) >= 2:
+        result = S.t_interval(list(vals.values()))
+    elif len(vals) == 1:
+        ((seed, x),) = vals.items()
+        result = S.Interval(x, None, None, 1, "one seed, no saved per-example outputs")
+        run = _run(view, task, method, seed)
+        out = view.outputs(run) if run else None
+        sizes = _sizes(stat, out) if out is not None and stat.weighted else None
+        if sizes:
+            b = S.bootstrap(stat.weighted, out, None, sizes)
+            if b is not None:
+                result = S.Interval(x, b.lo, b.hi, 1, "bootstrap over test examples, one seed")
+    view.cache[key] = result
+    return result
+
+
+def compare(view: ResultsView, task: str, a: str, b: str, stat: Stat) -> S.Interval | None:
+    """``stat(a) - stat(b)`` on ``task`` with its 95% interval; None when either never ran.
+
+    Paired t over the seeds both ran (two or more); with one common seed a paired bootstrap
+    over test examples when both runs saved outputs; else a difference without interval.
+    """
+    key = ("compare", task, a, b, stat.name)
+    if key in view.cache:
+        return view.cache[key]
+    va, vb = _by_seed(view, task, a, stat), _by_seed(view, task, b, stat)
+    common = sorted(set(va) & set(vb))
+    result: S.Interval | None = None
+    if len(common) >= 2:
+        result = S.paired_t([va[s] for s in common], [vb[s] for s in common])
+    elif common:
+        s = common[0]
+        diff = va[s] - vb[s]
+        result = S.Interval(diff, None, None, 1, "one seed, no saved per-example outputs")
+        ra, rb = _run(view, task, a, s), _run(view, task, b, s)
+        oa = view.outputs(ra) if ra else None
+        ob = view.outputs(rb) if rb else None
+        if oa is not None and ob is not None and stat.weighted is not None:
+            sizes = _sizes(stat, oa)
+            if sizes and sizes == _sizes(stat, ob):
+                bt = S.bootstrap(stat.weighted, oa, ob, sizes)
+                if bt is not None:
+                    result = S.Interval(diff, bt.lo, bt.hi, 1, bt.how + ", one seed")
+    elif va and vb:  # no common seed: unpaired, no interval
+        diff = float(np.mean(list(va.values())) - np.mean(list(vb.values())))
+        result = S.Interval(diff, None, None, 0, "no seed in common: not paired")
+    view.cache[key] = result
+    return result
+
+
+def order(view: ResultsView, task: str, low: str, high: str, stat: Stat) -> int:
+    """+1 when ``stat(low) < stat(high)`` is resolved, -1 when the opposite is, else 0."""
+    c = compare(view, task, low, high, stat)
+    return 0 if c is None else -c.sign
+
+
+def best(view: ResultsView, task: str, methods: list[str], stat: Stat) -> tuple[str | None, bool]:
+    """The method with the best mean for ``stat`` and whether it beats every other resolved."""
+    if stat.lower_better is None:
+        return None, False
+    means = {}
+    for m in methods:
+        iv = interval(view, task, m, stat)
+        if iv is not None:
+            means[m] = iv.value
+    if len(means) < 2:
+        return None, False
+    sign = 1 if stat.lower_better else -1
+    top = min(means, key=lambda m: sign * means[m])
+    resolved = all(
+        order(view, task, top, m, stat) == sign
+        if stat.lower_better
+        else order(view, task, m, top, stat) == 1
+        for m in means
+        if m != top
+    )
+    return top, resolved

@@ -1,0 +1,270 @@
+"""Intervals and paired comparisons, so that the report says "better" only when it is resolved.
+
+Two sources of noise (``/docs/statistics.md`` of the project brief):
+
+* training noise across seeds: with ``k >= 2`` seeds a Student t-interval on the mean
+  (``k - 1`` degrees of freedom) and, for a comparison, on the paired per-seed differences
+  (same seed index for both methods);
+* test-set noise within one trained model: with one seed, a paired bootstrap over test
+  examples, from the per-example outputs a run saved beside its run file (the same
+  resampled examples are applied to both models).
+
+A difference is *resolved* when its 95% interval excludes zero. With one seed and no saved
+outputs there is no interval, and nothing is resolved.
+
+Everything here is deterministic (fixed bootstrap seed), so a report rebuilds byte-identical.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+#: Coverage of every interval in the report.
+LEVEL = 0.95
+#: Bootstrap replicates for an interval over test examples.
+N_BOOT = 1000
+#: Seed of the bootstrap's generator (fixed: reports rebuild identically).
+BOOT_SEED = 20170101
+
+#: Convergence: the training objective's mean (and its KL term's) over the last tenth of
+#: training may be at most this much (relative) below that over the tenth before.
+CONVERGENCE_TOL = 0.05
+
+
+# -- Student t quantile (exact for integer degrees of freedom) -------------------------------
+
+
+def _t_two_sided_mass(t: float, df: int) -> float:
+    """``P(|T| < t)`` for Student's t with integer ``df`` (Abramowitz & Stegun 26.7.3-4)."""
+    theta = math.atan(t / math.sqrt(df))
+    c2 = math.cos(theta) ** 2
+    if df % 2 == 1:
+        if df == 1:
+            return 2 * theta / math.pi
+        term, total = 1.0, 1.0
+        for k in range(1, (df - 1) // 2):
+            term *= c2 * (2 * k) / (2 * k + 1)
+            total += term
+        return 2 / math.pi * (theta + math.sin(theta) * math.cos(theta) * total)
+    term, total = 1.0, 1.0
+    for k in range(1, df // 2):
+        term *= c2 * (2 * k - 1) / (2 * k)
+        total += term
+    return math.sin(theta) * total
+
+
+def t_quantile(p: float, df: int) -> float:
+    """The ``p`` quantile (``p`` in (0.5, 1)) of Student's t with ``df >= 1`` degrees of freedom."""
+    if not 0.5 < p < 1 or df < 1:
+        raise ValueError(f"t_quantile needs 0.5 < p < 1 and df >= 1, got p={p}, df={df}")
+    mass = 2 * p - 1
+    lo, hi = 0.0, 1.0
+    while _t_two_sided_mass(hi, df) < mass:
+        hi *= 2
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        if _t_two_sided_mass(mid, df) < mass:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2
+
+
+# -- intervals -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A point estimate with its 95% interval (``lo``/``hi`` None when there is none).
+
+    ``how`` says where the interval comes from, for captions and verdict evidence.
+    """
+
+    value: float
+    lo: float | None
+    hi: float | None
+    n: int
+    how: str
+
+    @property
+    def sign(self) -> int:
+        """+1 when the interval lies above 0, -1 below 0, 0 when it contains 0 or is missing."""
+        if self.lo is None or self.hi is None:
+            return 0
+        return 1 if self.lo > 0 else (-1 if self.hi < 0 else 0)
+
+    def relative_to(self, threshold: float) -> int:
+        """+1 when the interval lies above ``threshold``, -1 below, 0 otherwise."""
+        if self.lo is None or self.hi is None:
+            return 0
+        return 1 if self.lo > threshold else (-1 if self.hi < threshold else 0)
+
+
+def t_interval(values: Sequence[float], level: float = LEVEL) -> Interval:
+    """Mean of ``values`` (one per seed) with a Student t-interval; none with one value."""
+    x = np.asarray(values, dtype=float)
+    n = len(x)
+    if n == 0:
+        raise ValueError("t_interval needs at least one value")
+    mean = float(x.mean())
+    if n == 1:
+        return Interval(mean, None, None, 1, "one seed: no interval")
+    half = t_quantile((1 + level) / 2, n - 1) * float(x.std(ddof=1)) / math.sqrt(n)
+    return Interval(mean, mean - half, mean + half, n, f"t-interval over {n} seeds")
+
+
+def paired_t(a: Sequence[float], b: Sequence[float], level: float = LEVEL) -> Interval:
+    """Mean of the paired differences ``a[i] - b[i]`` (same seed) with a t-interval."""
+    if len(a) != len(b):
+        raise ValueError("paired_t needs as many values of a as of b")
+    iv = t_interval(np.asarray(a, float) - np.asarray(b, float), level)
+    how = f"paired t over {iv.n} seeds" if iv.n > 1 else iv.how
+    return Interval(iv.value, iv.lo, iv.hi, iv.n, how)
+
+
+#: A statistic of one model's per-example outputs under bootstrap weights (one weight
+#: vector per group of examples, e.g. "test", "ood:notmnist"); None when not computable.
+WeightedStat = Callable[[Mapping[str, np.ndarray], Mapping[str, np.ndarray]], float | None]
+
+
+def bootstrap(
+    stat: WeightedStat,
+    a: Mapping[str, np.ndarray],
+    b: Mapping[str, np.ndarray] | None,
+    sizes: Mapping[str, int],
+    *,
+    n_boot: int = N_BOOT,
+    seed: int = BOOT_SEED,
+    level: float = LEVEL,
+) -> Interval | None:
+    """Percentile bootstrap interval of ``stat(a)`` (``b`` None) or of ``stat(a) - stat(b)``.
+
+    Each replicate resamples every group of examples (``sizes``: group -> number of
+    examples) with replacement, as multinomial counts, and applies the same counts to
+    ``a`` and ``b``: a paired bootstrap. The point value is the statistic with unit weights.
+    """
+
+    def diff(w: Mapping[str, np.ndarray]) -> float | None:
+        sa = stat(a, w)
+        if b is None or sa is None:
+            return sa
+        sb = stat(b, w)
+        return None if sb is None else sa - sb
+
+    ones = {g: np.ones(n) for g, n in sizes.items()}
+    value = diff(ones)
+    if value is None or any(n == 0 for n in sizes.values()):
+        return None
+    rng = np.random.default_rng(seed)
+    reps = []
+    for _ in range(n_boot):
+        w = {g: rng.multinomial(n, np.full(n, 1.0 / n)).astype(float) for g, n in sizes.items()}
+        d = diff(w)
+        if d is not None and math.isfinite(d):
+            reps.append(d)
+    if len(reps) < n_boot // 2:
+        return None
+    lo, hi = np.quantile(reps, [(1 - level) / 2, (1 + level) / 2])
+    return Interval(float(value), float(lo), float(hi), 1, "paired bootstrap over test examples")
+
+
+# -- weighted versions of the metrics (weights = bootstrap counts) -----------------------------
+
+
+def w_mean(x: np.ndarray, w: np.ndarray) -> float | None:
+    """Weighted mean; None when all weights are zero."""
+    total = w.sum()
+    return float(np.dot(x, w) / total) if total > 0 else None
+
+
+def w_quantile(x: np.ndarray, w: np.ndarray, q: float) -> float | None:
+    """Weighted ``q`` quantile: the value at which the cumulative weight first reaches q.
+
+    With unit weights and an odd count, ``q = 0.5`` is the ordinary median.
+    """
+    order = np.argsort(x, kind="stable")
+    cw = np.cumsum(w[order])
+    if cw[-1] <= 0:
+        return None
+    if q == 0.5 and np.allclose(w, 1.0) and len(x) % 2 == 0:
+        return float(np.median(x))
+    i = int(np.searchsorted(cw, q * cw[-1] - 1e-9))
+    return float(x[order][min(i, len(x) - 1)])
+
+
+def w_auroc(s_in: np.ndarray, w_in: np.ndarray, s_ood: np.ndarray, w_ood: np.ndarray) -> float:
+    """Weighted Mann-Whitney AUROC, OOD positive: ``P(s_ood > s_in) + P(equal) / 2``."""
+    values, inverse = np.unique(np.concatenate([s_in, s_ood]), return_inverse=True)
+    n_in = len(s_in)
+    win = np.bincount(inverse[:n_in], weights=w_in, minlength=len(values))
+    wood = np.bincount(inverse[n_in:], weights=w_ood, minlength=len(values))
+    below = np.cumsum(win) - win
+    return float(np.dot(wood, below + win / 2) / (win.sum() * wood.sum()))
+
+
+def w_ece(conf: np.ndarray, correct: np.ndarray, w: np.ndarray, n_bins: int = 15) -> float:
+    """Weighted expected calibration error over ``n_bins`` equal-width confidence bins."""
+    idx = np.clip(np.ceil(conf * n_bins).astype(np.int64) - 1, 0, n_bins - 1)
+    n = np.bincount(idx, weights=w, minlength=n_bins)
+    c = np.bincount(idx, weights=w * conf, minlength=n_bins)
+    a = np.bincount(idx, weights=w * correct, minlength=n_bins)
+    return float(np.abs(a - c).sum() / n.sum())
+
+
+def ecdf_area(h: np.ndarray, w: np.ndarray, h_max: float) -> float | None:
+    """Area under the entropy ECDF over ``[0, h_max]``: ``h_max - E[min(h, h_max)]``."""
+    m = w_mean(np.clip(h, 0.0, h_max), w)
+    return None if m is None else h_max - m
+
+
+# -- convergence -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Convergence:
+    """Relative fall of the training objective (and of its KL term) between the last two
+    tenths of training; ``converged`` None when it cannot be told."""
+
+    rel_change: float | None
+    converged: bool | None
+    kl_rel_change: float | None = None
+
+    def label(self) -> str:
+        if self.converged is None or self.rel_change is None:
+            return "unknown"
+        text = f"loss {100 * self.rel_change:+.1f}%"
+        if self.kl_rel_change is not None:
+            text += f", KL {100 * self.kl_rel_change:+.1f}%"
+        return f"{'yes' if self.converged else 'NO'} ({text})"
+
+
+def _rel_fall(values: Sequence[float]) -> float | None:
+    x = [float(v) for v in values if v is not None and math.isfinite(v)]
+    if len(x) < 2 or len(x) != len(values):
+        return None
+    w = max(1, len(x) // 10)
+    last, prev = np.mean(x[-w:]), np.mean(x[-2 * w : -w])
+    return None if last == 0 else float((prev - last) / abs(last))
+
+
+def convergence(
+    losses: Sequence[float], kls: Sequence[float] | None = None, tol: float = CONVERGENCE_TOL
+) -> Convergence:
+    """Convergence of a run from its per-epoch training loss (and KL term, ``train_log``).
+
+    With ``w = max(1, n // 10)`` epochs per window, ``rel = (mean(prev w) - mean(last w)) /
+    |mean(last w)|`` for the loss and, when given and not all zero, for the KL term; the run
+    counts as converged when both are ``<= tol`` (a rise counts as converged: it no longer
+    falls). The KL is checked on its own because for a large KL / N the loss can fall slowly
+    in relative terms while the KL still falls steadily. Fewer than two epochs: unknown.
+    """
+    rel = _rel_fall(losses)
+    if rel is None:
+        return Convergence(None, None)
+    kl_rel = _rel_fall(kls) if kls is not None and any(kls) else None
+    ok = rel <= tol and (kl_rel is None or kl_rel <= tol)
+    return Convergence(rel, ok, kl_rel)
