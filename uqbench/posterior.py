@@ -210,7 +210,9 @@ def _kl_term(value: Any, name: str, module: nn.Module, strict: bool) -> Tensor:
             "(the KL summed over the layer's weights, in nats)"
         )
     if strict and not bool(torch.isfinite(value).all()):
-        raise PluginError(f"{where}: kl() returned {float(value)}, expected a finite number")
+        raise PluginError(
+            f"{where}: kl() returned {float(value.detach())}, expected a finite number"
+        )
     return value.reshape(())
 
 
