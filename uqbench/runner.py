@@ -235,6 +235,12 @@ class Runner:
                 batch_size=ev["batch_size"],
                 device=self.device,
                 progress=self.progress,
+                shift={
+                    "n": ev.get("shift_n"),
+                    "rotations": ev.get("rotations", []),
+                    "corruptions": ev.get("corruptions", []),
+                    "severities": ev.get("severities"),
+                },
             )
         else:
             metrics = evaluate_regression(
