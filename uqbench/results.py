@@ -1,6 +1,6 @@
-"""The results files (schema ``uqbench.results/1``): reading and validating them.
+"""The results files (schema ``uqbench.results/2``): reading and validating them.
 
-``results/<suite>/runs/*.json`` hold one run each (schema ``uqbench.run/1``);
+``results/<suite>/runs/*.json`` hold one run each (schema ``uqbench.run/2``);
 ``results/<suite>/results.json`` merges them. Both schemas are a public contract:
 a change bumps the version and is noted in the README.
 """
@@ -13,16 +13,20 @@ from typing import Any
 
 from uqbench.errors import ResultsError
 
-RESULTS_SCHEMA = "uqbench.results/1"
-RUN_SCHEMA = "uqbench.run/1"
+# Version 2 added the dataset-shift, epistemic/aleatoric, AUPR and selective-prediction
+# metrics (README, schema section); it only adds keys, so version 1 files stay readable.
+RESULTS_SCHEMA = "uqbench.results/2"
+RUN_SCHEMA = "uqbench.run/2"
+#: Merged-results schemas that this version reads.
+READABLE_RESULTS_SCHEMAS = ("uqbench.results/1", RESULTS_SCHEMA)
 
 
 def validate_results(results: dict, what: str = "results") -> None:
-    """Refuse a dict that is not a merged results file of schema ``uqbench.results/1``."""
+    """Refuse a dict that is not a merged results file of a readable schema."""
     if not isinstance(results, dict):
         raise ResultsError(f"{what} is not a JSON object")
     schema = results.get("schema")
-    if schema != RESULTS_SCHEMA:
+    if schema not in READABLE_RESULTS_SCHEMAS:
         raise ResultsError(
             f"{what} has schema {schema!r}; expected {RESULTS_SCHEMA!r} "
             "(a merged results.json, not a per-run file or another format)"
