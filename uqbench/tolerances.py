@@ -46,6 +46,14 @@ DEFAULT_FLOOR: dict[str, float] = {
     "rmse": 0.05,
     "loglik_inside": 0.05,
     "loglik_outside": 0.1,
+    # beyond the paper (issue 18)
+    "aurc": 0.005,
+    "rotated_accuracy_mean": 0.01,
+    "corrupted_accuracy_mean": 0.01,
+    "auroc_mutual_info": 0.01,
+    "auroc_expected_entropy": 0.01,
+    "aupr_in": 0.01,
+    "aupr_out": 0.01,
 }
 
 
