@@ -426,3 +426,23 @@ def test_tolerances_script_writes_a_loadable_file(tmp_path: Path, capsys):
     # a check of repeat 0 against itself passes with the derived tolerances
     report = run_check(files[0], files[0], out)
     assert report.passed, format_report(report)
+
+
+def test_beyond_paper_metrics_are_checked_only_where_the_reference_has_them():
+    ref = make_results()
+    cur = copy.deepcopy(ref)
+    # A reference without them (made before issue 18) passes against results with them.
+    for run in cur["runs"]:
+        if run["task"] == "mnist":
+            run["metrics"]["aurc"] = 0.01
+            run["metrics"]["ood"]["notmnist"]["aupr_out"] = 0.9
+    assert check_results(cur, ref, TOL).passed
+    # With them in the reference: AURC must not rise, AUPR-out must not fall.
+    tol = copy.deepcopy(TOL)
+    tol["default"].update({"aurc": 0.005, "aupr_out": 0.01})
+    worse = copy.deepcopy(cur)
+    run_of(worse, "l2", "mnist", 0)["metrics"]["aurc"] = 0.05
+    run_of(worse, "dropout", "mnist", 1)["metrics"]["ood"]["notmnist"]["aupr_out"] = 0.8
+    report = check_results(worse, cur, tol)
+    regressed = {(r.method, r.metric) for r in report.rows if r.status == "regressed"}
+    assert regressed == {("l2", "aurc"), ("dropout", "ood.notmnist.aupr_out")}

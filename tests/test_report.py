@@ -413,3 +413,48 @@ def test_mnf_mechanism_table_from_recorded_diagnostics(tmp_path):
         in md
     )
     assert "| MNIST | FFG | layer0 | 0.010 | — | — | — | — | — | 101.0 | 101.0 |" in md
+
+
+def _with_beyond_paper_metrics(results: dict[str, Any]) -> dict[str, Any]:
+    """Add issue-18 keys (two OOD sets, AURC, shift) to the MNIST runs of ``results``."""
+    for i, r in enumerate(r for r in results["runs"] if r["task"] == "mnist"):
+        m = r["metrics"]
+        first = next(iter(m["ood"].values()))
+        m["ood"] = {"notmnist": dict(first), "fashion-mnist": dict(first)}
+        for j, entry in enumerate(m["ood"].values()):
+            entry.update(auroc_mutual_info=0.8 + 0.1 * j, auroc_expected_entropy=0.6,
+                         aupr_in=0.7, aupr_out=0.9)  # fmt: skip
+        m["aurc"] = 0.01 * (1 + i)
+        m["risk_coverage"] = {"coverage": [0.5, 1.0], "risk": [0.0, 0.02]}
+        m["shift_rotation"] = {"angle": [0.0, 90.0, 180.0]} | {
+            k: [0.9, 0.5, 0.4] for k in ("accuracy", "nll", "ece", "brier", "mean_entropy")
+        }
+        per = {k: [0.9, 0.6] for k in ("accuracy", "nll", "ece", "brier", "mean_entropy")}
+        m["shift_corruption"] = {
+            "severity": [1, 5],
+            "corruptions": {"contrast": per, "pixelate": per},
+            "mean": per,
+        }
+        m["rotated_accuracy_mean"] = 0.6
+        m["corrupted_accuracy_mean"] = 0.75
+    return results
+
+
+def test_beyond_paper_section(tmp_path: Path) -> None:
+    results = _with_beyond_paper_metrics(_results(tasks=("mnist",), methods=("l2", "mnf")))
+    results["schema"] = "uqbench.results/2"
+    paths = write_report(results, tmp_path)
+    names = {p.name for p in paths}
+    for name in ("ecdf-mean-mnist.png", "risk-coverage-mnist.png", "rotation-mnist.png",
+                 "corruption-mnist.png"):  # fmt: skip
+        assert name in names
+    md = (tmp_path / "report.md").read_text()
+    assert "Beyond the paper" in md
+    row = next(line for line in md.splitlines() if "**mean over sets**" in line)
+    # AUROC MI of the two sets is 0.8 and 0.9: the mean row says 0.850; the caption names
+    # the score of each column.
+    assert "0.850" in row
+    assert "AUROC MI uses mutual information (epistemic)" in md
+    # AURC of MNF: seeds 0, 1 -> runs 3 and 4 of the MNIST runs: (0.03 + 0.04) / 2.
+    mnf_row = next(line for line in md.splitlines() if line.startswith("| MNFG | 0.0350"))
+    assert "0.600" in mnf_row and "0.750" in mnf_row

@@ -61,6 +61,17 @@ SCALAR_METRICS: dict[str, bool] = {
 # Metrics of each OOD set, with True when higher is better.
 OOD_METRICS: dict[str, bool] = {"auroc": True, "fpr95": False}
 FGSM_PATH = "fgsm.accuracy_mean"
+# Beyond the paper (issue 18): checked only where the reference run has them, so references
+# made before they existed still check cleanly.
+SCALAR_METRICS.update(
+    {"aurc": False, "rotated_accuracy_mean": True, "corrupted_accuracy_mean": True}
+)
+OOD_EXTRA_METRICS: dict[str, bool] = {
+    "auroc_mutual_info": True,
+    "auroc_expected_entropy": True,
+    "aupr_in": True,
+    "aupr_out": True,
+}
 
 # A row is "moved" (shown in the table) when |delta| exceeds this, relative to the reference.
 MOVE_EPS = 1e-9
@@ -202,7 +213,7 @@ def metric_direction(path: str) -> bool:
     if path == FGSM_PATH:
         return True
     if path.startswith("ood."):
-        return OOD_METRICS[path.rsplit(".", 1)[1]]
+        return {**OOD_METRICS, **OOD_EXTRA_METRICS}[path.rsplit(".", 1)[1]]
     return SCALAR_METRICS[path]
 
 
@@ -220,6 +231,7 @@ def run_metric_paths(metrics: dict) -> list[str]:
     if isinstance(ood, dict):
         for ood_set in ood:
             paths += [f"ood.{ood_set}.{m}" for m in OOD_METRICS]
+            paths += [f"ood.{ood_set}.{m}" for m in OOD_EXTRA_METRICS if m in (ood[ood_set] or {})]
     if "fgsm" in metrics:
         paths.append(FGSM_PATH)
     return paths

@@ -17,6 +17,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from uqbench import metrics as M
+from uqbench import shift as S
 from uqbench.attacks import fgsm as fgsm_attack
 from uqbench.errors import DataError
 from uqbench.tasks.base import Split, Task, TaskData
@@ -37,17 +38,22 @@ def _n_batches(n: int, batch_size: int) -> int:
 @torch.no_grad()
 def _predict(
     model: Any, x: Tensor, n_samples: int, batch_size: int, device: torch.device, bar: Any
-) -> Tensor:
-    """Log MC predictive ``[N, K]`` (on CPU) of the inputs ``x``, in batches.
+) -> tuple[Tensor, Tensor]:
+    """Log MC predictive ``[N, K]`` and expected entropy ``mean_s H[p_s]`` ``[N]`` of ``x``.
 
-    Batches stay on ``device`` until the end: one host copy, not one per batch.
+    Both on CPU, computed in batches; batches stay on ``device`` until the end: one host
+    copy, not one per batch. The expected entropy is the aleatoric part of the
+    predictive entropy (see :func:`uqbench.metrics.entropy_decomposition`).
     """
-    out = []
+    out, expected = [], []
     for sl in _batches(len(x), batch_size):
         logits = model.sample_outputs(x[sl].to(device), n_samples)
         out.append(M.predictive_log_probs(logits).float())
+        expected.append(M.expected_entropy(logits))
         bar.update(1)
-    return torch.cat(out, 0).cpu()
+    if not out:
+        return torch.zeros(0, 0), torch.zeros(0, dtype=torch.float64)
+    return torch.cat(out, 0).cpu(), torch.cat(expected, 0).cpu()
 
 
 def stratified_subset(y: Tensor, n: int | None, seed: int = 0) -> Tensor:
@@ -85,6 +91,7 @@ def evaluate_classification(
     progress: bool = True,
     fgsm_seed: int = 0,
     keep: dict[str, np.ndarray] | None = None,
+    shift: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Classification METRICS of schema.md for a trained model.
 
@@ -98,6 +105,13 @@ def evaluate_classification(
 
     A ``keep`` dict receives the per-example outputs (see :func:`per_example_classification`)
     from which ``uqbench report`` computes bootstrap intervals.
+
+    Beyond the paper: the split of the test and OOD entropies into expected entropy
+    (aleatoric) and mutual information (epistemic), OOD AUROC with each as the score,
+    AUPR-in/-out (total entropy as score), and the risk-coverage curve with its AURC.
+    ``shift`` (settings ``n``, ``rotations``, ``corruptions``, ``severities``, ``seed``;
+    see :func:`evaluate_shift`) adds metrics on rotated and corrupted test sets; it runs
+    last, so that the global RNG stream of the other metrics is unchanged by it.
     """
     device = torch.device(device)
     k = int(task.n_outputs)
@@ -109,9 +123,12 @@ def evaluate_classification(
     total = _n_batches(len(test), batch_size)
     total += sum(_n_batches(len(x), batch_size) for x in data.ood.values())
     total += len(eps_list) * _n_batches(len(fgsm_idx), fgsm_bs)
+    shift_sets = shift_set_count(shift)
+    shift_idx = stratified_subset(test.y, (shift or {}).get("n"), (shift or {}).get("seed", 0))
+    total += shift_sets * _n_batches(len(shift_idx), batch_size)
     bar = tqdm(total=total, desc=f"eval {task.name}", leave=False, disable=not progress)
     try:
-        log_p = _predict(model, test.x, test_samples, batch_size, device, bar)
+        log_p, hexp_in = _predict(model, test.x, test_samples, batch_size, device, bar)
         probs = log_p.exp()
         y = test.y.cpu().long()
         h_in = M.entropy(probs)
@@ -128,7 +145,8 @@ def evaluate_classification(
         for name, x_ood in data.ood.items():
             if len(x_ood) == 0:
                 continue
-            h_ood = M.entropy(_predict(model, x_ood, test_samples, batch_size, device, bar).exp())
+            lp_ood, hexp_ood = _predict(model, x_ood, test_samples, batch_size, device, bar)
+            h_ood = M.entropy(lp_ood.exp())
             result["ood"][name] = {
                 "auroc": M.auroc(h_in, h_ood),
                 "fpr95": M.fpr95(h_in, h_ood),
@@ -136,6 +154,7 @@ def evaluate_classification(
                 "median_entropy": M.median_entropy(h_ood),
                 "mean_entropy": float(h_ood.mean()),
                 "entropy_ecdf": M.entropy_ecdf(h_ood, k),
+                **_ood_extras(h_in, hexp_in, h_ood, hexp_ood),
             }
             if keep is not None:
                 keep[f"ood.{name}.entropy"] = h_ood.numpy().astype(np.float32)
@@ -148,11 +167,113 @@ def evaluate_classification(
             if fgsm
             else None
         )
+        mi_in = (h_in - hexp_in).clamp_min(0)
+        result["test_expected_entropy_mean"] = float(hexp_in.mean())
+        result["test_mutual_info_mean"] = float(mi_in.mean())
+        result["aurc"] = M.aurc(probs, y)
+        rc = M.risk_coverage(probs, y)
+        thin = M.thin_curve(rc["coverage"], rc["risk"])
+        result["risk_coverage"] = {"coverage": thin["x"], "risk": thin["y"]}
+        if shift_sets:
+            result.update(
+                evaluate_shift(
+                    model, test, shift_idx, shift or {}, test_samples, batch_size, device, bar
+                )
+            )
     finally:
         bar.close()
     diagnostics = getattr(model, "diagnostics", None)
     result["diagnostics"] = diagnostics() if callable(diagnostics) else {}
     return result
+
+
+def _ood_extras(h_in: Tensor, hexp_in: Tensor, h_ood: Tensor, hexp_ood: Tensor) -> dict:
+    """OOD metrics beyond the paper: epistemic/aleatoric scores and AUPR.
+
+    ``auroc`` (total entropy as score) stays the paper's; ``auroc_mutual_info`` and
+    ``auroc_expected_entropy`` use the epistemic and aleatoric parts as the score;
+    ``aupr_in``/``aupr_out`` use total entropy, with in-distribution / OOD positive.
+    """
+    mi_in, mi_ood = (h_in - hexp_in).clamp_min(0), (h_ood - hexp_ood).clamp_min(0)
+    return {
+        "auroc_mutual_info": M.auroc(mi_in, mi_ood),
+        "auroc_expected_entropy": M.auroc(hexp_in, hexp_ood),
+        "aupr_in": M.aupr_in(h_in, h_ood),
+        "aupr_out": M.aupr_out(h_in, h_ood),
+        "mean_mutual_info": float(mi_ood.mean()),
+        "mean_expected_entropy": float(hexp_ood.mean()),
+    }
+
+
+#: Metrics of each shifted test set, in the order of the results' lists.
+SHIFT_METRICS = ("accuracy", "nll", "ece", "brier", "mean_entropy")
+
+
+def shift_set_count(shift: dict[str, Any] | None) -> int:
+    """Number of shifted test sets that ``shift`` settings ask for (0 = no shift metrics)."""
+    if not shift:
+        return 0
+    n_sev = len(shift.get("severities") or S.SEVERITIES)
+    return len(shift.get("rotations") or []) + len(shift.get("corruptions") or []) * n_sev
+
+
+def _shift_metrics(log_p: Tensor, y: Tensor) -> dict[str, float]:
+    probs = log_p.exp()
+    return {
+        "accuracy": 1.0 - M.error_pct(probs, y) / 100.0,
+        "nll": M.nll(log_p, y),
+        "ece": M.ece(probs, y),
+        "brier": M.brier(probs, y),
+        "mean_entropy": float(M.entropy(probs).mean()),
+    }
+
+
+def evaluate_shift(
+    model: Any,
+    test: Split,
+    idx: Tensor,
+    shift: dict[str, Any],
+    n_samples: int,
+    batch_size: int,
+    device: torch.device,
+    bar: Any,
+) -> dict[str, Any]:
+    """Metrics (:data:`SHIFT_METRICS`) of the predictive on shifted copies of ``test[idx]``.
+
+    ``shift["rotations"]`` (degrees) gives ``shift_rotation`` with one value per angle;
+    ``shift["corruptions"]`` (names in :data:`uqbench.shift.CORRUPTIONS`) at
+    ``shift["severities"]`` (default 1..5) gives ``shift_corruption`` with one list per
+    corruption and the mean over corruptions per severity. The flat scalars
+    ``rotated_accuracy_mean`` and ``corrupted_accuracy_mean`` average accuracy over
+    angles, and over corruptions and severities.
+    """
+    x, y = test.x[idx].cpu(), test.y[idx].cpu().long()
+    seed = int(shift.get("seed", 0))
+    out: dict[str, Any] = {"shift_n": len(idx)}
+
+    def run(xs: Tensor) -> dict[str, float]:
+        log_p, _ = _predict(model, xs, n_samples, batch_size, device, bar)
+        return _shift_metrics(log_p, y)
+
+    angles = [float(a) for a in shift.get("rotations") or []]
+    if angles:
+        per = [run(S.rotate(x, a)) for a in angles]
+        out["shift_rotation"] = {"angle": angles, **{m: [r[m] for r in per] for m in SHIFT_METRICS}}
+        out["rotated_accuracy_mean"] = float(np.mean(out["shift_rotation"]["accuracy"]))
+    names = list(shift.get("corruptions") or [])
+    if names:
+        sevs = [int(s) for s in shift.get("severities") or S.SEVERITIES]
+        per_c = {}
+        for name in names:
+            per = [run(S.corrupt(x, name, s, seed)) for s in sevs]
+            per_c[name] = {m: [r[m] for r in per] for m in SHIFT_METRICS}
+        mean = {
+            m: [float(np.mean([per_c[c][m][i] for c in names])) for i in range(len(sevs))]
+            for m in SHIFT_METRICS
+        }
+        out["shift_corruption"] = {"severity": sevs, "corruptions": per_c, "mean": mean}
+        out["corrupted_accuracy_mean"] = float(np.mean(mean["accuracy"]))
+    return out
 
 
 def _fgsm_curve(

@@ -229,3 +229,116 @@ def rmse(y: ArrayLike, mean: ArrayLike) -> float:
     """Root mean squared error of the predictive mean. Lower is better."""
     y_, m = _np(y).ravel(), _np(mean).ravel()
     return float(np.sqrt(np.mean((y_ - m) ** 2)))
+
+
+# -- epistemic vs aleatoric ---------------------------------------------------------------
+
+
+def expected_entropy(logits: ArrayLike) -> Tensor:
+    """Mean over samples of each sample's entropy, ``[S, N, K]`` logits -> ``[N]`` nats.
+
+    The aleatoric part of the predictive entropy, computed in the logits' precision (the
+    evaluation's float32 costs a third of float64 here) and returned as float64.
+    """
+    log_p = F.log_softmax(_t(logits), dim=-1)
+    return (-(log_p.exp() * log_p).sum(-1).mean(0)).double()
+
+
+def entropy_decomposition(logits: ArrayLike) -> dict[str, Tensor]:
+    """Split the predictive entropy of per-sample logits ``[S, N, K]`` into its two parts.
+
+    ``total`` is the entropy of the MC predictive ``H[mean_s p_s]``; ``expected`` (the
+    aleatoric part) is ``mean_s H[p_s]``; ``mutual_info`` (the epistemic part, the
+    information the label carries about the weights) is ``total - expected >= 0``. Each
+    is ``[N]`` in nats. Samples that agree give ``mutual_info = 0``.
+    """
+    lg = _t(logits).double()
+    expected = expected_entropy(lg)
+    total = entropy(predictive_probs(lg))
+    return {"total": total, "expected": expected, "mutual_info": (total - expected).clamp_min(0)}
+
+
+# -- OOD detection as precision-recall ----------------------------------------------------
+
+
+def _average_precision(pos_scores: np.ndarray, neg_scores: np.ndarray) -> float:
+    """Average precision ``sum_k (R_k - R_{k-1}) P_k`` over distinct thresholds (ties grouped).
+
+    The step-wise area of sklearn's ``average_precision_score``, positives flagged by
+    ``score >= threshold``.
+    """
+    scores = np.concatenate([pos_scores, neg_scores])
+    is_pos = np.concatenate([np.ones(len(pos_scores)), np.zeros(len(neg_scores))])
+    order = np.argsort(-scores, kind="stable")
+    scores, is_pos = scores[order], is_pos[order]
+    last_of_tie = np.r_[np.flatnonzero(np.diff(scores)), len(scores) - 1]
+    tp = np.cumsum(is_pos)[last_of_tie]
+    flagged = last_of_tie + 1.0
+    recall = tp / len(pos_scores)
+    precision = tp / flagged
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def aupr_out(in_scores: ArrayLike, ood_scores: ArrayLike) -> float:
+    """Area under the precision-recall curve with OOD as the positive class (high score = OOD).
+
+    Average precision as ``sklearn.metrics.average_precision_score``. In [0, 1]; higher
+    is better; chance is the OOD share of all points.
+    """
+    s_in, s_ood = _np(in_scores).ravel(), _np(ood_scores).ravel()
+    if len(s_in) == 0 or len(s_ood) == 0:
+        raise ValueError("aupr_out needs at least one in-distribution and one OOD score")
+    return _average_precision(s_ood, s_in)
+
+
+def aupr_in(in_scores: ArrayLike, ood_scores: ArrayLike) -> float:
+    """Area under the precision-recall curve with in-distribution as positive (low score = in).
+
+    Average precision of the negated score. In [0, 1]; higher is better; chance is the
+    in-distribution share of all points.
+    """
+    s_in, s_ood = _np(in_scores).ravel(), _np(ood_scores).ravel()
+    if len(s_in) == 0 or len(s_ood) == 0:
+        raise ValueError("aupr_in needs at least one in-distribution and one OOD score")
+    return _average_precision(-s_in, -s_ood)
+
+
+# -- selective prediction -----------------------------------------------------------------
+
+
+def risk_coverage(probs: ArrayLike, y: ArrayLike) -> dict[str, list[float]]:
+    """Risk-coverage curve of selective prediction by the predictive's confidence.
+
+    Examples are accepted in order of decreasing top probability; after accepting the
+    ``n`` most confident, coverage is ``n / N`` and risk the error rate among them.
+    Returns ``coverage`` and ``risk`` for ``n = 1 .. N``. A good uncertainty estimate has
+    low risk at low coverage.
+    """
+    p, t = _np(probs), _np(y).astype(np.int64)
+    if len(p) == 0:
+        raise ValueError("risk_coverage needs at least one example")
+    conf = p.max(-1)
+    wrong = (p.argmax(-1) != t).astype(np.float64)
+    order = np.argsort(-conf, kind="stable")
+    n = np.arange(1, len(p) + 1, dtype=np.float64)
+    return {
+        "coverage": [float(c) for c in n / len(p)],
+        "risk": [float(r) for r in np.cumsum(wrong[order]) / n],
+    }
+
+
+def aurc(probs: ArrayLike, y: ArrayLike) -> float:
+    """Area under the risk-coverage curve: the mean of the risks at coverage ``1/N .. 1``.
+
+    In [0, 1]; lower is better (errors rejected first). A predictor with error rate ``e``
+    and a confidence that carries no information has ``AURC ~ e``.
+    """
+    return float(np.mean(risk_coverage(probs, y)["risk"]))
+
+
+def thin_curve(xs: list[float], ys: list[float], n_points: int = ECDF_POINTS) -> dict[str, list]:
+    """At most ``n_points`` points of a curve, evenly spaced in index, last point kept."""
+    if len(xs) <= n_points:
+        return {"x": list(xs), "y": list(ys)}
+    idx = np.unique(np.linspace(0, len(xs) - 1, n_points).round().astype(np.int64))
+    return {"x": [xs[i] for i in idx], "y": [ys[i] for i in idx]}

@@ -1157,6 +1157,237 @@ def _figures(doc: _Doc, view: ResultsView, fig_dir: Path) -> dict[str, Path]:
     return made
 
 
+# -- beyond the paper: OOD scores, selective prediction, dataset shift (issue 18) ---------------
+
+#: OOD detection columns beyond the paper: (metric key, header, what the number uses).
+_OOD_SCORES = (
+    ("auroc", "AUROC H", "total predictive entropy"),
+    ("auroc_mutual_info", "AUROC MI", "mutual information (epistemic)"),
+    ("auroc_expected_entropy", "AUROC E[H]", "expected entropy (aleatoric)"),
+    ("aupr_in", "AUPR-in", "total entropy, in-distribution positive"),
+    ("aupr_out", "AUPR-out", "total entropy, OOD positive"),
+)
+#: Metrics of the shifted test sets: (key, axis label).
+_SHIFT_AXES = (
+    ("accuracy", "accuracy"),
+    ("nll", "NLL"),
+    ("ece", "ECE"),
+    ("brier", "Brier"),
+    ("mean_entropy", "mean entropy (nats)"),
+)
+
+
+def _ood_scores_table(doc: _Doc, view: ResultsView, t: str) -> None:
+    """Per method, each OOD set and the mean over sets, with every OOD score."""
+    oods = view.ood_sets(t)
+    if not oods:
+        return
+    rows = []
+    for m in view.methods(t):
+        per_set = []
+        for o in oods:
+            vals = [view.scalar(t, m, "ood", o, key) for key, _, _ in _OOD_SCORES]
+            per_set.append(vals)
+            rows.append([view.name(m), o] + [_f(v) for v in vals])
+        if len(oods) > 1:
+            means = []
+            for i in range(len(_OOD_SCORES)):
+                col = [vals[i] for vals in per_set]
+                means.append(None if any(v is None for v in col) else float(np.mean(col)))
+            rows.append([view.name(m), "**mean over sets**"] + [_f(v) for v in means])
+    uses = "; ".join(f"{h} uses {what}" for _, h, what in _OOD_SCORES)
+    doc.table(
+        ["method", "OOD set"] + [h for _, h, _ in _OOD_SCORES],
+        rows,
+        f"{view.task_name(t)}: OOD detection by score, means over seeds; higher is better for "
+        f"all. {uses}. MI = H[E p] - E[H[p]] over posterior samples." + view.data_label([t]),
+    )
+
+
+def _mean_ecdf_figure(view: ResultsView, t: str, path: Path) -> Path | None:
+    """Entropy ECDF averaged over the OOD sets of ``t`` (only with more than one set)."""
+    oods = view.ood_sets(t)
+    if len(oods) < 2:
+        return None
+    fig, (ax,) = _new_figure()
+    drawn = 0
+    for m in view.methods(t):
+        grids = [view.curve(t, m, "ood", o, "entropy_ecdf", "grid") for o in oods]
+        cdfs = [view.curve(t, m, "ood", o, "entropy_ecdf", "cdf") for o in oods]
+        if any(c is None for c in cdfs) or len({len(c) for c in cdfs}) != 1:
+            continue
+        ax.plot(grids[0], np.mean(cdfs, axis=0), color=view.color(m), label=view.name(m), lw=2)
+        drawn += 1
+    if not drawn:
+        return None
+    ax.set(
+        ylim=(0, 1.02),
+        xlabel="predictive entropy (nats)",
+        ylabel="share of examples with entropy <= x",
+        title=f"Entropy ECDF, mean over {len(oods)} OOD sets ({view.task_name(t)} models)",
+    )
+    ax.legend(loc="upper left", fontsize=8)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def _risk_coverage_figure(view: ResultsView, t: str, path: Path) -> Path | None:
+    fig, (ax,) = _new_figure()
+    drawn = 0
+    for m in view.methods(t):
+        cov = view.curve(t, m, "risk_coverage", "coverage")
+        risk = view.curve(t, m, "risk_coverage", "risk")
+        if cov is None or risk is None or len(cov) != len(risk):
+            continue
+        ax.plot(cov, risk, color=view.color(m), label=view.name(m), lw=2)
+        drawn += 1
+    if not drawn:
+        return None
+    ax.set(
+        xlim=(0, 1),
+        xlabel="coverage (share of test points kept, most confident first)",
+        ylabel="risk (error rate among kept points)",
+        title=f"Risk-coverage on {view.task_name(t)}",
+    )
+    ax.legend(loc="upper left", fontsize=8)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def _rotation_figure(view: ResultsView, t: str, path: Path) -> Path | None:
+    """Each shift metric against the rotation angle, one line per method (Ovadia et al.)."""
+    fig, axes = _new_figure(len(_SHIFT_AXES), ncols=3, panel=(4.6, 3.4))
+    drawn = 0
+    for m in view.methods(t):
+        angle = view.curve(t, m, "shift_rotation", "angle")
+        if angle is None:
+            continue
+        for ax, (key, label) in zip(axes, _SHIFT_AXES, strict=True):
+            ys = view.curve(t, m, "shift_rotation", key)
+            if ys is not None and len(ys) == len(angle):
+                ax.plot(angle, ys, color=view.color(m), label=view.name(m), lw=2, marker="o", ms=3)
+                ax.set(xlabel="rotation (degrees)", ylabel=label)
+                ax.grid(alpha=0.3)
+        drawn += 1
+    if not drawn:
+        return None
+    axes[0].legend(fontsize=7)
+    fig.suptitle(f"Rotated {view.task_name(t)} test set")
+    return _save(fig, path)
+
+
+def _severity_boxes_figure(view: ResultsView, t: str, path: Path) -> Path | None:
+    """Accuracy and ECE per severity: one box per method over corruptions (Ovadia et al.)."""
+    methods = [m for m in view.methods(t) if view.runs_for(t, m)]
+    data: dict[str, dict[str, np.ndarray]] = {}
+    sevs = None
+    for m in methods:
+        block = {}
+        for key in ("accuracy", "ece"):
+            per_c = {}
+            for r in view.runs_for(t, m):
+                sc = _get(r.get("metrics"), ("shift_corruption",)) or {}
+                sevs = sevs or sc.get("severity")
+                for name, vals in (sc.get("corruptions") or {}).items():
+                    per_c.setdefault(name, []).append(vals.get(key))
+            if per_c:  # corruptions x severities, averaged over seeds
+                block[key] = np.array([np.mean(v, axis=0) for v in per_c.values()], dtype=float)
+        if block:
+            data[m] = block
+    if not data or not sevs:
+        return None
+    fig, axes = _new_figure(2, ncols=2, panel=(6.4, 4.2))
+    width = 0.8 / len(data)
+    for ax, key in zip(axes, ("accuracy", "ece"), strict=True):
+        for i, (m, block) in enumerate(data.items()):
+            if key not in block:
+                continue
+            pos = np.arange(len(sevs)) + (i - (len(data) - 1) / 2) * width
+            bp = ax.boxplot(
+                [block[key][:, j] for j in range(len(sevs))],
+                positions=pos,
+                widths=width * 0.9,
+                patch_artist=True,
+                showfliers=False,
+            )
+            for box in bp["boxes"]:
+                box.set(facecolor=view.color(m), alpha=0.7)
+            ax.plot([], [], color=view.color(m), lw=6, label=view.name(m))
+        ax.set_xticks(np.arange(len(sevs)), [str(s) for s in sevs])
+        ax.set(xlabel="corruption severity", ylabel=key.upper() if key == "ece" else key)
+        ax.grid(alpha=0.3, axis="y")
+    axes[0].legend(fontsize=7)
+    fig.suptitle(f"Corrupted {view.task_name(t)}: boxes over corruptions")
+    return _save(fig, path)
+
+
+def _beyond_paper(doc: _Doc, view: ResultsView, fig_dir: Path) -> dict[str, Path]:
+    """Section on epistemic/aleatoric OOD scores, AUPR, selective prediction and shift."""
+    made: dict[str, Path] = {}
+
+    def add(path: Path | None, key: str, caption: str) -> None:
+        if path is not None:
+            made[key] = path
+            doc.figure(path, f"figures/{path.name}", caption)
+
+    tasks = view.tasks("classification")
+    if not tasks:
+        return made
+    doc.h(2, "Beyond the paper: OOD scores, selective prediction, dataset shift")
+    for t in tasks:
+        doc.h(3, view.task_name(t))
+        _ood_scores_table(doc, view, t)
+        key = _slug("ecdf-mean", t)
+        add(
+            _mean_ecdf_figure(view, t, fig_dir / f"{key}.png"),
+            key,
+            f"Entropy ECDF averaged over the OOD sets of {view.task_name(t)}; lower is better.",
+        )
+        rows = [
+            [
+                view.name(m),
+                _f(view.scalar(t, m, "aurc"), 4),
+                _f(view.scalar(t, m, "test_mutual_info_mean"), 4),
+                _f(view.scalar(t, m, "test_expected_entropy_mean"), 4),
+                _f(view.scalar(t, m, "rotated_accuracy_mean")),
+                _f(view.scalar(t, m, "corrupted_accuracy_mean")),
+            ]
+            for m in view.methods(t)
+        ]
+        if any(cell != "—" for row in rows for cell in row[1:]):
+            doc.table(
+                ["method", "AURC", "MI test", "E[H] test", "acc rotated", "acc corrupted"],
+                rows,
+                f"{view.task_name(t)}: AURC = area under the risk-coverage curve by the "
+                "predictive's top probability (lower is better); MI / E[H] test = mean "
+                "epistemic / aleatoric entropy on the test set (nats); acc rotated = mean "
+                "accuracy over the rotation angles, acc corrupted = over corruptions and "
+                "severities (higher is better; — = not evaluated)." + view.data_label([t]),
+            )
+        key = _slug("risk-coverage", t)
+        add(
+            _risk_coverage_figure(view, t, fig_dir / f"{key}.png"),
+            key,
+            f"Risk-coverage curves on {view.task_name(t)}: lower is better, chiefly at low "
+            "coverage." + view.data_label([t]),
+        )
+        key = _slug("rotation", t)
+        add(
+            _rotation_figure(view, t, fig_dir / f"{key}.png"),
+            key,
+            f"Metrics of the predictive on the rotated {view.task_name(t)} test subset against "
+            "the angle (Ovadia et al. 2019, Figure 1 style)." + view.data_label([t]),
+        )
+        key = _slug("corruption", t)
+        add(
+            _severity_boxes_figure(view, t, fig_dir / f"{key}.png"),
+            key,
+            f"Accuracy and ECE on the corrupted {view.task_name(t)} test subset per severity; "
+            "each box spans the corruptions (CIFAR-10-C definitions)." + view.data_label([t]),
+        )
+    return made
+
+
 def _per_run(doc: _Doc, view: ResultsView) -> None:
     doc.h(2, "Runs")
     rows = []
@@ -1387,6 +1618,7 @@ def write_report(results: dict[str, Any], out_dir: Path) -> list[Path]:
     _table2(doc, view)
     _calibration(doc, view)
     figures = _figures(doc, view, fig_dir)
+    figures.update(_beyond_paper(doc, view, fig_dir))
     _convergence(doc, view)
     _per_run(doc, view)
     _mechanism(doc, view)

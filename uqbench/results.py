@@ -19,8 +19,7 @@ from uqbench.errors import ResultsError
 
 RESULTS_SCHEMA = "uqbench.results/2"
 RUN_SCHEMA = "uqbench.run/2"
-#: Schemas that can still be read: version 2 only adds to version 1 (``fpr95_in``, saved
-#: per-example outputs named by a run's ``predictions``).
+#: Schemas that can still be read: version 2 only adds to version 1 (README, schema section).
 READABLE_RESULTS_SCHEMAS = ("uqbench.results/1", RESULTS_SCHEMA)
 
 

@@ -369,6 +369,12 @@ def make_run(
             device=device,
             progress=progress,
             keep=keep,
+            shift={
+                "n": ev.get("shift_n"),
+                "rotations": ev.get("rotations", []),
+                "corruptions": ev.get("corruptions", []),
+                "severities": ev.get("severities"),
+            },
         )
     else:
         metrics = evaluate_regression(

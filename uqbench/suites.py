@@ -40,6 +40,12 @@ EVAL_TYPES = {
     "fgsm_samples": int,
     "fgsm_n": int,
     "batch_size": int,
+    # Dataset shift (uqbench.shift); absent = not evaluated, so that older suites keep
+    # their run hashes.
+    "shift_n": int,  # test points shifted (seeded, stratified); absent = the whole test set
+    "rotations": list,  # angles in degrees
+    "corruptions": list,  # names in uqbench.shift.CORRUPTIONS
+    "severities": list,  # of 1..5; absent = all five
 }
 TOP_KEYS = {"name", "description", "methods", "tasks", "seeds", "eval", "task", "method"}
 #: A suite name is a folder under --out: no separators, no "..", nothing absolute.
@@ -358,8 +364,31 @@ def _check_types(table: dict[str, Any], types: dict[str, type], where: str) -> N
             raise ConfigError(f"{where}: {k} must be a finite number, got {v!r}")
         if want in (int, float) and v <= 0:
             raise ConfigError(f"{where}: {k} must be positive, got {v!r}")
+        if k in SHIFT_LIST_KEYS:
+            _check_shift_list(k, v, where)
         if k == "fgsm" and v not in ("default", "all", "none"):
             raise ConfigError(f"{where}: fgsm must be 'default', 'all' or 'none', got {v!r}")
+
+
+SHIFT_LIST_KEYS = {"rotations", "corruptions", "severities"}
+
+
+def _check_shift_list(key: str, value: list, where: str) -> None:
+    """Refuse a shift list (``rotations``, ``corruptions``, ``severities``) with bad items."""
+    from uqbench.shift import CORRUPTIONS, SEVERITIES
+
+    for item in value:
+        if key == "rotations":
+            ok = isinstance(item, int | float) and not isinstance(item, bool)
+            want = "angles in degrees (numbers)"
+        elif key == "corruptions":
+            ok = item in CORRUPTIONS
+            want = f"corruption names ({', '.join(CORRUPTIONS)})"
+        else:
+            ok = item in SEVERITIES and not isinstance(item, bool)
+            want = f"severities in {list(SEVERITIES)}"
+        if not ok:
+            raise ConfigError(f"{where}: {key} must be a list of {want}, got {item!r}")
 
 
 def _digest(obj: Any) -> str:

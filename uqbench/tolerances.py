@@ -48,6 +48,14 @@ DEFAULT_FLOOR: dict[str, float] = {
     "loglik_outside": 0.1,
     "coverage_3std_inside": 0.02,
     "coverage_3std_outside": 0.02,
+    # beyond the paper (issue 18)
+    "aurc": 0.005,
+    "rotated_accuracy_mean": 0.01,
+    "corrupted_accuracy_mean": 0.01,
+    "auroc_mutual_info": 0.01,
+    "auroc_expected_entropy": 0.01,
+    "aupr_in": 0.01,
+    "aupr_out": 0.01,
 }
 
 

@@ -1,0 +1,96 @@
+"""Shift and selective-prediction metrics of evaluate_classification on a hand-made model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from uqbench import metrics as M
+from uqbench.errors import ConfigError
+from uqbench.evaluate import evaluate_classification, stratified_subset
+from uqbench.suites import parse_suite
+from uqbench.tasks.base import Split, TaskData
+
+
+class _Task:
+    name = "tiny"
+    n_outputs = 2
+    fgsm_eps: tuple = ()
+    input_range = (0.0, 1.0)
+
+
+class _MeanBrightness:
+    """Class 1 iff the image is brighter than 0.5 on average; two samples that disagree
+    by a fixed margin, so the predictive and its mutual information are known."""
+
+    def sample_outputs(self, x: torch.Tensor, n: int) -> torch.Tensor:
+        z = (x.mean(dim=(1, 2, 3)) - 0.5) * 20
+        base = torch.stack([-z, z], -1)
+        return torch.stack([base + torch.tensor([1.0, -1.0]), base - torch.tensor([1.0, -1.0])])
+
+
+def _data() -> TaskData:
+    gen = torch.Generator().manual_seed(0)
+    level = torch.rand(60, generator=gen)
+    x = level.reshape(-1, 1, 1, 1) * torch.ones(60, 1, 8, 8)
+    y = (level > 0.5).long()
+    ood = torch.full((10, 1, 8, 8), 0.5)
+    return TaskData(train=Split(x[:2], y[:2]), test=Split(x, y), ood={"grey": ood})
+
+
+def test_new_metrics_match_direct_computation() -> None:
+    data, model = _data(), _MeanBrightness()
+    shift = {"n": 40, "rotations": [0, 90], "corruptions": ["contrast"], "severities": [1, 5]}
+    res = evaluate_classification(
+        model, _Task(), data, test_samples=2, fgsm=False, fgsm_samples=1, fgsm_n=None,
+        progress=False, shift=shift,
+    )  # fmt: skip
+    logits = model.sample_outputs(data.test.x, 2)
+    probs = M.predictive_probs(logits)
+    assert res["aurc"] == pytest.approx(M.aurc(probs, data.test.y), abs=1e-6)
+    d = M.entropy_decomposition(logits)
+    assert res["test_mutual_info_mean"] == pytest.approx(d["mutual_info"].mean().item(), abs=1e-6)
+    # The grey OOD images sit on the boundary: both samples are confident and opposite, so
+    # their MI is far above the test set's, and the MI score separates perfectly.
+    assert res["ood"]["grey"]["auroc_mutual_info"] == pytest.approx(1.0)
+    assert res["ood"]["grey"]["aupr_out"] == pytest.approx(1.0)
+    # A flat square image rotated by 0 or 90 degrees is unchanged, so both angles give the
+    # plain accuracy and NLL of the seeded subset.
+    rot = res["shift_rotation"]
+    assert rot["angle"] == [0.0, 90.0] and res["shift_n"] == 40
+    idx = stratified_subset(data.test.y, 40, 0)
+    sub_logp = M.predictive_log_probs(model.sample_outputs(data.test.x[idx], 2))
+    plain = 1 - M.error_pct(sub_logp.exp(), data.test.y[idx]) / 100
+    assert rot["accuracy"] == pytest.approx([plain, plain])
+    assert rot["nll"][1] == pytest.approx(M.nll(sub_logp, data.test.y[idx]), abs=1e-5)
+    corr = res["shift_corruption"]
+    assert corr["severity"] == [1, 5]
+    assert corr["mean"]["accuracy"] == corr["corruptions"]["contrast"]["accuracy"]
+    # Contrast pulls every image towards its own (flat) mean: flat images are unchanged.
+    assert corr["corruptions"]["contrast"]["accuracy"] == [rot["accuracy"][0]] * 2
+    assert res["corrupted_accuracy_mean"] == pytest.approx(rot["accuracy"][0])
+
+
+def test_without_shift_settings_there_are_no_shift_keys() -> None:
+    res = evaluate_classification(
+        _MeanBrightness(), _Task(), _data(), test_samples=2, fgsm=False, fgsm_samples=1,
+        fgsm_n=None, progress=False,
+    )  # fmt: skip
+    assert not any(k.startswith(("shift", "rotated", "corrupted")) for k in res)
+
+
+@pytest.mark.parametrize(
+    ("ev", "msg"),
+    [
+        ({"corruptions": ["fog"]}, "corruption names"),
+        ({"severities": [0]}, "severities in"),
+        ({"rotations": ["ninety"]}, "angles"),
+        ({"rotations": 90}, "must be list"),
+    ],
+)
+def test_suite_refuses_bad_shift_settings(ev: dict, msg: str) -> None:
+    raw = {"methods": ["l2"], "tasks": ["mnist"], "seeds": [0], "eval": ev}
+    with pytest.raises(ConfigError, match=msg):
+        parse_suite(raw, Path("s.toml"))
