@@ -1228,7 +1228,7 @@ def _mean_ecdf_figure(view: ResultsView, t: str, path: Path) -> Path | None:
     )
     ax.legend(loc="upper left", fontsize=8)
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return _save(fig, path, view, t)
 
 
 def _risk_coverage_figure(view: ResultsView, t: str, path: Path) -> Path | None:
@@ -1251,7 +1251,7 @@ def _risk_coverage_figure(view: ResultsView, t: str, path: Path) -> Path | None:
     )
     ax.legend(loc="upper left", fontsize=8)
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return _save(fig, path, view, t)
 
 
 def _rotation_figure(view: ResultsView, t: str, path: Path) -> Path | None:
@@ -1273,7 +1273,7 @@ def _rotation_figure(view: ResultsView, t: str, path: Path) -> Path | None:
         return None
     axes[0].legend(fontsize=7)
     fig.suptitle(f"Rotated {view.task_name(t)} test set")
-    return _save(fig, path)
+    return _save(fig, path, view, t)
 
 
 def _severity_boxes_figure(view: ResultsView, t: str, path: Path) -> Path | None:
@@ -1318,7 +1318,7 @@ def _severity_boxes_figure(view: ResultsView, t: str, path: Path) -> Path | None
         ax.grid(alpha=0.3, axis="y")
     axes[0].legend(fontsize=7)
     fig.suptitle(f"Corrupted {view.task_name(t)}: boxes over corruptions")
-    return _save(fig, path)
+    return _save(fig, path, view, t)
 
 
 def _beyond_paper(doc: _Doc, view: ResultsView, fig_dir: Path) -> dict[str, Path]:
