@@ -550,9 +550,13 @@ def _write_outputs(path: Path, outputs: dict[str, Any]) -> str:
     """Save per-example outputs compressed (atomically); returns the file name."""
     import numpy as np
 
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez_compressed(tmp, **outputs)
-    os.replace(tmp, path)
+    tmp = unique_tmp(path)  # like every other write: no temp name shared between processes
+    try:
+        with open(tmp, "wb") as fh:  # a file object: numpy adds no ".npz" to the name
+            np.savez_compressed(fh, **outputs)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path.name
 
 
