@@ -1,16 +1,26 @@
-"""Which code made a result: the version of uqbench's own source, not the current directory's.
+"""Which code made a result, and when a result may be reused.
 
 Two identities are recorded with every run:
 
-* ``code_version`` - ``"src-"`` + a digest of the Python source files that determine a
-  run: every ``*.py`` of the ``uqbench`` and ``baselines`` packages as imported, plus
-  the files defining the run's posterior family and task (plug-ins included). It is
-  computed from the files themselves, so it is the same for a git checkout, an
-  installed copy or a tree shipped without git metadata, and it changes with any edit,
-  committed or not. Run files and checkpoints are reused only when it matches.
+* ``code_version`` - what run files and checkpoints are keyed on: ``"b"`` + uqbench's
+  :data:`BEHAVIOUR_VERSION`, plus, for a run of a plug-in posterior or task (a class
+  defined outside uqbench's own packages), a digest of the files defining it. Results
+  are reused only when it matches, so a commit that does not change behaviour (a
+  refactoring, a new report table, a docstring) keeps every result already computed,
+  and a change to a plug-in's code redoes that plug-in's runs.
+* ``source_version`` - informational: ``"src-"`` + a digest of every ``*.py`` of uqbench's
+  own packages as imported plus the plug-in files; it changes with any edit.
 * ``git_commit`` - informational: ``$UQBENCH_GIT_COMMIT`` when set (for copies without
   git metadata), else the commit of the git checkout that the imported ``uqbench``
   package is tracked in (``None`` when it is not in one, e.g. a pip-installed copy).
+
+How a change is judged to alter behaviour: CI runs the ci suite and requires every metric
+to be bit-identical to ``results/reference/ci.json`` (the tripwire of ``uqbench check
+--exact``). A change that moves any of them must bump :data:`BEHAVIOUR_VERSION` and
+regenerate that reference; ``results/reference/behaviour.json`` pairs each version with
+the digest of its reference metrics, and a test requires the newest pair to match both
+the constant and the committed reference. A behaviour change the ci suite cannot see
+(a code path none of its runs takes) must be bumped by hand.
 """
 
 from __future__ import annotations
@@ -18,14 +28,18 @@ from __future__ import annotations
 import functools
 import hashlib
 import inspect
+import json
 import os
 import subprocess
 from pathlib import Path
 
 import uqbench
 
-#: Packages whose sources make up uqbench's own code version.
+#: Packages whose sources make up uqbench's own code.
 OWN_PACKAGES = ("uqbench", "baselines")
+
+#: Bump with every change that alters any result (see the module docstring).
+BEHAVIOUR_VERSION = 1
 
 
 @functools.cache
@@ -54,16 +68,9 @@ def _own_files() -> tuple[tuple[str, str], ...]:
     return tuple(files)
 
 
-def code_version(*classes: type) -> str:
-    """Digest of uqbench's and the baselines' sources plus the files defining ``classes``.
-
-    Pass a run's posterior and task classes so that a change to a plug-in's code is
-    seen too.
-    """
-    h = hashlib.sha256()
-    own = _own_files()
-    own_paths = {p for _, p in own}
-    entries = list(own)
+def _plugin_files(classes: tuple[type, ...], own_paths: set[str]) -> list[tuple[str, str]]:
+    """(name, path) of the files defining ``classes`` that lie outside uqbench's own packages."""
+    entries = []
     for cls in classes:
         try:
             src = inspect.getsourcefile(cls)
@@ -71,9 +78,33 @@ def code_version(*classes: type) -> str:
             src = None
         if src and src not in own_paths:
             entries.append((f"{cls.__module__}:{Path(src).name}", src))
+    return entries
+
+
+def _digest(entries: list[tuple[str, str]]) -> str:
+    h = hashlib.sha256()
     for name, path in sorted(set(entries)):
         h.update(f"{name}\0{_file_digest(path)}\n".encode())
-    return "src-" + h.hexdigest()[:16]
+    return h.hexdigest()[:16]
+
+
+def code_version(*classes: type) -> str:
+    """The identity results are reused under: the behaviour version, plus plug-in files.
+
+    Pass a run's posterior and task classes so that a change to a plug-in's code is
+    seen too; uqbench's own classes add nothing (their changes bump the version).
+    """
+    own_paths = {p for _, p in _own_files()}
+    plugins = _plugin_files(classes, own_paths)
+    version = f"b{BEHAVIOUR_VERSION}"
+    return f"{version}-{_digest(plugins)}" if plugins else version
+
+
+def source_version(*classes: type) -> str:
+    """Digest of uqbench's and the baselines' sources plus the files defining ``classes``."""
+    own = _own_files()
+    entries = list(own) + _plugin_files(classes, {p for _, p in own})
+    return "src-" + _digest(entries)
 
 
 @functools.lru_cache(maxsize=4)
@@ -103,3 +134,16 @@ def source_commit() -> str | None:
     if os.environ.get("UQBENCH_GIT_COMMIT"):
         return os.environ["UQBENCH_GIT_COMMIT"].strip()
     return _checkout_commit(str(Path(uqbench.__file__).resolve().parent))
+
+
+def metrics_digest(results: dict) -> str:
+    """Digest of every run's metrics in a merged results file (order-independent).
+
+    ``results/reference/behaviour.json`` records it for the ci reference made at each
+    behaviour version.
+    """
+    runs = sorted(
+        (json.dumps([r["method"], r["task"], r["seed"], r.get("metrics")], sort_keys=True))
+        for r in results.get("runs", [])
+    )
+    return hashlib.sha256("\n".join(runs).encode()).hexdigest()

@@ -28,7 +28,7 @@ from uqbench.data import DataSource
 from uqbench.errors import ConfigError, OutputError, TrainingError, UQBenchError
 from uqbench.evaluate import evaluate_classification, evaluate_regression
 from uqbench.paper import PAPER_METHODS
-from uqbench.provenance import code_version, source_commit
+from uqbench.provenance import code_version, source_commit, source_version
 from uqbench.registry import POSTERIORS, TASKS
 from uqbench.results import RESULTS_SCHEMA, RUN_SCHEMA, unique_tmp
 from uqbench.suites import RunSpec, Suite
@@ -401,6 +401,7 @@ def make_run(
         "status": "ok",
         "run_hash": spec.run_hash(),
         "code_version": version,
+        "source_version": source_version(POSTERIORS.get(spec.method), TASKS.get(spec.task)),
         "checkpoint": str(ckpt),  # a model file: uqbench.load_posterior(path)
         "method": spec.method,
         "display_name": model.display_name or spec.method,
