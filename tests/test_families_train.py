@@ -96,3 +96,41 @@ def test_save_load_round_trip(name: str, tmp_path) -> None:
         torch.manual_seed(5)
         b = loaded.sample_outputs(x_new, 4)
     torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", ["ffg", "fflu", "mnf"])
+def test_variance_lr_moves_only_the_spread_parameters_at_their_own_rate(name: str) -> None:
+    """With ``variance_lr`` = 0 the log-variances stay put while the means train; Adam's first
+    step moves every parameter by its group's rate (|step| = lr for a nonzero gradient)."""
+    gen = torch.Generator().manual_seed(2)
+    x, y = blobs(64, gen)
+    torch.manual_seed(2)
+    model = uqbench.get_posterior(name)(spec())
+    spread = {id(p) for p in model.variance_parameters()}
+    assert spread, "the Gaussian families have log-variance parameters"
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    opt = model.configure_optimizer(1e-2, variance_lr=0.0)
+    opt.zero_grad()
+    model.loss(x, y)[0].backward()
+    opt.step()
+    for n, p in model.named_parameters():
+        moved = not torch.equal(p.detach(), before[n])
+        if id(p) in spread:
+            assert not moved, n
+        elif p.grad is not None and bool(p.grad.abs().max() > 1e-6):
+            assert moved, n
+
+    torch.manual_seed(2)
+    model = uqbench.get_posterior(name)(spec())
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    opt = model.configure_optimizer(1e-3, variance_lr=5e-2)
+    opt.zero_grad()
+    model.loss(x, y)[0].backward()
+    opt.step()
+    for n, p in model.named_parameters():
+        step = (p.detach() - before[n]).abs()
+        rate = 5e-2 if n.endswith("logvar") else 1e-3
+        nonzero = p.grad is not None and p.grad.abs() > 1e-6
+        torch.testing.assert_close(
+            step[nonzero], torch.full_like(step[nonzero], rate), rtol=1e-2, atol=0
+        )

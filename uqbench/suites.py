@@ -32,7 +32,9 @@ EVAL_DEFAULTS: dict[str, Any] = {
     "fgsm_n": None,  # test points attacked; None = the whole test set
     "batch_size": 500,
 }
-TRAIN_KEYS = {"epochs": int, "batch_size": int, "lr": float}
+#: Training settings. ``variance_lr`` (absent: ``lr``) is Adam's rate for the posterior's
+#: spread parameters (Posterior.configure_optimizer).
+TRAIN_KEYS = {"epochs": int, "batch_size": int, "lr": float, "variance_lr": float}
 DATA_KEYS = {"n_train": int, "n_test": int, "n_ood": int}
 EVAL_TYPES = {
     "test_samples": int,

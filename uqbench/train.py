@@ -46,12 +46,16 @@ def train(
     batch_size: int,
     lr: float,
     seed: int,
+    variance_lr: float | None = None,
     checkpoint: Path | None = None,
     progress: bool = True,
     desc: str = "train",
     log_message: Callable[[str], None] | None = None,
 ) -> TrainLog:
     """Train ``model`` on ``data`` with Adam for ``epochs`` passes of shuffled mini-batches.
+
+    ``variance_lr``: Adam's rate for the posterior's spread parameters
+    (:meth:`Posterior.configure_optimizer`); ``None``: ``lr`` like every other parameter.
 
     ``data`` may live on any device; batches are gathered on that device (no host copies
     when it is a GPU). When ``checkpoint`` is given, the model, optimizer, RNG states,
@@ -69,7 +73,12 @@ def train(
     device = data.x.device
     n = len(data)
     steps = max(1, -(-n // batch_size))
-    opt = model.configure_optimizer(lr)
+    def optimizer() -> torch.optim.Optimizer:
+        if variance_lr is None:  # the plain call: plug-ins may override it with one argument
+            return model.configure_optimizer(lr)
+        return model.configure_optimizer(lr, variance_lr=variance_lr)
+
+    opt = optimizer()
     gen = torch.Generator(device="cpu").manual_seed(seed)
     log = TrainLog()
     start_epoch, start_step = 0, 0
@@ -78,7 +87,7 @@ def train(
     if checkpoint is not None and checkpoint.exists():
         state = _load_checkpoint(checkpoint, model, opt, gen, device, log_message)
         if state is None:  # set aside: start from the initial state
-            opt = model.configure_optimizer(lr)
+            opt = optimizer()
             gen = torch.Generator(device="cpu").manual_seed(seed)
         else:
             log = TrainLog(**state["log"])
