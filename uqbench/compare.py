@@ -2,7 +2,7 @@
 
 A :class:`Stat` is one number per run (read from its recorded metrics) that can also be
 recomputed from the run's saved per-example outputs under bootstrap weights. On a
-:class:`uqbench.report.ResultsView`:
+:class:`uqbench.report.view.ResultsView`:
 
 * :func:`interval` gives a method's mean with its 95% interval (t over seeds; with one seed,
   a bootstrap over test examples when outputs were saved; else none);
@@ -23,7 +23,7 @@ import numpy as np
 from uqbench import stats as S
 
 if TYPE_CHECKING:  # pragma: no cover
-    from uqbench.report import ResultsView
+    from uqbench.report.view import ResultsView
 
 Outputs = Mapping[str, np.ndarray]
 Weights = Mapping[str, np.ndarray]
