@@ -30,6 +30,7 @@ LAYERED = (
     "uqbench.stats",
     "uqbench.check",
     "uqbench.tolerances",
+    "uqbench.metric_catalog",
 )
 #: The report's presentation modules, which the modules that only read results must not reach.
 PRESENTATION = (

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from uqbench import compare as C
+from uqbench import metric_catalog as catalog
 from uqbench import stats as S
 from uqbench.errors import ResultsError
 from uqbench.paper import (
@@ -37,6 +38,8 @@ from uqbench.report.style import (
 )
 from uqbench.report.view import finite, get_path
 
+#: Decimals of the test error (%), as declared.
+ERROR_DIGITS = catalog.metric("error_pct").digits
 #: The paper's figure each task's (or notMNIST's) entropy ECDF corresponds to.
 PAPER_FIGURE = {"notmnist": "Figure 2", "cifar5": "Figure 3"}
 
@@ -117,28 +120,23 @@ def summary(doc: Doc, view: ReportView) -> None:
             verdict += " †"
         rows.append([what, view.task_name(task), value, verdict])
 
+    def declared(name: str, ood: str | None = None) -> tuple[C.Stat, int]:
+        return C.metric_stat(name, ood), catalog.metric(name).digits
+
     for t in view.tasks("classification"):
         ms = view.methods(t)
-        add("accuracy (test error %)", t, C.STATS["error_pct"], 2, ms)
-        add("calibration (ECE)", t, C.STATS["ece"], 3, ms)
-        add("calibration (NLL)", t, C.STATS["nll"], 3, ms)
+        add("accuracy (test error %)", t, *declared("error_pct"), ms)
+        add("calibration (ECE)", t, *declared("ece"), ms)
+        add("calibration (NLL)", t, *declared("nll"), ms)
         o = view.ood_set(t)
         if o is not None:
-            add(f"OOD detection (AUROC, {o})", t, C.ood_stat(o, "auroc"), 3, ms)
+            add(f"OOD detection (AUROC, {o})", t, *declared("auroc", o), ms)
         fg = [m for m in ms if C.interval(view, t, m, C.fgsm_stat("adv_accuracy")) is not None]
         add("adversarial (FGSM accuracy, mean over eps > 0)", t, C.fgsm_stat("adv_accuracy"), 3, fg)
     for t in view.tasks("regression"):
         ms = view.methods(t)
-        add(
-            "regression (log density outside the data)",
-            t,
-            C.regression_stat("loglik_outside"),
-            2,
-            ms,
-        )
-        add(
-            "regression (log density inside the data)", t, C.regression_stat("loglik_inside"), 2, ms
-        )
+        add("regression (log density outside the data)", t, *declared("loglik_outside"), ms)
+        add("regression (log density inside the data)", t, *declared("loglik_inside"), ms)
     if not rows:
         doc.p("No metric to compare.")
         return
@@ -351,7 +349,8 @@ def table2(doc: Doc, view: ReportView) -> None:
     rows = []
     for t in tasks:
         rows.append(
-            [f"{view.task_name(t)} (ours)"] + _cells(view, t, methods, C.STATS["error_pct"], 2)
+            [f"{view.task_name(t)} (ours)"]
+            + _cells(view, t, methods, C.STATS["error_pct"], ERROR_DIGITS)
         )
         if t in TABLE2:
             rows.append(
@@ -375,18 +374,13 @@ def calibration(doc: Doc, view: ReportView) -> None:
         methods = view.methods(t)
         h_max = math.log(view.n_classes(t) or 10)
         columns: list[tuple[str, C.Stat, int]] = [
-            ("error %", C.STATS["error_pct"], 2),
-            ("NLL", C.STATS["nll"], 3),
-            ("ECE", C.STATS["ece"], 3),
-            ("Brier", C.STATS["brier"], 3),
-            ("median H test", C.STATS["test_median_entropy"], 3),
+            (header, C.metric_stat(m.name), m.digits)
+            for m, header in catalog.table_columns("calibration")
         ]
         for o in oods:
             columns += [
-                (f"AUROC {o}", C.ood_stat(o, "auroc", h_max), 3),
-                (f"FPR95 {o} (in+)", C.ood_stat(o, "fpr95_in", h_max), 3),
-                (f"FPR95 {o} (OOD+)", C.ood_stat(o, "fpr95", h_max), 3),
-                (f"median H {o}", C.ood_stat(o, "median_entropy", h_max), 3),
+                (header.format(set=o), C.metric_stat(m.name, o, h_max), m.digits)
+                for m, header in catalog.table_columns("calibration_ood")
             ]
         cols = [_cells(view, t, methods, stat, d) for _, stat, d in columns]
         rows = [
@@ -409,11 +403,8 @@ def calibration(doc: Doc, view: ReportView) -> None:
     for t in view.tasks("regression"):
         methods = view.methods(t)
         stat_cols = [
-            ("RMSE", C.Stat("rmse", C._path("rmse"), lower_better=True), 2),
-            ("loglik in", C.regression_stat("loglik_inside"), 2),
-            ("loglik out", C.regression_stat("loglik_outside"), 2),
-            ("cover 3σ in", C.regression_stat("coverage_3std_inside"), 3),
-            ("cover 3σ out", C.regression_stat("coverage_3std_outside"), 3),
+            (header, C.metric_stat(m.name), m.digits)
+            for m, header in catalog.table_columns("regression")
         ]
         cols = [_cells(view, t, methods, stat, d) for _, stat, d in stat_cols]
         rows = []
@@ -496,37 +487,31 @@ def figures(doc: Doc, view: ReportView, fig_dir: Path) -> dict[str, Path]:
 
 # -- beyond the paper: OOD scores, selective prediction, dataset shift (issue 18) ---------------
 
-#: OOD detection columns beyond the paper: (metric key, header, what the number uses).
-_OOD_SCORES = (
-    ("auroc", "AUROC H", "total predictive entropy"),
-    ("auroc_mutual_info", "AUROC MI", "mutual information (epistemic)"),
-    ("auroc_expected_entropy", "AUROC E[H]", "expected entropy (aleatoric)"),
-    ("aupr_in", "AUPR-in", "total entropy, in-distribution positive"),
-    ("aupr_out", "AUPR-out", "total entropy, OOD positive"),
-)
-
 
 def _ood_scores_table(doc: Doc, view: ReportView, t: str) -> None:
     """Per method, each OOD set and the mean over sets, with every OOD score."""
     oods = view.ood_sets(t)
     if not oods:
         return
+    columns = catalog.table_columns("ood_scores")
+    digits = [d.digits for d, _ in columns]
     rows = []
     for m in view.methods(t):
         per_set = []
         for o in oods:
-            vals = [view.scalar(t, m, "ood", o, key) for key, _, _ in _OOD_SCORES]
+            vals = [view.scalar(t, m, "ood", o, *d.path) for d, _ in columns]
             per_set.append(vals)
-            rows.append([view.name(m), o] + [fmt(v) for v in vals])
+            rows.append([view.name(m), o] + [fmt(v, n) for v, n in zip(vals, digits, strict=True)])
         if len(oods) > 1:
             means = []
-            for i in range(len(_OOD_SCORES)):
+            for i in range(len(columns)):
                 col = [vals[i] for vals in per_set]
                 means.append(None if any(v is None for v in col) else float(np.mean(col)))
-            rows.append([view.name(m), "**mean over sets**"] + [fmt(v) for v in means])
-    uses = "; ".join(f"{h} uses {what}" for _, h, what in _OOD_SCORES)
+            cells = [fmt(v, n) for v, n in zip(means, digits, strict=True)]
+            rows.append([view.name(m), "**mean over sets**"] + cells)
+    uses = "; ".join(f"{h} uses {d.note}" for d, h in columns)
     doc.table(
-        ["method", "OOD set"] + [h for _, h, _ in _OOD_SCORES],
+        ["method", "OOD set"] + [h for _, h in columns],
         rows,
         f"{view.task_name(t)}: OOD detection by score, means over seeds; higher is better for "
         f"all. {uses}. MI = H[E p] - E[H[p]] over posterior samples." + view.data_label([t]),
@@ -555,20 +540,14 @@ def beyond_paper(doc: Doc, view: ReportView, fig_dir: Path) -> dict[str, Path]:
             key,
             f"Entropy ECDF averaged over the OOD sets of {view.task_name(t)}; lower is better.",
         )
+        columns = catalog.table_columns("beyond")
         rows = [
-            [
-                view.name(m),
-                fmt(view.scalar(t, m, "aurc"), 4),
-                fmt(view.scalar(t, m, "test_mutual_info_mean"), 4),
-                fmt(view.scalar(t, m, "test_expected_entropy_mean"), 4),
-                fmt(view.scalar(t, m, "rotated_accuracy_mean")),
-                fmt(view.scalar(t, m, "corrupted_accuracy_mean")),
-            ]
+            [view.name(m)] + [fmt(view.scalar(t, m, *d.path), d.digits) for d, _ in columns]
             for m in view.methods(t)
         ]
         if any(cell != "—" for row in rows for cell in row[1:]):
             doc.table(
-                ["method", "AURC", "MI test", "E[H] test", "acc rotated", "acc corrupted"],
+                ["method"] + [header for _, header in columns],
                 rows,
                 f"{view.task_name(t)}: AURC = area under the risk-coverage curve by the "
                 "predictive's top probability (lower is better); MI / E[H] test = mean "
