@@ -44,27 +44,35 @@ class Doc:
     blocks: list[tuple[str, Any]] = field(default_factory=list)
 
     def h(self, level: int, text: str) -> None:
+        """A heading of ``level`` (1-3)."""
         self.blocks.append(("h", (level, text)))
 
     def p(self, text: str) -> None:
+        """A paragraph (inline markup allowed)."""
         self.blocks.append(("p", text))
 
     def warn(self, text: str) -> None:
+        """A paragraph flagged as a warning."""
         self.blocks.append(("warn", text))
 
     def code(self, text: str) -> None:
+        """A verbatim block."""
         self.blocks.append(("code", text))
 
     def items(self, items: list[str]) -> None:
+        """A bulleted list."""
         self.blocks.append(("ul", items))
 
     def table(self, headers: list[str], rows: list[list[str]], caption: str = "") -> None:
+        """A table; columns whose cells are all numbers are right-aligned."""
         self.blocks.append(("table", (headers, rows, caption)))
 
     def figure(self, path: Path, rel: str, caption: str) -> None:
+        """A PNG at ``path``, linked as ``rel`` in Markdown and embedded in HTML."""
         self.blocks.append(("fig", (path, rel, caption)))
 
     def markdown(self) -> str:
+        """The document as Markdown."""
         out: list[str] = []
         for kind, b in self.blocks:
             if kind == "h":
@@ -92,6 +100,7 @@ class Doc:
         return "\n\n".join(out) + "\n"
 
     def html(self, title: str) -> str:
+        """The document as one self-contained HTML page titled ``title``."""
         out = [
             "<!DOCTYPE html>",
             '<html lang="en"><head><meta charset="utf-8">',

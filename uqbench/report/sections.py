@@ -45,6 +45,7 @@ PAPER_FIGURE = {"notmnist": "Figure 2", "cifar5": "Figure 3"}
 
 
 def header(doc: Doc, view: ReportView, results: dict[str, Any]) -> None:
+    """Title and what is compared."""
     suite = results.get("suite", "?")
     doc.h(1, f"uqbench report: suite `{suite}`")
     doc.p(
@@ -55,6 +56,7 @@ def header(doc: Doc, view: ReportView, results: dict[str, Any]) -> None:
 
 
 def environment(doc: Doc, view: ReportView, results: dict[str, Any]) -> None:
+    """The command, the machine, wall times, failed runs and run files left out."""
     doc.h(2, "Command and environment")
     doc.p("Command:")
     doc.code(str(results.get("command", "(not recorded)")))
@@ -213,6 +215,7 @@ def settings(doc: Doc, view: ReportView) -> None:
 
 
 def convergence(doc: Doc, view: ReportView) -> None:
+    """The convergence criterion and each run's verdict."""
     doc.h(2, "Convergence")
     w = S.CONVERGENCE_TOL
     doc.p(
@@ -241,6 +244,7 @@ def convergence(doc: Doc, view: ReportView) -> None:
 
 
 def provenance(doc: Doc, view: ReportView) -> None:
+    """The data files read, their checksums, and a warning for unverified data."""
     doc.h(2, "Data provenance")
     files: dict[tuple[Any, ...], dict[str, Any]] = {}
     used_by: dict[tuple[Any, ...], set[str]] = defaultdict(set)
@@ -340,6 +344,7 @@ def _stats_note(view: ReportView, tasks: list[str]) -> str:
 
 
 def table2(doc: Doc, view: ReportView) -> None:
+    """The paper's Table 2 (test error) beside ours."""
     doc.h(2, "Table 2: test error (%)")
     tasks = view.tasks("classification")
     if not tasks:
@@ -368,6 +373,7 @@ def table2(doc: Doc, view: ReportView) -> None:
 
 
 def calibration(doc: Doc, view: ReportView) -> None:
+    """Per task: calibration and OOD detection (classification) or held-out fit (toy)."""
     doc.h(2, "Calibration and out-of-distribution detection")
     for t in view.tasks("classification"):
         oods = view.ood_sets(t)
@@ -429,6 +435,7 @@ def calibration(doc: Doc, view: ReportView) -> None:
 
 
 def figures(doc: Doc, view: ReportView, fig_dir: Path) -> dict[str, Path]:
+    """The paper's figures: entropy ECDFs, FGSM, toy bands, reliability diagrams."""
     doc.h(2, "Figures")
     made: dict[str, Path] = {}
 
@@ -580,6 +587,7 @@ def beyond_paper(doc: Doc, view: ReportView, fig_dir: Path) -> dict[str, Path]:
 
 
 def per_run(doc: Doc, view: ReportView) -> None:
+    """One row per run: training and evaluation time, data verified."""
     doc.h(2, "Runs")
     rows = []
     for t in view.tasks():
@@ -670,6 +678,7 @@ def mechanism(doc: Doc, view: ReportView) -> None:
 
 
 def sparsity(doc: Doc, view: ReportView) -> None:
+    """FFLU's share of pruned weights per layer, beside the paper's."""
     blocks = []
     for t in view.tasks():
         for m in view.methods(t):
@@ -705,6 +714,7 @@ def sparsity(doc: Doc, view: ReportView) -> None:
 def against_paper(
     doc: Doc, view: ReportView, figures: dict[str, Path], results: dict[str, Any]
 ) -> None:
+    """Each qualitative claim of the paper's Section 4 with its verdict here."""
     doc.h(2, "Against the paper")
     doc.p(
         "Each qualitative claim of the paper's Section 4, checked on these results (means "

@@ -45,9 +45,11 @@ class ReportView(ResultsView):
         self._colors: dict[str, Any] = {}
 
     def task_order(self) -> tuple[str, ...]:
+        """:data:`TASK_ORDER`: the paper's tasks first."""
         return TASK_ORDER
 
     def method_order(self) -> tuple[str, ...]:
+        """:data:`uqbench.paper.METHOD_ORDER`: the paper's columns first."""
         return METHOD_ORDER
 
     def name(self, method: str) -> str:
