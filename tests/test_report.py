@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from uqbench.errors import ResultsError
-from uqbench.report import CIFAR_UNVERIFIED, write_report
+from uqbench.report import write_report
+from uqbench.report.style import CIFAR_UNVERIFIED
 
 METHODS = ("l2", "dropout", "ensemble", "ffg", "fflu", "mnf")
 DISPLAY = {

@@ -1,13 +1,15 @@
 """CI regression check: compare a results file with a committed reference.
 
-For each (method, task) of the reference, every checked metric is averaged over the
-reference's seeds (in both files) and compared in the metric's own direction:
+For each (method, task) of the reference, every checked metric (a metric whose declaration in
+:mod:`uqbench.metric_catalog` has a tolerance floor) is averaged over the reference's seeds (in
+both files) and compared in the metric's own direction, as declared:
 
-* lower is better: ``error_pct``, ``nll``, ``brier``, ``ece``, ``ood.<set>.fpr95``, ``rmse``
-  -- the current value may not rise above ``reference + tolerance``;
-* higher is better: ``ood.<set>.auroc``, ``fgsm.accuracy_mean``, ``loglik_inside``,
-  ``loglik_outside``, ``coverage_3std_inside``, ``coverage_3std_outside`` -- the current
-  value may not fall below ``reference - tolerance``.
+* lower is better, for example ``error_pct``, ``nll``, ``brier``, ``ece``,
+  ``ood.<set>.fpr95``, ``rmse`` -- the current value may not rise above
+  ``reference + tolerance``;
+* higher is better, for example ``ood.<set>.auroc``, ``fgsm.accuracy_mean``,
+  ``loglik_inside``, ``loglik_outside``, ``coverage_3std_inside``, ``coverage_3std_outside``
+  -- the current value may not fall below ``reference - tolerance``.
 
 FGSM is checked as one number, the mean accuracy over the eps grid (an area under the
 accuracy-vs-eps curve): a single row that is far less noisy than accuracy at each eps, whose
@@ -34,6 +36,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from uqbench import metric_catalog as catalog
 from uqbench.errors import ResultsError
 from uqbench.results import (  # noqa: F401 - re-exported
     RESULTS_SCHEMA,
@@ -44,34 +47,22 @@ from uqbench.results import (  # noqa: F401 - re-exported
 
 TOLERANCES_SCHEMA = "uqbench.tolerances/1"
 
+# What is checked, and in which direction, comes from the metric declarations
+# (uqbench.metric_catalog): every metric with a tolerance floor, in declaration order.
 # Scalar metrics at the top level of METRICS, with True when higher is better.
 SCALAR_METRICS: dict[str, bool] = {
-    "error_pct": False,
-    "nll": False,
-    "brier": False,
-    "ece": False,
-    "rmse": False,
-    "loglik_inside": True,
-    "loglik_outside": True,
-    # share of held-out targets within mean +- 3 std (nominal 0.997): sees a predictive
-    # variance that changed while the log-likelihood, dominated by the mean, did not
-    "coverage_3std_inside": True,
-    "coverage_3std_outside": True,
+    m.name: m.higher_better for m in catalog.metrics("run", checked=True)
 }
-# Metrics of each OOD set, with True when higher is better.
-OOD_METRICS: dict[str, bool] = {"auroc": True, "fpr95": False}
-FGSM_PATH = "fgsm.accuracy_mean"
-# Beyond the paper (issue 18): checked only where the reference run has them, so references
-# made before they existed still check cleanly.
-SCALAR_METRICS.update(
-    {"aurc": False, "rotated_accuracy_mean": True, "corrupted_accuracy_mean": True}
-)
+# Metrics of each OOD set, with True when higher is better: checked on every set ...
+OOD_METRICS: dict[str, bool] = {
+    m.name: m.higher_better for m in catalog.metrics("ood", checked=True) if m.required
+}
+# ... and checked only where the reference run has them (beyond the paper, issue 18), so
+# references made before they existed still check cleanly.
 OOD_EXTRA_METRICS: dict[str, bool] = {
-    "auroc_mutual_info": True,
-    "auroc_expected_entropy": True,
-    "aupr_in": True,
-    "aupr_out": True,
+    m.name: m.higher_better for m in catalog.metrics("ood", checked=True) if not m.required
 }
+(FGSM_PATH,) = (m.name for m in catalog.metrics("fgsm", checked=True))
 
 # A row is "moved" (shown in the table) when |delta| exceeds this, relative to the reference.
 MOVE_EPS = 1e-9
@@ -210,11 +201,7 @@ def _num(x: Any) -> float | None:
 
 def metric_direction(path: str) -> bool:
     """True when higher is better for metric ``path``."""
-    if path == FGSM_PATH:
-        return True
-    if path.startswith("ood."):
-        return {**OOD_METRICS, **OOD_EXTRA_METRICS}[path.rsplit(".", 1)[1]]
-    return SCALAR_METRICS[path]
+    return catalog.metric(metric_kind(path)).higher_better
 
 
 def metric_kind(path: str) -> str:
@@ -226,12 +213,13 @@ def metric_kind(path: str) -> str:
 
 def run_metric_paths(metrics: dict) -> list[str]:
     """Checked metric paths that ``metrics`` holds (a key present with a null value counts)."""
-    paths = [name for name in SCALAR_METRICS if name in metrics]
+    paths = [m.name for m in catalog.metrics("run", checked=True) if _holds(metrics, m.path)]
     ood = metrics.get("ood")
     if isinstance(ood, dict):
         for ood_set in ood:
-            paths += [f"ood.{ood_set}.{m}" for m in OOD_METRICS]
-            paths += [f"ood.{ood_set}.{m}" for m in OOD_EXTRA_METRICS if m in (ood[ood_set] or {})]
+            for m in catalog.metrics("ood", checked=True):
+                if m.required or _holds(ood[ood_set] or {}, m.path):
+                    paths.append(f"ood.{ood_set}.{m.name}")
     if "fgsm" in metrics:
         paths.append(FGSM_PATH)
     return paths
@@ -257,8 +245,24 @@ def extract_metric(metrics: dict, path: str) -> tuple[float | None, tuple[float,
     if path.startswith("ood."):
         _, ood_set, name = path.split(".", 2)
         entry = (metrics.get("ood") or {}).get(ood_set)
-        return (None if entry is None else _num(entry.get(name))), None
-    return _num(metrics.get(path)), None
+        return (None if entry is None else _num(_at(entry, catalog.metric(name).path))), None
+    return _num(_at(metrics, catalog.metric(path).path)), None
+
+
+def _at(d: dict, path: tuple[str, ...]) -> Any:
+    """``d[path[0]][path[1]]...``; None where a level is missing or null."""
+    for key in path:
+        if not isinstance(d, dict):
+            return None
+        d = d.get(key)
+    return d
+
+
+def _holds(d: dict, path: tuple[str, ...]) -> bool:
+    """Whether ``d`` holds the key at ``path`` (even with a null value)."""
+    *parents, last = path
+    parent = _at(d, tuple(parents))
+    return isinstance(parent, dict) and last in parent
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 A :class:`Stat` is one number per run (read from its recorded metrics) that can also be
 recomputed from the run's saved per-example outputs under bootstrap weights. On a
-:class:`uqbench.report.ResultsView`:
+:class:`uqbench.report.view.ResultsView`:
 
 * :func:`interval` gives a method's mean with its 95% interval (t over seeds; with one seed,
   a bootstrap over test examples when outputs were saved; else none);
@@ -20,10 +20,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from uqbench import metric_catalog as catalog
 from uqbench import stats as S
 
 if TYPE_CHECKING:  # pragma: no cover
-    from uqbench.report import ResultsView
+    from uqbench.report.view import ResultsView
 
 Outputs = Mapping[str, np.ndarray]
 Weights = Mapping[str, np.ndarray]
@@ -74,29 +75,27 @@ def _mean_of(key: str, scale: float = 1.0, group: str = "test") -> Callable[...,
     return f
 
 
+def _declared(
+    name: str, weighted: Callable[[Outputs, Weights], float | None] | None = None
+) -> Stat:
+    """The Stat of the test-set metric ``name`` as declared in :mod:`uqbench.metric_catalog`
+    (its path and direction), recomputed under bootstrap weights by ``weighted``."""
+    m = catalog.metric(name)
+    return Stat(name, _path(*m.path), weighted, ("test",) if weighted else (), m.lower_better)
+
+
 STATS: dict[str, Stat] = {
-    "error_pct": Stat(
-        "error_pct",
-        _path("error_pct"),
-        lambda o, w: 100 * (1 - (S.w_mean(_correct(o), w["test"]) or math.nan)),
-        ("test",),
-        True,
+    "error_pct": _declared(
+        "error_pct", lambda o, w: 100 * (1 - (S.w_mean(_correct(o), w["test"]) or math.nan))
     ),
-    "nll": Stat("nll", _path("nll"), _mean_of("test.logp_true", -1.0), ("test",), True),
-    "brier": Stat("brier", _path("brier"), _mean_of("test.brier"), ("test",), True),
-    "ece": Stat(
-        "ece",
-        _path("ece"),
-        lambda o, w: S.w_ece(np.asarray(o["test.conf"], float), _correct(o), w["test"]),
-        ("test",),
-        True,
+    "nll": _declared("nll", _mean_of("test.logp_true", -1.0)),
+    "brier": _declared("brier", _mean_of("test.brier")),
+    "ece": _declared(
+        "ece", lambda o, w: S.w_ece(np.asarray(o["test.conf"], float), _correct(o), w["test"])
     ),
-    "test_median_entropy": Stat(
+    "test_median_entropy": _declared(
         "test_median_entropy",
-        _path("test_entropy", "median"),
         lambda o, w: S.w_quantile(np.asarray(o["test.entropy"], float), w["test"], 0.5),
-        ("test",),
-        None,
     ),
 }
 
@@ -134,32 +133,23 @@ def ood_stat(ood: str, what: str, h_max: float = math.log(10)) -> Stat:
         thr = S.w_quantile(hin(o), w["test"], 0.95)
         return None if thr is None else S.w_mean((h(o) <= thr).astype(float), w[g])
 
-    table: dict[str, tuple[Callable[..., Any], Callable[..., Any] | None, bool | None]] = {
-        "auroc": (
-            _path("ood", ood, "auroc"),
-            lambda o, w: S.w_auroc(hin(o), w["test"], h(o), w[g]),
-            False,
-        ),
-        "fpr95": (_path("ood", ood, "fpr95"), fpr95, True),
-        "fpr95_in": (_path("ood", ood, "fpr95_in"), fpr95_in, True),
-        "median_entropy": (
-            _path("ood", ood, "median_entropy"),
-            lambda o, w: S.w_quantile(h(o), w[g], 0.5),
-            False,
-        ),
-        "mean_entropy": (
-            _path("ood", ood, "mean_entropy"),
-            lambda o, w: S.w_mean(h(o), w[g]),
-            False,
-        ),
-        "ecdf_area": (
-            _ecdf_area_value(ood, h_max),
-            lambda o, w: S.ecdf_area(h(o), w[g], h_max),
-            True,
-        ),
+    weighted: dict[str, Callable[..., Any]] = {
+        "auroc": lambda o, w: S.w_auroc(hin(o), w["test"], h(o), w[g]),
+        "fpr95": fpr95,
+        "fpr95_in": fpr95_in,
+        "median_entropy": lambda o, w: S.w_quantile(h(o), w[g], 0.5),
+        "mean_entropy": lambda o, w: S.w_mean(h(o), w[g]),
     }
-    value, weighted, lower = table[what]
-    return Stat(f"ood.{ood}.{what}", value, weighted, ("test", g), lower)
+    name = f"ood.{ood}.{what}"
+    if what == "ecdf_area":  # a statistic of the recorded curve, not a declared metric
+
+        def area(o: Outputs, w: Weights) -> float | None:
+            return S.ecdf_area(h(o), w[g], h_max)
+
+        return Stat(name, _ecdf_area_value(ood, h_max), area, ("test", g), True)
+    m = catalog.metric(what)
+    value = _path("ood", ood, *m.path)
+    return Stat(name, value, weighted.get(what), ("test", g), m.lower_better)
 
 
 def _fgsm_value(what: str) -> Callable[[dict[str, Any]], float | None]:
@@ -202,7 +192,22 @@ def regression_stat(what: str) -> Stat:
             return S.w_mean(-0.5 * (np.log(2 * math.pi * v) + (y - m) ** 2 / v), w[where])
         return S.w_mean((np.abs(y - m) <= 3 * np.sqrt(v)).astype(float), w[where])
 
-    return Stat(what, _path(what), weighted, (where,), False if kind == "loglik" else None)
+    return Stat(what, _path(what), weighted, (where,), catalog.metric(what).lower_better)
+
+
+def metric_stat(name: str, ood: str | None = None, h_max: float = math.log(10)) -> Stat:
+    """The Stat of declared metric ``name`` (of the OOD set ``ood`` for a per-set metric), with
+    its bootstrap recomputation where one is known here, else from recorded values only."""
+    m = catalog.metric(name)
+    if m.scope == "ood":
+        if ood is None:
+            raise ValueError(f"metric {name} is per OOD set: name the set")
+        return ood_stat(ood, name, h_max)
+    if name in STATS:
+        return STATS[name]
+    if name.startswith(("loglik_", "coverage_3std_")):
+        return regression_stat(name)
+    return Stat(name, _path(*m.path), None, (), m.lower_better)
 
 
 # -- on a results view --------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """What Louizos & Welling (ICML 2017) report, as data: Table 2, sparsity, Section 4 claims.
 
 Each qualitative claim of Section 4 carries a ``check``: a function of a results view
-(:class:`uqbench.report.ResultsView`) that returns a :class:`Verdict` - "agrees",
+(:class:`uqbench.report.view.ResultsView`) that returns a :class:`Verdict` - "agrees",
 "differs", "inconclusive" or "not run" - with the numbers that decided it. Every ordering
 a claim states is decided by a 95% interval of the difference (:mod:`uqbench.compare`):
 "agrees" only when all of them are resolved for the claim and every run involved
@@ -23,7 +23,7 @@ from uqbench import compare as C
 from uqbench.stats import Interval
 
 if TYPE_CHECKING:  # pragma: no cover
-    from uqbench.report import ResultsView
+    from uqbench.report.view import ResultsView
 
 #: The paper's six posteriors, in the column order of its Table 2.
 PAPER_METHODS: tuple[str, ...] = ("l2", "dropout", "ensemble", "ffg", "fflu", "mnf")
@@ -37,6 +37,9 @@ PAPER_COLUMNS: dict[str, str] = {
     "mnf": "MNFG",
     "dropout-learned": "Dropout (learned p)",
 }
+#: Order of methods in tables and in a claim's evidence: the paper's columns, then learned
+#: dropout (its Section 4.3); other methods follow alphabetically.
+METHOD_ORDER: tuple[str, ...] = (*PAPER_METHODS, "dropout-learned")
 #: Table 2: test error (%) with the LeNet architectures.
 TABLE2: dict[str, dict[str, float]] = {
     "mnist": {"l2": 0.6, "dropout": 0.5, "ensemble": 0.7, "ffg": 0.9, "fflu": 0.9, "mnf": 0.7},
@@ -91,6 +94,11 @@ class Claim:
     check: Callable[[ResultsView], Verdict]
 
 
+def method_name(v: ResultsView, method: str) -> str:
+    """The method's name in tables: the paper's column header, else its display name."""
+    return PAPER_COLUMNS.get(method) or v.display_name(method)
+
+
 def _not_run(what: str) -> Verdict:
     return Verdict("not run", f"needs {what}")
 
@@ -109,7 +117,7 @@ def _decide(
     if any(c < 0 for c in conditions):
         return Verdict("differs", evidence)
     if conditions and all(c > 0 for c in conditions):
-        stale = [v.name(m) for m in dict.fromkeys(methods) if v.unconverged(task, m)]
+        stale = [method_name(v, m) for m in dict.fromkeys(methods) if v.unconverged(task, m)]
         if stale:
             return Verdict(
                 "inconclusive",
@@ -136,7 +144,7 @@ def _values(
     for m in methods:
         iv = C.interval(v, task, m, stat)
         if iv is not None:
-            out.append(f"{v.name(m)} {_iv(iv, digits)}")
+            out.append(f"{method_name(v, m)} {_iv(iv, digits)}")
     return ", ".join(out)
 
 
@@ -148,14 +156,17 @@ def _diffs(
     for a, b in pairs:
         c = C.compare(v, task, a, b, stat)
         if c is not None:
-            parts.append(f"{v.name(a)} − {v.name(b)} = {_iv(c, digits)}")
+            parts.append(f"{method_name(v, a)} − {method_name(v, b)} = {_iv(c, digits)}")
             hows.append(c.how)
     how = "; ".join(dict.fromkeys(hows))
     return ", ".join(parts) + (f" ({how})" if how else "")
 
 
 def _ran(v: ResultsView, task: str, stat: C.Stat, methods: Iterable[str]) -> list[str]:
-    return [m for m in v.methods(task) if m in methods and C.interval(v, task, m, stat)]
+    """Those of ``methods`` with a value of ``stat`` on ``task``, in :data:`METHOD_ORDER`."""
+    ran = [m for m in v.methods(task) if m in methods and C.interval(v, task, m, stat)]
+    first = {m: i for i, m in enumerate(METHOD_ORDER)}
+    return sorted(ran, key=lambda m: first.get(m, len(first)))
 
 
 def _lowest(

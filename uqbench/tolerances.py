@@ -20,6 +20,7 @@ import statistics
 import sys
 from pathlib import Path
 
+from uqbench import metric_catalog as catalog
 from uqbench.check import (
     TOLERANCES_SCHEMA,
     aggregate_run_metrics,
@@ -34,29 +35,9 @@ from uqbench.check import (
 from uqbench.errors import ResultsError, UQBenchError
 
 # Smallest tolerance of each metric kind (absolute, in the metric's units: error_pct in
-# percentage points, FGSM accuracy as stored in the results, log-likelihoods in nats).
-DEFAULT_FLOOR: dict[str, float] = {
-    "error_pct": 0.5,
-    "nll": 0.02,
-    "brier": 0.01,
-    "ece": 0.01,
-    "auroc": 0.01,
-    "fpr95": 0.03,
-    "fgsm.accuracy_mean": 0.02,
-    "rmse": 0.05,
-    "loglik_inside": 0.05,
-    "loglik_outside": 0.1,
-    "coverage_3std_inside": 0.02,
-    "coverage_3std_outside": 0.02,
-    # beyond the paper (issue 18)
-    "aurc": 0.005,
-    "rotated_accuracy_mean": 0.01,
-    "corrupted_accuracy_mean": 0.01,
-    "auroc_mutual_info": 0.01,
-    "auroc_expected_entropy": 0.01,
-    "aupr_in": 0.01,
-    "aupr_out": 0.01,
-}
+# percentage points, FGSM accuracy as stored in the results, log-likelihoods in nats): the
+# ``floor`` of each checked metric's declaration in uqbench.metric_catalog.
+DEFAULT_FLOOR: dict[str, float] = catalog.floors()
 
 
 def derive_tolerances(
@@ -69,14 +50,15 @@ def derive_tolerances(
 
     ``floor`` maps a metric kind (``auroc``, ``error_pct``, ``fgsm.accuracy_mean``; see
     :func:`uqbench.check.metric_kind`) or a full metric path to its smallest tolerance
-    (defaults to :data:`DEFAULT_FLOOR`; a kind absent from it has floor 0). ``sources`` names
-    the repeats in ``derived_from``. A metric with fewer than two non-null repeats gets no
-    per-run entry (the default applies). Repeats may hold different (method, task) pairs: each
-    pair's spread is over the repeats that hold it (``repeats`` in the result says how many).
+    (defaults to the declared floors, :func:`uqbench.metric_catalog.floors`; a kind absent
+    from it has floor 0). ``sources`` names the repeats in ``derived_from``. A metric with
+    fewer than two non-null repeats gets no per-run entry (the default applies). Repeats may
+    hold different (method, task) pairs: each pair's spread is over the repeats that hold it
+    (``repeats`` in the result says how many).
     Raises ResultsError on fewer than two repeats, mixed suites, a seed shared between
     repeats, or a non-finite metric.
     """
-    floor = dict(DEFAULT_FLOOR if floor is None else floor)
+    floor = dict(catalog.floors() if floor is None else floor)
     if k <= 0 or not math.isfinite(k):
         raise ResultsError(f"k must be a positive number, got {k!r}")
     if len(runs_of_repeats) < 2:

@@ -1,0 +1,252 @@
+"""One declaration per reported metric: where it sits in the results, which way is better, how
+the report shows it and how much the regression check lets it move.
+
+:mod:`uqbench.check` (which metrics it compares, in which direction), :mod:`uqbench.tolerances`
+(the floor of each tolerance), :mod:`uqbench.compare` (which way a best method lies) and the
+report (column headers, decimals, which tables show the metric) all read :data:`METRICS`.
+Adding a metric means computing it (:mod:`uqbench.metrics`), storing it in a run's metrics
+(:mod:`uqbench.evaluate`) and declaring it here; to show it in a report table, add its name to
+that table in :data:`REPORT_TABLES`.
+
+Changing a ``floor`` changes only newly derived tolerance files; a metric with a floor is
+compared by ``uqbench check``, so its reference must hold it (or hold it as null).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SCOPES = ("run", "ood", "fgsm")
+BETTER = ("higher", "lower", None)
+
+
+@dataclass(frozen=True)
+class MetricDef:
+    """The declaration of one metric.
+
+    ``name`` is the metric's key in tolerance files and check rows: a run metric's own key, the
+    key of a per-OOD-set metric inside ``metrics.ood.<set>`` (its check path is
+    ``ood.<set>.<name>``), or ``fgsm.accuracy_mean``. ``path`` leads to the value inside a
+    run's ``metrics`` (inside ``metrics.ood.<set>`` for ``scope == "ood"``; for ``"fgsm"``, to
+    the accuracy curve whose mean over the eps grid is the value).
+    """
+
+    name: str
+    path: tuple[str, ...]
+    #: "higher" or "lower" is better; None: neither (an entropy on the test set).
+    better: str | None
+    #: Column header in report tables; ``{set}`` stands for the OOD set's name.
+    label: str
+    #: Decimals shown in the report.
+    digits: int = 3
+    #: Smallest tolerance of the regression check, in the metric's units; None: not checked.
+    floor: float | None = None
+    #: "run" (one value per run), "ood" (one per OOD set) or "fgsm" (a mean over the eps grid).
+    scope: str = "run"
+    #: Per-OOD-set metrics only: checked on every set, "missing" where a set lacks it. Others
+    #: are checked only where the reference run holds them (metrics added after a reference).
+    required: bool = False
+    #: Whether a table may mark a best method. False where the ideal value is not an end of
+    #: the scale: a 3-std coverage should be 0.997, so "higher" there only guards the check
+    #: against a collapsed predictive variance.
+    ranked: bool = True
+    #: What the number uses, where a caption says so (the score of an OOD metric).
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        if self.scope not in SCOPES:
+            raise ValueError(f"metric {self.name}: scope {self.scope!r} not in {SCOPES}")
+        if self.better not in BETTER:
+            raise ValueError(f"metric {self.name}: better {self.better!r} not in {BETTER}")
+
+    @property
+    def checked(self) -> bool:
+        """Whether ``uqbench check`` compares it (it has a tolerance floor)."""
+        return self.floor is not None
+
+    @property
+    def higher_better(self) -> bool:
+        """True when higher is better (the check's direction)."""
+        return self.better == "higher"
+
+    @property
+    def lower_better(self) -> bool | None:
+        """For marking a best method: True / False, or None when no value is best."""
+        return None if self.better is None or not self.ranked else self.better == "lower"
+
+
+#: Every declared metric. Within a scope, the check compares the checked ones in this order.
+METRICS: tuple[MetricDef, ...] = (
+    # -- classification: accuracy, proper scores, calibration (the paper's Table 2 and more)
+    MetricDef("error_pct", ("error_pct",), "lower", "error %", 2, floor=0.5),
+    MetricDef("nll", ("nll",), "lower", "NLL", 3, floor=0.02),
+    MetricDef("brier", ("brier",), "lower", "Brier", 3, floor=0.01),
+    MetricDef("ece", ("ece",), "lower", "ECE", 3, floor=0.01),
+    MetricDef("test_median_entropy", ("test_entropy", "median"), None, "median H test", 3),
+    # -- regression (toy task)
+    MetricDef("rmse", ("rmse",), "lower", "RMSE", 2, floor=0.05),
+    MetricDef("loglik_inside", ("loglik_inside",), "higher", "loglik in", 2, floor=0.05),
+    MetricDef("loglik_outside", ("loglik_outside",), "higher", "loglik out", 2, floor=0.1),
+    # share of held-out targets within mean +- 3 std (nominal 0.997): sees a predictive
+    # variance that changed while the log-likelihood, dominated by the mean, did not
+    MetricDef(
+        "coverage_3std_inside",
+        ("coverage_3std_inside",),
+        "higher",
+        "cover 3σ in",
+        3,
+        floor=0.02,
+        ranked=False,
+    ),
+    MetricDef(
+        "coverage_3std_outside",
+        ("coverage_3std_outside",),
+        "higher",
+        "cover 3σ out",
+        3,
+        floor=0.02,
+        ranked=False,
+    ),
+    # -- beyond the paper (issue 18): selective prediction, entropy split, dataset shift
+    MetricDef("aurc", ("aurc",), "lower", "AURC", 4, floor=0.005),
+    MetricDef("test_mutual_info_mean", ("test_mutual_info_mean",), None, "MI test", 4),
+    MetricDef("test_expected_entropy_mean", ("test_expected_entropy_mean",), None, "E[H] test", 4),
+    MetricDef(
+        "rotated_accuracy_mean", ("rotated_accuracy_mean",), "higher", "acc rotated", floor=0.01
+    ),
+    MetricDef(
+        "corrupted_accuracy_mean",
+        ("corrupted_accuracy_mean",),
+        "higher",
+        "acc corrupted",
+        floor=0.01,
+    ),
+    # -- per OOD set: detection with the predictive entropy as score (OOD positive)
+    MetricDef(
+        "auroc",
+        ("auroc",),
+        "higher",
+        "AUROC {set}",
+        floor=0.01,
+        scope="ood",
+        required=True,
+        note="total predictive entropy",
+    ),
+    MetricDef("fpr95_in", ("fpr95_in",), "lower", "FPR95 {set} (in+)", scope="ood"),
+    MetricDef(
+        "fpr95", ("fpr95",), "lower", "FPR95 {set} (OOD+)", floor=0.03, scope="ood", required=True
+    ),
+    MetricDef("median_entropy", ("median_entropy",), "higher", "median H {set}", scope="ood"),
+    MetricDef("mean_entropy", ("mean_entropy",), "higher", "mean H {set}", scope="ood"),
+    MetricDef(
+        "auroc_mutual_info",
+        ("auroc_mutual_info",),
+        "higher",
+        "AUROC MI",
+        floor=0.01,
+        scope="ood",
+        note="mutual information (epistemic)",
+    ),
+    MetricDef(
+        "auroc_expected_entropy",
+        ("auroc_expected_entropy",),
+        "higher",
+        "AUROC E[H]",
+        floor=0.01,
+        scope="ood",
+        note="expected entropy (aleatoric)",
+    ),
+    MetricDef(
+        "aupr_in",
+        ("aupr_in",),
+        "higher",
+        "AUPR-in",
+        floor=0.01,
+        scope="ood",
+        note="total entropy, in-distribution positive",
+    ),
+    MetricDef(
+        "aupr_out",
+        ("aupr_out",),
+        "higher",
+        "AUPR-out",
+        floor=0.01,
+        scope="ood",
+        note="total entropy, OOD positive",
+    ),
+    # -- FGSM: accuracy averaged over the eps grid (an area under the accuracy-vs-eps curve)
+    MetricDef(
+        "fgsm.accuracy_mean",
+        ("fgsm", "accuracy"),
+        "higher",
+        "FGSM accuracy (mean over eps)",
+        floor=0.02,
+        scope="fgsm",
+    ),
+)
+
+#: The report's tables of metrics: their columns in order, as declared names, or as
+#: (name, header) where a table heads a column otherwise than the metric's ``label``.
+REPORT_TABLES: dict[str, tuple[str | tuple[str, str], ...]] = {
+    # "Calibration and OOD detection", per classification task; then per OOD set
+    "calibration": ("error_pct", "nll", "ece", "brier", "test_median_entropy"),
+    "calibration_ood": ("auroc", "fpr95_in", "fpr95", "median_entropy"),
+    # the same section's table per regression task
+    "regression": (
+        "rmse",
+        "loglik_inside",
+        "loglik_outside",
+        "coverage_3std_inside",
+        "coverage_3std_outside",
+    ),
+    # "Beyond the paper": OOD detection by score, one row per OOD set
+    "ood_scores": (
+        ("auroc", "AUROC H"),
+        "auroc_mutual_info",
+        "auroc_expected_entropy",
+        "aupr_in",
+        "aupr_out",
+    ),
+    # "Beyond the paper": selective prediction, entropy split, shift (means over seeds)
+    "beyond": (
+        "aurc",
+        "test_mutual_info_mean",
+        "test_expected_entropy_mean",
+        "rotated_accuracy_mean",
+        "corrupted_accuracy_mean",
+    ),
+}
+
+
+def metric(name: str) -> MetricDef:
+    """The declaration of ``name``; KeyError naming the declared metrics when there is none."""
+    for m in METRICS:
+        if m.name == name:
+            return m
+    raise KeyError(
+        f"no metric {name!r} is declared; declared: {', '.join(m.name for m in METRICS)}"
+    )
+
+
+def metrics(scope: str | None = None, *, checked: bool | None = None) -> list[MetricDef]:
+    """Declared metrics in declaration order, optionally of one scope and (un)checked only."""
+    return [
+        m
+        for m in METRICS
+        if (scope is None or m.scope == scope) and (checked is None or m.checked == checked)
+    ]
+
+
+def table_columns(table: str) -> list[tuple[MetricDef, str]]:
+    """The columns of report table ``table``: each metric's declaration and its header."""
+    out = []
+    for col in REPORT_TABLES[table]:
+        name, header = (col, None) if isinstance(col, str) else col
+        m = metric(name)
+        out.append((m, header or m.label))
+    return out
+
+
+def floors() -> dict[str, float]:
+    """The tolerance floor of each checked metric, by name (the check's metric kind)."""
+    return {m.name: m.floor for m in METRICS if m.floor is not None}

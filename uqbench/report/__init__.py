@@ -1,0 +1,79 @@
+"""The comparison report, written from a merged ``results.json`` alone.
+
+:func:`write_report` needs no models and no data: every table and figure comes from the
+run objects of the results schema. It writes ``report.md``, a self-contained ``report.html``
+(figures embedded as base64 PNG) and the PNG figures under ``figures/``. Tasks or
+methods that did not run are left out (or marked "not run"), never an error.
+
+The package's modules, each depending only on those above it:
+
+- :mod:`~uqbench.report.view`: :class:`ResultsView`, the results grouped by task and method
+  and averaged over seeds (pure data; :mod:`uqbench.compare` and :mod:`uqbench.paper` read
+  results through it);
+- :mod:`~uqbench.report.style`: names, order, colours, data labels and number formats
+  (:class:`~uqbench.report.style.ReportView`);
+- :mod:`~uqbench.report.document`: the small Markdown / HTML document model;
+- :mod:`~uqbench.report.figures`: the figures;
+- :mod:`~uqbench.report.sections`: the sections, in report order.
+
+Importing this package loads the view only; matplotlib and the rest load when a report is
+written.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from uqbench.errors import ResultsError
+from uqbench.report.view import ResultsView
+from uqbench.results import READABLE_RESULTS_SCHEMAS
+
+__all__ = ["ResultsView", "write_report"]
+
+
+def write_report(results: dict[str, Any], out_dir: Path) -> list[Path]:
+    """Write ``report.md``, ``report.html`` and ``figures/*.png`` under ``out_dir``.
+
+    Notes in ``out_dir/discussion.toml`` (claim id -> text) go under their claims in
+    "Against the paper".
+
+    ``results`` is a merged results dict (schema ``uqbench.results/1`` or ``/2``); saved
+    per-example outputs are read from ``out_dir/runs``. Returns the
+    paths written. Raises :class:`ResultsError` for a dict that is not such a file.
+    """
+    from uqbench.report import sections
+    from uqbench.report.document import Doc, write_text
+    from uqbench.report.style import ReportView
+
+    schema = results.get("schema")
+    if schema is not None and schema not in READABLE_RESULTS_SCHEMAS:
+        raise ResultsError(
+            f"results schema is {schema!r}, expected one of {READABLE_RESULTS_SCHEMAS}"
+        )
+    out_dir = Path(out_dir)
+    results = sections.with_discussion(results, out_dir / sections.DISCUSSION_FILE)
+    view = ReportView(results, out_dir)
+    fig_dir = out_dir / "figures"
+    fig_dir.mkdir(parents=True, exist_ok=True)
+
+    doc = Doc()
+    sections.header(doc, view, results)
+    sections.summary(doc, view)
+    sections.settings(doc, view)
+    sections.table2(doc, view)
+    sections.calibration(doc, view)
+    figures = sections.figures(doc, view, fig_dir)
+    figures.update(sections.beyond_paper(doc, view, fig_dir))
+    sections.convergence(doc, view)
+    sections.per_run(doc, view)
+    sections.mechanism(doc, view)
+    sections.sparsity(doc, view)
+    sections.against_paper(doc, view, figures, results)
+    sections.environment(doc, view, results)
+    sections.provenance(doc, view)
+
+    md_path, html_path = out_dir / "report.md", out_dir / "report.html"
+    write_text(md_path, doc.markdown())
+    write_text(html_path, doc.html(f"uqbench report: {results.get('suite', '')}"))
+    return [md_path, html_path, *figures.values()]
