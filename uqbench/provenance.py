@@ -2,25 +2,29 @@
 
 Two identities are recorded with every run:
 
-* ``code_version`` - what run files and checkpoints are keyed on: ``"b"`` + uqbench's
-  :data:`BEHAVIOUR_VERSION`, plus, for a run of a plug-in posterior or task (a class
-  defined outside uqbench's own packages), a digest of the files defining it. Results
-  are reused only when it matches, so a commit that does not change behaviour (a
-  refactoring, a new report table, a docstring) keeps every result already computed,
-  and a change to a plug-in's code redoes that plug-in's runs.
+* ``code_version`` - what run files are keyed on: ``"t<T>.e<E>"``, uqbench's
+  :data:`TRAIN_VERSION` and :data:`EVAL_VERSION`, plus, for a run of a plug-in posterior or
+  task (a class defined outside uqbench's own packages), ``-`` and a digest of the files
+  defining it. Results are reused only when it matches, so a commit that does not change
+  behaviour (a refactoring, a new report table, a docstring) keeps every result already
+  computed, and a change to a plug-in's code redoes that plug-in's runs. Checkpoints are
+  keyed on :func:`train_version` alone: a change to the evaluation (a new metric) re-evaluates
+  the trained models instead of retraining them.
 * ``source_version`` - informational: ``"src-"`` + a digest of every ``*.py`` of uqbench's
   own packages as imported plus the plug-in files; it changes with any edit.
 * ``git_commit`` - informational: ``$UQBENCH_GIT_COMMIT`` when set (for copies without
   git metadata), else the commit of the git checkout that the imported ``uqbench``
   package is tracked in (``None`` when it is not in one, e.g. a pip-installed copy).
 
-How a change is judged to alter behaviour: CI runs the ci suite and requires every metric
-to be bit-identical to ``results/reference/ci.json`` (the tripwire of ``uqbench check
---exact``). A change that moves any of them must bump :data:`BEHAVIOUR_VERSION` and
-regenerate that reference; ``results/reference/behaviour.json`` pairs each version with
-the digest of its reference metrics, and a test requires the newest pair to match both
-the constant and the committed reference. A behaviour change the ci suite cannot see
-(a code path none of its runs takes) must be bumped by hand.
+How a change is judged to alter behaviour: CI runs the ci suite and requires every metric to
+be bit-identical to ``results/reference/ci.json`` (the tripwire of ``uqbench check --exact``).
+A change that moves a training log (per-epoch losses: the trained models differ)
+must bump :data:`TRAIN_VERSION`; one that moves only metrics must bump :data:`EVAL_VERSION`;
+either way the reference is regenerated, and ``results/reference/behaviour.json`` pairs each
+(train, eval) version with the digests of the reference's training logs and metrics: a test
+requires its newest line to match the constants and the committed reference, and each new line
+to bump the version whose digest changed. A behaviour change the ci suite cannot see (a code
+path none of its runs takes) must be bumped by hand.
 """
 
 from __future__ import annotations
@@ -32,14 +36,17 @@ import json
 import os
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import uqbench
 
 #: Packages whose sources make up uqbench's own code.
 OWN_PACKAGES = ("uqbench", "baselines")
 
-#: Bump with every change that alters any result (see the module docstring).
-BEHAVIOUR_VERSION = 1
+#: Bump when trained models change (the ci reference's training logs move): module docstring.
+TRAIN_VERSION = 1
+#: Bump when the evaluation of the same trained model changes (only metrics move).
+EVAL_VERSION = 1
 
 
 @functools.cache
@@ -88,16 +95,25 @@ def _digest(entries: list[tuple[str, str]]) -> str:
     return h.hexdigest()[:16]
 
 
-def code_version(*classes: type) -> str:
-    """The identity results are reused under: the behaviour version, plus plug-in files.
-
-    Pass a run's posterior and task classes so that a change to a plug-in's code is
-    seen too; uqbench's own classes add nothing (their changes bump the version).
-    """
+def _versioned(version: str, classes: tuple[type, ...]) -> str:
     own_paths = {p for _, p in _own_files()}
     plugins = _plugin_files(classes, own_paths)
-    version = f"b{BEHAVIOUR_VERSION}"
     return f"{version}-{_digest(plugins)}" if plugins else version
+
+
+def code_version(*classes: type) -> str:
+    """The identity run files are reused under: the train and eval versions, plus plug-in files.
+
+    Pass a run's posterior and task classes so that a change to a plug-in's code is
+    seen too; uqbench's own classes add nothing (their changes bump the versions).
+    """
+    return _versioned(f"t{TRAIN_VERSION}.e{EVAL_VERSION}", classes)
+
+
+def train_version(*classes: type) -> str:
+    """The identity checkpoints (trained models) are reused under: :func:`code_version`
+    without the evaluation's version."""
+    return _versioned(f"t{TRAIN_VERSION}", classes)
 
 
 def source_version(*classes: type) -> str:
@@ -136,14 +152,26 @@ def source_commit() -> str | None:
     return _checkout_commit(str(Path(uqbench.__file__).resolve().parent))
 
 
-def metrics_digest(results: dict) -> str:
-    """Digest of every run's metrics in a merged results file (order-independent).
+def _repeatable(part: Any) -> Any:
+    """A results part without its wall-clock times (which no two runs share)."""
+    if isinstance(part, dict):
+        return {k: v for k, v in part.items() if k != "seconds"}
+    return part
 
-    ``results/reference/behaviour.json`` records it for the ci reference made at each
-    behaviour version.
+
+def reference_digests(results: dict) -> dict[str, str]:
+    """Digests of every run's training log and of its metrics in a merged results file.
+
+    Order-independent. ``results/reference/behaviour.json`` records them for the ci
+    reference made at each (train, eval) version.
     """
-    runs = sorted(
-        (json.dumps([r["method"], r["task"], r["seed"], r.get("metrics")], sort_keys=True))
-        for r in results.get("runs", [])
-    )
-    return hashlib.sha256("\n".join(runs).encode()).hexdigest()
+    out = {}
+    for part in ("train_log", "metrics"):
+        runs = sorted(
+            json.dumps(
+                [r["method"], r["task"], r["seed"], _repeatable(r.get(part))], sort_keys=True
+            )
+            for r in results.get("runs", [])
+        )
+        out[part] = hashlib.sha256("\n".join(runs).encode()).hexdigest()
+    return out

@@ -28,7 +28,7 @@ from uqbench.data import DataSource
 from uqbench.errors import ConfigError, OutputError, TrainingError, UQBenchError
 from uqbench.evaluate import evaluate_classification, evaluate_regression
 from uqbench.paper import PAPER_METHODS
-from uqbench.provenance import code_version, source_commit, source_version
+from uqbench.provenance import code_version, source_commit, source_version, train_version
 from uqbench.registry import POSTERIORS, TASKS
 from uqbench.results import RESULTS_SCHEMA, RUN_SCHEMA, unique_tmp
 from uqbench.suites import RunSpec, Suite
@@ -333,7 +333,7 @@ def make_run(
     ckpt_key = _digest(
         {
             "train": spec.train_hash(),
-            "code_version": version,
+            "train_version": train_version(POSTERIORS.get(spec.method), TASKS.get(spec.task)),
             "spec": model_spec.to_dict(),
             "resolved_posterior": _jsonable(model.config),
         }
