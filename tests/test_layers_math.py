@@ -25,6 +25,8 @@ from uqbench.layers import (
     MaskedRealNVP,
     MaskedRealNVPStep,
     MNFConfig,
+    MNFNoise,
+    PlanarFlow,
 )
 
 K1 = 0.63576
@@ -76,6 +78,52 @@ def test_flow_stack_logdet_equals_log_abs_det_jacobian() -> None:
     z = torch.randn(6, dtype=torch.float64, generator=gen)
     jac = jacobian(lambda v: flow(v, masks)[0], z)
     assert torch.allclose(flow(z, masks)[1], torch.linalg.slogdet(jac)[1], atol=1e-10)
+
+
+@pytest.mark.parametrize("dim", [1, 3])
+def test_planar_flow_logdet_equals_log_abs_det_jacobian(dim: int) -> None:
+    torch.manual_seed(3)
+    flow = PlanarFlow(dim, n_steps=3).double()
+    with torch.no_grad():  # far from the identity, with some w . u < -1 (made invertible)
+        flow.u.mul_(3.0)
+        flow.b.normal_(0.0, 1.0)
+    gen = torch.Generator().manual_seed(4)
+    for _ in range(4):
+        z = 2.0 * torch.randn(dim, dtype=torch.float64, generator=gen)
+        jac = jacobian(lambda v: flow(v)[0], z)
+        sign, logabsdet = torch.linalg.slogdet(jac)
+        assert torch.allclose(flow(z)[1], logabsdet, atol=1e-10)
+
+
+def test_planar_flow_is_increasing_in_one_dimension_whatever_its_parameters() -> None:
+    """u_hat keeps w . u_hat >= -1, so z -> z' is monotone (invertible) for any u, w, b."""
+    gen = torch.Generator().manual_seed(5)
+    grid = torch.linspace(-6, 6, 2001, dtype=torch.float64).unsqueeze(-1)
+    for _ in range(20):
+        flow = PlanarFlow(1, n_steps=2).double()
+        with torch.no_grad():
+            flow.w.copy_(3 * torch.randn(2, 1, generator=gen))
+            flow.u.copy_(-5 * torch.rand(2, 1, generator=gen) * flow.w.sign())  # w.u << -1
+            flow.b.copy_(torch.randn(2, generator=gen))
+        out = flow(grid)[0][:, 0]
+        assert bool((out[1:] - out[:-1] > -1e-12).all())
+
+
+def test_mnf_uses_a_planar_flow_for_a_1d_z_and_realnvp_otherwise() -> None:
+    """A masked RealNVP step on one dimension cannot change q(z)'s shape: the code's planar flow."""
+    assert isinstance(MNFNoise(1, MNFConfig()).flow_q, PlanarFlow)
+    assert isinstance(MNFNoise(1, MNFConfig()).flow_r, PlanarFlow)
+    assert isinstance(MNFNoise(1, MNFConfig(flow_1d="realnvp")).flow_q, MaskedRealNVP)
+    assert isinstance(MNFNoise(4, MNFConfig()).flow_q, MaskedRealNVP)
+    torch.manual_seed(6)
+    noise = MNFNoise(1, MNFConfig()).double()
+    with torch.no_grad():
+        noise.flow_q.u.mul_(4.0)
+        noise.flow_q.b.fill_(0.3)
+    with torch.no_grad():
+        z = noise.sample((20000,))[:, 0]
+    skew = float(((z - z.mean()) ** 3).mean() / z.std() ** 3)
+    assert abs(skew) > 0.1  # a Gaussian q(z0) reshaped: the RealNVP 1-D step could not
 
 
 def test_flow_step_matches_eq6_and_inverts_in_closed_form() -> None:

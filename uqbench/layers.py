@@ -49,6 +49,7 @@ PRIORS = ("normal", "log-uniform")
 BIAS_MODES = ("gaussian", "deterministic", "none")
 R_STD_MODES = ("sigmoid", "exp-precision")
 LOG_Q0_MODES = ("entropy", "sample")
+FLOW_1D_MODES = ("planar", "realnvp")
 
 
 # -- configuration --------------------------------------------------------------------------
@@ -98,6 +99,9 @@ class MNFConfig:
     * ``log_q0`` ["entropy", code]: log q(z0) in eq. 16 replaced by its expectation
       ``-H[q(z0)]`` (same expectation, lower variance); ``"sample"`` is the paper's
       one-sample ``log q(z0)``.
+    * ``flow_1d`` ["planar", code]: the flows of a layer with a 1-D ``z`` (the toy task's
+      input layer) are planar (:class:`PlanarFlow`), as in the authors' code; ``"realnvp"``
+      keeps the masked RealNVP, which on one dimension is a fixed affine map.
     * ``q0_mean_init`` [1.0]: q(z0) means start at N(1, ``q0_mean_init_std``), so
       the network starts as FFG with mild multiplicative noise; the code uses 0
       (with flows) and a std of sqrt(4 / D_z).
@@ -114,6 +118,7 @@ class MNFConfig:
     r_tanh_conv: bool = True
     r_std: str = "sigmoid"
     log_q0: str = "entropy"
+    flow_1d: str = "planar"
 
     def __post_init__(self) -> None:
         for key in ("flow_q", "flow_r"):
@@ -126,6 +131,8 @@ class MNFConfig:
             raise ConfigError(f"r_std must be one of {R_STD_MODES}, got {self.r_std!r}")
         if self.log_q0 not in LOG_Q0_MODES:
             raise ConfigError(f"log_q0 must be one of {LOG_Q0_MODES}, got {self.log_q0!r}")
+        if self.flow_1d not in FLOW_1D_MODES:
+            raise ConfigError(f"flow_1d must be one of {FLOW_1D_MODES}, got {self.flow_1d!r}")
 
 
 def resolve_max_std(value: Any, spec_max_std: float | None) -> float | None:
@@ -247,6 +254,47 @@ class MaskedRealNVP(nn.Module):
         return z, logdet
 
 
+class PlanarFlow(nn.Module):
+    """A stack of planar steps (Rezende & Mohamed 2015), the authors' flow for a 1-D ``z``.
+
+    A masked RealNVP step on one dimension is the identity (mask 1) or an affine map of a
+    constant (mask 0: ``f`` sees only zeros), so it cannot shape a 1-D ``q(z)``; the
+    authors' code uses this flow whenever a layer has one input. Each step:
+    ``z' = z + u_hat * tanh(w . z + b)``, with ``u_hat = u + (m(w . u) - w . u) w / |w|^2``
+    and ``m(x) = -1 + softplus(x)``, so that ``w . u_hat >= -1`` keeps the map invertible;
+    ``log|det| = log|1 + u_hat . w (1 - tanh^2(w . z + b))|``. ``w`` and ``u`` start as
+    N(0, 4 / (dim + 1)) like the code's other weights, ``b`` at 0.
+    """
+
+    def __init__(self, dim: int, n_steps: int) -> None:
+        super().__init__()
+        std = math.sqrt(4.0 / (dim + 1))
+        self.w = nn.Parameter(torch.empty(n_steps, dim).normal_(0.0, std))
+        self.u = nn.Parameter(torch.empty(n_steps, dim).normal_(0.0, std))
+        self.b = nn.Parameter(torch.zeros(n_steps))
+
+    def forward(
+        self, z: Tensor, masks: list[Tensor] | None = None, with_logdet: bool = True
+    ) -> tuple[Tensor, Tensor | None]:
+        """``(z_T, sum of log-dets)`` for ``z`` of shape ``[..., dim]``; ``masks`` is ignored."""
+        logdet: Tensor | None = z.new_zeros(z.shape[:-1]) if with_logdet else None
+        for w, u, b in zip(self.w, self.u, self.b, strict=True):
+            wu = (w * u).sum()
+            u_hat = u + (F.softplus(wu) - 1.0 - wu) * w / (w * w).sum()
+            h = torch.tanh(z @ w + b)  # [...]
+            z = z + h.unsqueeze(-1) * u_hat
+            if with_logdet:
+                logdet = logdet + torch.log(torch.abs(1.0 + (1.0 - h * h) * (w * u_hat).sum()))
+        return z, logdet
+
+
+def mnf_flow(dim: int, n_steps: int, hidden: int, cfg: MNFConfig) -> nn.Module:
+    """q(z)'s or r(z|W)'s flow: planar for a 1-D ``z`` (``cfg.flow_1d``), else masked RealNVP."""
+    if dim == 1 and cfg.flow_1d == "planar":
+        return PlanarFlow(dim, n_steps)
+    return MaskedRealNVP(dim, n_steps, hidden, cfg.gate_bias_init)
+
+
 # -- MNF's q(z) and r(z|W) --------------------------------------------------------------------
 class MNFNoise(nn.Module):
     """MNF's multiplicative variables of one layer: q(z) = NF(q(z0)) and r(z_T|W).
@@ -265,12 +313,12 @@ class MNFNoise(nn.Module):
             torch.empty(dim).normal_(cfg.q0_mean_init, cfg.q0_mean_init_std)
         )
         self.q0_logvar = nn.Parameter(torch.full((dim,), float(cfg.q0_logvar_init)))
-        self.flow_q = MaskedRealNVP(dim, cfg.flow_q, cfg.hidden_q, cfg.gate_bias_init)
+        self.flow_q = mnf_flow(dim, cfg.flow_q, cfg.hidden_q, cfg)
         std = math.sqrt(4.0 / dim)
         self.c = nn.Parameter(torch.empty(dim).normal_(0.0, std))
         self.b1 = nn.Parameter(torch.empty(dim).normal_(0.0, std))
         self.b2 = nn.Parameter(torch.empty(dim).normal_(0.0, std))
-        self.flow_r = MaskedRealNVP(dim, cfg.flow_r, cfg.hidden_r, cfg.gate_bias_init)
+        self.flow_r = mnf_flow(dim, cfg.flow_r, cfg.hidden_r, cfg)
 
     def sample(self, batch_shape: tuple[int, ...] | torch.Size) -> Tensor:
         """``z_Tf`` of shape ``[*batch_shape, dim]``: one independent draw per row."""
@@ -607,6 +655,7 @@ __all__ = [
     "MNFNoise",
     "MaskedRealNVP",
     "MaskedRealNVPStep",
+    "PlanarFlow",
     "bayesian_layers",
     "gaussian_kl",
     "loguniform_kl",

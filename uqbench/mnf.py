@@ -49,6 +49,7 @@ _MNF_KEYS = (
     "r_tanh_conv",
     "r_std",
     "log_q0",
+    "flow_1d",
 )
 
 
@@ -87,6 +88,7 @@ class MNFPosterior(Posterior):
         "r_tanh_conv": True,
         "r_std": "sigmoid",
         "log_q0": "entropy",
+        "flow_1d": "planar",
         "bias": "gaussian",
         "logvar_init": -9.0,
         "logvar_init_std": math.sqrt(0.001),

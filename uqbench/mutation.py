@@ -78,13 +78,16 @@ def _kl_scaled(factor: float, per_n: bool) -> contextlib.AbstractContextManager:
     return mock.patch.object(Posterior, "loss", loss)
 
 
-def _flows_off() -> contextlib.AbstractContextManager:
-    from uqbench.layers import MaskedRealNVP
+@contextlib.contextmanager
+def _flows_off() -> Iterator[None]:
+    from uqbench.layers import MaskedRealNVP, PlanarFlow
 
     def forward(self, z, masks=None, with_logdet: bool = True):
         return z, (z.new_zeros(z.shape[:-1]) if with_logdet else None)
 
-    return mock.patch.object(MaskedRealNVP, "forward", forward)
+    with mock.patch.object(MaskedRealNVP, "forward", forward):
+        with mock.patch.object(PlanarFlow, "forward", forward):
+            yield
 
 
 @contextlib.contextmanager

@@ -44,7 +44,7 @@ import uqbench
 OWN_PACKAGES = ("uqbench", "baselines")
 
 #: Bump when trained models change (the ci reference's training logs move): module docstring.
-TRAIN_VERSION = 1
+TRAIN_VERSION = 2
 #: Bump when the evaluation of the same trained model changes (only metrics move).
 EVAL_VERSION = 1
 
