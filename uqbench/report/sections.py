@@ -318,6 +318,21 @@ def _cells(view: ReportView, task: str, methods: list[str], stat: C.Stat, digits
     return out
 
 
+def _declared_cells(
+    view: ReportView, task: str, methods: list[str], metric: catalog.MetricDef
+) -> list[str]:
+    """:func:`_cells` of a declared metric; no best mark where the metric has no ranked
+    direction (an entropy on the test set)."""
+    stat = C.metric_stat(metric.name)
+    if metric.better is not None and metric.ranked:
+        return _cells(view, task, methods, stat, metric.digits)
+    out = []
+    for m in methods:
+        iv = C.interval(view, task, m, stat)
+        out.append("—" if iv is None else interval_text(iv, metric.digits))
+    return out
+
+
 def _stats_note(view: ReportView, tasks: list[str]) -> str:
     """Caption sentence saying how the intervals of ``tasks`` were made, and what is missing."""
     seeds = max((view.n_seeds(t) for t in tasks), default=0)
@@ -548,9 +563,10 @@ def beyond_paper(doc: Doc, view: ReportView, fig_dir: Path) -> dict[str, Path]:
             f"Entropy ECDF averaged over the OOD sets of {view.task_name(t)}; lower is better.",
         )
         columns = catalog.table_columns("beyond")
+        methods = view.methods(t)
+        by_column = [_declared_cells(view, t, methods, d) for d, _ in columns]
         rows = [
-            [view.name(m)] + [fmt(view.scalar(t, m, *d.path), d.digits) for d, _ in columns]
-            for m in view.methods(t)
+            [view.name(m)] + [cells[i] for cells in by_column] for i, m in enumerate(methods)
         ]
         if any(cell != "—" for row in rows for cell in row[1:]):
             doc.table(
@@ -560,7 +576,9 @@ def beyond_paper(doc: Doc, view: ReportView, fig_dir: Path) -> dict[str, Path]:
                 "predictive's top probability (lower is better); MI / E[H] test = mean "
                 "epistemic / aleatoric entropy on the test set (nats); acc rotated = mean "
                 "accuracy over the rotation angles, acc corrupted = over corruptions and "
-                "severities (higher is better; — = not evaluated)." + view.data_label([t]),
+                "severities (higher is better; — = not evaluated). "
+                + _stats_note(view, [t])
+                + view.data_label([t]),
             )
         key = slug("risk-coverage", t)
         add(
