@@ -5,7 +5,8 @@
 #
 # Usage, from the repository root on the GPU machine (data in $UQBENCH_DATA_DIR):
 #   UQBENCH_GIT_COMMIT=<sha> bash benchmarks/gpu/paper_window.sh [SEEDS] [TASKS] [DEADLINE_S] [JOBS]
-# defaults: "0 1 2", "mnist toy-cubic", 450 s, 16 processes. Runs left unfinished at the deadline
+# defaults: "0 1 2", "mnist toy-cubic", 450 s, 16 processes; METHODS_MNIST / METHODS_TOY (space-
+# separated) choose the families. Runs left unfinished at the deadline
 # keep their checkpoints; calling the script again on the same machine resumes them.
 # Results: .gpu-out/paper/ (run files, results.json, report) and, when $OUT is set, a tarball of
 # them plus the logs in $OUT. SUITE=smoke DEVICE=cpu runs the same script as a CPU rehearsal.
@@ -16,8 +17,8 @@ deadline=${3:-450}
 jobs=${4:-16}
 suite=${SUITE:-paper}
 device=${DEVICE:-cuda}
-methods_mnist="mnf ffg fflu ensemble dropout l2"          # longest first
-methods_toy="mnf ffg fflu ensemble dropout l2 dropout-learned"
+methods_mnist=${METHODS_MNIST:-"mnf ffg fflu ensemble dropout l2"}   # longest first
+methods_toy=${METHODS_TOY:-"mnf ffg fflu ensemble dropout l2 dropout-learned"}
 root=$PWD
 work=$root/.gpu-out
 export UQBENCH_CACHE_DIR=${UQBENCH_CACHE_DIR:-$root/.cache/gpu}
