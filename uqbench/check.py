@@ -6,7 +6,9 @@ reference's seeds (in both files) and compared in the metric's own direction:
 * lower is better: ``error_pct``, ``nll``, ``brier``, ``ece``, ``ood.<set>.fpr95``, ``rmse``
   -- the current value may not rise above ``reference + tolerance``;
 * higher is better: ``ood.<set>.auroc``, ``fgsm.accuracy_mean``, ``loglik_inside``,
-  ``loglik_outside``, ``coverage_3std_inside``, ``coverage_3std_outside`` -- the current
+  ``loglik_outside``, ``coverage_3std_inside``, ``coverage_3std_outside``,
+  ``test_mutual_info_mean`` (the epistemic part of the test predictive) and MNF's
+  ``q_layers.z_spread_rel`` (mean over layers of the q(z) diagnostic) -- the current
   value may not fall below ``reference - tolerance``.
 
 FGSM is checked as one number, the mean accuracy over the eps grid (an area under the
@@ -24,7 +26,9 @@ Only metrics the reference holds (even as null) are checked: null in both is ski
 one of the two is "missing". Metrics that only the current results have (a new OOD set, say)
 are not checked until the reference is refreshed. Status of a row: "regressed" (worse than
 the tolerance allows), "improved" (better than the reference by more than the tolerance: a
-hint to refresh it), "ok" (within the tolerance), "missing".
+hint to refresh it), "ok" (within the tolerance), "missing", "unchecked" (the tolerance
+file's ``unchecked["<method>/<task>"]`` lists the metric, with its reason, as too noisy over
+seeds to check at a useful tolerance; shown, never failing).
 """
 
 from __future__ import annotations
@@ -66,6 +70,14 @@ FGSM_PATH = "fgsm.accuracy_mean"
 SCALAR_METRICS.update(
     {"aurc": False, "rotated_accuracy_mean": True, "corrupted_accuracy_mean": True}
 )
+# Issue 16: the epistemic part of the test predictive (mutual information, nats). A posterior
+# whose samples stop disagreeing (ensemble members sharing weights, entropy taken per sample)
+# drops it to 0 while error and NLL barely move; "higher" makes a collapse the regression.
+SCALAR_METRICS["test_mutual_info_mean"] = True
+# Issue 16: MNF's q(z) diagnostics (metrics.diagnostics.q_layers), checked as the mean over
+# layers, path ``q_layers.<stat>``: z_spread_rel is the share by which z rescales a weight
+# (0 when q(z) has no variance left).
+Q_LAYER_METRICS: dict[str, bool] = {"z_spread_rel": True}
 OOD_EXTRA_METRICS: dict[str, bool] = {
     "auroc_mutual_info": True,
     "auroc_expected_entropy": True,
@@ -76,7 +88,8 @@ OOD_EXTRA_METRICS: dict[str, bool] = {
 # A row is "moved" (shown in the table) when |delta| exceeds this, relative to the reference.
 MOVE_EPS = 1e-9
 
-STATUSES = ("ok", "improved", "regressed", "missing")
+# "unchecked": the tolerance file lists the metric as too noisy to check (its reason is the note).
+STATUSES = ("ok", "improved", "regressed", "missing", "unchecked")
 
 REFRESH_HINT = (
     "a deliberate change lands only with a regenerated reference and a note saying why: "
@@ -214,6 +227,8 @@ def metric_direction(path: str) -> bool:
         return True
     if path.startswith("ood."):
         return {**OOD_METRICS, **OOD_EXTRA_METRICS}[path.rsplit(".", 1)[1]]
+    if path.startswith("q_layers."):
+        return Q_LAYER_METRICS[path.split(".", 1)[1]]
     return SCALAR_METRICS[path]
 
 
@@ -234,7 +249,17 @@ def run_metric_paths(metrics: dict) -> list[str]:
             paths += [f"ood.{ood_set}.{m}" for m in OOD_EXTRA_METRICS if m in (ood[ood_set] or {})]
     if "fgsm" in metrics:
         paths.append(FGSM_PATH)
+    q_layers = _q_layers(metrics)
+    if q_layers:
+        paths += [f"q_layers.{m}" for m in Q_LAYER_METRICS if any(m in q for q in q_layers)]
     return paths
+
+
+def _q_layers(metrics: dict) -> list[dict]:
+    """The per-layer q diagnostics of a run (``diagnostics.q_layers``), [] when absent."""
+    diagnostics = metrics.get("diagnostics")
+    q = diagnostics.get("q_layers") if isinstance(diagnostics, dict) else None
+    return [v for v in q.values() if isinstance(v, dict)] if isinstance(q, dict) else []
 
 
 def extract_metric(metrics: dict, path: str) -> tuple[float | None, tuple[float, ...] | None]:
@@ -258,6 +283,11 @@ def extract_metric(metrics: dict, path: str) -> tuple[float | None, tuple[float,
         _, ood_set, name = path.split(".", 2)
         entry = (metrics.get("ood") or {}).get(ood_set)
         return (None if entry is None else _num(entry.get(name))), None
+    if path.startswith("q_layers."):
+        values = [_num(q.get(path.split(".", 1)[1])) for q in _q_layers(metrics)]
+        if not values or any(v is None for v in values):
+            return None, None
+        return sum(values) / len(values), None
     return _num(metrics.get(path)), None
 
 
@@ -325,6 +355,12 @@ def validate_tolerances(tol: dict, what: str = "tolerances") -> None:
     per_run = tol.get("per_run", {})
     if not isinstance(default, dict) or not isinstance(per_run, dict):
         raise ResultsError(f"{what}: 'default' and 'per_run' must be objects")
+    unchecked = tol.get("unchecked", {})
+    if not isinstance(unchecked, dict) or not all(
+        isinstance(v, dict) and all(isinstance(r, str) for r in v.values())
+        for v in unchecked.values()
+    ):
+        raise ResultsError(f"{what}: 'unchecked' must map '<method>/<task>' to {{metric: reason}}")
     tables = [("default", default)] + [(f"per_run[{k!r}]", v) for k, v in per_run.items()]
     for name, table in tables:
         if not isinstance(table, dict):
@@ -363,6 +399,12 @@ def _compare(
     tol = lookup_tolerance(tolerances, method, task, path)
     row = CheckRow(method, task, path, ref.value, cur.value, None, tol, "missing")
     row.direction = "higher" if metric_direction(path) else "lower"
+    reason = tolerances.get("unchecked", {}).get(f"{method}/{task}", {}).get(path)
+    if reason is not None:  # too noisy over seeds to check at a useful tolerance
+        row.status, row.note = "unchecked", reason
+        if ref.value is not None and cur.value is not None:
+            row.delta = cur.value - ref.value
+        return row
     if ref.value is None and cur.value is None and not (ref.note or cur.note):
         return None  # null in both (e.g. fgsm of the ensemble): nothing to compare
     if ref.value is None or cur.value is None:
@@ -686,7 +728,7 @@ def format_check_table(report: CheckReport, all_rows: bool = False) -> str:
             "an improvement beyond the tolerance fails this two-sided check: " + REFRESH_HINT
         )
     verdict = "PASSED" if report.passed else "FAILED"
-    counts = ", ".join(f"{report.count(s)} {s}" for s in ("regressed", "missing", "improved", "ok"))
+    counts = ", ".join(f"{report.count(s)} {s}" for s in STATUSES)
     seeds = "the reference's seeds" if report.seeds == "same" else "each side's own seeds"
     lines.append(
         f"check {verdict}: suite {report.suite!r}, {len(report.rows)} metrics of "

@@ -1,0 +1,138 @@
+"""Issue 16: tolerances that hold over new seeds, metrics too noisy to check, and the metrics
+added because planted bugs were invisible (epistemic share of the predictive, MNF's q(z)).
+
+Expected numbers are computed by hand, or from tabulated Student-t quantiles, never by the
+module under test.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import statistics
+
+import pytest
+
+from uqbench.check import check_results, format_check_table, validate_tolerances
+from uqbench.errors import ResultsError
+from uqbench.mutation import main as mutation_main
+from uqbench.tolerances import derive_tolerances, k_for_repeats
+
+
+def _run(method: str, task: str, seed: int, **metrics) -> dict:
+    return {"method": method, "task": task, "seed": seed, "metrics": metrics}
+
+
+def _results(runs: list[dict]) -> dict:
+    return {"schema": "uqbench.results/2", "suite": "ci", "runs": runs}
+
+
+def _tol(per_run: dict, unchecked: dict | None = None) -> dict:
+    tol = {"schema": "uqbench.tolerances/1", "suite": "ci", "default": {}, "per_run": per_run}
+    if unchecked is not None:
+        tol["unchecked"] = unchecked
+    return tol
+
+
+@pytest.mark.parametrize(
+    ("n", "alpha", "t_quantile"),
+    [
+        (10, 0.001, 4.781),  # t_9(0.9995), from a t table
+        (5, 0.001, 8.610),  # t_4(0.9995)
+        (3, 0.05, 4.303),  # t_2(0.975)
+    ],
+)
+def test_k_is_the_prediction_bound_of_a_difference_of_two_runs(n, alpha, t_quantile):
+    assert k_for_repeats(n, alpha) == pytest.approx(math.sqrt(2) * t_quantile, abs=2e-3)
+
+
+def test_alpha_tolerance_is_k_of_n_times_std_and_noisy_metrics_are_unchecked():
+    # 10 repeats of two (method, task) pairs: a quiet metric and a noisy one.
+    quiet = [-3.0, -3.1, -2.9, -3.05, -2.95, -3.0, -3.1, -2.9, -3.02, -2.98]
+    noisy = [0.1, 0.4, 0.2, 0.35, 0.05, 0.3, 0.15, 0.25, 0.45, 0.12]
+    repeats = [
+        _results(
+            [_run("mnf", "toy-cubic", s, loglik_inside=quiet[s], coverage_3std_outside=noisy[s])]
+        )
+        for s in range(10)
+    ]
+    tol = derive_tolerances(repeats, floor={}, alpha=0.001, useful={"coverage_3std_outside": 0.1})
+    k = math.sqrt(2) * 4.781
+    assert tol["per_run"]["mnf/toy-cubic"]["loglik_inside"] == pytest.approx(
+        k * statistics.stdev(quiet), rel=1e-3
+    )
+    assert "coverage_3std_outside" not in tol["per_run"]["mnf/toy-cubic"]
+    reason = tol["unchecked"]["mnf/toy-cubic"]["coverage_3std_outside"]
+    assert "too noisy" in reason and "10 repeats" in reason
+    assert tol["k"]["mnf/toy-cubic"] == pytest.approx(k, abs=3e-3)
+    validate_tolerances(tol)
+
+
+def test_pooling_uses_the_larger_of_own_and_pooled_std_with_the_pooled_dof():
+    # Two methods on one task, 2 repeats each: own std from 1 dof, pooled from 2 dof.
+    repeats = [
+        _results([_run("a", "mnist", 0, error_pct=3.0), _run("b", "mnist", 0, error_pct=2.0)]),
+        _results([_run("a", "mnist", 1, error_pct=3.2), _run("b", "mnist", 1, error_pct=2.6)]),
+    ]
+    tol = derive_tolerances(repeats, floor={}, alpha=0.05, pool=True, useful={})
+    # Squared deviations from each method's mean: a: 2 * 0.1^2, b: 2 * 0.3^2; dof 1 + 1.
+    pooled = math.sqrt((2 * 0.01 + 2 * 0.09) / 2)
+    k3 = math.sqrt(2) * 4.303  # pooled dof 2 -> t_2(0.975)
+    assert tol["per_run"]["a/mnist"]["error_pct"] == pytest.approx(k3 * pooled, rel=1e-3)
+    # b's own std (0.4243) is above the pooled one (0.3162): the larger one is used.
+    own_b = statistics.stdev([2.0, 2.6])
+    assert tol["per_run"]["b/mnist"]["error_pct"] == pytest.approx(k3 * own_b, rel=1e-3)
+
+
+def test_unchecked_metric_is_shown_but_never_fails_the_check():
+    ref = _results([_run("mnf", "toy-cubic", 0, loglik_inside=-3.0, coverage_3std_outside=0.2)])
+    cur = _results([_run("mnf", "toy-cubic", 5, loglik_inside=-3.1, coverage_3std_outside=0.6)])
+    tol = _tol(
+        {"mnf/toy-cubic": {"loglik_inside": 0.5}},
+        {"mnf/toy-cubic": {"coverage_3std_outside": "too noisy: 0.54 > 0.1"}},
+    )
+    report = check_results(cur, ref, tol, seeds="any", two_sided=True)
+    assert report.passed
+    row = next(r for r in report.rows if r.metric == "coverage_3std_outside")
+    assert row.status == "unchecked" and row.delta == pytest.approx(0.4)
+    assert "unchecked (too noisy" in format_check_table(report)
+    # Without the entry (and no tolerance) the same metric is an error, not a silent pass.
+    with pytest.raises(ResultsError, match="no tolerance for metric 'coverage_3std_outside'"):
+        check_results(cur, ref, _tol({"mnf/toy-cubic": {"loglik_inside": 0.5}}), seeds="any")
+
+
+def test_bad_unchecked_table_is_refused():
+    with pytest.raises(ResultsError, match="'unchecked' must map"):
+        validate_tolerances(_tol({}, {"mnf/toy-cubic": ["coverage_3std_outside"]}))
+
+
+def test_collapsed_mutual_information_is_a_regression():
+    ref = _results([_run("ensemble", "mnist", 0, test_mutual_info_mean=0.004)])
+    cur = _results([_run("ensemble", "mnist", 100, test_mutual_info_mean=0.0)])
+    tol = _tol({"ensemble/mnist": {"test_mutual_info_mean": 0.002}})
+    report = check_results(cur, ref, tol, seeds="any")
+    (row,) = report.rows
+    assert row.direction == "higher" and row.status == "regressed"
+    assert row.delta == pytest.approx(-0.004)
+
+
+def test_q_layers_metric_is_the_mean_over_layers_of_the_diagnostic():
+    def diag(*spreads: float) -> dict:
+        layers = {f"layer{i}": {"z_spread_rel": v, "kl": 1.0} for i, v in enumerate(spreads)}
+        return {"q_layers": layers}
+
+    ref = _results([_run("mnf", "mnist", 0, diagnostics=diag(0.3, 0.5))])
+    cur = _results([_run("mnf", "mnist", 100, diagnostics=diag(0.0, 0.0))])
+    tol = _tol({"mnf/mnist": {"q_layers.z_spread_rel": 0.1}})
+    (row,) = check_results(cur, ref, tol, seeds="any").rows
+    assert row.metric == "q_layers.z_spread_rel"
+    assert row.reference == pytest.approx(0.4) and row.current == 0.0
+    assert row.status == "regressed"
+    # FFG's q_layers have no z: no such metric, nothing to compare.
+    ffg = _results([_run("ffg", "mnist", 0, diagnostics={"q_layers": {"layer0": {"kl": 1.0}}})])
+    assert check_results(copy.deepcopy(ffg), ffg, _tol({})).rows == []
+
+
+def test_allow_missed_names_must_be_mutants(capsys, tmp_path):
+    assert mutation_main(["--out", str(tmp_path), "--allow-missed", "no-such-bug"]) == 2
+    assert "unknown mutant(s) no-such-bug" in capsys.readouterr().err
