@@ -401,7 +401,7 @@ def _compare(
     row.direction = "higher" if metric_direction(path) else "lower"
     reason = tolerances.get("unchecked", {}).get(f"{method}/{task}", {}).get(path)
     if reason is not None:  # too noisy over seeds to check at a useful tolerance
-        row.status, row.note = "unchecked", reason
+        row.status, row.note, row.tolerance = "unchecked", reason, None
         if ref.value is not None and cur.value is not None:
             row.delta = cur.value - ref.value
         return row
