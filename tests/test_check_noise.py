@@ -70,18 +70,43 @@ def test_alpha_tolerance_is_k_of_n_times_std_and_noisy_metrics_are_unchecked():
 
 def test_pooling_uses_the_larger_of_own_and_pooled_std_with_the_pooled_dof():
     # Two methods on one task, 2 repeats each: own std from 1 dof, pooled from 2 dof.
+    # AUROC is pooled as is; error_pct relative to each method's mean (its spread scales).
+    def run(m, s, auroc, err):
+        return _run(m, "mnist", s, error_pct=err, ood={"notmnist": {"auroc": auroc}})
+
     repeats = [
-        _results([_run("a", "mnist", 0, error_pct=3.0), _run("b", "mnist", 0, error_pct=2.0)]),
-        _results([_run("a", "mnist", 1, error_pct=3.2), _run("b", "mnist", 1, error_pct=2.6)]),
+        _results([run("a", 0, 0.90, 3.0), run("b", 0, 0.80, 2.0)]),
+        _results([run("a", 1, 0.92, 3.2), run("b", 1, 0.86, 2.6)]),
     ]
     tol = derive_tolerances(repeats, floor={}, alpha=0.05, pool=True, useful={})
-    # Squared deviations from each method's mean: a: 2 * 0.1^2, b: 2 * 0.3^2; dof 1 + 1.
-    pooled = math.sqrt((2 * 0.01 + 2 * 0.09) / 2)
     k3 = math.sqrt(2) * 4.303  # pooled dof 2 -> t_2(0.975)
-    assert tol["per_run"]["a/mnist"]["error_pct"] == pytest.approx(k3 * pooled, rel=1e-3)
-    # b's own std (0.4243) is above the pooled one (0.3162): the larger one is used.
-    own_b = statistics.stdev([2.0, 2.6])
+    auroc = "ood.notmnist.auroc"
+    # Squared deviations from each method's mean: a: 2 * 0.01^2, b: 2 * 0.03^2; dof 1 + 1.
+    pooled = math.sqrt((2 * 0.01**2 + 2 * 0.03**2) / 2)
+    assert tol["per_run"]["a/mnist"][auroc] == pytest.approx(k3 * pooled, rel=1e-3)
+    # b's own std (0.0424) is above the pooled one (0.0316): the larger one is used.
+    own_b = statistics.stdev([0.80, 0.86])
+    assert tol["per_run"]["b/mnist"][auroc] == pytest.approx(k3 * own_b, rel=1e-3)
+    # error_pct: relative deviations 0.1 / 3.1 and 0.3 / 2.3, scaled back by a's mean 3.1.
+    cv = math.sqrt((2 * (0.1 / 3.1) ** 2 + 2 * (0.3 / 2.3) ** 2) / 2)
+    assert tol["per_run"]["a/mnist"]["error_pct"] == pytest.approx(k3 * 3.1 * cv, rel=1e-3)
+    own_b = statistics.stdev([2.0, 2.6])  # 0.424 > 2.3 * cv = 0.309
     assert tol["per_run"]["b/mnist"]["error_pct"] == pytest.approx(k3 * own_b, rel=1e-3)
+
+
+def test_unchecked_tasks_list_every_metric_of_the_task():
+    repeats = [
+        _results(
+            [
+                _run("l2", "toy-cubic", s, loglik_inside=-3.0 - s / 10),
+                _run("l2", "mnist", s, nll=0.1),
+            ]
+        )
+        for s in range(3)
+    ]
+    tol = derive_tolerances(repeats, alpha=0.001, unchecked_tasks=("toy-cubic",))
+    assert "loglik_inside" in tol["unchecked"]["l2/toy-cubic"]
+    assert tol["per_run"]["l2/toy-cubic"] == {} and "nll" in tol["per_run"]["l2/mnist"]
 
 
 def test_unchecked_metric_is_shown_but_never_fails_the_check():

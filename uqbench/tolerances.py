@@ -16,7 +16,9 @@ std, of the (1 - A) prediction interval of the difference between two single-see
 new run and the reference) when the std itself is estimated from n repeats: few repeats give
 a wide k, honestly. With ``--pool``, a (method, task) with fewer than ``--min-repeats``
 repeats uses ``max(own std, pooled std)``, the pooled one over the methods of its task (their
-variances around their own means, dof summed) and k from the pooled dof. A metric whose
+variances around their own means, dof summed; for the metrics of :data:`RELATIVE_SPREAD`,
+whose spread scales with their level, the variance of ``value / mean``, scaled back by the
+method's own mean) and k from the pooled dof. A metric whose
 tolerance would exceed its ``USEFUL_MAX`` (the widest tolerance still worth checking) is
 not given that tolerance: it goes to the file's ``unchecked`` list with the numbers, and
 the check shows it but never fails on it.
@@ -102,6 +104,14 @@ USEFUL_MAX: dict[str, float] = {
 }
 
 
+# Metrics whose seed spread scales with their level (MC dropout's mutual information is 20
+# times the ensemble's, and so is its spread): pooled across methods as relative spread.
+RELATIVE_SPREAD = frozenset(
+    {"error_pct", "nll", "brier", "ece", "aurc", "fpr95", "test_mutual_info_mean",
+     "q_layers.z_spread_rel"}
+)  # fmt: skip
+
+
 def k_for_repeats(n: int, alpha: float) -> float:
     """``sqrt(2) * t_{n-1}(1 - alpha/2)``: the multiple of a std estimated from ``n`` repeats
     that bounds the difference of two single-seed runs with probability ``1 - alpha``."""
@@ -122,6 +132,7 @@ def derive_tolerances(
     pool: bool = False,
     min_repeats: int = 5,
     useful: dict[str, float] | None = None,
+    unchecked_tasks: tuple[str, ...] = (),
 ) -> dict:
     """Tolerance file dict from several results dicts of one suite run with different seeds.
 
@@ -135,7 +146,9 @@ def derive_tolerances(
     is written to the file's ``k``; with ``pool`` too, pairs with fewer than ``min_repeats``
     repeats use ``max(own std, pooled std over the task's methods)`` and the pooled dof.
     ``useful`` (kind or path -> widest useful tolerance; :data:`USEFUL_MAX` when ``alpha`` is
-    given) moves a metric whose tolerance would be wider into ``unchecked``.
+    given) moves a metric whose tolerance would be wider into ``unchecked``; every metric of
+    ``unchecked_tasks`` goes there too (a task whose seed spread is too heavy-tailed for a
+    std-based bound: it is left to the tripwire).
     Raises ResultsError on fewer than two repeats, mixed suites, a seed shared between
     repeats, or a non-finite metric.
     """
@@ -196,13 +209,17 @@ def derive_tolerances(
         repeats[f"{method}/{task}"] = len(having)
 
     # Pooled variance per (task, metric) over the methods: sum of squared deviations from
-    # each method's own mean over the summed dof.
+    # each method's own mean over the summed dof (relative to that mean for RELATIVE_SPREAD).
     pooled: dict[tuple[str, str], tuple[float, int]] = {}
     for (_, task), by_path in values.items():
         for path, vals in by_path.items():
-            ss, dof = pooled.get((task, path), (0.0, 0))
             mean = sum(vals) / len(vals)
-            pooled[(task, path)] = (ss + sum((v - mean) ** 2 for v in vals), dof + len(vals) - 1)
+            scale = abs(mean) if metric_kind(path) in RELATIVE_SPREAD else 1.0
+            if scale == 0:
+                continue  # a metric that is 0 in every repeat says nothing about the others
+            ss, dof = pooled.get((task, path), (0.0, 0))
+            dev = sum(((v - mean) / scale) ** 2 for v in vals)
+            pooled[(task, path)] = (ss + dev, dof + len(vals) - 1)
 
     per_run: dict[str, dict[str, float]] = {}
     unchecked: dict[str, dict[str, str]] = {}
@@ -214,10 +231,17 @@ def derive_tolerances(
             std, n_eff = statistics.stdev(vals), len(vals)
             how = f"{len(vals)} repeats"
             if pool and len(vals) < min_repeats:
-                ss, dof = pooled[(task, path)]
+                ss, dof = pooled.get((task, path), (0.0, 0))
+                scale = abs(sum(vals) / len(vals)) if metric_kind(path) in RELATIVE_SPREAD else 1
                 if dof >= len(vals):  # other methods add to the estimate
-                    std, n_eff = max(std, math.sqrt(ss / dof)), dof + 1
+                    std, n_eff = max(std, scale * math.sqrt(ss / dof)), dof + 1
                     how = f"{len(vals)} repeats, pooled over {task}'s methods ({dof} dof)"
+            if task in unchecked_tasks:
+                unchecked.setdefault(name, {})[path] = (
+                    f"task {task} left to the tripwire: its single-seed values are too "
+                    "heavy-tailed over seeds for a std-based tolerance (--unchecked-tasks)"
+                )
+                continue
             k_here = k if alpha is None else k_for_repeats(n_eff, alpha)
             low = floor.get(path, floor.get(metric_kind(path), 0.0))
             tol = max(k_here * std, low)
@@ -279,6 +303,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--min-repeats", type=int, default=5, help="see --pool (default 5)")
     parser.add_argument(
+        "--unchecked-tasks",
+        nargs="+",
+        default=[],
+        metavar="TASK",
+        help="list every metric of these tasks as unchecked (left to the tripwire)",
+    )
+    parser.add_argument(
         "--tasks", nargs="+", help="only runs of these tasks (repeats may hold other runs too)"
     )
     args = parser.parse_args(argv)
@@ -296,6 +327,7 @@ def main(argv: list[str] | None = None) -> int:
             alpha=args.alpha,
             pool=args.pool,
             min_repeats=args.min_repeats,
+            unchecked_tasks=tuple(args.unchecked_tasks),
         )
     except UQBenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
