@@ -94,6 +94,22 @@ def test_pooling_uses_the_larger_of_own_and_pooled_std_with_the_pooled_dof():
     assert tol["per_run"]["b/mnist"]["error_pct"] == pytest.approx(k3 * own_b, rel=1e-3)
 
 
+def test_relative_pooling_ignores_a_method_whose_level_is_below_the_floor():
+    # L2's mutual information is float noise around 0: its huge relative spread must not
+    # widen dropout's tolerance. Pooled over dropout alone (1 dof) = its own std.
+    repeats = [
+        _results([_run("l2", "mnist", s, test_mutual_info_mean=mi), _run("d", "mnist", s,
+                  test_mutual_info_mean=dmi)])
+        for s, (mi, dmi) in enumerate([(2.6e-8, 0.093), (1e-9, 0.087)])
+    ]  # fmt: skip
+    floor = {"test_mutual_info_mean": 0.002}
+    tol = derive_tolerances(repeats, floor=floor, alpha=0.05, pool=True, useful={})
+    k2 = math.sqrt(2) * 12.706  # t_1(0.975): only dropout's dof
+    assert tol["per_run"]["d/mnist"]["test_mutual_info_mean"] == pytest.approx(
+        k2 * statistics.stdev([0.093, 0.087]), rel=1e-3
+    )
+
+
 def test_unchecked_tasks_list_every_metric_of_the_task():
     repeats = [
         _results(

@@ -215,8 +215,10 @@ def derive_tolerances(
         for path, vals in by_path.items():
             mean = sum(vals) / len(vals)
             scale = abs(mean) if metric_kind(path) in RELATIVE_SPREAD else 1.0
-            if scale == 0:
-                continue  # a metric that is 0 in every repeat says nothing about the others
+            if scale == 0 or scale < floor.get(path, floor.get(metric_kind(path), 0.0)):
+                # a level below the floor (L2's mutual information: float noise around 0)
+                # says nothing about the relative spread of the others
+                continue
             ss, dof = pooled.get((task, path), (0.0, 0))
             dev = sum(((v - mean) / scale) ** 2 for v in vals)
             pooled[(task, path)] = (ss + dev, dof + len(vals) - 1)
