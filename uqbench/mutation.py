@@ -251,16 +251,18 @@ def _ood_on_in_distribution() -> contextlib.AbstractContextManager:
 
 
 def _notmnist_first_files() -> contextlib.AbstractContextManager:
-    from uqbench.tasks import mnist
+    # OOD sets are loaded by uqbench.ood (the registry), not by the MNIST task: patching the
+    # task's name, as this mutant first did, left it a no-op once the sets moved there.
+    from uqbench import ood
 
-    original = mnist.stratified_indices
+    original = ood.stratified_indices
 
     def stratified_indices(labels, n, seed, stream=""):
         if stream == "mnist/ood/notmnist" and n is not None:
             return np.arange(min(n, len(labels)))  # the first n files: not a stratified split
         return original(labels, n, seed, stream=stream)
 
-    return mock.patch.object(mnist, "stratified_indices", stratified_indices)
+    return mock.patch.object(ood, "stratified_indices", stratified_indices)
 
 
 MUTANTS: tuple[Mutant, ...] = (
