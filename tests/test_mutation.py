@@ -108,3 +108,21 @@ def test_fgsm_mutants_change_sign_and_clipping():
 def test_unknown_mutant_is_one_clear_error(capsys, tmp_path):
     assert main(["--out", str(tmp_path), "--mutants", "no-such-bug"]) == 2
     assert "unknown mutant(s) no-such-bug" in capsys.readouterr().err
+
+
+def test_notmnist_wrong_split_changes_the_subset_the_ood_registry_takes():
+    import numpy as np
+
+    from uqbench import ood
+
+    labels = np.repeat(np.arange(10), 20)  # letters A-J, 20 files each, in letter order
+    stream = "mnist/ood/notmnist"
+    clean = ood.stratified_indices(labels, 10, 0, stream=stream)
+    assert len(set(labels[clean])) == 10  # stratified: one file of each letter
+    with BY_NAME["notmnist-wrong-split"].patch():
+        idx = ood.stratified_indices(labels, 10, 0, stream=stream)
+        other = ood.stratified_indices(labels, 10, 0, stream="cifar5/ood/cifar5-hidden")
+    assert set(labels[idx]) == {0}  # the first 10 files: all letter A
+    assert np.array_equal(
+        other, ood.stratified_indices(labels, 10, 0, stream="cifar5/ood/cifar5-hidden")
+    )

@@ -8,8 +8,10 @@ both files) and compared in the metric's own direction, as declared:
   ``ood.<set>.fpr95``, ``rmse`` -- the current value may not rise above
   ``reference + tolerance``;
 * higher is better, for example ``ood.<set>.auroc``, ``fgsm.accuracy_mean``,
-  ``loglik_inside``, ``loglik_outside``, ``coverage_3std_inside``, ``coverage_3std_outside``
-  -- the current value may not fall below ``reference - tolerance``.
+  ``loglik_inside``, ``loglik_outside``, ``coverage_3std_inside``, ``coverage_3std_outside``,
+  ``test_mutual_info_mean`` (the epistemic part of the test predictive) and MNF's
+  ``q_layers.z_spread_rel`` (mean over layers of the q(z) diagnostic) -- the current value
+  may not fall below ``reference - tolerance``.
 
 FGSM is checked as one number, the mean accuracy over the eps grid (an area under the
 accuracy-vs-eps curve): a single row that is far less noisy than accuracy at each eps, whose
@@ -26,7 +28,9 @@ Only metrics the reference holds (even as null) are checked: null in both is ski
 one of the two is "missing". Metrics that only the current results have (a new OOD set, say)
 are not checked until the reference is refreshed. Status of a row: "regressed" (worse than
 the tolerance allows), "improved" (better than the reference by more than the tolerance: a
-hint to refresh it), "ok" (within the tolerance), "missing".
+hint to refresh it), "ok" (within the tolerance), "missing", "unchecked" (the tolerance
+file's ``unchecked["<method>/<task>"]`` lists the metric, with its reason, as too noisy over
+seeds to check at a useful tolerance; shown, never failing).
 """
 
 from __future__ import annotations
@@ -67,7 +71,8 @@ OOD_EXTRA_METRICS: dict[str, bool] = {
 # A row is "moved" (shown in the table) when |delta| exceeds this, relative to the reference.
 MOVE_EPS = 1e-9
 
-STATUSES = ("ok", "improved", "regressed", "missing")
+# "unchecked": the tolerance file lists the metric as too noisy to check (its reason is the note).
+STATUSES = ("ok", "improved", "regressed", "missing", "unchecked")
 
 REFRESH_HINT = (
     "a deliberate change lands only with a regenerated reference and a note saying why: "
@@ -222,7 +227,18 @@ def run_metric_paths(metrics: dict) -> list[str]:
                     paths.append(f"ood.{ood_set}.{m.name}")
     if "fgsm" in metrics:
         paths.append(FGSM_PATH)
+    q_layers = _q_layers(metrics)
+    for m in catalog.metrics("q_layers", checked=True):
+        if q_layers and any(m.path[-1] in q for q in q_layers):
+            paths.append(m.name)
     return paths
+
+
+def _q_layers(metrics: dict) -> list[dict]:
+    """The per-layer q diagnostics of a run (``diagnostics.q_layers``), [] when absent."""
+    diagnostics = metrics.get("diagnostics")
+    q = diagnostics.get("q_layers") if isinstance(diagnostics, dict) else None
+    return [v for v in q.values() if isinstance(v, dict)] if isinstance(q, dict) else []
 
 
 def extract_metric(metrics: dict, path: str) -> tuple[float | None, tuple[float, ...] | None]:
@@ -246,6 +262,12 @@ def extract_metric(metrics: dict, path: str) -> tuple[float | None, tuple[float,
         _, ood_set, name = path.split(".", 2)
         entry = (metrics.get("ood") or {}).get(ood_set)
         return (None if entry is None else _num(_at(entry, catalog.metric(name).path))), None
+    if path.startswith("q_layers."):
+        key = catalog.metric(path).path[-1]
+        values = [_num(q.get(key)) for q in _q_layers(metrics)]
+        if not values or any(v is None for v in values):
+            return None, None
+        return sum(values) / len(values), None
     return _num(_at(metrics, catalog.metric(path).path)), None
 
 
@@ -329,6 +351,12 @@ def validate_tolerances(tol: dict, what: str = "tolerances") -> None:
     per_run = tol.get("per_run", {})
     if not isinstance(default, dict) or not isinstance(per_run, dict):
         raise ResultsError(f"{what}: 'default' and 'per_run' must be objects")
+    unchecked = tol.get("unchecked", {})
+    if not isinstance(unchecked, dict) or not all(
+        isinstance(v, dict) and all(isinstance(r, str) for r in v.values())
+        for v in unchecked.values()
+    ):
+        raise ResultsError(f"{what}: 'unchecked' must map '<method>/<task>' to {{metric: reason}}")
     tables = [("default", default)] + [(f"per_run[{k!r}]", v) for k, v in per_run.items()]
     for name, table in tables:
         if not isinstance(table, dict):
@@ -367,6 +395,12 @@ def _compare(
     tol = lookup_tolerance(tolerances, method, task, path)
     row = CheckRow(method, task, path, ref.value, cur.value, None, tol, "missing")
     row.direction = "higher" if metric_direction(path) else "lower"
+    reason = tolerances.get("unchecked", {}).get(f"{method}/{task}", {}).get(path)
+    if reason is not None:  # too noisy over seeds to check at a useful tolerance
+        row.status, row.note, row.tolerance = "unchecked", reason, None
+        if ref.value is not None and cur.value is not None:
+            row.delta = cur.value - ref.value
+        return row
     if ref.value is None and cur.value is None and not (ref.note or cur.note):
         return None  # null in both (e.g. fgsm of the ensemble): nothing to compare
     if ref.value is None or cur.value is None:
@@ -690,7 +724,7 @@ def format_check_table(report: CheckReport, all_rows: bool = False) -> str:
             "an improvement beyond the tolerance fails this two-sided check: " + REFRESH_HINT
         )
     verdict = "PASSED" if report.passed else "FAILED"
-    counts = ", ".join(f"{report.count(s)} {s}" for s in ("regressed", "missing", "improved", "ok"))
+    counts = ", ".join(f"{report.count(s)} {s}" for s in STATUSES)
     seeds = "the reference's seeds" if report.seeds == "same" else "each side's own seeds"
     lines.append(
         f"check {verdict}: suite {report.suite!r}, {len(report.rows)} metrics of "

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-SCOPES = ("run", "ood", "fgsm")
+SCOPES = ("run", "ood", "fgsm", "q_layers")
 BETTER = ("higher", "lower", None)
 
 
@@ -41,7 +41,8 @@ class MetricDef:
     digits: int = 3
     #: Smallest tolerance of the regression check, in the metric's units; None: not checked.
     floor: float | None = None
-    #: "run" (one value per run), "ood" (one per OOD set) or "fgsm" (a mean over the eps grid).
+    #: "run" (one value per run), "ood" (one per OOD set), "fgsm" (a mean over the eps grid) or
+    #: "q_layers" (the mean over layers of a per-layer q diagnostic, ``diagnostics.q_layers``).
     scope: str = "run"
     #: Per-OOD-set metrics only: checked on every set, "missing" where a set lacks it. Others
     #: are checked only where the reference run holds them (metrics added after a reference).
@@ -52,6 +53,12 @@ class MetricDef:
     ranked: bool = True
     #: What the number uses, where a caption says so (the score of an OOD metric).
     note: str = ""
+    #: Widest tolerance still worth checking (issue 16): a metric whose seed spread needs a
+    #: wider one is listed as unchecked instead (uqbench.tolerances). None: no bound.
+    useful_max: float | None = None
+    #: Whether its seed spread scales with its level, so that spreads are pooled across
+    #: methods relative to the level (uqbench.tolerances --pool).
+    relative_spread: bool = False
 
     def __post_init__(self) -> None:
         if self.scope not in SCOPES:
@@ -78,15 +85,32 @@ class MetricDef:
 #: Every declared metric. Within a scope, the check compares the checked ones in this order.
 METRICS: tuple[MetricDef, ...] = (
     # -- classification: accuracy, proper scores, calibration (the paper's Table 2 and more)
-    MetricDef("error_pct", ("error_pct",), "lower", "error %", 2, floor=0.5),
-    MetricDef("nll", ("nll",), "lower", "NLL", 3, floor=0.02),
-    MetricDef("brier", ("brier",), "lower", "Brier", 3, floor=0.01),
-    MetricDef("ece", ("ece",), "lower", "ECE", 3, floor=0.01),
+    MetricDef(
+        "error_pct",
+        ("error_pct",),
+        "lower",
+        "error %",
+        2,
+        floor=0.5,
+        useful_max=3.0,
+        relative_spread=True,
+    ),
+    MetricDef("nll", ("nll",), "lower", "NLL", 3, floor=0.02, useful_max=0.2, relative_spread=True),
+    MetricDef(
+        "brier", ("brier",), "lower", "Brier", 3, floor=0.01, useful_max=0.05, relative_spread=True
+    ),
+    MetricDef(
+        "ece", ("ece",), "lower", "ECE", 3, floor=0.01, useful_max=0.05, relative_spread=True
+    ),
     MetricDef("test_median_entropy", ("test_entropy", "median"), None, "median H test", 3),
     # -- regression (toy task)
-    MetricDef("rmse", ("rmse",), "lower", "RMSE", 2, floor=0.05),
-    MetricDef("loglik_inside", ("loglik_inside",), "higher", "loglik in", 2, floor=0.05),
-    MetricDef("loglik_outside", ("loglik_outside",), "higher", "loglik out", 2, floor=0.1),
+    MetricDef("rmse", ("rmse",), "lower", "RMSE", 2, floor=0.05, useful_max=10.0),
+    MetricDef(
+        "loglik_inside", ("loglik_inside",), "higher", "loglik in", 2, floor=0.05, useful_max=3.0
+    ),
+    MetricDef(
+        "loglik_outside", ("loglik_outside",), "higher", "loglik out", 2, floor=0.1, useful_max=10.0
+    ),
     # share of held-out targets within mean +- 3 std (nominal 0.997): sees a predictive
     # variance that changed while the log-likelihood, dominated by the mean, did not
     MetricDef(
@@ -97,6 +121,7 @@ METRICS: tuple[MetricDef, ...] = (
         3,
         floor=0.02,
         ranked=False,
+        useful_max=0.1,
     ),
     MetricDef(
         "coverage_3std_outside",
@@ -106,13 +131,34 @@ METRICS: tuple[MetricDef, ...] = (
         3,
         floor=0.02,
         ranked=False,
+        useful_max=0.1,
     ),
     # -- beyond the paper (issue 18): selective prediction, entropy split, dataset shift
-    MetricDef("aurc", ("aurc",), "lower", "AURC", 4, floor=0.005),
-    MetricDef("test_mutual_info_mean", ("test_mutual_info_mean",), None, "MI test", 4),
+    MetricDef(
+        "aurc", ("aurc",), "lower", "AURC", 4, floor=0.005, useful_max=0.05, relative_spread=True
+    ),
+    # the epistemic part of the test predictive (issue 16): a posterior whose samples stop
+    # disagreeing (members sharing weights, entropy taken per sample) drops it to 0 while error
+    # and NLL barely move, so a fall is the regression; no table ranks it
+    MetricDef(
+        "test_mutual_info_mean",
+        ("test_mutual_info_mean",),
+        "higher",
+        "MI test",
+        4,
+        floor=0.002,
+        ranked=False,
+        useful_max=0.05,
+        relative_spread=True,
+    ),
     MetricDef("test_expected_entropy_mean", ("test_expected_entropy_mean",), None, "E[H] test", 4),
     MetricDef(
-        "rotated_accuracy_mean", ("rotated_accuracy_mean",), "higher", "acc rotated", floor=0.01
+        "rotated_accuracy_mean",
+        ("rotated_accuracy_mean",),
+        "higher",
+        "acc rotated",
+        floor=0.01,
+        useful_max=0.1,
     ),
     MetricDef(
         "corrupted_accuracy_mean",
@@ -120,6 +166,7 @@ METRICS: tuple[MetricDef, ...] = (
         "higher",
         "acc corrupted",
         floor=0.01,
+        useful_max=0.1,
     ),
     # -- per OOD set: detection with the predictive entropy as score (OOD positive)
     MetricDef(
@@ -131,10 +178,19 @@ METRICS: tuple[MetricDef, ...] = (
         scope="ood",
         required=True,
         note="total predictive entropy",
+        useful_max=0.1,
     ),
     MetricDef("fpr95_in", ("fpr95_in",), "lower", "FPR95 {set} (in+)", scope="ood"),
     MetricDef(
-        "fpr95", ("fpr95",), "lower", "FPR95 {set} (OOD+)", floor=0.03, scope="ood", required=True
+        "fpr95",
+        ("fpr95",),
+        "lower",
+        "FPR95 {set} (OOD+)",
+        floor=0.03,
+        scope="ood",
+        required=True,
+        useful_max=0.25,
+        relative_spread=True,
     ),
     MetricDef("median_entropy", ("median_entropy",), "higher", "median H {set}", scope="ood"),
     MetricDef("mean_entropy", ("mean_entropy",), "higher", "mean H {set}", scope="ood"),
@@ -146,6 +202,7 @@ METRICS: tuple[MetricDef, ...] = (
         floor=0.01,
         scope="ood",
         note="mutual information (epistemic)",
+        useful_max=0.15,
     ),
     MetricDef(
         "auroc_expected_entropy",
@@ -155,6 +212,7 @@ METRICS: tuple[MetricDef, ...] = (
         floor=0.01,
         scope="ood",
         note="expected entropy (aleatoric)",
+        useful_max=0.1,
     ),
     MetricDef(
         "aupr_in",
@@ -164,6 +222,7 @@ METRICS: tuple[MetricDef, ...] = (
         floor=0.01,
         scope="ood",
         note="total entropy, in-distribution positive",
+        useful_max=0.1,
     ),
     MetricDef(
         "aupr_out",
@@ -173,6 +232,7 @@ METRICS: tuple[MetricDef, ...] = (
         floor=0.01,
         scope="ood",
         note="total entropy, OOD positive",
+        useful_max=0.1,
     ),
     # -- FGSM: accuracy averaged over the eps grid (an area under the accuracy-vs-eps curve)
     MetricDef(
@@ -182,6 +242,21 @@ METRICS: tuple[MetricDef, ...] = (
         "FGSM accuracy (mean over eps)",
         floor=0.02,
         scope="fgsm",
+        useful_max=0.15,
+    ),
+    # -- MNF's q(z) (issue 16): the share by which z rescales a weight, mean over layers; 0
+    # when q(z) has no variance left, lower when the flows are off
+    MetricDef(
+        "q_layers.z_spread_rel",
+        ("z_spread_rel",),
+        "higher",
+        "z spread (rel.)",
+        3,
+        floor=0.02,
+        scope="q_layers",
+        ranked=False,
+        useful_max=0.2,
+        relative_spread=True,
     ),
 )
 
@@ -245,6 +320,11 @@ def table_columns(table: str) -> list[tuple[MetricDef, str]]:
         m = metric(name)
         out.append((m, header or m.label))
     return out
+
+
+def useful_maxes() -> dict[str, float]:
+    """The widest useful tolerance of each checked metric that declares one, by name."""
+    return {m.name: m.useful_max for m in METRICS if m.floor is not None and m.useful_max}
 
 
 def floors() -> dict[str, float]:

@@ -254,16 +254,18 @@ def _ood_on_in_distribution() -> contextlib.AbstractContextManager:
 
 
 def _notmnist_first_files() -> contextlib.AbstractContextManager:
-    from uqbench.tasks import mnist
+    # OOD sets are loaded by uqbench.ood (the registry), not by the MNIST task: patching the
+    # task's name, as this mutant first did, left it a no-op once the sets moved there.
+    from uqbench import ood
 
-    original = mnist.stratified_indices
+    original = ood.stratified_indices
 
     def stratified_indices(labels, n, seed, stream=""):
         if stream == "mnist/ood/notmnist" and n is not None:
             return np.arange(min(n, len(labels)))  # the first n files: not a stratified split
         return original(labels, n, seed, stream=stream)
 
-    return mock.patch.object(mnist, "stratified_indices", stratified_indices)
+    return mock.patch.object(ood, "stratified_indices", stratified_indices)
 
 
 MUTANTS: tuple[Mutant, ...] = (
@@ -603,12 +605,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--check-only", action="store_true", help="run nothing: check the runs already in --out"
     )
+    p.add_argument(
+        "--allow-missed",
+        nargs="*",
+        default=[],
+        metavar="MUTANT",
+        help="mutants known to be invisible to every metric of the suite (a finding, said in "
+        "mutation.md): still counted as not caught, but they do not fail the exit status",
+    )
     p.add_argument("--json", type=Path, help="write the summary here (mutation.json)")
     p.add_argument("--md", type=Path, help="write a Markdown table here (mutation.md)")
     args = p.parse_args(argv)
     try:
         names = MUTANT_NAMES if args.mutants is None else [n for n in args.mutants if n != "none"]
-        unknown = [n for n in names if n not in MUTANT_NAMES]
+        unknown = [n for n in [*names, *args.allow_missed] if n not in MUTANT_NAMES]
         if unknown:
             raise UQBenchError(
                 f"unknown mutant(s) {', '.join(unknown)}; known: {', '.join(MUTANT_NAMES)}"
@@ -655,7 +665,11 @@ def main(argv: list[str] | None = None) -> int:
         f"mutation score {s['caught']}/{s['planted']}; false alarms in "
         f"{fa['runs_with_alarm']} of {fa['clean_runs']} clean re-runs"
     )
-    return 0 if s["caught"] == s["planted"] and not fa["runs_with_alarm"] else 1
+    missed = [m["name"] for m in mutants if m.get("caught") is False]
+    unexpected = [n for n in missed if n not in args.allow_missed]
+    if missed:
+        print(f"not caught: {', '.join(missed)}" + (" (allowed)" if not unexpected else ""))
+    return 0 if not unexpected and not fa["runs_with_alarm"] else 1
 
 
 if __name__ == "__main__":

@@ -9,6 +9,19 @@ the sample standard deviation (ddof=1) across the repeats of the metric's seed-m
 statistic that :func:`uqbench.check.check_results` compares -- and ``floor`` keeps a metric
 whose repeats happened to agree from getting a zero tolerance. The floors are also written as
 the file's ``default``, used for a metric without a per-run entry.
+
+With ``--alpha A`` (issue 16) k is no longer one number: for a (method, task) whose spread is
+over n repeats, ``k = sqrt(2) * t_{n-1}(1 - A/2)``, the half-width, in units of the estimated
+std, of the (1 - A) prediction interval of the difference between two single-seed runs (the
+new run and the reference) when the std itself is estimated from n repeats: few repeats give
+a wide k, honestly. With ``--pool``, a (method, task) with fewer than ``--min-repeats``
+repeats uses ``max(own std, pooled std)``, the pooled one over the methods of its task (their
+variances around their own means, dof summed; for the metrics of :data:`RELATIVE_SPREAD`,
+whose spread scales with their level, the variance of ``value / mean``, scaled back by the
+method's own mean) and k from the pooled dof. A metric whose
+tolerance would exceed its ``USEFUL_MAX`` (the widest tolerance still worth checking) is
+not given that tolerance: it goes to the file's ``unchecked`` list with the numbers, and
+the check shows it but never fails on it.
 """
 
 from __future__ import annotations
@@ -40,11 +53,40 @@ from uqbench.errors import ResultsError, UQBenchError
 DEFAULT_FLOOR: dict[str, float] = catalog.floors()
 
 
+# Widest tolerance still worth checking, per metric kind (same units as DEFAULT_FLOOR): a
+# tolerance wider than this would let through the bugs the check is for (a doubled MNIST
+# error, an OOD AUROC halfway to chance, a toy band that no longer covers the data), so a
+# metric whose seed spread needs more is left unchecked instead (issue 16). Declared with each
+# metric (``useful_max`` in uqbench.metric_catalog).
+USEFUL_MAX: dict[str, float] = catalog.useful_maxes()
+
+
+# Metrics whose seed spread scales with their level (MC dropout's mutual information is 20
+# times the ensemble's, and so is its spread): pooled across methods as relative spread.
+RELATIVE_SPREAD = frozenset(m.name for m in catalog.metrics(checked=True) if m.relative_spread)
+
+
+def k_for_repeats(n: int, alpha: float) -> float:
+    """``sqrt(2) * t_{n-1}(1 - alpha/2)``: the multiple of a std estimated from ``n`` repeats
+    that bounds the difference of two single-seed runs with probability ``1 - alpha``."""
+    from scipy.stats import t
+
+    if n < 2:
+        raise ResultsError(f"a spread needs at least 2 repeats, got {n}")
+    return math.sqrt(2.0) * float(t.ppf(1.0 - alpha / 2.0, n - 1))
+
+
 def derive_tolerances(
     runs_of_repeats: list[dict],
     k: float = 4.0,
     floor: dict[str, float] | None = None,
     sources: list[str] | None = None,
+    *,
+    alpha: float | None = None,
+    pool: bool = False,
+    min_repeats: int = 5,
+    useful: dict[str, float] | None = None,
+    unchecked_tasks: tuple[str, ...] = (),
 ) -> dict:
     """Tolerance file dict from several results dicts of one suite run with different seeds.
 
@@ -55,10 +97,21 @@ def derive_tolerances(
     fewer than two non-null repeats gets no per-run entry (the default applies). Repeats may
     hold different (method, task) pairs: each pair's spread is over the repeats that hold it
     (``repeats`` in the result says how many).
+    With ``alpha``, k depends on each pair's number of repeats (:func:`k_for_repeats`) and
+    is written to the file's ``k``; with ``pool`` too, pairs with fewer than ``min_repeats``
+    repeats use ``max(own std, pooled std over the task's methods)`` and the pooled dof.
+    ``useful`` (kind or path -> widest useful tolerance; :data:`USEFUL_MAX` when ``alpha`` is
+    given) moves a metric whose tolerance would be wider into ``unchecked``; every metric of
+    ``unchecked_tasks`` goes there too (a task whose seed spread is too heavy-tailed for a
+    std-based bound: it is left to the tripwire).
     Raises ResultsError on fewer than two repeats, mixed suites, a seed shared between
     repeats, or a non-finite metric.
     """
     floor = dict(catalog.floors() if floor is None else floor)
+    if useful is None:
+        useful = dict(USEFUL_MAX) if alpha is not None else {}
+    if alpha is not None and not 0 < alpha < 1:
+        raise ResultsError(f"alpha must be in (0, 1), got {alpha!r}")
     if k <= 0 or not math.isfinite(k):
         raise ResultsError(f"k must be a positive number, got {k!r}")
     if len(runs_of_repeats) < 2:
@@ -91,7 +144,8 @@ def derive_tolerances(
                     )
                 seen[key] = name
 
-    per_run: dict[str, dict[str, float]] = {}
+    # Each (method, task)'s seed-mean of each metric, one value per repeat holding it.
+    values: dict[tuple[str, str], dict[str, list[float]]] = {}
     repeats: dict[str, int] = {}  # how many repeats each (method, task)'s spread is over
     for method, task in keys:
         paths: list[str] = []
@@ -100,29 +154,86 @@ def derive_tolerances(
             for run in g[(method, task)].values():
                 paths += [p for p in run_metric_paths(run["metrics"]) if p not in paths]
         aggs = [aggregate_run_metrics(list(g[(method, task)].values()), paths) for g in having]
-        entry: dict[str, float] = {}
+        values[(method, task)] = {}
         for path in paths:
-            values = [a[path].value for a in aggs if a[path].value is not None]
-            if any(not math.isfinite(v) for v in values):
+            vals = [a[path].value for a in aggs if a[path].value is not None]
+            if any(not math.isfinite(v) for v in vals):
                 raise ResultsError(f"metric {path} of {method}/{task} is not finite in a repeat")
-            if len(values) < 2:
-                continue
-            low = floor.get(path, floor.get(metric_kind(path), 0.0))
-            entry[path] = max(k * statistics.stdev(values), low)
-        per_run[f"{method}/{task}"] = entry
+            if len(vals) >= 2:
+                values[(method, task)][path] = vals
         repeats[f"{method}/{task}"] = len(having)
 
-    return {
+    # Pooled variance per (task, metric) over the methods: sum of squared deviations from
+    # each method's own mean over the summed dof (relative to that mean for RELATIVE_SPREAD).
+    pooled: dict[tuple[str, str], tuple[float, int]] = {}
+    for (_, task), by_path in values.items():
+        for path, vals in by_path.items():
+            mean = sum(vals) / len(vals)
+            scale = abs(mean) if metric_kind(path) in RELATIVE_SPREAD else 1.0
+            if scale == 0 or scale < floor.get(path, floor.get(metric_kind(path), 0.0)):
+                # a level below the floor (L2's mutual information: float noise around 0)
+                # says nothing about the relative spread of the others
+                continue
+            ss, dof = pooled.get((task, path), (0.0, 0))
+            dev = sum(((v - mean) / scale) ** 2 for v in vals)
+            pooled[(task, path)] = (ss + dev, dof + len(vals) - 1)
+
+    per_run: dict[str, dict[str, float]] = {}
+    unchecked: dict[str, dict[str, str]] = {}
+    k_used: dict[str, float] = {}
+    for (method, task), by_path in values.items():
+        name = f"{method}/{task}"
+        entry: dict[str, float] = {}
+        for path, vals in by_path.items():
+            std, n_eff = statistics.stdev(vals), len(vals)
+            how = f"{len(vals)} repeats"
+            if pool and len(vals) < min_repeats:
+                ss, dof = pooled.get((task, path), (0.0, 0))
+                scale = abs(sum(vals) / len(vals)) if metric_kind(path) in RELATIVE_SPREAD else 1
+                if dof >= len(vals):  # other methods add to the estimate
+                    std, n_eff = max(std, scale * math.sqrt(ss / dof)), dof + 1
+                    how = f"{len(vals)} repeats, pooled over {task}'s methods ({dof} dof)"
+            if task in unchecked_tasks:
+                unchecked.setdefault(name, {})[path] = (
+                    f"task {task} left to the tripwire: its single-seed values are too "
+                    "heavy-tailed over seeds for a std-based tolerance (--unchecked-tasks)"
+                )
+                continue
+            k_here = k if alpha is None else k_for_repeats(n_eff, alpha)
+            low = floor.get(path, floor.get(metric_kind(path), 0.0))
+            tol = max(k_here * std, low)
+            top = useful.get(path, useful.get(metric_kind(path)))
+            if top is not None and tol > top:
+                unchecked.setdefault(name, {})[path] = (
+                    f"too noisy: {k_here:.3g} x seed std {std:.3g} ({how}) = {tol:.3g} > "
+                    f"{top:g}, the widest useful tolerance"
+                )
+                continue
+            entry[path] = tol
+            if alpha is not None:
+                k_used[name] = max(k_used.get(name, 0.0), k_here)
+        per_run[name] = entry
+
+    rule = f"{k:g}" if alpha is None else f"sqrt(2) t_(n-1)(1 - {alpha:g}/2)"
+    if pool:
+        rule += f" (pooled over a task's methods below {min_repeats} repeats)"
+    out = {
         "schema": TOLERANCES_SCHEMA,
         "suite": suite,
         "derived_from": (
-            f"max({k:g} * sample std (ddof=1) across {len(runs_of_repeats)} repeats of the "
+            f"max({rule} * sample std (ddof=1) across {len(runs_of_repeats)} repeats of the "
             f"seed-mean, floor) from: {', '.join(names)}"
         ),
         "default": floor,
         "repeats": repeats,
         "per_run": per_run,
     }
+    if alpha is not None:
+        out["alpha"] = alpha
+        out["k"] = k_used
+    if unchecked:
+        out["unchecked"] = unchecked
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -137,6 +248,25 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--k", type=float, default=4.0, help="multiple of the std (default 4)")
     parser.add_argument(
+        "--alpha",
+        type=float,
+        help="instead of --k: k = sqrt(2) t_(n-1)(1 - alpha/2) for n repeats; metrics whose "
+        "tolerance exceeds USEFUL_MAX are listed as unchecked",
+    )
+    parser.add_argument(
+        "--pool",
+        action="store_true",
+        help="below --min-repeats, use max(own std, std pooled over the task's methods)",
+    )
+    parser.add_argument("--min-repeats", type=int, default=5, help="see --pool (default 5)")
+    parser.add_argument(
+        "--unchecked-tasks",
+        nargs="+",
+        default=[],
+        metavar="TASK",
+        help="list every metric of these tasks as unchecked (left to the tripwire)",
+    )
+    parser.add_argument(
         "--tasks", nargs="+", help="only runs of these tasks (repeats may hold other runs too)"
     )
     args = parser.parse_args(argv)
@@ -147,7 +277,15 @@ def main(argv: list[str] | None = None) -> int:
             for r in repeats:
                 if isinstance(r, dict) and isinstance(r.get("runs"), list):
                     r["runs"] = [x for x in r["runs"] if x.get("task") in args.tasks]
-        tol = derive_tolerances(repeats, k=args.k, sources=[str(f) for f in files])
+        tol = derive_tolerances(
+            repeats,
+            k=args.k,
+            sources=[str(f) for f in files],
+            alpha=args.alpha,
+            pool=args.pool,
+            min_repeats=args.min_repeats,
+            unchecked_tasks=tuple(args.unchecked_tasks),
+        )
     except UQBenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -159,6 +297,9 @@ def main(argv: list[str] | None = None) -> int:
         for path, value in entry.items():
             low = default.get(path, default.get(metric_kind(path), 0.0))
             print(f"  {run:28s} {path:30s} {value:.4g}" + ("  (floor)" if value == low else ""))
+    for run, entry in tol.get("unchecked", {}).items():
+        for path, reason in entry.items():
+            print(f"  {run:28s} {path:30s} unchecked: {reason}")
     return 0
 
 
