@@ -49,12 +49,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
+from uqbench.baselines.dropout import check_rate
 
 import uqbench
-from baselines.dropout import check_rate
-from baselines.l2 import PriorConv2d, PriorLinear, he_init_
 from uqbench.architectures import LayerFactory
 from uqbench.errors import ConfigError
+from uqbench.layers import PriorConv2d, PriorLinear, he_init_
 from uqbench.posterior import Posterior
 
 

@@ -5,7 +5,7 @@ FGSM adversarial training: per member ``m``,
 ``loss_m = NLL_m(x) + NLL_m(x_adv_m) + kl_m / N`` with
 ``x_adv_m = clamp(x + eps * sign(grad_x NLL_m(x)), 0, 1)`` (each member attacks its own
 inputs). ``kl_m = 0.5 * ||W_m||^2`` is the same N(0, 1)-prior weight decay as
-:mod:`baselines.l2` (biases undecayed); the original paper used a tuned weight decay,
+:mod:`uqbench.baselines.l2` (biases undecayed); the original paper used a tuned weight decay,
 we keep the one prior that every family here shares.
 
 Joint training. All members live in one network whose layers hold a leading member

@@ -11,8 +11,7 @@ import math
 from typing import Any, ClassVar
 
 import uqbench
-from uqbench.layers import GaussianLayers, q_diagnostics
-from uqbench.mnf import gaussian_layer_config
+from uqbench.layers import GaussianLayers, gaussian_layer_config, q_diagnostics
 from uqbench.posterior import Posterior
 
 

@@ -14,8 +14,7 @@ import math
 from typing import Any, ClassVar
 
 import uqbench
-from uqbench.layers import GaussianLayers, bayesian_layers
-from uqbench.mnf import gaussian_layer_config
+from uqbench.layers import GaussianLayers, bayesian_layers, gaussian_layer_config
 from uqbench.posterior import Posterior
 
 

@@ -1,6 +1,6 @@
 """CPU cost of each posterior family on LeNet-5/MNIST shapes, and of peer libraries.
 
-Run ``python -m benchmarks.perf`` (or ``uqbench perf [args]``). For every family it times
+Run ``python -m uqbench.benchmarks.perf`` (or ``uqbench perf [args]``). For every family it times
 the median of one training step (``model.loss`` forward, backward, Adam step) and of one
 100-sample predictive (``model.sample_outputs(x, 100)`` under ``no_grad``) on a batch of
 100, as ratios to the deterministic ``l2`` model of the same run, and the denominator of
@@ -35,7 +35,7 @@ from torch.nn import functional as F
 import uqbench
 from uqbench.architectures import ModelSpec
 from uqbench.cpu import tune_malloc
-from uqbench.runner import cpu_model
+from uqbench.environment import cpu_model
 
 METHODS = ("l2", "dropout", "ensemble", "ffg", "fflu", "mnf")
 PEERS = ("bt-flipout", "bt-reparam", "tu-bayes")
@@ -224,7 +224,7 @@ def peak_rss_mb() -> float:
 
 # -- main -----------------------------------------------------------------------------------
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="benchmarks.perf", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="uqbench perf", description=__doc__.splitlines()[0])
     p.add_argument("--repeats", type=int, default=10, help="timed repeats per measurement")
     p.add_argument("--warmup", type=int, default=3, help="untimed warm-up calls")
     p.add_argument(
@@ -407,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
         "load_avg_after": os.getloadavg(),
         "malloc_tuned": malloc_tuned,
     }
-    command = "python -m benchmarks.perf " + " ".join(
+    command = "python -m uqbench.benchmarks.perf " + " ".join(
         shlex.quote(a) for a in (argv or sys.argv[1:])
     )
     result = {

@@ -1,6 +1,6 @@
 """What the dataset-shift evaluation adds to a suite's wall time, per (task, method).
 
-Run ``python -m benchmarks.shift_cost [suite]`` (default: quick). For each classification
+Run ``python -m uqbench.benchmarks.shift_cost [suite]`` (default: quick). For each classification
 task and method of the suite it builds the posterior at its suite settings (untrained:
 inference costs the same as after training), then times the suite's shift evaluation
 (``evaluate_shift``: building the rotated / corrupted subsets and the MC predictive on

@@ -14,18 +14,19 @@ import pytest
 import torch
 from torch import nn
 from torch.nn import functional as F
-
-from baselines.dropout import Dropout, MCDropout
-from baselines.dropout_learned import (
+from uqbench.baselines.dropout import Dropout, MCDropout
+from uqbench.baselines.dropout_learned import (
     DropoutLearned,
     LearnedDropout,
     bernoulli_entropy,
     score_function_surrogate,
 )
-from baselines.ensemble import Ensemble, fgsm_step
-from baselines.l2 import L2, PriorConv2d, PriorLinear
+from uqbench.baselines.ensemble import Ensemble, fgsm_step
+from uqbench.baselines.l2 import L2
+
 from uqbench import ModelSpec
 from uqbench.errors import ConfigError
+from uqbench.layers import PriorConv2d, PriorLinear
 
 SMALL_LENET = {"channels": (3, 4), "hidden": 16}
 

@@ -66,9 +66,9 @@ def test_duplicate_of_a_built_in_names_it(clean_registry) -> None:
 
     with pytest.raises(RegistryError) as err:
         register_posterior("l2")(MyL2)
-    assert "baselines.l2.L2" in str(err.value)
+    assert "uqbench.baselines.l2.L2" in str(err.value)
     assert "MyL2" in str(err.value)
-    assert uqbench.get_posterior("l2").__module__ == "baselines.l2"
+    assert uqbench.get_posterior("l2").__module__ == "uqbench.baselines.l2"
 
 
 def test_unknown_name_lists_the_known_ones() -> None:

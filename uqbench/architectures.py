@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from torch import nn
 
 from uqbench.errors import ConfigError
+from uqbench.layers import he_init_
 
 
 @dataclass
@@ -76,18 +77,12 @@ class PlainLayers:
     """Deterministic ``nn.Linear`` / ``nn.Conv2d`` with He-initialised weights."""
 
     def linear(self, in_features: int, out_features: int, *, index: int, last: bool) -> nn.Module:
-        layer = nn.Linear(in_features, out_features)
-        nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
-        nn.init.zeros_(layer.bias)
-        return layer
+        return he_init_(nn.Linear(in_features, out_features))
 
     def conv2d(
         self, in_channels: int, out_channels: int, kernel_size: int, *, index: int
     ) -> nn.Module:
-        layer = nn.Conv2d(in_channels, out_channels, kernel_size)
-        nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
-        nn.init.zeros_(layer.bias)
-        return layer
+        return he_init_(nn.Conv2d(in_channels, out_channels, kernel_size))
 
 
 def _lenet(spec: ModelSpec, f: LayerFactory, channels: tuple[int, int], hidden: int) -> nn.Module:

@@ -131,12 +131,21 @@ def build_parser() -> argparse.ArgumentParser:
     ver.add_argument("--json", action="store_true", help="machine-readable output")
     _data_args(ver)
 
-    sub.add_parser(
-        "perf",
-        help="time training steps and predictives (benchmarks.perf; `uqbench perf --help`)",
-        add_help=False,
-    )
+    for name, ep in extra_commands().items():  # their options are their own
+        sub.add_parser(name, help=f"{ep.value} (`uqbench {name} --help`)", add_help=False)
     return parser
+
+
+#: Entry-point group of subcommands that live outside the library, ``name = "module:main"``
+#: with ``main(argv) -> int`` (``perf``: the speed benchmark, uqbench.benchmarks.perf).
+COMMANDS_GROUP = "uqbench.commands"
+
+
+def extra_commands() -> dict[str, Any]:
+    """The entry points of :data:`COMMANDS_GROUP` not shadowing a built-in command."""
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep for ep in entry_points(group=COMMANDS_GROUP) if ep.name not in COMMANDS}
 
 
 def _version() -> str:
@@ -198,8 +207,9 @@ _TASK_SECTIONS = {"train", "eval", "data", "arch", "ood"}
 
 def cmd_run(args: argparse.Namespace) -> int:
     from uqbench.cpu import tune_malloc
+    from uqbench.environment import resolve_device
     from uqbench.report import write_report
-    from uqbench.runner import Runner, argv_command, describe, resolve_device
+    from uqbench.runner import Runner, argv_command, describe
     from uqbench.suites import load_suite
 
     tune_malloc()
@@ -379,11 +389,10 @@ COMMANDS = {
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``uqbench`` console script."""
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["perf"]:  # its options belong to benchmarks.perf, not to us
-        from benchmarks import perf
-
-        return int(perf.main(argv[1:]) or 0)
     try:
+        extra = extra_commands().get(argv[0]) if argv else None
+        if extra is not None:  # its options are its own, not ours
+            return int(extra.load()(argv[1:]) or 0)
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args)
     except UQBenchError as exc:

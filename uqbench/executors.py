@@ -84,7 +84,8 @@ def _remote_make_run(
     import torch
 
     from uqbench.cpu import tune_malloc
-    from uqbench.runner import _to_device, cpu_model, make_run, resolve_device
+    from uqbench.environment import cpu_model, resolve_device
+    from uqbench.runner import _to_device, make_run
 
     tune_malloc()
     os.environ["UQBENCH_CACHE_DIR"] = cache  # make_run checkpoints under cache_dir()
@@ -198,7 +199,7 @@ class RayExecutor:
             return {}
         self.start()
         ray = _ray()
-        from uqbench.runner import cache_dir
+        from uqbench.environment import cache_dir
 
         task = ray.remote(_remote_make_run).options(
             num_cpus=self.cpus_per_run,

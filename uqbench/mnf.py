@@ -27,13 +27,11 @@ import math
 from typing import Any, ClassVar
 
 import uqbench
-from uqbench.errors import ConfigError
 from uqbench.layers import (
-    GaussianLayerConfig,
     GaussianLayers,
     MNFConfig,
+    gaussian_layer_config,
     q_diagnostics,
-    resolve_max_std,
 )
 from uqbench.posterior import Posterior
 
@@ -50,22 +48,6 @@ _MNF_KEYS = (
     "r_std",
     "log_q0",
 )
-
-
-def gaussian_layer_config(
-    config: dict[str, Any], spec_max_std: float | None, prior: str = "normal"
-) -> GaussianLayerConfig:
-    """The :class:`GaussianLayerConfig` of a family config (keys it lacks keep defaults)."""
-    kw: dict[str, Any] = {"prior": prior}
-    if prior == "normal":
-        kw["max_std"] = resolve_max_std(config.get("max_std"), spec_max_std)
-    for key in ("bias", "logvar_init", "logvar_init_std", "log_alpha_clip"):
-        if key in config:
-            kw[key] = config[key]
-    try:
-        return GaussianLayerConfig(**kw)
-    except TypeError as exc:
-        raise ConfigError(f"bad layer setting: {exc}") from None
 
 
 @uqbench.register_posterior("mnf")

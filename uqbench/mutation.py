@@ -118,7 +118,7 @@ def _no_std_clamp() -> contextlib.AbstractContextManager:
 
 
 def _dropout_off_at_prediction() -> contextlib.AbstractContextManager:
-    from baselines.dropout import MCDropout
+    from uqbench.baselines.dropout import MCDropout
 
     def forward(self, x):
         if self.p > 0 and self.training:
@@ -178,7 +178,7 @@ def _one_sample() -> contextlib.AbstractContextManager:
 
 @contextlib.contextmanager
 def _ensemble_shared_weights() -> Iterator[None]:
-    from baselines import ensemble
+    from uqbench.baselines import ensemble
 
     def linear(self, x):
         h = x.reshape(-1, self.members, x.shape[-1])
@@ -322,7 +322,8 @@ def _run(
 ) -> dict[str, Any]:
     """``uqbench run`` in-process (so that patches apply), resumable in ``out``."""
     from uqbench.data import DataSource
-    from uqbench.runner import Runner, resolve_device
+    from uqbench.environment import resolve_device
+    from uqbench.runner import Runner
     from uqbench.suites import load_suite
 
     overrides: dict[str, Any] = {"tasks": tasks, "seeds": [seed]}

@@ -3,7 +3,8 @@
 Two identities are recorded with every run:
 
 * ``code_version`` - ``"src-"`` + a digest of the Python source files that determine a
-  run: every ``*.py`` of the ``uqbench`` and ``baselines`` packages as imported, plus
+  run: every ``*.py`` of the ``uqbench`` package and of ``uqbench.baselines`` (the
+  top-level ``baselines/`` folder) as imported, but not ``uqbench.benchmarks``, plus
   the files defining the run's posterior family and task (plug-ins included). It is
   computed from the files themselves, so it is the same for a git checkout, an
   installed copy or a tree shipped without git metadata, and it changes with any edit,
@@ -25,7 +26,9 @@ from pathlib import Path
 import uqbench
 
 #: Packages whose sources make up uqbench's own code version.
-OWN_PACKAGES = ("uqbench", "baselines")
+OWN_PACKAGES = ("uqbench", "uqbench.baselines")
+#: Subpackages that make no run (performance benchmarks), left out wherever they lie.
+NOT_OWN = ("uqbench.benchmarks",)
 
 
 @functools.cache
@@ -38,20 +41,28 @@ def _file_digest(path: str) -> str:
 
 @functools.lru_cache(maxsize=1)
 def _own_files() -> tuple[tuple[str, str], ...]:
-    """(name relative to the package's parent, absolute path) of every own source file."""
+    """(module path as ``uqbench/baselines/l2.py``, absolute path) of every own source file.
+
+    Named by module, not by folder, so that a checkout (``baselines/`` beside
+    ``uqbench/``) and an installed copy (``uqbench/baselines/``) give the same names.
+    """
     import importlib
 
-    files: list[tuple[str, str]] = []
+    skip = tuple(n.replace(".", "/") + "/" for n in NOT_OWN)
+    files: dict[str, str] = {}
     for pkg_name in OWN_PACKAGES:
         try:
             pkg = importlib.import_module(pkg_name)
         except ImportError:
             continue
+        prefix = pkg_name.replace(".", "/")
         for root in getattr(pkg, "__path__", []):
             base = Path(root)
             for p in sorted(base.rglob("*.py")):
-                files.append((f"{pkg_name}/{p.relative_to(base).as_posix()}", str(p)))
-    return tuple(files)
+                name = f"{prefix}/{p.relative_to(base).as_posix()}"
+                if not name.startswith(skip):
+                    files.setdefault(name, str(p))
+    return tuple(sorted(files.items()))
 
 
 def code_version(*classes: type) -> str:

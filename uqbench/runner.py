@@ -12,7 +12,6 @@ import contextlib
 import json
 import math
 import os
-import platform
 import socket
 import sys
 import time
@@ -23,12 +22,12 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-import uqbench
 from uqbench.data import DataSource
-from uqbench.errors import ConfigError, OutputError, TrainingError, UQBenchError
+from uqbench.environment import cache_dir, environment
+from uqbench.errors import OutputError, TrainingError, UQBenchError
 from uqbench.evaluate import evaluate_classification, evaluate_regression
 from uqbench.paper import PAPER_METHODS
-from uqbench.provenance import code_version, source_commit
+from uqbench.provenance import code_version
 from uqbench.registry import POSTERIORS, TASKS
 from uqbench.results import RESULTS_SCHEMA, RUN_SCHEMA, unique_tmp
 from uqbench.suites import RunSpec, Suite
@@ -42,67 +41,6 @@ except ImportError:  # pragma: no cover
 
 if TYPE_CHECKING:
     from uqbench.executors import Executor
-
-
-def cache_dir() -> Path:
-    """Where checkpoints live: ``$UQBENCH_CACHE_DIR`` or the XDG cache (``~/.cache/uqbench``)."""
-    env = os.environ.get("UQBENCH_CACHE_DIR")
-    if env:
-        return Path(env)
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "uqbench"
-
-
-def resolve_device(name: str) -> torch.device:
-    """``cpu``, ``cuda``, ``cuda:N`` or ``auto``; a GPU asked for but absent is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"bad device {name!r}; use cpu, cuda, cuda:N or auto") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} requested but no CUDA GPU is available")
-    return device
-
-
-def environment(device: torch.device) -> dict[str, Any]:
-    """Versions, machine and git commit, for the results file."""
-    import numpy
-
-    env: dict[str, Any] = {
-        "uqbench": uqbench.__version__,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "numpy": numpy.__version__,
-        "platform": platform.platform(),
-        "device": str(device),
-        "cpu": cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "git_commit": _git_commit(),
-    }
-    if device.type == "cuda":
-        env["device_name"] = torch.cuda.get_device_name(device)
-    else:
-        env["device_name"] = f"{env['cpu']} ({env['cpu_count']} cores)"
-    return env
-
-
-def cpu_model() -> str:
-    """The CPU's model name (from /proc/cpuinfo on Linux)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def _git_commit() -> str | None:
-    """The commit of the code that runs (see :func:`uqbench.provenance.source_commit`)."""
-    return source_commit()
 
 
 def _to_device(data: TaskData, device: torch.device) -> TaskData:

@@ -1,4 +1,4 @@
-"""Suite files (TOML in ``benchmarks/suites/``): which runs to make, and with what settings.
+"""Suite files (TOML; built-in ones in ``uqbench/builtin_suites/``): which runs to make, how.
 
 A suite names methods, tasks and seeds, and per task (``[task.<name>]``) the
 training, evaluation, data-subset and architecture settings, the OOD sets it is
@@ -185,8 +185,8 @@ class Suite:
 
 
 def suite_dir() -> Path:
-    """The folder of the built-in suites."""
-    return Path(str(importlib.resources.files("benchmarks") / "suites"))
+    """The folder of the built-in suites (package data of uqbench)."""
+    return Path(str(importlib.resources.files("uqbench") / "builtin_suites"))
 
 
 def list_suites() -> list[str]:
