@@ -32,7 +32,7 @@ class FFLUPosterior(Posterior):
     }
 
     def layer_factory(self) -> GaussianLayers:
-        return GaussianLayers(gaussian_layer_config(self.config, None, prior="log-uniform"))
+        return GaussianLayers(gaussian_layer_config(self.config, prior="log-uniform"))
 
     def diagnostics(self) -> dict[str, Any]:
         """Per-layer share of weights with log alpha >= threshold, plus the overall share."""

@@ -45,18 +45,21 @@ PRED_SAMPLES = 100
 TARGETS = {"ffg_step_vs_l2": 2.5, "mnf_step_vs_ffg": 1.3, "mnf_pred_vs_det100": 3.0}
 
 
-def lenet_spec(members: int) -> ModelSpec:
+def lenet_spec() -> ModelSpec:
     """The MNIST LeNet-5 spec of the paper's experiments."""
     return ModelSpec(
-        arch="lenet5",
-        in_shape=(1, 28, 28),
-        out_dim=10,
-        likelihood="categorical",
-        n_data=60000,
-        max_std=0.5,
-        adv_eps=0.25,
-        ensemble_members=members,
+        arch="lenet5", in_shape=(1, 28, 28), out_dim=10, kind="classification", n_data=60000
     )
+
+
+def family_config(name: str, members: int) -> dict[str, Any]:
+    """A family's config on MNIST (the task's ``method_defaults``), with ``members``."""
+    from uqbench.tasks.mnist import MNIST
+
+    config = dict(MNIST.method_defaults.get(name, {}))
+    if name == "ensemble":
+        config["members"] = members
+    return config
 
 
 def step_fn(model: nn.Module, loss_fn: Callable[[], Tensor], lr: float = 1e-3) -> Callable:
@@ -254,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     if "l2" not in methods:
         methods.insert(0, "l2")  # every ratio is to l2
     peers = [] if args.peers in ("", "none") else args.peers.split(",")
-    spec = lenet_spec(args.members)
+    spec = lenet_spec()
     x = torch.rand(BATCH, 1, 28, 28)
     y = torch.randint(0, 10, (BATCH,))
     pred_repeats = args.pred_repeats or args.repeats
@@ -279,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
         return pred
 
     for name in methods:
-        model = uqbench.get_posterior(name)(spec)
+        model = uqbench.get_posterior(name)(spec, **family_config(name, args.members))
         steps[name] = step_fn(model, lambda m=model: m.loss(x, y)[0])
         preds[name] = make_pred(model)
         kinds[name] = "uqbench"
@@ -351,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(args.seed + 1)
     gv_models: dict[str, tuple[nn.Module, Callable[[], Tensor], str]] = {}
     if "ffg" in rows:
-        ffg = uqbench.get_posterior("ffg")(spec)
+        ffg = uqbench.get_posterior("ffg")(spec, **family_config("ffg", args.members))
         gv_models["ffg"] = (ffg, lambda m=ffg: m.loss(x, y)[0], "ours")
     for name in ("bt-flipout", "bt-reparam", "tu-bayes"):
         if name in peer_models:

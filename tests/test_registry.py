@@ -136,5 +136,5 @@ def test_plugin_registered_by_a_decorator_needs_no_entry_point_name_match(
     assert "whatever" not in names
     cls = uqbench.get_posterior("uqbench-test-named")
     assert cls.__module__ == "uqbench_test_named"
-    spec = uqbench.ModelSpec("mlp", (2,), 2, "categorical", 10, {"hidden": 4})
+    spec = uqbench.ModelSpec("mlp", (2,), 2, "classification", 10, {"hidden": 4})
     assert cls(spec).sample_outputs(torch.zeros(3, 2), 2).shape == (2, 3, 2)

@@ -133,30 +133,26 @@ class MNFConfig:
             raise ConfigError(f"log_q0 must be one of {LOG_Q0_MODES}, got {self.log_q0!r}")
 
 
-def resolve_max_std(value: Any, spec_max_std: float | None) -> float | None:
-    """The forward clamp to use: ``None``/``"spec"`` -> the task's, ``"off"`` -> none."""
-    if value is None or value == "spec":
-        return None if spec_max_std is None else float(spec_max_std)
-    if value == "off" or value is False:
+def resolve_max_std(value: Any) -> float | None:
+    """The forward clamp of a family config's ``max_std``: a number, or None/``"off"``: none."""
+    if value is None or value == "off" or value is False:
         return None
     try:
         out = float(value)
     except (TypeError, ValueError):
         raise ConfigError(
-            f"max_std must be a positive number, 'spec' or 'off', got {value!r}"
+            f"max_std must be a positive number or 'off', got {value!r}"
         ) from None
     if not out > 0:
         raise ConfigError(f"max_std must be positive, got {value!r}")
     return out
 
 
-def gaussian_layer_config(
-    config: dict[str, Any], spec_max_std: float | None, prior: str = "normal"
-) -> GaussianLayerConfig:
+def gaussian_layer_config(config: dict[str, Any], prior: str = "normal") -> GaussianLayerConfig:
     """The :class:`GaussianLayerConfig` of a family config (keys it lacks keep defaults)."""
     kw: dict[str, Any] = {"prior": prior}
     if prior == "normal":
-        kw["max_std"] = resolve_max_std(config.get("max_std"), spec_max_std)
+        kw["max_std"] = resolve_max_std(config.get("max_std"))
     for key in ("bias", "logvar_init", "logvar_init_std", "log_alpha_clip"):
         if key in config:
             kw[key] = config[key]

@@ -61,7 +61,7 @@ class MNFPosterior(Posterior):
         "flow_r": 2,
         "hidden_q": 50,
         "hidden_r": 100,
-        "max_std": None,  # None/"spec": the task's clamp; "off": none; or a number
+        "max_std": None,  # forward std clamp; None/"off": none (tasks set theirs)
         "q0_mean_init": 1.0,
         "q0_mean_init_std": 0.01,
         "q0_logvar_init": math.log(0.1),
@@ -75,7 +75,7 @@ class MNFPosterior(Posterior):
     }
 
     def layer_factory(self) -> GaussianLayers:
-        cfg = gaussian_layer_config(self.config, self.spec.max_std)
+        cfg = gaussian_layer_config(self.config)
         if not self.config["use_z"]:
             return GaussianLayers(cfg, None)
         mnf = MNFConfig(**{k: self.config[k] for k in _MNF_KEYS})

@@ -171,7 +171,13 @@ class Suite:
             for m in [*methods, *[m for m in extra if m not in methods]]:
                 if m not in known_m:
                     raise ConfigError(f"unknown method {m!r}; known: {', '.join(known_m)}")
-                post = {**self.method_tables.get(m, {}), **table.get("method", {}).get(m, {})}
+                task_default = task_cls.method_defaults.get(m, {})
+                _check_posterior_config(m, task_default, f"task {t!r} method_defaults[{m!r}]")
+                post = {
+                    **task_default,
+                    **self.method_tables.get(m, {}),
+                    **table.get("method", {}).get(m, {}),
+                }
                 cls = POSTERIORS.get(m)
                 bad = sorted(set(post) - set(cls.defaults))
                 if bad:
