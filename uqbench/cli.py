@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from uqbench.errors import UQBenchError
+from uqbench.settings import SETTINGS
 
 EPILOG = "Docs: README.md. Data lookup: --data-dir, then $UQBENCH_DATA_DIR, then the user cache."
 
@@ -48,15 +49,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--methods", nargs="+", help="posterior families (default: the suite's)")
     run.add_argument("--tasks", nargs="+", help="tasks (default: the suite's)")
     run.add_argument("--seeds", nargs="+", type=int, help="seeds (default: the suite's)")
-    run.add_argument("--epochs", type=int, help="training epochs for every task (one task: --set)")
-    run.add_argument("--batch-size", type=int, help="training mini-batch size for every task")
-    run.add_argument("--lr", type=float, help="Adam learning rate for every task")
-    run.add_argument("--n-train", type=int, help="training subset size for every task")
-    run.add_argument("--n-test", type=int, help="test subset size for every task")
-    run.add_argument("--n-ood", type=int, help="subset size of every OOD set")
-    run.add_argument("--test-samples", type=int, help="posterior samples of the predictive")
-    run.add_argument("--fgsm-samples", type=int, help="posterior samples in the FGSM attack")
-    run.add_argument("--fgsm-n", type=int, help="test points attacked by FGSM (default: all)")
+    for settings in SETTINGS:  # one flag per setting that has one (uqbench.settings)
+        for flag, name, kind, meta in settings.flags():
+            run.add_argument(
+                flag,
+                dest=f"{settings.section}.{name}",
+                type=kind,
+                choices=meta["choices"],
+                metavar=None if meta["choices"] else {int: "N", float: "X"}.get(kind, "VALUE"),
+                help=meta["help"],
+            )
     run.add_argument(
         "--set",
         action="append",
@@ -65,9 +67,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="override one task's suite setting, e.g. mnist.train.epochs=1, "
         "cifar5.data.n_train=500, mnist.ood=notmnist,fashion-mnist (repeatable; wins over "
         "the options that apply to every task)",
-    )
-    run.add_argument(
-        "--fgsm", choices=["default", "all", "none"], help="which methods get FGSM curves"
     )
     run.add_argument(
         "--device",
@@ -205,6 +204,13 @@ def parse_task_settings(items: list[str]) -> dict[str, dict[str, Any]]:
 _TASK_SECTIONS = {"train", "eval", "data", "arch", "ood"}
 
 
+def _flag_values(args: argparse.Namespace, settings: Any) -> dict[str, Any]:
+    """The settings of one section given on the command line (all tasks)."""
+    names = [name for _, name, _, _ in settings.flags()]
+    given = {name: getattr(args, f"{settings.section}.{name}") for name in names}
+    return {k: v for k, v in given.items() if v is not None}
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from uqbench.cpu import tune_malloc
     from uqbench.environment import resolve_device
@@ -214,33 +220,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     tune_malloc()
     suite = load_suite(args.suite)
-    train = {
-        k: v
-        for k, v in {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr}.items()
-        if v is not None
-    }
-    ev = {
-        k: v
-        for k, v in {
-            "test_samples": args.test_samples,
-            "fgsm_samples": args.fgsm_samples,
-            "fgsm": args.fgsm,
-            "fgsm_n": args.fgsm_n,
-        }.items()
-        if v is not None
-    }
-    data = {
-        k: v
-        for k, v in {"n_train": args.n_train, "n_test": args.n_test, "n_ood": args.n_ood}.items()
-        if v is not None
-    }
     overrides: dict[str, Any] = {
         "methods": _names(args.methods),
         "tasks": _names(args.tasks),
         "seeds": args.seeds,
-        "train": train,
-        "eval": ev,
-        "data": data,
+        **{s.section: _flag_values(args, s) for s in SETTINGS},
         "task": parse_task_settings(args.set),
     }
     if args.dry_run:

@@ -239,15 +239,15 @@ def _ece_bin_edges() -> contextlib.AbstractContextManager:
 
 
 def _ood_on_in_distribution() -> contextlib.AbstractContextManager:
-    from uqbench import runner
+    from uqbench import evaluate
 
-    original = runner.evaluate_classification
+    original = evaluate.evaluate_classification
 
     def evaluate_classification(model, task, data, **kw):
         ood = {k: data.test.x[: len(v)] for k, v in data.ood.items()}
         return original(model, task, replace(data, ood=ood), **kw)
 
-    return mock.patch.object(runner, "evaluate_classification", evaluate_classification)
+    return mock.patch.object(evaluate, "evaluate_classification", evaluate_classification)
 
 
 def _notmnist_first_files() -> contextlib.AbstractContextManager:

@@ -25,11 +25,12 @@ import torch
 from uqbench.data import DataSource
 from uqbench.environment import cache_dir, environment
 from uqbench.errors import OutputError, TrainingError, UQBenchError
-from uqbench.evaluate import evaluate_classification, evaluate_regression
+from uqbench.evaluate import evaluate_run
 from uqbench.paper import PAPER_METHODS
 from uqbench.provenance import code_version
 from uqbench.registry import POSTERIORS, TASKS
 from uqbench.results import RESULTS_SCHEMA, RUN_SCHEMA, unique_tmp
+from uqbench.settings import EvalSettings
 from uqbench.suites import RunSpec, Suite
 from uqbench.tasks.base import Split, TaskData
 from uqbench.train import train
@@ -292,38 +293,15 @@ def make_run(
     t1 = time.perf_counter()
     model.eval()
     torch.manual_seed(spec.seed + 10_000)
-    ev = spec.eval
-    if task.kind == "classification":
-        fgsm = {"default": not model.skip_fgsm_by_default, "all": True, "none": False}
-        metrics = evaluate_classification(
-            model,
-            task,
-            data,
-            test_samples=ev["test_samples"],
-            fgsm=fgsm[ev["fgsm"]] and bool(task.fgsm_eps),
-            fgsm_samples=ev["fgsm_samples"],
-            fgsm_n=ev["fgsm_n"],
-            batch_size=ev["batch_size"],
-            device=device,
-            progress=progress,
-            keep=keep,
-            shift={
-                "n": ev.get("shift_n"),
-                "rotations": ev.get("rotations", []),
-                "corruptions": ev.get("corruptions", []),
-                "severities": ev.get("severities"),
-            },
-        )
-    else:
-        metrics = evaluate_regression(
-            model,
-            task,
-            data,
-            test_samples=ev["test_samples"],
-            device=device,
-            progress=progress,
-            keep=keep,
-        )
+    metrics = evaluate_run(
+        model,
+        task,
+        data,
+        EvalSettings.from_dict(spec.eval),
+        device=device,
+        progress=progress,
+        keep=keep,
+    )
     eval_seconds = time.perf_counter() - t1
     bad = nonfinite_paths(metrics)
     if bad:
