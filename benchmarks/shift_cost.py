@@ -16,7 +16,8 @@ import time
 import torch
 
 from uqbench.data.source import as_source
-from uqbench.evaluate import _predict, evaluate_shift, shift_set_count, stratified_subset
+from uqbench.data.subset import stratified_subset
+from uqbench.evaluate import _predict, evaluate_shift, shift_set_count
 from uqbench.registry import POSTERIORS, TASKS
 from uqbench.suites import load_suite
 

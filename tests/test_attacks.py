@@ -14,7 +14,8 @@ from torch import nn
 
 from uqbench.architectures import ModelSpec, PlainLayers
 from uqbench.attacks import fgsm
-from uqbench.evaluate import evaluate_classification, evaluate_regression, stratified_subset
+from uqbench.data.subset import stratified_subset
+from uqbench.evaluate import evaluate_classification, evaluate_regression
 from uqbench.posterior import Posterior
 from uqbench.tasks.base import Split, Task, TaskData
 

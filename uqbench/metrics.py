@@ -56,6 +56,14 @@ def predictive_probs(logits: Tensor) -> Tensor:
     return predictive_log_probs(logits).exp()
 
 
+def regression_predictive(f: Tensor, noise_std: float | None) -> tuple[Tensor, Tensor]:
+    """Mean and variance of a regression's MC predictive from ``f`` ``[S, B]``, the mean
+    functions of S posterior samples: ``mean_s f_s`` and ``var_s f_s`` (the 1/S sample
+    variance) plus the fixed likelihood noise ``noise_std ** 2`` (None: 0)."""
+    noise_var = float(noise_std or 0.0) ** 2
+    return f.mean(0), f.var(0, unbiased=False) + noise_var
+
+
 # -- accuracy and proper scores ------------------------------------------------------------
 
 

@@ -34,6 +34,7 @@ from uqbench.architectures import (
     legacy_family_settings,
 )
 from uqbench.errors import ConfigError, PluginError
+from uqbench.metrics import regression_predictive
 
 #: Largest number of (sample x example) rows pushed through the network at once.
 DEFAULT_CHUNK_ROWS = 4096
@@ -155,9 +156,7 @@ class Posterior(nn.Module):
 
     def predict_regression(self, x: Tensor, n_samples: int) -> tuple[Tensor, Tensor]:
         """Predictive mean and variance (model samples + fixed noise) of a regression."""
-        f = self.sample_outputs(x, n_samples)[..., 0]
-        noise_var = float(self.spec.noise_std or 0.0) ** 2
-        return f.mean(0), f.var(0, unbiased=False) + noise_var
+        return regression_predictive(self.sample_outputs(x, n_samples)[..., 0], self.spec.noise_std)
 
     def diagnostics(self) -> dict[str, Any]:
         """Family-specific numbers for the results (e.g. FFLU sparsity); JSON-ready."""
