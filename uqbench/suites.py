@@ -127,7 +127,7 @@ class Suite:
                 **o.get("train", {}),
                 **ct.get("train", {}),
             }
-            ev = {
+            eval_settings = {
                 **EvalSettings.defaults(),
                 **self.eval,
                 **table.get("eval", {}),
@@ -135,8 +135,8 @@ class Suite:
                 **ct.get("eval", {}),
             }
             # Evaluation only: a different choice of OOD sets reuses the trained model.
-            ev["ood"] = list(ct.get("ood", table.get("ood", task_cls.ood_sets)))
-            for name in ev["ood"]:
+            eval_settings["ood"] = list(ct.get("ood", table.get("ood", task_cls.ood_sets)))
+            for name in eval_settings["ood"]:
                 if name not in OOD_SETS.names():
                     raise ConfigError(
                         f"task {t!r}: unknown OOD set {name!r}; known: "
@@ -164,7 +164,7 @@ class Suite:
                         f"known: {', '.join(sorted(cls.defaults)) or 'none'}"
                     )
                 for s in seeds:
-                    specs.append(RunSpec(m, t, int(s), train, ev, data, arch, post))
+                    specs.append(RunSpec(m, t, int(s), train, eval_settings, data, arch, post))
         return specs
 
 
@@ -215,8 +215,8 @@ def parse_suite(raw: dict[str, Any], path: Path) -> Suite:
         )
     if not isinstance(raw.get("description", ""), str):
         raise ConfigError(f"{path}: 'description' must be a string")
-    ev = raw.get("eval", {})
-    EvalSettings.check(ev, f"{path} [eval]")
+    eval_settings = raw.get("eval", {})
+    EvalSettings.check(eval_settings, f"{path} [eval]")
     known_m, known_t = POSTERIORS.names(), TASKS.names()
     method_tables = raw.get("method", {})
     _check_tables(method_tables, known_m, "method", f"{path} [method]")
@@ -233,7 +233,7 @@ def parse_suite(raw: dict[str, Any], path: Path) -> Suite:
         methods=[str(m) for m in raw["methods"]],
         tasks=[str(t) for t in raw["tasks"]],
         seeds=[int(s) for s in raw["seeds"]],
-        eval=dict(ev),
+        eval=dict(eval_settings),
         task_tables=dict(tasks_tables),
         method_tables=dict(method_tables),
     )
