@@ -38,8 +38,9 @@ def _data_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of every subcommand."""
+def build_parser(with_extras: bool = True) -> argparse.ArgumentParser:
+    """The argument parser of every subcommand (``with_extras``: also list those of
+    :data:`COMMANDS_GROUP`, which cost an entry-point scan)."""
     parser = argparse.ArgumentParser(prog="uqbench", description=__doc__, epilog=EPILOG)
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -130,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     ver.add_argument("--json", action="store_true", help="machine-readable output")
     _data_args(ver)
 
-    for name, ep in extra_commands().items():  # their options are their own
+    for name, ep in (extra_commands() if with_extras else {}).items():  # own options
         sub.add_parser(name, help=f"{ep.value} (`uqbench {name} --help`)", add_help=False)
     return parser
 
@@ -374,10 +375,11 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``uqbench`` console script."""
     argv = sys.argv[1:] if argv is None else argv
     try:
-        extra = extra_commands().get(argv[0]) if argv else None
+        builtin = bool(argv) and argv[0] in COMMANDS  # then no entry-point scan at start-up
+        extra = None if builtin or not argv else extra_commands().get(argv[0])
         if extra is not None:  # its options are its own, not ours
             return int(extra.load()(argv[1:]) or 0)
-        args = build_parser().parse_args(argv)
+        args = build_parser(with_extras=not builtin).parse_args(argv)
         return COMMANDS[args.command](args)
     except UQBenchError as exc:
         print(f"uqbench: error: {exc}", file=sys.stderr)
