@@ -214,12 +214,15 @@ def _flag_values(args: argparse.Namespace, settings: Any) -> dict[str, Any]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from uqbench.cpu import tune_malloc
-    from uqbench.environment import resolve_device
     from uqbench.report import write_report
     from uqbench.runner import Runner, argv_command, describe
     from uqbench.suites import load_suite
 
     tune_malloc()
+    # After the runner (which imports torch first): the order of the heavy imports is the
+    # one an early Ctrl-C was tested with (tests/test_failures.py).
+    from uqbench.environment import resolve_device
+
     suite = load_suite(args.suite)
     overrides: dict[str, Any] = {
         "methods": _names(args.methods),
