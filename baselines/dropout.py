@@ -14,7 +14,7 @@ derives (Section 2.3) that with the N(0, I) prior the KL term reduces to
 ``E_q(z)[0.5 * ||diag(z) M||^2] = pi / 2 * ||M||^2``. We use that parametrisation
 literally: masked inputs are *not* rescaled by ``1 / pi`` (no "inverted dropout"), and
 ``kl()`` of a layer that follows a mask is ``(1 - p) / 2 * ||M||^2``; the first layer,
-which follows no mask, has the plain ``0.5 * ||M||^2`` of :mod:`baselines.l2`. Biases
+which follows no mask, has the plain ``0.5 * ||M||^2`` of :mod:`uqbench.baselines.l2`. Biases
 carry no prior. The shared loss divides the sum by N.
 """
 
@@ -26,9 +26,9 @@ import torch
 from torch import Tensor, nn
 
 import uqbench
-from baselines.l2 import PriorConv2d, PriorLinear, he_init_
 from uqbench.architectures import LayerFactory
 from uqbench.errors import ConfigError
+from uqbench.layers import PriorConv2d, PriorLinear, he_init_
 from uqbench.posterior import Posterior
 
 

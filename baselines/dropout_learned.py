@@ -49,12 +49,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
+from uqbench.baselines.dropout import check_rate
 
 import uqbench
-from baselines.dropout import check_rate
-from baselines.l2 import PriorConv2d, PriorLinear, he_init_
-from uqbench.architectures import LayerFactory
+from uqbench.architectures import CLASSIFICATION, LayerFactory
 from uqbench.errors import ConfigError
+from uqbench.layers import PriorConv2d, PriorLinear, he_init_
 from uqbench.posterior import Posterior
 
 
@@ -178,7 +178,7 @@ class DropoutLearned(Posterior):
 
     def per_example_nll(self, out: Tensor, y: Tensor) -> Tensor:
         """``[batch]`` negative log-likelihoods whose mean is :meth:`Posterior.nll`."""
-        if self.spec.likelihood == "categorical":
+        if self.spec.kind == CLASSIFICATION:
             return F.cross_entropy(out, y, reduction="none")
         sigma = float(self.spec.noise_std or 1.0)
         resid = (y.reshape(out.shape) - out) / sigma

@@ -5,7 +5,7 @@ FGSM adversarial training: per member ``m``,
 ``loss_m = NLL_m(x) + NLL_m(x_adv_m) + kl_m / N`` with
 ``x_adv_m = clamp(x + eps * sign(grad_x NLL_m(x)), 0, 1)`` (each member attacks its own
 inputs). ``kl_m = 0.5 * ||W_m||^2`` is the same N(0, 1)-prior weight decay as
-:mod:`baselines.l2` (biases undecayed); the original paper used a tuned weight decay,
+:mod:`uqbench.baselines.l2` (biases undecayed); the original paper used a tuned weight decay,
 we keep the one prior that every family here shares.
 
 Joint training. All members live in one network whose layers hold a leading member
@@ -16,11 +16,10 @@ independent training of each member with the same batch order (the original shuf
 per member; here only the initialisations differ). The ``nll`` statistic is the mean
 clean NLL over members; ``loss`` is the summed objective.
 
-Settings: ``members`` (None: ``spec.ensemble_members``, else 5), ``adv_eps``
-(None: ``spec.adv_eps``; when both are None, or eps is 0, there is no adversarial
-training) and ``input_range``, the ``[lo, hi]`` that adversarial inputs are clamped to
-(None: ``spec.input_range`` if the spec has one, else ``[0, 1]``, the pixel range, for
-classification and no clamp for regression).
+Settings: ``members`` (None: 5) and ``adv_eps`` (None or 0: no adversarial training);
+tasks set theirs in ``method_defaults`` (MNIST: 10 members, eps 0.25), suites in their
+method tables. Adversarial inputs are clamped to the task's input range
+(``spec.input_range``; None: unclamped).
 
 Prediction. ``sample_outputs(x, n_samples)`` returns ``[members, batch, out]``, one
 row per member: the predictive is the uniform mixture of the members, so
@@ -41,6 +40,7 @@ from torch.nn import functional as F
 
 import uqbench
 from uqbench.architectures import LayerFactory, ModelSpec, PlainLayers, build_network
+from uqbench.attacks import fgsm_step
 from uqbench.errors import ConfigError
 from uqbench.posterior import Posterior, resolve_chunk_rows
 
@@ -115,52 +115,27 @@ class EnsembleLayers:
         return EnsembleConv2d(in_channels, out_channels, kernel_size, self.members)
 
 
-def fgsm_step(
-    x: Tensor, grad: Tensor, eps: float, clamp: tuple[float, float] | None = (0.0, 1.0)
-) -> Tensor:
-    """``x + eps * sign(grad)``, clamped to ``clamp`` when given; detached."""
-    x_adv = x.detach() + eps * grad.sign()
-    if clamp is not None:
-        x_adv = x_adv.clamp(*clamp)
-    return x_adv.detach()
-
-
-def _input_range(value: Any, spec: ModelSpec) -> tuple[float, float] | None:
-    """The clamp of adversarial inputs: config, else the spec's, else by likelihood."""
-    if value is None:
-        value = getattr(spec, "input_range", None)
-    if value is None:
-        return (0.0, 1.0) if spec.likelihood == "categorical" else None
-    try:
-        lo, hi = (float(v) for v in value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"ensemble: input_range must be [lo, hi], got {value!r}") from None
-    if not lo < hi:
-        raise ConfigError(f"ensemble: input_range needs lo < hi, got {value!r}")
-    return (lo, hi)
-
-
 @uqbench.register_posterior("ensemble")
 class Ensemble(Posterior):
     """A uniform mixture of independently trained, adversarially trained networks."""
 
     display_name = "D.Ensem."
-    defaults: dict[str, Any] = {"members": None, "adv_eps": None, "input_range": None}
+    defaults: dict[str, Any] = {"members": None, "adv_eps": None}
     #: Types of the keys whose default is None (suite files are checked against them).
-    config_types: dict[str, Any] = {"members": int, "adv_eps": float, "input_range": list}
+    config_types: dict[str, Any] = {"members": int, "adv_eps": float}
     skip_fgsm_by_default = True
 
     def __init__(self, spec: ModelSpec, **config: Any) -> None:
         merged = {**self.defaults, **config}
-        members = merged["members"] if merged["members"] is not None else spec.ensemble_members
+        members = merged["members"]
         self.members = int(members) if members is not None else DEFAULT_MEMBERS
         if self.members < 1:
             raise ConfigError(f"ensemble: members must be >= 1, got {self.members}")
-        eps = merged["adv_eps"] if merged["adv_eps"] is not None else spec.adv_eps
+        eps = merged["adv_eps"]
         self.adv_eps = float(eps) if eps is not None else 0.0
         if not math.isfinite(self.adv_eps) or self.adv_eps < 0:
             raise ConfigError(f"ensemble: adv_eps must be a finite number >= 0, got {eps!r}")
-        self.input_range = _input_range(merged["input_range"], spec)
+        self.input_range = spec.input_range
         super().__init__(spec, **config)
 
     def layer_factory(self) -> LayerFactory:

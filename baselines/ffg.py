@@ -11,8 +11,7 @@ import math
 from typing import Any, ClassVar
 
 import uqbench
-from uqbench.layers import GaussianLayers, q_diagnostics
-from uqbench.mnf import gaussian_layer_config
+from uqbench.layers import GaussianLayers, gaussian_layer_config, q_diagnostics
 from uqbench.posterior import Posterior
 
 
@@ -22,14 +21,14 @@ class FFGPosterior(Posterior):
 
     display_name: ClassVar[str] = "FFG"
     defaults: ClassVar[dict[str, Any]] = {
-        "max_std": None,  # None/"spec": the task's clamp; "off": none; or a number
+        "max_std": None,  # forward std clamp; None/"off": none (tasks set theirs)
         "bias": "gaussian",
         "logvar_init": -9.0,
         "logvar_init_std": math.sqrt(0.001),
     }
 
     def layer_factory(self) -> GaussianLayers:
-        return GaussianLayers(gaussian_layer_config(self.config, self.spec.max_std), None)
+        return GaussianLayers(gaussian_layer_config(self.config), None)
 
     def diagnostics(self) -> dict[str, Any]:
         """Per-layer terms of q (:func:`uqbench.layers.q_diagnostics`): spread of z, log q(z),

@@ -14,8 +14,7 @@ import math
 from typing import Any, ClassVar
 
 import uqbench
-from uqbench.layers import GaussianLayers, bayesian_layers
-from uqbench.mnf import gaussian_layer_config
+from uqbench.layers import GaussianLayers, bayesian_layers, gaussian_layer_config
 from uqbench.posterior import Posterior
 
 
@@ -33,7 +32,7 @@ class FFLUPosterior(Posterior):
     }
 
     def layer_factory(self) -> GaussianLayers:
-        return GaussianLayers(gaussian_layer_config(self.config, None, prior="log-uniform"))
+        return GaussianLayers(gaussian_layer_config(self.config, prior="log-uniform"))
 
     def diagnostics(self) -> dict[str, Any]:
         """Per-layer share of weights with log alpha >= threshold, plus the overall share."""

@@ -7,54 +7,20 @@ training-set size N by the shared loss, this is weight decay equal to the prior
 
 The prior covers the weight matrices and filters (the ``W`` of the paper); biases carry
 no prior and are not decayed. The same penalty is reused by Dropout (scaled by the keep
-probability where a dropout mask precedes the layer) and by Deep Ensembles.
+probability where a dropout mask precedes the layer) and by Deep Ensembles; its layers
+(:class:`uqbench.layers.PriorLinear`, :class:`uqbench.layers.PriorConv2d`) live in the library.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from torch import Tensor, nn
+from torch import nn
 
 import uqbench
 from uqbench.architectures import LayerFactory
+from uqbench.layers import PriorConv2d, PriorLinear
 from uqbench.posterior import Posterior
-
-
-def he_init_(layer: nn.Linear | nn.Conv2d) -> nn.Linear | nn.Conv2d:
-    """He-normal weights and zero biases, as in :class:`uqbench.PlainLayers`."""
-    nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
-    if layer.bias is not None:
-        nn.init.zeros_(layer.bias)
-    return layer
-
-
-class PriorLinear(nn.Linear):
-    """``nn.Linear`` whose ``kl()`` is ``prior_scale * 0.5 * ||W||^2`` (N(0,1) prior)."""
-
-    def __init__(self, in_features: int, out_features: int, prior_scale: float = 1.0) -> None:
-        super().__init__(in_features, out_features)
-        self.prior_scale = float(prior_scale)
-        he_init_(self)
-
-    def kl(self) -> Tensor:
-        """Negative log N(0, 1) prior of the weight, up to a constant (biases excluded)."""
-        return 0.5 * self.prior_scale * self.weight.pow(2).sum()
-
-
-class PriorConv2d(nn.Conv2d):
-    """``nn.Conv2d`` whose ``kl()`` is ``prior_scale * 0.5 * ||W||^2`` (N(0,1) prior)."""
-
-    def __init__(
-        self, in_channels: int, out_channels: int, kernel_size: int, prior_scale: float = 1.0
-    ) -> None:
-        super().__init__(in_channels, out_channels, kernel_size)
-        self.prior_scale = float(prior_scale)
-        he_init_(self)
-
-    def kl(self) -> Tensor:
-        """Negative log N(0, 1) prior of the filters, up to a constant (biases excluded)."""
-        return 0.5 * self.prior_scale * self.weight.pow(2).sum()
 
 
 class L2Layers:

@@ -1,1 +1,1 @@
-"""Suite definitions (suites/*.toml) and performance benchmarks."""
+"""Performance and cost benchmarks (``python -m uqbench.benchmarks.<name>``); not part of a run."""

@@ -1,4 +1,4 @@
-"""Time loading the data sets into tensors: ``python -m benchmarks.data_load [--data-dir D]``.
+"""Time loading the data sets: ``python -m uqbench.benchmarks.data_load [--data-dir D]``.
 
 The target is MNIST (read, md5-verify, decode, scale to float32 tensors) in under 3 s.
 The notMNIST and CIFAR-5 lines are for information. Not a test: it prints timings.
@@ -38,7 +38,7 @@ def mnist_tensors(source: DataSource) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.data_load", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m uqbench.benchmarks.data_load", description=__doc__)
     p.add_argument("--data-dir", help="data folder (else $UQBENCH_DATA_DIR, else the cache)")
     p.add_argument("--repeat", type=int, default=3, help="timed repetitions (best is reported)")
     p.add_argument("--all", action="store_true", help="also time the mnist and cifar5 tasks")

@@ -10,7 +10,7 @@ each S, and extrapolates to S -> infinity by a least-squares fit of H(S) = H_inf
 The bias at the suite's own S is set beside the half-width of the 95% interval over seeds
 of the same mean entropy (``results.json``), the number it must stay below.
 
-    python -m benchmarks.entropy_bias results/quick [--n 2000] [--repeats 3]
+    python -m uqbench.benchmarks.entropy_bias results/quick [--n 2000] [--repeats 3]
 
 Writes ``entropy-bias.json`` and ``entropy-bias.md`` beside ``results.json``.
 """
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
     out = {
-        "command": "python -m benchmarks.entropy_bias " + " ".join(argv or []),
+        "command": "python -m uqbench.benchmarks.entropy_bias " + " ".join(argv or []),
         "n": args.n,
         "repeats": args.repeats,
         "max_samples": args.max_samples,

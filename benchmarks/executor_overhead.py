@@ -10,7 +10,7 @@ includes starting Python, loading the data and (for Ray) starting and stopping R
 
 It also checks that the three give identical metrics. Usage (needs ``uqbench[ray]``):
 
-    python -m benchmarks.executor_overhead [--suite smoke] [--out results/perf/executors.md]
+    python -m uqbench.benchmarks.executor_overhead [--suite smoke] [--out results/perf/executors.md]
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append((label, " ".join(extra) or "-", len(runs), seconds, busy))
             print(f"{label}: {seconds:.1f} s wall, {busy:.1f} s in runs", flush=True)
     same = all(m == metrics["local"] for m in metrics.values())
-    command = "python -m benchmarks.executor_overhead " + " ".join(argv or sys.argv[1:])
+    command = "python -m uqbench.benchmarks.executor_overhead " + " ".join(argv or sys.argv[1:])
     lines = [
         f"# Executor overhead: suite `{args.suite}` {' '.join(select)}".rstrip(),
         "",
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _cpu() -> str:
-    from uqbench.runner import cpu_model
+    from uqbench.environment import cpu_model
 
     return cpu_model()
 

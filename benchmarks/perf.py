@@ -1,6 +1,6 @@
 """CPU cost of each posterior family on LeNet-5/MNIST shapes, and of peer libraries.
 
-Run ``python -m benchmarks.perf`` (or ``uqbench perf [args]``). For every family it times
+Run ``python -m uqbench.benchmarks.perf`` (or ``uqbench perf [args]``). For every family it times
 the median of one training step (``model.loss`` forward, backward, Adam step) and of one
 100-sample predictive (``model.sample_outputs(x, 100)`` under ``no_grad``) on a batch of
 100, as ratios to the deterministic ``l2`` model of the same run, and the denominator of
@@ -35,7 +35,7 @@ from torch.nn import functional as F
 import uqbench
 from uqbench.architectures import ModelSpec
 from uqbench.cpu import tune_malloc
-from uqbench.runner import cpu_model
+from uqbench.environment import cpu_model
 
 METHODS = ("l2", "dropout", "ensemble", "ffg", "fflu", "mnf")
 PEERS = ("bt-flipout", "bt-reparam", "tu-bayes")
@@ -45,18 +45,21 @@ PRED_SAMPLES = 100
 TARGETS = {"ffg_step_vs_l2": 2.5, "mnf_step_vs_ffg": 1.3, "mnf_pred_vs_det100": 3.0}
 
 
-def lenet_spec(members: int) -> ModelSpec:
+def lenet_spec() -> ModelSpec:
     """The MNIST LeNet-5 spec of the paper's experiments."""
     return ModelSpec(
-        arch="lenet5",
-        in_shape=(1, 28, 28),
-        out_dim=10,
-        likelihood="categorical",
-        n_data=60000,
-        max_std=0.5,
-        adv_eps=0.25,
-        ensemble_members=members,
+        arch="lenet5", in_shape=(1, 28, 28), out_dim=10, kind="classification", n_data=60000
     )
+
+
+def family_config(name: str, members: int) -> dict[str, Any]:
+    """A family's config on MNIST (the task's ``method_defaults``), with ``members``."""
+    from uqbench.tasks.mnist import MNIST
+
+    config = dict(MNIST.method_defaults.get(name, {}))
+    if name == "ensemble":
+        config["members"] = members
+    return config
 
 
 def step_fn(model: nn.Module, loss_fn: Callable[[], Tensor], lr: float = 1e-3) -> Callable:
@@ -224,7 +227,7 @@ def peak_rss_mb() -> float:
 
 # -- main -----------------------------------------------------------------------------------
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="benchmarks.perf", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="uqbench perf", description=__doc__.splitlines()[0])
     p.add_argument("--repeats", type=int, default=10, help="timed repeats per measurement")
     p.add_argument("--warmup", type=int, default=3, help="untimed warm-up calls")
     p.add_argument(
@@ -254,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     if "l2" not in methods:
         methods.insert(0, "l2")  # every ratio is to l2
     peers = [] if args.peers in ("", "none") else args.peers.split(",")
-    spec = lenet_spec(args.members)
+    spec = lenet_spec()
     x = torch.rand(BATCH, 1, 28, 28)
     y = torch.randint(0, 10, (BATCH,))
     pred_repeats = args.pred_repeats or args.repeats
@@ -279,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
         return pred
 
     for name in methods:
-        model = uqbench.get_posterior(name)(spec)
+        model = uqbench.get_posterior(name)(spec, **family_config(name, args.members))
         steps[name] = step_fn(model, lambda m=model: m.loss(x, y)[0])
         preds[name] = make_pred(model)
         kinds[name] = "uqbench"
@@ -351,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(args.seed + 1)
     gv_models: dict[str, tuple[nn.Module, Callable[[], Tensor], str]] = {}
     if "ffg" in rows:
-        ffg = uqbench.get_posterior("ffg")(spec)
+        ffg = uqbench.get_posterior("ffg")(spec, **family_config("ffg", args.members))
         gv_models["ffg"] = (ffg, lambda m=ffg: m.loss(x, y)[0], "ours")
     for name in ("bt-flipout", "bt-reparam", "tu-bayes"):
         if name in peer_models:
@@ -407,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
         "load_avg_after": os.getloadavg(),
         "malloc_tuned": malloc_tuned,
     }
-    command = "python -m benchmarks.perf " + " ".join(
+    command = "python -m uqbench.benchmarks.perf " + " ".join(
         shlex.quote(a) for a in (argv or sys.argv[1:])
     )
     result = {

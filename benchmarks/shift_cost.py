@@ -1,6 +1,6 @@
 """What the dataset-shift evaluation adds to a suite's wall time, per (task, method).
 
-Run ``python -m benchmarks.shift_cost [suite]`` (default: quick). For each classification
+Run ``python -m uqbench.benchmarks.shift_cost [suite]`` (default: quick). For each classification
 task and method of the suite it builds the posterior at its suite settings (untrained:
 inference costs the same as after training), then times the suite's shift evaluation
 (``evaluate_shift``: building the rotated / corrupted subsets and the MC predictive on
@@ -15,9 +15,12 @@ import time
 
 import torch
 
+from uqbench.architectures import CLASSIFICATION
 from uqbench.data.source import as_source
-from uqbench.evaluate import _predict, evaluate_shift, shift_set_count, stratified_subset
+from uqbench.data.subset import stratified_subset
+from uqbench.evaluate import _predict, evaluate_shift, shift_set_count
 from uqbench.registry import POSTERIORS, TASKS
+from uqbench.settings import EvalSettings
 from uqbench.suites import load_suite
 
 
@@ -32,38 +35,33 @@ def main(suite_name: str = "quick") -> None:
     source = as_source(None)
     total_shift = total_test = 0.0
     loaded: dict[str, object] = {}
-    for spec in suite.runs():
-        task = TASKS.get(spec.task)()
-        if task.kind != "classification":
+    for run in suite.runs():
+        task = TASKS.get(run.task)()
+        if task.kind != CLASSIFICATION:
             continue
-        ev = spec.eval
-        shift = {
-            "n": ev.get("shift_n"),
-            "rotations": ev.get("rotations", []),
-            "corruptions": ev.get("corruptions", []),
-            "severities": ev.get("severities"),
-        }
+        settings = EvalSettings.from_dict(run.eval)
+        shift = settings.shift()
         if not shift_set_count(shift):
             continue
-        if spec.task not in loaded:
-            loaded[spec.task] = task.load(source, seed=spec.seed, **spec.data)
-        data = loaded[spec.task]
-        torch.manual_seed(spec.seed)
-        model = POSTERIORS.get(spec.method)(task.model_spec(data, spec.arch), **spec.posterior)
+        if run.task not in loaded:
+            loaded[run.task] = task.load(source, seed=run.seed, **run.data)
+        data = loaded[run.task]
+        torch.manual_seed(run.seed)
+        model = POSTERIORS.get(run.method)(task.model_spec(data, run.arch), **run.posterior)
         model.eval()
         idx = stratified_subset(data.test.y, shift["n"], 0)
         dev = torch.device("cpu")
         t0 = time.perf_counter()
-        _predict(model, data.test.x, ev["test_samples"], ev["batch_size"], dev, _NoBar())
+        _predict(model, data.test.x, settings.test_samples, settings.batch_size, dev, _NoBar())
         t1 = time.perf_counter()
         evaluate_shift(
-            model, data.test, idx, shift, ev["test_samples"], ev["batch_size"], dev, _NoBar()
+            model, data.test, idx, shift, settings.test_samples, settings.batch_size, dev, _NoBar()
         )
         t2 = time.perf_counter()
         total_test += t1 - t0
         total_shift += t2 - t1
         print(
-            f"{spec.key}: shift {t2 - t1:.1f} s ({shift_set_count(shift)} sets of {len(idx)}), "
+            f"{run.key}: shift {t2 - t1:.1f} s ({shift_set_count(shift)} sets of {len(idx)}), "
             f"plain test predictive {t1 - t0:.1f} s",
             flush=True,
         )

@@ -40,7 +40,11 @@ class TinyBlobs(Task):
     in_shape = (2,)
     n_outputs = 2
     class_names = ("a", "b")
-    hints = {"max_std": 0.5, "adv_eps": 0.1, "ensemble_members": 2}
+    method_defaults = {
+        "ffg": {"max_std": 0.5},
+        "mnf": {"max_std": 0.5},
+        "ensemble": {"members": 2, "adv_eps": 0.1},
+    }
     train_defaults = {"epochs": 3, "batch_size": 50, "lr": 1e-2}
     fgsm_eps = (0.0, 0.1)
     input_range = (-10.0, 10.0)

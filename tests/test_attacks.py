@@ -14,7 +14,8 @@ from torch import nn
 
 from uqbench.architectures import ModelSpec, PlainLayers
 from uqbench.attacks import fgsm
-from uqbench.evaluate import evaluate_classification, evaluate_regression, stratified_subset
+from uqbench.data.subset import stratified_subset
+from uqbench.evaluate import evaluate_classification, evaluate_regression
 from uqbench.posterior import Posterior
 from uqbench.tasks.base import Split, Task, TaskData
 
@@ -50,10 +51,10 @@ class TinyTask(Task):
     fgsm_eps: ClassVar[tuple[float, ...]] = (0.0, 0.05, 0.2)
 
 
-def _spec(n_data: int = 60, likelihood: str = "categorical", **kw) -> ModelSpec:
-    out = K if likelihood == "categorical" else 1
-    d = D if likelihood == "categorical" else 1
-    return ModelSpec("mlp", (d,), out, likelihood, n_data, {"hidden": 16}, **kw)
+def _spec(n_data: int = 60, kind: str = "classification", **kw) -> ModelSpec:
+    out = K if kind == "classification" else 1
+    d = D if kind == "classification" else 1
+    return ModelSpec("mlp", (d,), out, kind, n_data, {"hidden": 16}, **kw)
 
 
 def _data(n: int = 60, seed: int = 0) -> TaskData:
@@ -172,7 +173,7 @@ def test_evaluate_classification_no_fgsm_and_subset() -> None:
 
 def test_evaluate_regression_matches_gaussian_closed_form() -> None:
     torch.manual_seed(0)
-    model = TinyMLP(_spec(20, "gaussian", noise_std=3.0)).eval()
+    model = TinyMLP(_spec(20, "regression", noise_std=3.0)).eval()
     gen = torch.Generator().manual_seed(1)
     x_in = torch.rand(30, 1, generator=gen) * 8 - 4
     x_out = torch.rand(10, 1, generator=gen) * 2 + 4

@@ -14,18 +14,19 @@ import pytest
 import torch
 from torch import nn
 from torch.nn import functional as F
-
-from baselines.dropout import Dropout, MCDropout
-from baselines.dropout_learned import (
+from uqbench.baselines.dropout import Dropout, MCDropout
+from uqbench.baselines.dropout_learned import (
     DropoutLearned,
     LearnedDropout,
     bernoulli_entropy,
     score_function_surrogate,
 )
-from baselines.ensemble import Ensemble, fgsm_step
-from baselines.l2 import L2, PriorConv2d, PriorLinear
+from uqbench.baselines.ensemble import Ensemble, fgsm_step
+from uqbench.baselines.l2 import L2
+
 from uqbench import ModelSpec
 from uqbench.errors import ConfigError
+from uqbench.layers import PriorConv2d, PriorLinear
 
 SMALL_LENET = {"channels": (3, 4), "hidden": 16}
 
@@ -35,9 +36,10 @@ def lenet_spec(**kw) -> ModelSpec:
         arch="lenet5",
         in_shape=(1, 28, 28),
         out_dim=10,
-        likelihood="categorical",
+        kind="classification",
         n_data=500,
         arch_kwargs=SMALL_LENET,
+        input_range=(0.0, 1.0),
     )
     return ModelSpec(**{**base, **kw})
 
@@ -47,9 +49,10 @@ def mlp_spec(hidden: int = 8, **kw) -> ModelSpec:
         arch="mlp",
         in_shape=(2,),
         out_dim=3,
-        likelihood="categorical",
+        kind="classification",
         n_data=100,
         arch_kwargs={"hidden": hidden},
+        input_range=(0.0, 1.0),
     )
     return ModelSpec(**{**base, **kw})
 
@@ -122,7 +125,7 @@ def test_dropout_masks_every_layer_but_the_first() -> None:
 def test_dropout_first_layer_input_is_not_dropped() -> None:
     # Toy case (paper footnote 9): the 1-D input must reach the hidden layer intact.
     torch.manual_seed(0)
-    spec = ModelSpec("mlp", (1,), 1, "gaussian", 20, {"hidden": 50}, noise_std=3.0)
+    spec = ModelSpec("mlp", (1,), 1, "regression", 20, {"hidden": 50}, noise_std=3.0)
     model = Dropout(spec).eval()
     seen = []
     model.net[0].register_forward_hook(lambda m, i, o: seen.append(o.detach()))
@@ -201,14 +204,13 @@ def test_dropout_rejects_bad_rate() -> None:
 
 def test_ensemble_member_count() -> None:
     assert Ensemble(mlp_spec()).members == 5
-    assert Ensemble(mlp_spec(ensemble_members=3)).members == 3
-    assert Ensemble(mlp_spec(ensemble_members=3), members=2).members == 2
+    assert Ensemble(mlp_spec(), members=2).members == 2
 
 
-@pytest.mark.parametrize("spec", [lenet_spec(ensemble_members=3), mlp_spec(ensemble_members=4)])
-def test_ensemble_outputs_equal_each_member_alone(spec: ModelSpec) -> None:
+@pytest.mark.parametrize(("spec", "members"), [(lenet_spec(), 3), (mlp_spec(), 4)])
+def test_ensemble_outputs_equal_each_member_alone(spec: ModelSpec, members: int) -> None:
     torch.manual_seed(0)
-    model = Ensemble(spec).eval()
+    model = Ensemble(spec, members=members).eval()
     x = torch.rand(7, *spec.in_shape)
     out = model.sample_outputs(x, 100)
     assert out.shape == (model.members, 7, spec.out_dim)
@@ -226,7 +228,7 @@ def test_ensemble_outputs_equal_each_member_alone(spec: ModelSpec) -> None:
 
 def test_ensemble_kl_sums_member_weight_decay() -> None:
     torch.manual_seed(0)
-    model = Ensemble(lenet_spec(ensemble_members=2))
+    model = Ensemble(lenet_spec(), members=2)
     expected = sum(
         0.5 * sum_sq(layer.weight) for m in range(2) for layer in weight_layers(model.member(m))
     )
@@ -259,8 +261,8 @@ def _member_loss(net: nn.Module, x, y, eps: float, n: int) -> tuple[torch.Tensor
 def test_ensemble_adversarial_loss_and_gradients_equal_independent_members() -> None:
     torch.manual_seed(0)
     eps = 0.25
-    spec = lenet_spec(ensemble_members=3, adv_eps=eps)
-    model = Ensemble(spec)
+    spec = lenet_spec()
+    model = Ensemble(spec, members=3, adv_eps=eps)
     x, y = torch.rand(5, 1, 28, 28), torch.randint(10, (5,))
 
     x_adv = model.adversarial_inputs(x, y)
@@ -291,8 +293,8 @@ def test_ensemble_adversarial_loss_and_gradients_equal_independent_members() -> 
 
 def test_ensemble_without_eps_trains_on_clean_inputs_only() -> None:
     torch.manual_seed(0)
-    spec = mlp_spec(ensemble_members=2)
-    model = Ensemble(spec)
+    spec = mlp_spec()
+    model = Ensemble(spec, members=2)
     x, y = torch.randn(9, 2), torch.randint(3, (9,))
     loss, stats = model.loss(x, y)
     expected = 0.0
@@ -306,7 +308,7 @@ def test_ensemble_without_eps_trains_on_clean_inputs_only() -> None:
 
 def test_ensemble_regression_inputs_are_not_clamped() -> None:
     torch.manual_seed(0)
-    spec = ModelSpec("mlp", (1,), 1, "gaussian", 20, {"hidden": 8}, noise_std=3.0)
+    spec = ModelSpec("mlp", (1,), 1, "regression", 20, {"hidden": 8}, noise_std=3.0)
     model = Ensemble(spec, members=2, adv_eps=0.5)
     x = torch.linspace(-4, 4, 8).unsqueeze(1)
     y = x.pow(3)
@@ -316,9 +318,9 @@ def test_ensemble_regression_inputs_are_not_clamped() -> None:
     assert torch.isfinite(loss)
 
 
-def test_ensemble_input_range_config_sets_the_clamp() -> None:
+def test_ensemble_clamps_to_the_specs_input_range() -> None:
     torch.manual_seed(0)
-    model = Ensemble(mlp_spec(adv_eps=0.5), members=2, input_range=(-1.0, 1.0))
+    model = Ensemble(mlp_spec(input_range=(-1.0, 1.0)), members=2, adv_eps=0.5)
     x = torch.tensor([[0.9, -0.9], [0.2, 0.1], [-0.8, 0.95]])
     x_adv = model.adversarial_inputs(x, torch.tensor([0, 1, 2]))
     assert x_adv.min() >= -1.0 and x_adv.max() <= 1.0
@@ -327,12 +329,12 @@ def test_ensemble_input_range_config_sets_the_clamp() -> None:
     assert (full | (x_adv.abs() == 1.0)).all()
     assert (x_adv.abs() == 1.0).any() and full.any()
     with pytest.raises(ConfigError, match="input_range"):
-        Ensemble(mlp_spec(), input_range=(1.0, 0.0))
+        mlp_spec(input_range=(1.0, 0.0))
 
 
 def test_ensemble_sample_outputs_differentiable_in_x() -> None:
     torch.manual_seed(0)
-    model = Ensemble(lenet_spec(ensemble_members=2)).eval()
+    model = Ensemble(lenet_spec(), members=2).eval()
     x = torch.rand(3, 1, 28, 28, requires_grad=True)
     (g,) = torch.autograd.grad(model.sample_outputs(x, 10).logsumexp(-1).sum(), x)
     assert g.shape == x.shape and g.abs().sum() > 0
@@ -411,7 +413,7 @@ def test_learned_dropout_loss_gradient_matches_enumeration() -> None:
     """The logit gradient of loss() estimates -d/dlogit [E_q log p(y|x,z,M) - KL/N]."""
     torch.manual_seed(0)
     n_data = 50
-    spec = ModelSpec("mlp", (1,), 1, "gaussian", n_data, {"hidden": 3}, noise_std=1.5)
+    spec = ModelSpec("mlp", (1,), 1, "regression", n_data, {"hidden": 3}, noise_std=1.5)
     model = DropoutLearned(spec, p=0.4)
     (layer,) = model.dropout_layers()
     l0, l1 = weight_layers(model.net)

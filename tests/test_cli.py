@@ -127,6 +127,8 @@ def test_readme_suite_example_is_a_valid_suite(tmp_path, capsys):
     runs = dry_run(["--suite", str(suite)], capsys)
     mnist = runs["mnf-mnist-seed0"]
     assert mnist["eval"]["ood"] == ["notmnist", "fashion-mnist"]
-    assert mnist["posterior"] == {"flow_q": 1} and mnist["eval"]["test_samples"] == 20
+    # MNIST's own family setting (max_std) is the first layer under the suite's tables.
+    assert mnist["posterior"] == {"max_std": 0.5, "flow_q": 1}
+    assert mnist["eval"]["test_samples"] == 20
     assert runs["mnf-toy-cubic-seed1"]["posterior"] == {"flow_q": 4}
     assert "dropout-learned-mnist-seed0" in runs and "dropout-learned-toy-cubic-seed0" not in runs

@@ -213,7 +213,7 @@ def tiny_model(name: str = "l2"):
     from uqbench.architectures import ModelSpec
 
     torch.manual_seed(0)
-    spec = ModelSpec("mlp", (2,), 2, "categorical", 200, {"hidden": 8})
+    spec = ModelSpec("mlp", (2,), 2, "classification", 200, {"hidden": 8})
     return uqbench.get_posterior(name)(spec)
 
 

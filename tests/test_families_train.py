@@ -29,7 +29,7 @@ def spec() -> ModelSpec:
         arch="mlp",
         in_shape=(2,),
         out_dim=2,
-        likelihood="categorical",
+        kind="classification",
         n_data=N_TRAIN,
         arch_kwargs={"hidden": 32},
     )

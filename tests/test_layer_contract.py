@@ -21,7 +21,7 @@ from uqbench.train import train
 
 
 def spec(n_data: int = 64) -> ModelSpec:
-    return ModelSpec("mlp", (3,), 2, "categorical", n_data, {"hidden": 4})
+    return ModelSpec("mlp", (3,), 2, "classification", n_data, {"hidden": 4})
 
 
 def data(n: int = 64) -> Split:

@@ -110,3 +110,12 @@ def test_regression_metrics() -> None:
     # |y - m| <= 3 std: 0.5<=3 yes, 0<=6 yes, 2<=1.5 no, 10<=9 no
     assert M.coverage(y, mean, var) == 0.5
     assert M.rmse(y, mean) == pytest.approx(math.sqrt((0.25 + 0 + 4 + 100) / 4))
+
+
+def test_regression_predictive_is_sample_mean_and_1_over_s_variance_plus_noise() -> None:
+    f = torch.tensor([[1.0, -2.0], [3.0, -2.0], [5.0, -2.0]])  # 3 samples, 2 points
+    mean, var = M.regression_predictive(f, noise_std=0.5)
+    assert mean.tolist() == [3.0, -2.0]
+    # (4 + 0 + 4) / 3 = 8/3 for the first point, 0 for the second; plus 0.25 of noise.
+    assert var.tolist() == pytest.approx([8 / 3 + 0.25, 0.25])
+    assert M.regression_predictive(f, None)[1].tolist() == pytest.approx([8 / 3, 0.0])

@@ -9,6 +9,7 @@ family must train a tiny MLP on a separable problem.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -26,7 +27,7 @@ def _blob_spec(n: int = 200, hidden: int = 16) -> ModelSpec:
         arch="mlp",
         in_shape=(2,),
         out_dim=2,
-        likelihood="categorical",
+        kind="classification",
         n_data=n,
         arch_kwargs={"hidden": hidden},
     )
@@ -111,8 +112,8 @@ def test_mnf_kl_is_finite_and_its_gradient_reaches_every_parameter() -> None:
     torch.manual_seed(12)
     for arch, shape in [("mlp", (2,)), ("lenet5", (1, 16, 16))]:
         kw = {"hidden": 8} if arch == "mlp" else {"channels": (3, 4), "hidden": 6}
-        spec = ModelSpec(arch, shape, 3, "categorical", 100, arch_kwargs=kw, max_std=0.5)
-        model = uqbench.get_posterior("mnf")(spec)
+        spec = ModelSpec(arch, shape, 3, "classification", 100, arch_kwargs=kw)
+        model = uqbench.get_posterior("mnf")(spec, max_std=0.5)
         x, y = torch.rand(16, *shape), torch.randint(0, 3, (16,))
         # a few passes: one pass can miss a flow weight when its random mask is all zero
         for _ in range(8):
@@ -143,14 +144,14 @@ def test_mnf_samples_one_z_per_example() -> None:
 def test_mnf_with_use_z_off_is_exactly_ffg(arch: str) -> None:
     shape = (3,) if arch == "mlp" else (1, 16, 16)
     kw = {"hidden": 7} if arch == "mlp" else {"channels": (3, 4), "hidden": 6}
-    spec = ModelSpec(arch, shape, 4, "categorical", 50, arch_kwargs=kw, max_std=0.4)
+    spec = ModelSpec(arch, shape, 4, "classification", 50, arch_kwargs=kw)
     torch.manual_seed(14)
-    ffg = uqbench.get_posterior("ffg")(spec).double()
+    ffg = uqbench.get_posterior("ffg")(spec, max_std=0.4).double()
     with torch.no_grad():
         for name, p in ffg.named_parameters():
             if "logvar" in name:  # some stds above the clamp, some below
                 p.uniform_(-4.0, 0.0)
-    mnf = uqbench.get_posterior("mnf")(spec, use_z=False).double()
+    mnf = uqbench.get_posterior("mnf")(spec, use_z=False, max_std=0.4).double()
     mnf.load_state_dict(ffg.state_dict())  # same parameters, same names
     x = torch.rand(5, *shape, dtype=torch.float64)
     torch.manual_seed(15)
@@ -194,14 +195,22 @@ def test_bad_family_settings_raise_config_errors() -> None:
         uqbench.get_posterior("fflu")(spec, bias="gaussian")
 
 
-def test_max_std_defaults_to_the_task_and_can_be_overridden() -> None:
-    spec = ModelSpec("mlp", (2,), 2, "categorical", 10, max_std=0.4)
+def test_max_std_is_the_family_config_set_per_task_by_the_suite() -> None:
+    spec = ModelSpec("mlp", (2,), 2, "classification", 10)
     ffg = uqbench.get_posterior
-    assert ffg("ffg")(spec).net[0].cfg.max_std == 0.4
-    assert ffg("mnf")(spec).net[0].cfg.max_std == 0.4
+    assert ffg("ffg")(spec).net[0].cfg.max_std is None  # no task: no clamp
     assert ffg("ffg")(spec, max_std=0.2).net[0].cfg.max_std == 0.2
     assert ffg("ffg")(spec, max_std="off").net[0].cfg.max_std is None
     assert ffg("fflu")(spec).net[0].cfg.max_std is None  # the clamp is for Gaussian priors
+    # The task's paper setting reaches the family through the resolved suite.
+    from uqbench.suites import Suite
+
+    suite = Suite("s", Path("s.toml"), "", ["ffg", "mnf", "ensemble"], ["mnist"], [0])
+    posterior = {r.method: r.posterior for r in suite.runs()}
+    assert posterior["ffg"] == posterior["mnf"] == {"max_std": 0.5}
+    assert posterior["ensemble"] == {"members": 10, "adv_eps": 0.25}
+    suite.method_tables = {"ffg": {"max_std": 0.3}}
+    assert {r.method: r.posterior for r in suite.runs()}["ffg"] == {"max_std": 0.3}
 
 
 def test_fflu_diagnostics_report_per_layer_sparsity() -> None:

@@ -21,7 +21,7 @@ def _mlp(method: str, **config) -> torch.nn.Module:
         arch="mlp",
         in_shape=(1,),
         out_dim=1,
-        likelihood="gaussian",
+        kind="regression",
         n_data=20,
         noise_std=3.0,
         arch_kwargs={"hidden": 8},
@@ -89,7 +89,7 @@ def test_fgsm_mutants_change_sign_and_clipping():
     from uqbench import evaluate
     from uqbench.attacks import fgsm
 
-    spec = ModelSpec(arch="mlp", in_shape=(2,), out_dim=2, likelihood="categorical", n_data=10,
+    spec = ModelSpec(arch="mlp", in_shape=(2,), out_dim=2, kind="classification", n_data=10,
                      arch_kwargs={"hidden": 4}, input_range=(0.0, 1.0))  # fmt: skip
     torch.manual_seed(0)
     model = get_posterior("l2")(spec)

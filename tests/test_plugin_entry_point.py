@@ -67,7 +67,7 @@ def install_fake(root: Path, dist: str, entry_points: str) -> None:
 
 
 def tiny_spec() -> ModelSpec:
-    return ModelSpec("mlp", (2,), 2, "categorical", 64, {"hidden": 8})
+    return ModelSpec("mlp", (2,), 2, "classification", 64, {"hidden": 8})
 
 
 def train_steps(model: uqbench.Posterior, steps: int = 5) -> tuple[float, float]:
@@ -171,7 +171,7 @@ def test_example_registers_builds_lenet5_and_trains(clean_registry) -> None:
     assert "gaussian-dropout" in uqbench.list_posteriors()
     cls = uqbench.get_posterior("gaussian-dropout")
     assert cls is module.GaussianDropout
-    spec = ModelSpec("lenet5", (1, 28, 28), 10, "categorical", 1000)
+    spec = ModelSpec("lenet5", (1, 28, 28), 10, "classification", 1000)
     model = cls(spec)
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     denses = [m for m in model.modules() if isinstance(m, nn.Linear)]

@@ -14,7 +14,7 @@ def _model(name: str):
         arch="mlp",
         in_shape=(1,),
         out_dim=1,
-        likelihood="gaussian",
+        kind="regression",
         n_data=20,
         arch_kwargs={"hidden": 8},
         noise_std=3.0,

@@ -66,9 +66,9 @@ def test_duplicate_of_a_built_in_names_it(clean_registry) -> None:
 
     with pytest.raises(RegistryError) as err:
         register_posterior("l2")(MyL2)
-    assert "baselines.l2.L2" in str(err.value)
+    assert "uqbench.baselines.l2.L2" in str(err.value)
     assert "MyL2" in str(err.value)
-    assert uqbench.get_posterior("l2").__module__ == "baselines.l2"
+    assert uqbench.get_posterior("l2").__module__ == "uqbench.baselines.l2"
 
 
 def test_unknown_name_lists_the_known_ones() -> None:
@@ -136,5 +136,5 @@ def test_plugin_registered_by_a_decorator_needs_no_entry_point_name_match(
     assert "whatever" not in names
     cls = uqbench.get_posterior("uqbench-test-named")
     assert cls.__module__ == "uqbench_test_named"
-    spec = uqbench.ModelSpec("mlp", (2,), 2, "categorical", 10, {"hidden": 4})
+    spec = uqbench.ModelSpec("mlp", (2,), 2, "classification", 10, {"hidden": 4})
     assert cls(spec).sample_outputs(torch.zeros(3, 2), 2).shape == (2, 3, 2)

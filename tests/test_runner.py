@@ -86,7 +86,7 @@ def test_changed_settings_rerun_only_the_affected_runs(tmp_path, tiny_task):
 def test_interrupted_training_resumes_to_the_same_model(tmp_path):
     from uqbench.architectures import ModelSpec
 
-    spec = ModelSpec("mlp", (2,), 2, "categorical", 200, {"hidden": 8})
+    spec = ModelSpec("mlp", (2,), 2, "classification", 200, {"hidden": 8})
     g = torch.Generator().manual_seed(0)
     data = Split(torch.randn(200, 2, generator=g), torch.randint(0, 2, (200,), generator=g))
     cls = get_posterior("ffg")

@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from uqbench import metrics as M
+from uqbench.data.subset import stratified_subset
 from uqbench.errors import ConfigError
-from uqbench.evaluate import evaluate_classification, stratified_subset
+from uqbench.evaluate import evaluate_classification
 from uqbench.suites import parse_suite
 from uqbench.tasks.base import Split, TaskData
 

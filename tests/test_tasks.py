@@ -182,10 +182,18 @@ def test_cifar5_classes_and_hidden_set(monkeypatch, permuted: bool) -> None:
 def test_task_class_settings() -> None:
     m, c, t = (uqbench.get_task(n) for n in ("mnist", "cifar5", "toy-cubic"))
     assert (m.arch, m.in_shape, m.n_outputs) == ("lenet5", (1, 28, 28), 10)
-    assert m.hints == {"max_std": 0.5, "adv_eps": 0.25, "ensemble_members": 10}
+    assert m.method_defaults == {
+        "ffg": {"max_std": 0.5},
+        "mnf": {"max_std": 0.5},
+        "ensemble": {"members": 10, "adv_eps": 0.25},
+    }
     assert m.fgsm_eps == (0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)
     assert (c.arch, c.in_shape, c.n_outputs) == ("lenet-cifar", (3, 32, 32), 5)
-    assert c.hints == {"max_std": 0.4, "adv_eps": 0.1, "ensemble_members": 5}
+    assert c.method_defaults == {
+        "ffg": {"max_std": 0.4},
+        "mnf": {"max_std": 0.4},
+        "ensemble": {"members": 5, "adv_eps": 0.1},
+    }
     assert c.fgsm_eps == (0, 0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.08, 0.1)
     assert (t.kind, t.arch, t.arch_kwargs, t.in_shape, t.n_outputs) == (
         "regression",
@@ -194,7 +202,7 @@ def test_task_class_settings() -> None:
         (1,),
         1,
     )
-    assert t.hints == {"noise_std": 3.0} and t.fgsm_eps == ()
+    assert t.noise_std == 3.0 and t.method_defaults == {} and t.fgsm_eps == ()
     assert t.train_defaults == {"epochs": 1000, "batch_size": 20, "lr": 0.01}
 
 
@@ -213,7 +221,7 @@ def test_toy_cubic_default_shapes_and_extras() -> None:
     assert grid.shape == (241, 1)
     np.testing.assert_allclose(grid[:, 0].numpy(), np.arange(-120, 121) * 0.05, atol=1e-6)
     spec = task.model_spec(d)
-    assert spec.noise_std == 3.0 and spec.n_data == 20 and spec.likelihood == "gaussian"
+    assert spec.noise_std == 3.0 and spec.n_data == 20 and spec.kind == "regression"
     again = task.load(None, seed=0)
     assert torch.equal(again.train.x, d.train.x) and torch.equal(again.test.y, d.test.y)
     assert not torch.equal(task.load(None, seed=1).train.x, d.train.x)

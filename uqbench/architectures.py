@@ -13,31 +13,49 @@ from typing import Any, Protocol
 from torch import nn
 
 from uqbench.errors import ConfigError
+from uqbench.layers import he_init_
+
+#: The two kinds of task, and of model output: ``"classification"`` (categorical
+#: likelihood over ``out_dim`` classes, int64 labels) and ``"regression"`` (Gaussian
+#: likelihood with fixed ``noise_std``, float targets ``[N, 1]``).
+CLASSIFICATION, REGRESSION = "classification", "regression"
+TASK_KINDS = (CLASSIFICATION, REGRESSION)
+#: Names of the kinds in model files written before the vocabularies were merged.
+_LEGACY_LIKELIHOOD = {"categorical": CLASSIFICATION, "gaussian": REGRESSION}
+#: Family settings that model files written before they moved to the family's config held
+#: in the spec: spec key -> config key (see :func:`legacy_family_settings`).
+_LEGACY_FAMILY_KEYS = {"max_std": "max_std", "adv_eps": "adv_eps", "ensemble_members": "members"}
 
 
 @dataclass
 class ModelSpec:
-    """Everything a posterior family needs to build a model for a task.
+    """What an architecture is built from, and the likelihood its outputs feed.
 
-    ``n_data`` is the training-set size N that scales the KL (loss = NLL + KL / N).
-    ``max_std`` is the forward-pass clamp of weight standard deviations for the
-    Gaussian-prior families (0.5 MNIST, 0.4 CIFAR); ``adv_eps`` and
-    ``ensemble_members`` are the Deep-Ensemble settings of the task; ``noise_std`` is
-    the fixed likelihood noise of a regression task; ``input_range`` the valid range of
-    inputs (adversarial examples are clamped to it).
+    ``kind`` is the task's (:data:`TASK_KINDS`); ``n_data`` is the training-set size N
+    that scales the KL (loss = NLL + KL / N); ``noise_std`` is the fixed likelihood
+    noise of a regression; ``input_range`` the valid range of inputs (adversarial
+    examples are clamped to it; None: unbounded). Settings of posterior families (the
+    Gaussian families' std clamp, Deep Ensembles' members and FGSM step) are not here:
+    they are the family's config, set per task by the task's ``method_defaults`` and the
+    suite's method tables.
     """
 
     arch: str
     in_shape: tuple[int, ...]
     out_dim: int
-    likelihood: str  # "categorical" or "gaussian"
+    kind: str
     n_data: int
     arch_kwargs: dict[str, Any] = field(default_factory=dict)
     noise_std: float | None = None
-    max_std: float | None = None
-    adv_eps: float | None = None
-    ensemble_members: int | None = None
     input_range: tuple[float, float] | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in TASK_KINDS:
+            raise ConfigError(
+                f"model spec: kind must be one of {', '.join(TASK_KINDS)}, got {self.kind!r}"
+            )
+        if self.input_range is not None and not self.input_range[0] < self.input_range[1]:
+            raise ConfigError(f"model spec: input_range needs lo < hi, got {self.input_range!r}")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -48,11 +66,21 @@ class ModelSpec:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelSpec:
-        d = dict(d)
+        """The spec of :meth:`to_dict`; also reads older files (``likelihood`` for
+        ``kind``; family settings, which :func:`legacy_family_settings` returns)."""
+        d = {k: v for k, v in d.items() if k not in _LEGACY_FAMILY_KEYS}
+        if "likelihood" in d:
+            d["kind"] = _LEGACY_LIKELIHOOD.get(d.pop("likelihood"), "")
         d["in_shape"] = tuple(d["in_shape"])
         if d.get("input_range") is not None:
             d["input_range"] = tuple(d["input_range"])
         return cls(**d)
+
+
+def legacy_family_settings(d: dict[str, Any]) -> dict[str, Any]:
+    """Family config held by the spec dict of a model file written before such settings
+    moved to the family's config (``{"max_std": 0.5, "members": 10, ...}``; set ones only)."""
+    return {new: d[old] for old, new in _LEGACY_FAMILY_KEYS.items() if d.get(old) is not None}
 
 
 class LayerFactory(Protocol):
@@ -76,18 +104,12 @@ class PlainLayers:
     """Deterministic ``nn.Linear`` / ``nn.Conv2d`` with He-initialised weights."""
 
     def linear(self, in_features: int, out_features: int, *, index: int, last: bool) -> nn.Module:
-        layer = nn.Linear(in_features, out_features)
-        nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
-        nn.init.zeros_(layer.bias)
-        return layer
+        return he_init_(nn.Linear(in_features, out_features))
 
     def conv2d(
         self, in_channels: int, out_channels: int, kernel_size: int, *, index: int
     ) -> nn.Module:
-        layer = nn.Conv2d(in_channels, out_channels, kernel_size)
-        nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
-        nn.init.zeros_(layer.bias)
-        return layer
+        return he_init_(nn.Conv2d(in_channels, out_channels, kernel_size))
 
 
 def _lenet(spec: ModelSpec, f: LayerFactory, channels: tuple[int, int], hidden: int) -> nn.Module:

@@ -7,12 +7,13 @@ loss is the NLL of ``mean_s softmax(logits_s)``, differentiated through
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 from torch import Tensor
 from torch.nn import functional as F
+
+from uqbench.metrics import predictive_log_probs
 
 
 def fgsm(
@@ -21,7 +22,7 @@ def fgsm(
     y: Tensor,
     eps: float,
     n_samples: int,
-    input_range: tuple[float, float] = (0.0, 1.0),
+    input_range: tuple[float, float] | None = (0.0, 1.0),
 ) -> Tensor:
     """Untargeted fast gradient sign attack (Goodfellow et al. 2014) on the MC predictive.
 
@@ -36,11 +37,22 @@ def fgsm(
         return x.detach()
     x_in = x.detach().clone().requires_grad_(True)
     with torch.enable_grad():
-        logits = model.sample_outputs(x_in, n_samples)
-        log_p = torch.logsumexp(F.log_softmax(logits, dim=-1), dim=0) - math.log(logits.shape[0])
+        log_p = predictive_log_probs(model.sample_outputs(x_in, n_samples))
         # Summed (not averaged) over the batch: the sign is the same and tiny per-example
         # gradients do not underflow to zero.
         loss = F.nll_loss(log_p, y.to(log_p.device), reduction="sum")
         (grad,) = torch.autograd.grad(loss, x_in)
-    lo, hi = input_range
-    return (x.detach() + eps * grad.sign()).clamp(lo, hi)
+    return fgsm_step(x, grad, eps, input_range)
+
+
+def fgsm_step(
+    x: Tensor, grad: Tensor, eps: float, clamp: tuple[float, float] | None = (0.0, 1.0)
+) -> Tensor:
+    """The FGSM step ``x + eps * sign(grad)``, clamped to ``clamp`` when given; detached.
+
+    The one home of the step: :func:`fgsm` and Deep Ensembles' adversarial training use it.
+    """
+    x_adv = x.detach() + eps * grad.sign()
+    if clamp is not None:
+        x_adv = x_adv.clamp(*clamp)
+    return x_adv.detach()

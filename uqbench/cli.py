@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from uqbench.errors import UQBenchError
+from uqbench.settings import SETTINGS
 
 EPILOG = "Docs: README.md. Data lookup: --data-dir, then $UQBENCH_DATA_DIR, then the user cache."
 
@@ -37,8 +38,9 @@ def _data_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of every subcommand."""
+def build_parser(with_extras: bool = True) -> argparse.ArgumentParser:
+    """The argument parser of every subcommand (``with_extras``: also list those of
+    :data:`COMMANDS_GROUP`, which cost an entry-point scan)."""
     parser = argparse.ArgumentParser(prog="uqbench", description=__doc__, epilog=EPILOG)
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -48,15 +50,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--methods", nargs="+", help="posterior families (default: the suite's)")
     run.add_argument("--tasks", nargs="+", help="tasks (default: the suite's)")
     run.add_argument("--seeds", nargs="+", type=int, help="seeds (default: the suite's)")
-    run.add_argument("--epochs", type=int, help="training epochs for every task (one task: --set)")
-    run.add_argument("--batch-size", type=int, help="training mini-batch size for every task")
-    run.add_argument("--lr", type=float, help="Adam learning rate for every task")
-    run.add_argument("--n-train", type=int, help="training subset size for every task")
-    run.add_argument("--n-test", type=int, help="test subset size for every task")
-    run.add_argument("--n-ood", type=int, help="subset size of every OOD set")
-    run.add_argument("--test-samples", type=int, help="posterior samples of the predictive")
-    run.add_argument("--fgsm-samples", type=int, help="posterior samples in the FGSM attack")
-    run.add_argument("--fgsm-n", type=int, help="test points attacked by FGSM (default: all)")
+    for settings in SETTINGS:  # one flag per setting that has one (uqbench.settings)
+        for flag, name, kind, meta in settings.flags():
+            run.add_argument(
+                flag,
+                dest=f"{settings.section}.{name}",
+                type=kind,
+                choices=meta["choices"],
+                metavar=None if meta["choices"] else {int: "N", float: "X"}.get(kind, "VALUE"),
+                help=meta["help"],
+            )
     run.add_argument(
         "--set",
         action="append",
@@ -65,9 +68,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="override one task's suite setting, e.g. mnist.train.epochs=1, "
         "cifar5.data.n_train=500, mnist.ood=notmnist,fashion-mnist (repeatable; wins over "
         "the options that apply to every task)",
-    )
-    run.add_argument(
-        "--fgsm", choices=["default", "all", "none"], help="which methods get FGSM curves"
     )
     run.add_argument(
         "--device",
@@ -131,12 +131,21 @@ def build_parser() -> argparse.ArgumentParser:
     ver.add_argument("--json", action="store_true", help="machine-readable output")
     _data_args(ver)
 
-    sub.add_parser(
-        "perf",
-        help="time training steps and predictives (benchmarks.perf; `uqbench perf --help`)",
-        add_help=False,
-    )
+    for name, ep in (extra_commands() if with_extras else {}).items():  # own options
+        sub.add_parser(name, help=f"{ep.value} (`uqbench {name} --help`)", add_help=False)
     return parser
+
+
+#: Entry-point group of subcommands that live outside the library, ``name = "module:main"``
+#: with ``main(argv) -> int`` (``perf``: the speed benchmark, uqbench.benchmarks.perf).
+COMMANDS_GROUP = "uqbench.commands"
+
+
+def extra_commands() -> dict[str, Any]:
+    """The entry points of :data:`COMMANDS_GROUP` not shadowing a built-in command."""
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep for ep in entry_points(group=COMMANDS_GROUP) if ep.name not in COMMANDS}
 
 
 def _version() -> str:
@@ -196,41 +205,30 @@ def parse_task_settings(items: list[str]) -> dict[str, dict[str, Any]]:
 _TASK_SECTIONS = {"train", "eval", "data", "arch", "ood"}
 
 
+def _flag_values(args: argparse.Namespace, settings: Any) -> dict[str, Any]:
+    """The settings of one section given on the command line (all tasks)."""
+    names = [name for _, name, _, _ in settings.flags()]
+    given = {name: getattr(args, f"{settings.section}.{name}") for name in names}
+    return {k: v for k, v in given.items() if v is not None}
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from uqbench.cpu import tune_malloc
     from uqbench.report import write_report
-    from uqbench.runner import Runner, argv_command, describe, resolve_device
+    from uqbench.runner import Runner, argv_command, describe
     from uqbench.suites import load_suite
 
     tune_malloc()
+    # After the runner (which imports torch first): the order of the heavy imports is the
+    # one an early Ctrl-C was tested with (tests/test_failures.py).
+    from uqbench.environment import resolve_device
+
     suite = load_suite(args.suite)
-    train = {
-        k: v
-        for k, v in {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr}.items()
-        if v is not None
-    }
-    ev = {
-        k: v
-        for k, v in {
-            "test_samples": args.test_samples,
-            "fgsm_samples": args.fgsm_samples,
-            "fgsm": args.fgsm,
-            "fgsm_n": args.fgsm_n,
-        }.items()
-        if v is not None
-    }
-    data = {
-        k: v
-        for k, v in {"n_train": args.n_train, "n_test": args.n_test, "n_ood": args.n_ood}.items()
-        if v is not None
-    }
     overrides: dict[str, Any] = {
         "methods": _names(args.methods),
         "tasks": _names(args.tasks),
         "seeds": args.seeds,
-        "train": train,
-        "eval": ev,
-        "data": data,
+        **{s.section: _flag_values(args, s) for s in SETTINGS},
         "task": parse_task_settings(args.set),
     }
     if args.dry_run:
@@ -379,12 +377,12 @@ COMMANDS = {
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``uqbench`` console script."""
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["perf"]:  # its options belong to benchmarks.perf, not to us
-        from benchmarks import perf
-
-        return int(perf.main(argv[1:]) or 0)
     try:
-        args = build_parser().parse_args(argv)
+        builtin = bool(argv) and argv[0] in COMMANDS  # then no entry-point scan at start-up
+        extra = None if builtin or not argv else extra_commands().get(argv[0])
+        if extra is not None:  # its options are its own, not ours
+            return int(extra.load()(argv[1:]) or 0)
+        args = build_parser(with_extras=not builtin).parse_args(argv)
         return COMMANDS[args.command](args)
     except UQBenchError as exc:
         print(f"uqbench: error: {exc}", file=sys.stderr)

@@ -18,8 +18,11 @@ from tqdm.auto import tqdm
 
 from uqbench import metrics as M
 from uqbench import shift as S
+from uqbench.architectures import CLASSIFICATION
 from uqbench.attacks import fgsm as fgsm_attack
+from uqbench.data.subset import stratified_subset
 from uqbench.errors import DataError
+from uqbench.settings import EvalSettings
 from uqbench.tasks.base import Split, Task, TaskData
 
 #: Most (sample x example) rows kept alive for one FGSM gradient (bounds the memory of
@@ -56,25 +59,42 @@ def _predict(
     return torch.cat(out, 0).cpu(), torch.cat(expected, 0).cpu()
 
 
-def stratified_subset(y: Tensor, n: int | None, seed: int = 0) -> Tensor:
-    """Indices of a seeded subset of ``n`` labels with class shares as in ``y``.
-
-    Examples are shuffled, then ordered by ``(rank within class + 1/2) / class size``,
-    which interleaves the classes in proportion to their sizes; the first ``n`` are
-    taken (and returned sorted). ``None`` or ``n >= len(y)`` gives all indices.
-    """
-    total = len(y)
-    if n is None or n >= total:
-        return torch.arange(total)
-    gen = torch.Generator().manual_seed(seed)
-    perm = torch.randperm(total, generator=gen)
-    labels = y.cpu()[perm].numpy()
-    key = np.empty(total)
-    for c in np.unique(labels):
-        where = np.flatnonzero(labels == c)
-        key[where] = (np.arange(len(where)) + 0.5) / len(where)
-    order = np.argsort(key, kind="stable")[:n]
-    return perm[torch.as_tensor(order)].sort().values
+def evaluate_run(
+    model: Any,
+    task: Task,
+    data: TaskData,
+    settings: EvalSettings,
+    *,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+    keep: dict[str, np.ndarray] | None = None,
+) -> dict[str, Any]:
+    """The metrics of one run under its typed evaluation ``settings``: what the runner
+    calls, for a task of either kind."""
+    if task.kind == CLASSIFICATION:
+        return evaluate_classification(
+            model,
+            task,
+            data,
+            test_samples=settings.test_samples,
+            fgsm=settings.fgsm_for(model, task),
+            fgsm_samples=settings.fgsm_samples,
+            fgsm_n=settings.fgsm_n,
+            batch_size=settings.batch_size,
+            device=device,
+            progress=progress,
+            keep=keep,
+            shift=settings.shift(),
+        )
+    return evaluate_regression(
+        model,
+        task,
+        data,
+        test_samples=settings.test_samples,
+        device=device,
+        progress=progress,
+        keep=keep,
+    )
 
 
 def evaluate_classification(

@@ -72,7 +72,7 @@ def _check_address(address: str, timeout: float = 5.0) -> None:
 
 
 def _remote_make_run(
-    spec: RunSpec,
+    run: RunSpec,
     data: Any,
     device_name: str,
     env: dict[str, Any],
@@ -84,7 +84,8 @@ def _remote_make_run(
     import torch
 
     from uqbench.cpu import tune_malloc
-    from uqbench.runner import _to_device, cpu_model, make_run, resolve_device
+    from uqbench.environment import cpu_model, resolve_device
+    from uqbench.runner import _to_device, make_run
 
     tune_malloc()
     os.environ["UQBENCH_CACHE_DIR"] = cache  # make_run checkpoints under cache_dir()
@@ -96,7 +97,7 @@ def _remote_make_run(
         name = f"{cpu_model()} ({os.cpu_count()} cores)"
     outputs: dict[str, Any] = {}
     env = {**env, "device_name": name}
-    record = make_run(spec, _to_device(data, device), device, env, keep=outputs)
+    record = make_run(run, _to_device(data, device), device, env, keep=outputs)
     return record, outputs
 
 
@@ -198,7 +199,7 @@ class RayExecutor:
             return {}
         self.start()
         ray = _ray()
-        from uqbench.runner import cache_dir
+        from uqbench.environment import cache_dir
 
         task = ray.remote(_remote_make_run).options(
             num_cpus=self.cpus_per_run,
@@ -210,10 +211,10 @@ class RayExecutor:
         cache = str(cache_dir().resolve())
         data_refs: dict[int, Any] = {}
         pending: dict[Any, RunSpec] = {}
-        for spec in todo:
-            data = runner.task_data(spec)  # loaded and checked by the driver, shipped once
+        for run in todo:
+            data = runner.task_data(run)  # loaded and checked by the driver, shipped once
             ref = data_refs.setdefault(id(data), ray.put(data))
-            pending[task.remote(spec, ref, self.device, env, cache, threads)] = spec
+            pending[task.remote(run, ref, self.device, env, cache, threads)] = run
         slots = self.slots()
         runner.log(
             f"ray: {len(todo)} runs on {slots} slot(s) of {self.cpus_per_run:g} CPU/"
@@ -231,17 +232,17 @@ class RayExecutor:
                 )
                 ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
                 for ref in ready:
-                    spec = pending.pop(ref)
+                    run = pending.pop(ref)
                     try:
                         record, outputs = ray.get(ref)
                     except ray.exceptions.RayError as exc:
-                        failed[spec.key] = _one_line(exc)
-                        say(f"FAILED {spec.key}: {failed[spec.key]}")
+                        failed[run.key] = _one_line(exc)
+                        say(f"FAILED {run.key}: {failed[run.key]}")
                     else:
-                        path = runner.write_run(spec, record, outputs)
+                        path = runner.write_run(run, record, outputs)
                         done = len(todo) - len(pending) - len(failed)
                         say(
-                            f"[{done}/{len(todo)}] {spec.key}: {record['train_seconds']:.1f}s "
+                            f"[{done}/{len(todo)}] {run.key}: {record['train_seconds']:.1f}s "
                             f"train + {record['eval_seconds']:.1f}s eval -> {path}"
                         )
                     bar.update(1)

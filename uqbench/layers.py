@@ -21,6 +21,11 @@ weights in the forward pass) and an ``N(0, 1)`` prior whose KL is included; in a
 MNF layer ``z`` scales the bias mean of its filter too (the code's choice: ``z_f``
 scales the whole output filter). ``bias="deterministic"`` is a plain point-estimate
 bias without a KL term (the FFLU default, as in sparse VD), ``bias="none"`` drops it.
+
+Also here, because the baselines share them with the library: :func:`gaussian_layer_config`
+(a family config's layer settings), :func:`he_init_` and the point-estimate layers with an
+N(0, 1) weight prior (:class:`PriorLinear`, :class:`PriorConv2d`) of L2, Dropout and Deep
+Ensembles.
 """
 
 from __future__ import annotations
@@ -135,21 +140,72 @@ class MNFConfig:
             raise ConfigError(f"flow_1d must be one of {FLOW_1D_MODES}, got {self.flow_1d!r}")
 
 
-def resolve_max_std(value: Any, spec_max_std: float | None) -> float | None:
-    """The forward clamp to use: ``None``/``"spec"`` -> the task's, ``"off"`` -> none."""
-    if value is None or value == "spec":
-        return None if spec_max_std is None else float(spec_max_std)
-    if value == "off" or value is False:
+def resolve_max_std(value: Any) -> float | None:
+    """The forward clamp of a family config's ``max_std``: a number, or None/``"off"``: none."""
+    if value is None or value == "off" or value is False:
         return None
     try:
         out = float(value)
     except (TypeError, ValueError):
         raise ConfigError(
-            f"max_std must be a positive number, 'spec' or 'off', got {value!r}"
+            f"max_std must be a positive number or 'off', got {value!r}"
         ) from None
     if not out > 0:
         raise ConfigError(f"max_std must be positive, got {value!r}")
     return out
+
+
+def gaussian_layer_config(config: dict[str, Any], prior: str = "normal") -> GaussianLayerConfig:
+    """The :class:`GaussianLayerConfig` of a family config (keys it lacks keep defaults)."""
+    kw: dict[str, Any] = {"prior": prior}
+    if prior == "normal":
+        kw["max_std"] = resolve_max_std(config.get("max_std"))
+    for key in ("bias", "logvar_init", "logvar_init_std", "log_alpha_clip"):
+        if key in config:
+            kw[key] = config[key]
+    try:
+        return GaussianLayerConfig(**kw)
+    except TypeError as exc:
+        raise ConfigError(f"bad layer setting: {exc}") from None
+
+
+# -- point-estimate layers with an N(0, 1) weight prior (L2, Dropout, Deep Ensembles) ----
+
+
+def he_init_(layer: nn.Linear | nn.Conv2d) -> nn.Linear | nn.Conv2d:
+    """He-normal weights and zero biases (every deterministic layer of uqbench starts so)."""
+    nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
+    if layer.bias is not None:
+        nn.init.zeros_(layer.bias)
+    return layer
+
+
+class PriorLinear(nn.Linear):
+    """``nn.Linear`` whose ``kl()`` is ``prior_scale * 0.5 * ||W||^2`` (N(0,1) prior)."""
+
+    def __init__(self, in_features: int, out_features: int, prior_scale: float = 1.0) -> None:
+        super().__init__(in_features, out_features)
+        self.prior_scale = float(prior_scale)
+        he_init_(self)
+
+    def kl(self) -> Tensor:
+        """Negative log N(0, 1) prior of the weight, up to a constant (biases excluded)."""
+        return 0.5 * self.prior_scale * self.weight.pow(2).sum()
+
+
+class PriorConv2d(nn.Conv2d):
+    """``nn.Conv2d`` whose ``kl()`` is ``prior_scale * 0.5 * ||W||^2`` (N(0,1) prior)."""
+
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size: int, prior_scale: float = 1.0
+    ) -> None:
+        super().__init__(in_channels, out_channels, kernel_size)
+        self.prior_scale = float(prior_scale)
+        he_init_(self)
+
+    def kl(self) -> Tensor:
+        """Negative log N(0, 1) prior of the filters, up to a constant (biases excluded)."""
+        return 0.5 * self.prior_scale * self.weight.pow(2).sum()
 
 
 def standard_normal_like(t: Tensor) -> Tensor:

@@ -26,14 +26,14 @@ ECDF_POINTS = 101
 ArrayLike = Tensor | np.ndarray
 
 
-def _np(a: ArrayLike | list[float]) -> np.ndarray:
+def _as_numpy(a: ArrayLike | list[float]) -> np.ndarray:
     """A float64 numpy copy of ``a`` (tensor on any device, array or list)."""
     if isinstance(a, Tensor):
         return a.detach().to("cpu", torch.float64).numpy()
     return np.asarray(a, dtype=np.float64)
 
 
-def _t(a: ArrayLike) -> Tensor:
+def _as_tensor(a: ArrayLike) -> Tensor:
     """``a`` as a tensor (numpy arrays are converted, tensors kept)."""
     return a if isinstance(a, Tensor) else torch.as_tensor(a)
 
@@ -56,12 +56,20 @@ def predictive_probs(logits: Tensor) -> Tensor:
     return predictive_log_probs(logits).exp()
 
 
+def regression_predictive(f: Tensor, noise_std: float | None) -> tuple[Tensor, Tensor]:
+    """Mean and variance of a regression's MC predictive from ``f`` ``[S, B]``, the mean
+    functions of S posterior samples: ``mean_s f_s`` and ``var_s f_s`` (the 1/S sample
+    variance) plus the fixed likelihood noise ``noise_std ** 2`` (None: 0)."""
+    noise_var = float(noise_std or 0.0) ** 2
+    return f.mean(0), f.var(0, unbiased=False) + noise_var
+
+
 # -- accuracy and proper scores ------------------------------------------------------------
 
 
 def error_pct(probs: ArrayLike, y: ArrayLike) -> float:
     """Test error in percent: share of examples whose arg-max class is wrong. Lower is better."""
-    p, t = _t(probs), _t(y)
+    p, t = _as_tensor(probs), _as_tensor(y)
     return float((p.argmax(-1) != t.to(p.device)).double().mean().item() * 100.0)
 
 
@@ -71,14 +79,14 @@ def nll(log_probs: ArrayLike, y: ArrayLike) -> float:
     Takes *log* predictive probabilities (see :func:`predictive_log_probs`). Lower is
     better; 0 is a perfect, certain predictor.
     """
-    lp, t = _t(log_probs), _t(y).long()
+    lp, t = _as_tensor(log_probs), _as_tensor(y).long()
     picked = lp.gather(-1, t.to(lp.device).unsqueeze(-1)).squeeze(-1)
     return float(-picked.double().mean().item())
 
 
 def brier(probs: ArrayLike, y: ArrayLike) -> float:
     """Brier score ``mean_i sum_k (p_ik - 1[y_i = k])^2``, in [0, 2]. Lower is better."""
-    p, t = _t(probs).double(), _t(y).long()
+    p, t = _as_tensor(probs).double(), _as_tensor(y).long()
     onehot = F.one_hot(t.to(p.device), p.shape[-1]).double()
     return float((p - onehot).pow(2).sum(-1).mean().item())
 
@@ -96,7 +104,7 @@ def reliability(probs: ArrayLike, y: ArrayLike, n_bins: int = ECE_BINS) -> dict[
     ``confidence``, ``accuracy`` (share of top-class hits; both ``None`` for empty
     bins) and ``count``. A calibrated model has accuracy = confidence in every bin.
     """
-    p, t = _np(probs), _np(y).astype(np.int64)
+    p, t = _as_numpy(probs), _as_numpy(y).astype(np.int64)
     conf = p.max(-1)
     hit = (p.argmax(-1) == t).astype(np.float64)
     idx = _bin_index(conf, n_bins)
@@ -136,13 +144,13 @@ def entropy(probs: ArrayLike) -> Tensor:
     In [0, ln K]; for out-of-distribution inputs higher is better (the ideal is ln K),
     for confidently right in-distribution inputs lower.
     """
-    p = _t(probs).double()
+    p = _as_tensor(probs).double()
     return -torch.special.xlogy(p, p).sum(-1)
 
 
 def median_entropy(entropies: ArrayLike) -> float:
     """Median of per-example entropies (nats); on OOD data higher is better."""
-    return float(np.median(_np(entropies)))
+    return float(np.median(_as_numpy(entropies)))
 
 
 def entropy_ecdf(
@@ -157,7 +165,7 @@ def entropy_ecdf(
     """
     h_max = math.log(n_classes)
     grid = np.linspace(0.0, h_max, n_points)
-    h = np.sort(np.clip(_np(entropies), 0.0, h_max))
+    h = np.sort(np.clip(_as_numpy(entropies), 0.0, h_max))
     cdf = np.searchsorted(h, grid, side="right") / max(len(h), 1)
     cdf[-1] = 1.0 if len(h) else 0.0  # grid[-1] may round below ln K
     return {"grid": [float(g) for g in grid], "cdf": [float(c) for c in cdf]}
@@ -170,7 +178,7 @@ def auroc(in_scores: ArrayLike, ood_scores: ArrayLike) -> float:
     (identical to ``roc_auc_score(is_ood, score)``). In [0, 1]; higher is better, 0.5 is
     chance.
     """
-    s_in, s_ood = _np(in_scores).ravel(), _np(ood_scores).ravel()
+    s_in, s_ood = _as_numpy(in_scores).ravel(), _as_numpy(ood_scores).ravel()
     n_in, n_ood = len(s_in), len(s_ood)
     if n_in == 0 or n_ood == 0:
         raise ValueError("auroc needs at least one in-distribution and one OOD score")
@@ -186,7 +194,7 @@ def fpr95(in_scores: ArrayLike, ood_scores: ArrayLike, tpr: float = 0.95) -> flo
     the result is the share of in-distribution points with ``score >= thr``. In [0, 1];
     lower is better.
     """
-    s_in, s_ood = _np(in_scores).ravel(), _np(ood_scores).ravel()
+    s_in, s_ood = _as_numpy(in_scores).ravel(), _as_numpy(ood_scores).ravel()
     if len(s_ood) == 0 or len(s_in) == 0:
         raise ValueError("fpr95 needs at least one in-distribution and one OOD score")
     need = math.ceil(tpr * len(s_ood) - 1e-9)  # OOD points that must be flagged
@@ -201,7 +209,7 @@ def fpr95_in(in_scores: ArrayLike, ood_scores: ArrayLike, tpr: float = 0.95) -> 
     threshold keeps at least ``tpr`` of the in-distribution points, and the result is the
     share of OOD points that pass it too. In [0, 1]; lower is better.
     """
-    s_in, s_ood = _np(in_scores).ravel(), _np(ood_scores).ravel()
+    s_in, s_ood = _as_numpy(in_scores).ravel(), _as_numpy(ood_scores).ravel()
     return fpr95(-s_ood, -s_in, tpr)
 
 
@@ -210,7 +218,7 @@ def fpr95_in(in_scores: ArrayLike, ood_scores: ArrayLike, tpr: float = 0.95) -> 
 
 def gaussian_log_density(y: ArrayLike, mean: ArrayLike, var: ArrayLike) -> np.ndarray:
     """Per-point log density ``log N(y; mean, var)`` of a Gaussian predictive. Higher is better."""
-    y_, m, v = _np(y).ravel(), _np(mean).ravel(), _np(var).ravel()
+    y_, m, v = _as_numpy(y).ravel(), _as_numpy(mean).ravel(), _as_numpy(var).ravel()
     return -0.5 * (np.log(2.0 * math.pi * v) + (y_ - m) ** 2 / v)
 
 
@@ -221,13 +229,13 @@ def mean_log_likelihood(y: ArrayLike, mean: ArrayLike, var: ArrayLike) -> float:
 
 def coverage(y: ArrayLike, mean: ArrayLike, var: ArrayLike, k: float = 3.0) -> float:
     """Share of targets inside ``mean +- k std``; for k = 3 a calibrated Gaussian gives 0.997."""
-    y_, m, v = _np(y).ravel(), _np(mean).ravel(), _np(var).ravel()
+    y_, m, v = _as_numpy(y).ravel(), _as_numpy(mean).ravel(), _as_numpy(var).ravel()
     return float(np.mean(np.abs(y_ - m) <= k * np.sqrt(v)))
 
 
 def rmse(y: ArrayLike, mean: ArrayLike) -> float:
     """Root mean squared error of the predictive mean. Lower is better."""
-    y_, m = _np(y).ravel(), _np(mean).ravel()
+    y_, m = _as_numpy(y).ravel(), _as_numpy(mean).ravel()
     return float(np.sqrt(np.mean((y_ - m) ** 2)))
 
 
@@ -240,7 +248,7 @@ def expected_entropy(logits: ArrayLike) -> Tensor:
     The aleatoric part of the predictive entropy, computed in the logits' precision (the
     evaluation's float32 costs a third of float64 here) and returned as float64.
     """
-    log_p = F.log_softmax(_t(logits), dim=-1)
+    log_p = F.log_softmax(_as_tensor(logits), dim=-1)
     return (-(log_p.exp() * log_p).sum(-1).mean(0)).double()
 
 
@@ -252,7 +260,7 @@ def entropy_decomposition(logits: ArrayLike) -> dict[str, Tensor]:
     information the label carries about the weights) is ``total - expected >= 0``. Each
     is ``[N]`` in nats. Samples that agree give ``mutual_info = 0``.
     """
-    lg = _t(logits).double()
+    lg = _as_tensor(logits).double()
     expected = expected_entropy(lg)
     total = entropy(predictive_probs(lg))
     return {"total": total, "expected": expected, "mutual_info": (total - expected).clamp_min(0)}
@@ -285,7 +293,7 @@ def aupr_out(in_scores: ArrayLike, ood_scores: ArrayLike) -> float:
     Average precision as ``sklearn.metrics.average_precision_score``. In [0, 1]; higher
     is better; chance is the OOD share of all points.
     """
-    s_in, s_ood = _np(in_scores).ravel(), _np(ood_scores).ravel()
+    s_in, s_ood = _as_numpy(in_scores).ravel(), _as_numpy(ood_scores).ravel()
     if len(s_in) == 0 or len(s_ood) == 0:
         raise ValueError("aupr_out needs at least one in-distribution and one OOD score")
     return _average_precision(s_ood, s_in)
@@ -297,7 +305,7 @@ def aupr_in(in_scores: ArrayLike, ood_scores: ArrayLike) -> float:
     Average precision of the negated score. In [0, 1]; higher is better; chance is the
     in-distribution share of all points.
     """
-    s_in, s_ood = _np(in_scores).ravel(), _np(ood_scores).ravel()
+    s_in, s_ood = _as_numpy(in_scores).ravel(), _as_numpy(ood_scores).ravel()
     if len(s_in) == 0 or len(s_ood) == 0:
         raise ValueError("aupr_in needs at least one in-distribution and one OOD score")
     return _average_precision(-s_in, -s_ood)
@@ -314,7 +322,7 @@ def risk_coverage(probs: ArrayLike, y: ArrayLike) -> dict[str, list[float]]:
     Returns ``coverage`` and ``risk`` for ``n = 1 .. N``. A good uncertainty estimate has
     low risk at low coverage.
     """
-    p, t = _np(probs), _np(y).astype(np.int64)
+    p, t = _as_numpy(probs), _as_numpy(y).astype(np.int64)
     if len(p) == 0:
         raise ValueError("risk_coverage needs at least one example")
     conf = p.max(-1)

@@ -27,13 +27,11 @@ import math
 from typing import Any, ClassVar
 
 import uqbench
-from uqbench.errors import ConfigError
 from uqbench.layers import (
-    GaussianLayerConfig,
     GaussianLayers,
     MNFConfig,
+    gaussian_layer_config,
     q_diagnostics,
-    resolve_max_std,
 )
 from uqbench.posterior import Posterior
 
@@ -53,22 +51,6 @@ _MNF_KEYS = (
 )
 
 
-def gaussian_layer_config(
-    config: dict[str, Any], spec_max_std: float | None, prior: str = "normal"
-) -> GaussianLayerConfig:
-    """The :class:`GaussianLayerConfig` of a family config (keys it lacks keep defaults)."""
-    kw: dict[str, Any] = {"prior": prior}
-    if prior == "normal":
-        kw["max_std"] = resolve_max_std(config.get("max_std"), spec_max_std)
-    for key in ("bias", "logvar_init", "logvar_init_std", "log_alpha_clip"):
-        if key in config:
-            kw[key] = config[key]
-    try:
-        return GaussianLayerConfig(**kw)
-    except TypeError as exc:
-        raise ConfigError(f"bad layer setting: {exc}") from None
-
-
 @uqbench.register_posterior("mnf")
 class MNFPosterior(Posterior):
     """Multiplicative normalising flows with a Gaussian N(0, 1) prior (the paper's MNFG)."""
@@ -80,7 +62,7 @@ class MNFPosterior(Posterior):
         "flow_r": 2,
         "hidden_q": 50,
         "hidden_r": 100,
-        "max_std": None,  # None/"spec": the task's clamp; "off": none; or a number
+        "max_std": None,  # forward std clamp; None/"off": none (tasks set theirs)
         "q0_mean_init": 1.0,
         "q0_mean_init_std": 0.01,
         "q0_logvar_init": math.log(0.1),
@@ -95,7 +77,7 @@ class MNFPosterior(Posterior):
     }
 
     def layer_factory(self) -> GaussianLayers:
-        cfg = gaussian_layer_config(self.config, self.spec.max_std)
+        cfg = gaussian_layer_config(self.config)
         if not self.config["use_z"]:
             return GaussianLayers(cfg, None)
         mnf = MNFConfig(**{k: self.config[k] for k in _MNF_KEYS})

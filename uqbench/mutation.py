@@ -121,7 +121,7 @@ def _no_std_clamp() -> contextlib.AbstractContextManager:
 
 
 def _dropout_off_at_prediction() -> contextlib.AbstractContextManager:
-    from baselines.dropout import MCDropout
+    from uqbench.baselines.dropout import MCDropout
 
     def forward(self, x):
         if self.p > 0 and self.training:
@@ -181,7 +181,7 @@ def _one_sample() -> contextlib.AbstractContextManager:
 
 @contextlib.contextmanager
 def _ensemble_shared_weights() -> Iterator[None]:
-    from baselines import ensemble
+    from uqbench.baselines import ensemble
 
     def linear(self, x):
         h = x.reshape(-1, self.members, x.shape[-1])
@@ -242,15 +242,15 @@ def _ece_bin_edges() -> contextlib.AbstractContextManager:
 
 
 def _ood_on_in_distribution() -> contextlib.AbstractContextManager:
-    from uqbench import runner
+    from uqbench import evaluate
 
-    original = runner.evaluate_classification
+    original = evaluate.evaluate_classification
 
     def evaluate_classification(model, task, data, **kw):
         ood = {k: data.test.x[: len(v)] for k, v in data.ood.items()}
         return original(model, task, replace(data, ood=ood), **kw)
 
-    return mock.patch.object(runner, "evaluate_classification", evaluate_classification)
+    return mock.patch.object(evaluate, "evaluate_classification", evaluate_classification)
 
 
 def _notmnist_first_files() -> contextlib.AbstractContextManager:
@@ -327,7 +327,8 @@ def _run(
 ) -> dict[str, Any]:
     """``uqbench run`` in-process (so that patches apply), resumable in ``out``."""
     from uqbench.data import DataSource
-    from uqbench.runner import Runner, resolve_device
+    from uqbench.environment import resolve_device
+    from uqbench.runner import Runner
     from uqbench.suites import load_suite
 
     overrides: dict[str, Any] = {"tasks": tasks, "seeds": [seed]}

@@ -26,8 +26,15 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from uqbench.architectures import LayerFactory, ModelSpec, build_network
+from uqbench.architectures import (
+    CLASSIFICATION,
+    LayerFactory,
+    ModelSpec,
+    build_network,
+    legacy_family_settings,
+)
 from uqbench.errors import ConfigError, PluginError
+from uqbench.metrics import regression_predictive
 
 #: Largest number of (sample x example) rows pushed through the network at once.
 DEFAULT_CHUNK_ROWS = 4096
@@ -94,7 +101,7 @@ class Posterior(nn.Module):
 
     def nll(self, out: Tensor, y: Tensor) -> Tensor:
         """Mean negative log-likelihood of targets ``y`` under outputs ``out``."""
-        if self.spec.likelihood == "categorical":
+        if self.spec.kind == CLASSIFICATION:
             return F.cross_entropy(out, y)
         sigma = float(self.spec.noise_std or 1.0)
         resid = (y.reshape(out.shape) - out) / sigma
@@ -172,9 +179,7 @@ class Posterior(nn.Module):
 
     def predict_regression(self, x: Tensor, n_samples: int) -> tuple[Tensor, Tensor]:
         """Predictive mean and variance (model samples + fixed noise) of a regression."""
-        f = self.sample_outputs(x, n_samples)[..., 0]
-        noise_var = float(self.spec.noise_std or 0.0) ** 2
-        return f.mean(0), f.var(0, unbiased=False) + noise_var
+        return regression_predictive(self.sample_outputs(x, n_samples)[..., 0], self.spec.noise_std)
 
     def diagnostics(self) -> dict[str, Any]:
         """Family-specific numbers for the results (e.g. FFLU sparsity); JSON-ready."""
@@ -324,7 +329,11 @@ def load_posterior(path: str | Path, map_location: str | torch.device = "cpu") -
             f"{path}: not a uqbench model file (no posterior, spec, config and weights)"
         )
     cls = POSTERIORS.get(blob["posterior"])
-    model = cls(ModelSpec.from_dict(blob["spec"]), **blob["config"])
+    config = dict(blob["config"])
+    for key, value in legacy_family_settings(blob["spec"]).items():
+        if key in cls.defaults and config.get(key) is None:  # an older file: the spec held it
+            config[key] = value
+    model = cls(ModelSpec.from_dict(blob["spec"]), **config)
     model.load_state_dict(state)
     return model.to(map_location)
 

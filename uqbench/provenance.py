@@ -11,7 +11,8 @@ Two identities are recorded with every run:
   keyed on :func:`train_version` alone: a change to the evaluation (a new metric) re-evaluates
   the trained models instead of retraining them.
 * ``source_version`` - informational: ``"src-"`` + a digest of every ``*.py`` of uqbench's
-  own packages as imported plus the plug-in files; it changes with any edit.
+  own packages as imported (``uqbench`` and ``uqbench.baselines``, not
+  ``uqbench.benchmarks``) plus the plug-in files; it changes with any edit.
 * ``git_commit`` - informational: ``$UQBENCH_GIT_COMMIT`` when set (for copies without
   git metadata), else the commit of the git checkout that the imported ``uqbench``
   package is tracked in (``None`` when it is not in one, e.g. a pip-installed copy).
@@ -41,7 +42,9 @@ from typing import Any
 import uqbench
 
 #: Packages whose sources make up uqbench's own code.
-OWN_PACKAGES = ("uqbench", "baselines")
+OWN_PACKAGES = ("uqbench", "uqbench.baselines")
+#: Subpackages that make no run (performance benchmarks), left out wherever they lie.
+NOT_OWN = ("uqbench.benchmarks", "uqbench.builtin_suites")
 
 #: Bump when trained models change (the ci reference's training logs move): module docstring.
 TRAIN_VERSION = 2
@@ -59,20 +62,28 @@ def _file_digest(path: str) -> str:
 
 @functools.lru_cache(maxsize=1)
 def _own_files() -> tuple[tuple[str, str], ...]:
-    """(name relative to the package's parent, absolute path) of every own source file."""
+    """(module path as ``uqbench/baselines/l2.py``, absolute path) of every own source file.
+
+    Named by module, not by folder, so that a checkout (``baselines/`` beside
+    ``uqbench/``) and an installed copy (``uqbench/baselines/``) give the same names.
+    """
     import importlib
 
-    files: list[tuple[str, str]] = []
+    skip = tuple(n.replace(".", "/") + "/" for n in NOT_OWN)
+    files: dict[str, str] = {}
     for pkg_name in OWN_PACKAGES:
         try:
             pkg = importlib.import_module(pkg_name)
         except ImportError:
             continue
+        prefix = pkg_name.replace(".", "/")
         for root in getattr(pkg, "__path__", []):
             base = Path(root)
             for p in sorted(base.rglob("*.py")):
-                files.append((f"{pkg_name}/{p.relative_to(base).as_posix()}", str(p)))
-    return tuple(files)
+                name = f"{prefix}/{p.relative_to(base).as_posix()}"
+                if not name.startswith(skip):
+                    files.setdefault(name, str(p))
+    return tuple(sorted(files.items()))
 
 
 def _plugin_files(classes: tuple[type, ...], own_paths: set[str]) -> list[tuple[str, str]]:

@@ -12,7 +12,6 @@ import contextlib
 import json
 import math
 import os
-import platform
 import socket
 import sys
 import time
@@ -23,14 +22,15 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-import uqbench
 from uqbench.data import DataSource
-from uqbench.errors import ConfigError, OutputError, TrainingError, UQBenchError
-from uqbench.evaluate import evaluate_classification, evaluate_regression
+from uqbench.environment import cache_dir, environment
+from uqbench.errors import OutputError, TrainingError, UQBenchError
+from uqbench.evaluate import evaluate_run
 from uqbench.paper import PAPER_METHODS
-from uqbench.provenance import code_version, source_commit, source_version, train_version
+from uqbench.provenance import code_version, source_version, train_version
 from uqbench.registry import POSTERIORS, TASKS
 from uqbench.results import RESULTS_SCHEMA, RUN_SCHEMA, unique_tmp
+from uqbench.settings import EvalSettings
 from uqbench.suites import RunSpec, Suite
 from uqbench.tasks.base import Split, TaskData
 from uqbench.train import train
@@ -42,67 +42,6 @@ except ImportError:  # pragma: no cover
 
 if TYPE_CHECKING:
     from uqbench.executors import Executor
-
-
-def cache_dir() -> Path:
-    """Where checkpoints live: ``$UQBENCH_CACHE_DIR`` or the XDG cache (``~/.cache/uqbench``)."""
-    env = os.environ.get("UQBENCH_CACHE_DIR")
-    if env:
-        return Path(env)
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "uqbench"
-
-
-def resolve_device(name: str) -> torch.device:
-    """``cpu``, ``cuda``, ``cuda:N`` or ``auto``; a GPU asked for but absent is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"bad device {name!r}; use cpu, cuda, cuda:N or auto") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} requested but no CUDA GPU is available")
-    return device
-
-
-def environment(device: torch.device) -> dict[str, Any]:
-    """Versions, machine and git commit, for the results file."""
-    import numpy
-
-    env: dict[str, Any] = {
-        "uqbench": uqbench.__version__,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "numpy": numpy.__version__,
-        "platform": platform.platform(),
-        "device": str(device),
-        "cpu": cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "git_commit": _git_commit(),
-    }
-    if device.type == "cuda":
-        env["device_name"] = torch.cuda.get_device_name(device)
-    else:
-        env["device_name"] = f"{env['cpu']} ({env['cpu_count']} cores)"
-    return env
-
-
-def cpu_model() -> str:
-    """The CPU's model name (from /proc/cpuinfo on Linux)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def _git_commit() -> str | None:
-    """The commit of the code that runs (see :func:`uqbench.provenance.source_commit`)."""
-    return source_commit()
 
 
 def _to_device(data: TaskData, device: torch.device) -> TaskData:
@@ -181,25 +120,25 @@ class Runner:
             f"suite {self.suite.name}: {len(self.specs)} runs, {len(self.specs) - len(todo)} "
             f"already done; results -> {self.out}, checkpoints -> {cache_dir() / 'checkpoints'}"
         )
-        for spec in todo:  # fail fast: a missing or refused data set stops us before training
-            self.task_data(spec)
+        for run in todo:  # fail fast: a missing or refused data set stops us before training
+            self.task_data(run)
         if self.executor is not None:
             failed = self.failed = self.executor.run(self, todo, env)
-            for spec in todo:  # recorded like a local failure: the suite's summary lists it
-                if spec.key in failed:
-                    self.write_run(spec, self.failed_record(spec, env, failed[spec.key]))
-        for i, spec in enumerate(todo if self.executor is None else [], 1):
-            self.log(f"[{i}/{len(todo)}] {spec.key}")
+            for run in todo:  # recorded like a local failure: the suite's summary lists it
+                if run.key in failed:
+                    self.write_run(run, self.failed_record(run, env, failed[run.key]))
+        for i, run in enumerate(todo if self.executor is None else [], 1):
+            self.log(f"[{i}/{len(todo)}] {run.key}")
             self.outputs = {}
             try:
-                record = self.run_one(spec, env)
+                record = self.run_one(run, env)
             except Exception as exc:  # noqa: BLE001 - recorded; the other runs go on
-                record = self.failed_record(spec, env, exc)
-                self.failed[spec.key] = record["error"]
-                path = self.write_run(spec, record)
+                record = self.failed_record(run, env, exc)
+                self.failed[run.key] = record["error"]
+                path = self.write_run(run, record)
                 self.log(f"    FAILED: {record['error']} -> {path}")
                 continue
-            path = self.write_run(spec, record, self.outputs)
+            path = self.write_run(run, record, self.outputs)
             self.log(
                 f"    done in {record['train_seconds']:.1f}s train + "
                 f"{record['eval_seconds']:.1f}s eval -> {path}"
@@ -218,28 +157,28 @@ class Runner:
         return list(specs.values())
 
     def write_run(
-        self, spec: RunSpec, record: dict[str, Any], outputs: dict[str, Any] | None = None
+        self, run: RunSpec, record: dict[str, Any], outputs: dict[str, Any] | None = None
     ) -> Path:
         """Write one run's file, and its per-example ``outputs`` compressed beside it (the
         driver alone does, whatever the executor)."""
-        path = self.runs_dir / f"{spec.key}.json"
+        path = self.runs_dir / f"{run.key}.json"
         if outputs:
-            record["predictions"] = _write_outputs(self.runs_dir / f"{spec.key}.npz", outputs)
+            record["predictions"] = _write_outputs(self.runs_dir / f"{run.key}.npz", outputs)
         _write_json(path, record)
         return path
 
-    def code_version(self, spec: RunSpec) -> str:
-        """Version of the code that makes ``spec``: see :mod:`uqbench.provenance`."""
-        return code_version(POSTERIORS.get(spec.method), TASKS.get(spec.task))
+    def code_version(self, run: RunSpec) -> str:
+        """Version of the code that makes ``run``: see :mod:`uqbench.provenance`."""
+        return code_version(POSTERIORS.get(run.method), TASKS.get(run.task))
 
-    def _is_done(self, spec: RunSpec) -> bool:
+    def _is_done(self, run: RunSpec) -> bool:
         """A finished run file with the same settings, made by the same code.
 
         Results made by another version of uqbench (its ``code_version``) are redone,
         not reused, and so are failed runs; the checkpoint cache still spares
         retraining when only the code's evaluation changed.
         """
-        path = self.runs_dir / f"{spec.key}.json"
+        path = self.runs_dir / f"{run.key}.json"
         if not path.exists():
             return False
         try:
@@ -248,55 +187,55 @@ class Runner:
             return False
         if not isinstance(record, dict) or record.get("status", "ok") != "ok":
             return False
-        same_code = record.get("code_version") == self.code_version(spec)
-        return record.get("run_hash") == spec.run_hash() and same_code
+        same_code = record.get("code_version") == self.code_version(run)
+        return record.get("run_hash") == run.run_hash() and same_code
 
     def failed_record(
-        self, spec: RunSpec, env: dict[str, Any], exc: Exception | str
+        self, run: RunSpec, env: dict[str, Any], exc: Exception | str
     ) -> dict[str, Any]:
         """The run file of a run that failed: what, why (an exception, or the one-line
         error an executor reported), and no metrics."""
         if isinstance(exc, str):
-            error, tb = (exc if spec.key in exc else f"{spec.key}: {exc}"), None
+            error, tb = (exc if run.key in exc else f"{run.key}: {exc}"), None
         elif isinstance(exc, UQBenchError):
-            error, tb = (str(exc) if spec.key in str(exc) else f"{spec.key}: {exc}"), None
+            error, tb = (str(exc) if run.key in str(exc) else f"{run.key}: {exc}"), None
         else:
-            error = f"{spec.key}: {type(exc).__name__}: {exc}"
+            error = f"{run.key}: {type(exc).__name__}: {exc}"
             tb = "".join(traceback.format_exception(exc))
         return {
             "schema": RUN_SCHEMA,
             "status": "failed",
-            "run_hash": spec.run_hash(),
-            "code_version": self.code_version(spec),
-            "method": spec.method,
-            "task": spec.task,
-            "seed": spec.seed,
+            "run_hash": run.run_hash(),
+            "code_version": self.code_version(run),
+            "method": run.method,
+            "task": run.task,
+            "seed": run.seed,
             "device": env["device_name"],
             "git_commit": env["git_commit"],
-            "config": spec.config(),
+            "config": run.config(),
             "error": error,
             "traceback": tb,
         }
 
-    def task_data(self, spec: RunSpec) -> TaskData:
-        ood = spec.eval.get("ood")
-        key = (spec.task, spec.seed, json.dumps([spec.data, ood], sort_keys=True))
+    def task_data(self, run: RunSpec) -> TaskData:
+        ood = run.eval.get("ood")
+        key = (run.task, run.seed, json.dumps([run.data, ood], sort_keys=True))
         if key not in self._data:
-            task = TASKS.get(spec.task)()
+            task = TASKS.get(run.task)()
             self._data[key] = _to_device(
-                task.load_with_ood(self.source, ood=ood, seed=spec.seed, **spec.data),
+                task.load_with_ood(self.source, ood=ood, seed=run.seed, **run.data),
                 self.device,
             )
         return self._data[key]
 
-    def run_one(self, spec: RunSpec, env: dict[str, Any]) -> dict[str, Any]:
+    def run_one(self, run: RunSpec, env: dict[str, Any]) -> dict[str, Any]:
         """Train (or reuse) and evaluate one run; returns its result record.
 
         The evaluation's per-example outputs go to ``self.outputs`` (saved by :meth:`run`).
         """
         return make_run(
-            spec,
-            self.task_data(spec),
+            run,
+            self.task_data(run),
             self.device,
             env,
             progress=self.progress,
@@ -306,7 +245,7 @@ class Runner:
 
 
 def make_run(
-    spec: RunSpec,
+    run: RunSpec,
     data: TaskData,
     device: torch.device,
     env: dict[str, Any],
@@ -323,74 +262,51 @@ def make_run(
     code: the local loop in this process, a Ray task on another machine. It writes only
     checkpoints (under :func:`cache_dir`); the caller writes the run file.
     """
-    task = TASKS.get(spec.task)()
-    model_spec = task.model_spec(data, spec.arch)
-    torch.manual_seed(spec.seed)
+    task = TASKS.get(run.task)()
+    model_spec = task.model_spec(data, run.arch)
+    torch.manual_seed(run.seed)
     if device.type == "cuda":
-        torch.cuda.manual_seed_all(spec.seed)
-    model = POSTERIORS.get(spec.method)(model_spec, **spec.posterior).to(device)
-    version = code_version(POSTERIORS.get(spec.method), TASKS.get(spec.task))
+        torch.cuda.manual_seed_all(run.seed)
+    model = POSTERIORS.get(run.method)(model_spec, **run.posterior).to(device)
+    version = code_version(POSTERIORS.get(run.method), TASKS.get(run.task))
     ckpt_key = _digest(
         {
-            "train": spec.train_hash(),
-            "train_version": train_version(POSTERIORS.get(spec.method), TASKS.get(spec.task)),
+            "train": run.train_hash(),
+            "train_version": train_version(POSTERIORS.get(run.method), TASKS.get(run.task)),
             "spec": model_spec.to_dict(),
             "resolved_posterior": _jsonable(model.config),
         }
     )
-    ckpt = cache_dir() / "checkpoints" / f"{spec.key}-{ckpt_key}.pt"
+    ckpt = cache_dir() / "checkpoints" / f"{run.key}-{ckpt_key}.pt"
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     log = train(
         model,
         data.train,
-        seed=spec.seed,
+        seed=run.seed,
         checkpoint=ckpt,
         progress=progress,
-        desc=f"train {spec.key}",
+        desc=f"train {run.key}",
         log_message=log,
-        **spec.train,
+        **run.train,
     )
     t1 = time.perf_counter()
     model.eval()
-    torch.manual_seed(spec.seed + 10_000)
-    ev = spec.eval
-    if task.kind == "classification":
-        fgsm = {"default": not model.skip_fgsm_by_default, "all": True, "none": False}
-        metrics = evaluate_classification(
-            model,
-            task,
-            data,
-            test_samples=ev["test_samples"],
-            fgsm=fgsm[ev["fgsm"]] and bool(task.fgsm_eps),
-            fgsm_samples=ev["fgsm_samples"],
-            fgsm_n=ev["fgsm_n"],
-            batch_size=ev["batch_size"],
-            device=device,
-            progress=progress,
-            keep=keep,
-            shift={
-                "n": ev.get("shift_n"),
-                "rotations": ev.get("rotations", []),
-                "corruptions": ev.get("corruptions", []),
-                "severities": ev.get("severities"),
-            },
-        )
-    else:
-        metrics = evaluate_regression(
-            model,
-            task,
-            data,
-            test_samples=ev["test_samples"],
-            device=device,
-            progress=progress,
-            keep=keep,
-        )
+    torch.manual_seed(run.seed + 10_000)
+    metrics = evaluate_run(
+        model,
+        task,
+        data,
+        EvalSettings.from_dict(run.eval),
+        device=device,
+        progress=progress,
+        keep=keep,
+    )
     eval_seconds = time.perf_counter() - t1
     bad = nonfinite_paths(metrics)
     if bad:
         raise TrainingError(
-            f"{spec.key}: evaluation gave non-finite metrics ({', '.join(bad[:8])}); "
+            f"{run.key}: evaluation gave non-finite metrics ({', '.join(bad[:8])}); "
             f"the trained model is kept in {ckpt}"
         )
     peak_mb = None
@@ -399,22 +315,22 @@ def make_run(
     record = {
         "schema": RUN_SCHEMA,
         "status": "ok",
-        "run_hash": spec.run_hash(),
+        "run_hash": run.run_hash(),
         "code_version": version,
-        "source_version": source_version(POSTERIORS.get(spec.method), TASKS.get(spec.task)),
+        "source_version": source_version(POSTERIORS.get(run.method), TASKS.get(run.task)),
         "checkpoint": str(ckpt),  # a model file: uqbench.load_posterior(path)
-        "method": spec.method,
-        "display_name": model.display_name or spec.method,
-        "task": spec.task,
-        "task_display_name": task.display_name or spec.task,
-        "seed": spec.seed,
+        "method": run.method,
+        "display_name": model.display_name or run.method,
+        "task": run.task,
+        "task_display_name": task.display_name or run.task,
+        "seed": run.seed,
         "train_seconds": log.seconds,  # for a cached model: when it was trained
         "eval_seconds": eval_seconds,
         "device": env["device_name"],
         "peak_memory_mb": peak_mb,
         "git_commit": env["git_commit"],  # run files outlive code versions: say which
         "config": {
-            **spec.config(),
+            **run.config(),
             "spec": model_spec.to_dict(),
             "resolved_posterior": _jsonable(model.config),
         },
@@ -431,7 +347,7 @@ def make_run(
     }
     bad = nonfinite_paths(record)
     if bad:  # JSON has no NaN or infinity; a record holding one is not a result
-        raise TrainingError(f"{spec.key}: non-finite values in the run record ({bad[0]})")
+        raise TrainingError(f"{run.key}: non-finite values in the run record ({bad[0]})")
     return record
 
 
@@ -532,9 +448,9 @@ def _load_run_file(path: Path) -> tuple[dict[str, Any] | None, str | None]:
     return record, None
 
 
-def _settings_diff(record: dict[str, Any], spec: RunSpec) -> str:
+def _settings_diff(record: dict[str, Any], run: RunSpec) -> str:
     """What differs between a run file's settings and the ones asked for, briefly."""
-    have, want = record.get("config") or {}, spec.config()
+    have, want = record.get("config") or {}, run.config()
     diffs = []
     for part, wanted in want.items():
         got = have.get(part)
@@ -585,13 +501,13 @@ def merge_results(
             left_out.append({"file": path.name, "reason": str(why)})
             continue
         if want is not None:
-            spec = want.get(path.stem)
-            if spec is None:
+            run = want.get(path.stem)
+            if run is None:
                 why = "not a run of this suite and command"
-            elif record.get("run_hash") != spec.run_hash():
-                why = f"made with other settings: {_settings_diff(record, spec)}"
+            elif record.get("run_hash") != run.run_hash():
+                why = f"made with other settings: {_settings_diff(record, run)}"
             elif record.get("code_version") != code_version(
-                POSTERIORS.get(spec.method), TASKS.get(spec.task)
+                POSTERIORS.get(run.method), TASKS.get(run.task)
             ):
                 why = "made by another version of the code (code_version differs)"
             if why:

@@ -1,4 +1,5 @@
-"""Suite files (TOML in ``benchmarks/suites/``): which runs to make, and with what settings.
+"""Suite files (TOML; built-in ones in ``benchmarks/suites/``, installed as
+``uqbench.builtin_suites``): which runs to make, how.
 
 A suite names methods, tasks and seeds, and per task (``[task.<name>]``) the
 training, evaluation, data-subset and architecture settings, the OOD sets it is
@@ -23,32 +24,8 @@ from typing import Any
 from uqbench.architectures import check_arch_kwargs
 from uqbench.errors import ConfigError
 from uqbench.registry import OOD_SETS, POSTERIORS, TASKS
+from uqbench.settings import DataSettings, EvalSettings, TrainSettings
 
-#: Evaluation settings and their defaults (the paper's: 100 predictive samples).
-EVAL_DEFAULTS: dict[str, Any] = {
-    "test_samples": 100,
-    "fgsm": "default",  # "default" (paper: not for ensembles), "all" or "none"
-    "fgsm_samples": 100,
-    "fgsm_n": None,  # test points attacked; None = the whole test set
-    "batch_size": 500,
-}
-#: Training settings. ``variance_lr`` (absent: ``lr``) is Adam's rate for the posterior's
-#: spread parameters (Posterior.configure_optimizer).
-TRAIN_KEYS = {"epochs": int, "batch_size": int, "lr": float, "variance_lr": float}
-DATA_KEYS = {"n_train": int, "n_test": int, "n_ood": int}
-EVAL_TYPES = {
-    "test_samples": int,
-    "fgsm": str,
-    "fgsm_samples": int,
-    "fgsm_n": int,
-    "batch_size": int,
-    # Dataset shift (uqbench.shift); absent = not evaluated, so that older suites keep
-    # their run hashes.
-    "shift_n": int,  # test points shifted (seeded, stratified); absent = the whole test set
-    "rotations": list,  # angles in degrees
-    "corruptions": list,  # names in uqbench.shift.CORRUPTIONS
-    "severities": list,  # of 1..5; absent = all five
-}
 TOP_KEYS = {"name", "description", "methods", "tasks", "seeds", "eval", "task", "method"}
 #: A suite name is a folder under --out: no separators, no "..", nothing absolute.
 SUITE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")
@@ -130,9 +107,9 @@ class Suite:
             if t not in known_t:
                 raise ConfigError(f"unknown task {t!r}; known: {', '.join(known_t)}")
         _check_seeds(seeds, "command line" if o.get("seeds") else str(self.path))
-        _check_types(o.get("train", {}), TRAIN_KEYS, "command-line training override")
-        _check_types(o.get("eval", {}), EVAL_TYPES, "command-line evaluation override")
-        _check_types(o.get("data", {}), DATA_KEYS, "command-line data override")
+        TrainSettings.check(o.get("train", {}), "command-line training override")
+        EvalSettings.check(o.get("eval", {}), "command-line evaluation override")
+        DataSettings.check(o.get("data", {}), "command-line data override")
         cli_tasks = o.get("task", {})
         for t, ct in cli_tasks.items():
             if t not in tasks:
@@ -151,29 +128,35 @@ class Suite:
                 **o.get("train", {}),
                 **ct.get("train", {}),
             }
-            ev = {
-                **EVAL_DEFAULTS,
+            eval_settings = {
+                **EvalSettings.defaults(),
                 **self.eval,
                 **table.get("eval", {}),
                 **o.get("eval", {}),
                 **ct.get("eval", {}),
             }
             # Evaluation only: a different choice of OOD sets reuses the trained model.
-            ev["ood"] = list(ct.get("ood", table.get("ood", task_cls.ood_sets)))
-            for name in ev["ood"]:
+            eval_settings["ood"] = list(ct.get("ood", table.get("ood", task_cls.ood_sets)))
+            for name in eval_settings["ood"]:
                 if name not in OOD_SETS.names():
                     raise ConfigError(
                         f"task {t!r}: unknown OOD set {name!r}; known: "
                         f"{', '.join(OOD_SETS.names()) or 'none'}"
                     )
             data_table = {**table.get("data", {}), **o.get("data", {}), **ct.get("data", {})}
-            data = {k: data_table.get(k) for k in DATA_KEYS}
+            data = {k: data_table.get(k) for k in DataSettings.types()}
             arch = {**table.get("arch", {}), **ct.get("arch", {})}
             extra = [] if o.get("methods") else table.get("extra_methods", [])
             for m in [*methods, *[m for m in extra if m not in methods]]:
                 if m not in known_m:
                     raise ConfigError(f"unknown method {m!r}; known: {', '.join(known_m)}")
-                post = {**self.method_tables.get(m, {}), **table.get("method", {}).get(m, {})}
+                task_default = task_cls.method_defaults.get(m, {})
+                _check_posterior_config(m, task_default, f"task {t!r} method_defaults[{m!r}]")
+                post = {
+                    **task_default,
+                    **self.method_tables.get(m, {}),
+                    **table.get("method", {}).get(m, {}),
+                }
                 cls = POSTERIORS.get(m)
                 bad = sorted(set(post) - set(cls.defaults))
                 if bad:
@@ -182,13 +165,13 @@ class Suite:
                         f"known: {', '.join(sorted(cls.defaults)) or 'none'}"
                     )
                 for s in seeds:
-                    specs.append(RunSpec(m, t, int(s), train, ev, data, arch, post))
+                    specs.append(RunSpec(m, t, int(s), train, eval_settings, data, arch, post))
         return specs
 
 
 def suite_dir() -> Path:
-    """The folder of the built-in suites."""
-    return Path(str(importlib.resources.files("benchmarks") / "suites"))
+    """The folder of the built-in suites (package data of uqbench)."""
+    return Path(str(importlib.resources.files("uqbench.builtin_suites")))
 
 
 def list_suites() -> list[str]:
@@ -233,8 +216,8 @@ def parse_suite(raw: dict[str, Any], path: Path) -> Suite:
         )
     if not isinstance(raw.get("description", ""), str):
         raise ConfigError(f"{path}: 'description' must be a string")
-    ev = raw.get("eval", {})
-    _check_types(ev, EVAL_TYPES, f"{path} [eval]")
+    eval_settings = raw.get("eval", {})
+    EvalSettings.check(eval_settings, f"{path} [eval]")
     known_m, known_t = POSTERIORS.names(), TASKS.names()
     method_tables = raw.get("method", {})
     _check_tables(method_tables, known_m, "method", f"{path} [method]")
@@ -251,7 +234,7 @@ def parse_suite(raw: dict[str, Any], path: Path) -> Suite:
         methods=[str(m) for m in raw["methods"]],
         tasks=[str(t) for t in raw["tasks"]],
         seeds=[int(s) for s in raw["seeds"]],
-        eval=dict(ev),
+        eval=dict(eval_settings),
         task_tables=dict(tasks_tables),
         method_tables=dict(method_tables),
     )
@@ -316,9 +299,9 @@ def _is_type(v: Any, want: type) -> bool:
 def _check_task_table(table: dict[str, Any], where: str, allowed: set[str], task: str) -> None:
     """Check a ``[task.<name>]`` table (from a suite file or ``--set``) of ``task``."""
     _check_keys(table, allowed, where)
-    _check_types(table.get("train", {}), TRAIN_KEYS, where + ".train")
-    _check_types(table.get("eval", {}), EVAL_TYPES, where + ".eval")
-    _check_types(table.get("data", {}), DATA_KEYS, where + ".data")
+    TrainSettings.check(table.get("train", {}), where + ".train")
+    EvalSettings.check(table.get("eval", {}), where + ".eval")
+    DataSettings.check(table.get("data", {}), where + ".data")
     arch = table.get("arch", {})
     if not isinstance(arch, dict):
         raise ConfigError(f"{where}.arch: expected a table, got {arch!r}")
@@ -351,46 +334,6 @@ def _check_keys(table: dict[str, Any], allowed: set[str], where: str) -> None:
         raise ConfigError(
             f"{where}: unknown key(s) {', '.join(bad)}; known: {', '.join(sorted(allowed))}"
         )
-
-
-def _check_types(table: dict[str, Any], types: dict[str, type], where: str) -> None:
-    _check_keys(table, set(types), where)
-    for k, v in table.items():
-        want = types[k]
-        ok = isinstance(v, want) and not isinstance(v, bool)
-        if want is float and isinstance(v, int) and not isinstance(v, bool):
-            ok = True
-        if not ok:
-            raise ConfigError(f"{where}: {k} must be {want.__name__}, got {v!r}")
-        if want is float and not math.isfinite(v):
-            raise ConfigError(f"{where}: {k} must be a finite number, got {v!r}")
-        if want in (int, float) and v <= 0:
-            raise ConfigError(f"{where}: {k} must be positive, got {v!r}")
-        if k in SHIFT_LIST_KEYS:
-            _check_shift_list(k, v, where)
-        if k == "fgsm" and v not in ("default", "all", "none"):
-            raise ConfigError(f"{where}: fgsm must be 'default', 'all' or 'none', got {v!r}")
-
-
-SHIFT_LIST_KEYS = {"rotations", "corruptions", "severities"}
-
-
-def _check_shift_list(key: str, value: list, where: str) -> None:
-    """Refuse a shift list (``rotations``, ``corruptions``, ``severities``) with bad items."""
-    from uqbench.shift import CORRUPTIONS, SEVERITIES
-
-    for item in value:
-        if key == "rotations":
-            ok = isinstance(item, int | float) and not isinstance(item, bool)
-            want = "angles in degrees (numbers)"
-        elif key == "corruptions":
-            ok = item in CORRUPTIONS
-            want = f"corruption names ({', '.join(CORRUPTIONS)})"
-        else:
-            ok = item in SEVERITIES and not isinstance(item, bool)
-            want = f"severities in {list(SEVERITIES)}"
-        if not ok:
-            raise ConfigError(f"{where}: {key} must be a list of {want}, got {item!r}")
 
 
 def _digest(obj: Any) -> str:

@@ -39,7 +39,11 @@ class MyDigits(uqbench.Task):
     in_shape = (1, 28, 28)
     n_outputs = 10
     class_names = tuple(str(i) for i in range(10))
-    hints = {"max_std": 0.5, "adv_eps": 0.25, "ensemble_members": 5}
+    method_defaults = {  # family settings on this task: a suite's [task.X] method table
+        "ffg": {"max_std": 0.5},
+        "mnf": {"max_std": 0.5},
+        "ensemble": {"members": 5, "adv_eps": 0.25},
+    }
     train_defaults = {"epochs": 10, "batch_size": 100, "lr": 1e-3}
     fgsm_eps = (0.0, 0.1, 0.2)
     input_range = (0.0, 1.0)

@@ -23,7 +23,6 @@ from uqbench.data.checksums import md5_file
 
 ENV_DATA_DIR = "UQBENCH_DATA_DIR"
 ENV_ALLOW_UNVERIFIED = "UQBENCH_ALLOW_UNVERIFIED"
-ENV_CACHE_DIR = "UQBENCH_CACHE_DIR"
 _TRUE = {"1", "true", "yes"}
 
 #: Download locations (mirrors in order). Tests may point these at ``file://`` URLs.
@@ -58,17 +57,10 @@ DOWNLOAD_TIMEOUT_S = 60.0
 
 
 def default_cache_dir() -> Path:
-    """The user cache for data: ``<uqbench cache>/data``.
+    """The user cache for data: ``data/`` of :func:`uqbench.environment.cache_dir`."""
+    from uqbench.environment import cache_dir
 
-    The uqbench cache is ``$UQBENCH_CACHE_DIR`` when set (as for checkpoints), else
-    ``$XDG_CACHE_HOME/uqbench`` or ``~/.cache/uqbench``.
-    """
-    env = os.environ.get(ENV_CACHE_DIR, "").strip()
-    if env:
-        return Path(env).expanduser() / "data"
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / "uqbench" / "data"
+    return cache_dir() / "data"
 
 
 def env_allows_unverified() -> bool:

@@ -1,4 +1,5 @@
-"""Seeded stratified subsetting, and the conversion of uint8 images to model inputs."""
+"""Seeded stratified subsetting (the one home of both algorithms), and the conversion of
+uint8 images to model inputs."""
 
 from __future__ import annotations
 
@@ -48,6 +49,32 @@ def stratified_indices(
         members = np.flatnonzero(inverse == c)
         picked.append(rng.permutation(members)[: quotas[c]])
     return np.sort(np.concatenate(picked))
+
+
+def stratified_subset(y: torch.Tensor, n: int | None, seed: int = 0) -> torch.Tensor:
+    """Indices of a seeded subset of ``n`` labels with class shares as in ``y``: the
+    evaluation's subsets (FGSM, dataset shift) of an already loaded test set.
+
+    Examples are shuffled, then ordered by ``(rank within class + 1/2) / class size``,
+    which interleaves the classes in proportion to their sizes; the first ``n`` are
+    taken (and returned sorted). ``None`` or ``n >= len(y)`` gives all indices. Unlike
+    :func:`stratified_indices` (the data layer's subsets, drawn per ``stream``), a
+    smaller ``n`` gives a prefix of the same order, so the attacked points of a smaller
+    ``fgsm_n`` are among those of a larger one; results depend on the exact draw, so the
+    two algorithms stay as they are.
+    """
+    total = len(y)
+    if n is None or n >= total:
+        return torch.arange(total)
+    gen = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(total, generator=gen)
+    labels = y.cpu()[perm].numpy()
+    key = np.empty(total)
+    for c in np.unique(labels):
+        where = np.flatnonzero(labels == c)
+        key[where] = (np.arange(len(where)) + 0.5) / len(where)
+    order = np.argsort(key, kind="stable")[:n]
+    return perm[torch.as_tensor(order)].sort().values
 
 
 def images_to_tensor(x: np.ndarray) -> torch.Tensor:

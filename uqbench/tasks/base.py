@@ -14,8 +14,8 @@ from typing import Any, ClassVar
 
 from torch import Tensor
 
-from uqbench.architectures import ModelSpec
-from uqbench.errors import ConfigError
+from uqbench.architectures import CLASSIFICATION, ModelSpec
+from uqbench.errors import ConfigError, PluginError
 
 
 @dataclass
@@ -58,15 +58,21 @@ class Task:
 
     name: ClassVar[str] = ""
     display_name: ClassVar[str] = ""
-    #: "classification" or "regression".
-    kind: ClassVar[str] = "classification"
+    #: "classification" or "regression" (:data:`uqbench.architectures.TASK_KINDS`).
+    kind: ClassVar[str] = CLASSIFICATION
     arch: ClassVar[str] = "lenet5"
     arch_kwargs: ClassVar[dict[str, Any]] = {}
     in_shape: ClassVar[tuple[int, ...]] = ()
     n_outputs: ClassVar[int] = 10
     class_names: ClassVar[tuple[str, ...]] = ()
-    #: Settings the paper ties to the task: max_std, adv_eps, ensemble_members, noise_std.
-    hints: ClassVar[dict[str, Any]] = {}
+    #: The paper's settings of posterior families on this task, as a suite's
+    #: ``[task.<name>] method`` table (``{"ffg": {"max_std": 0.5}, "ensemble": {...}}``):
+    #: the first layer of each family's config, under the suite's ``[method.<name>]`` and
+    #: ``[task.<name>.method.<name>]``. Families not installed are skipped.
+    method_defaults: ClassVar[dict[str, dict[str, Any]]] = {}
+    #: Regression: the fixed std of the Gaussian likelihood (None: 1 in the loss, 0 in
+    #: the predictive's variance).
+    noise_std: ClassVar[float | None] = None
     #: Training defaults (epochs, batch_size, lr) when a suite says nothing.
     train_defaults: ClassVar[dict[str, Any]] = {"epochs": 10, "batch_size": 100, "lr": 1e-3}
     #: FGSM perturbation sizes (in input units, pixels in [0, 1]).
@@ -131,16 +137,19 @@ class Task:
 
     def model_spec(self, data: TaskData, arch_kwargs: dict[str, Any] | None = None) -> ModelSpec:
         """The :class:`ModelSpec` of this task's architecture for ``data``."""
+        if getattr(self, "hints", None):
+            raise PluginError(
+                f"task {self.name!r}: 'hints' is no longer read; declare family settings in "
+                "method_defaults (e.g. {'ffg': {'max_std': 0.5}, 'ensemble': {'members': 5, "
+                "'adv_eps': 0.25}}) and a regression's noise in noise_std"
+            )
         return ModelSpec(
             arch=self.arch,
             in_shape=tuple(self.in_shape),
             out_dim=self.n_outputs,
-            likelihood="categorical" if self.kind == "classification" else "gaussian",
+            kind=self.kind,
             n_data=len(data.train),
             arch_kwargs={**self.arch_kwargs, **(arch_kwargs or {})},
-            noise_std=self.hints.get("noise_std"),
-            max_std=self.hints.get("max_std"),
-            adv_eps=self.hints.get("adv_eps"),
-            ensemble_members=self.hints.get("ensemble_members"),
-            input_range=tuple(self.input_range) if self.kind == "classification" else None,
+            noise_std=self.noise_std,
+            input_range=tuple(self.input_range) if self.kind == CLASSIFICATION else None,
         )

@@ -49,7 +49,11 @@ class Cifar5Task(Task):
     in_shape: ClassVar[tuple[int, ...]] = (3, 32, 32)
     n_outputs: ClassVar[int] = 5
     class_names: ClassVar[tuple[str, ...]] = SEEN
-    hints: ClassVar[dict[str, Any]] = {"max_std": 0.4, "adv_eps": 0.1, "ensemble_members": 5}
+    method_defaults: ClassVar[dict[str, dict[str, Any]]] = {
+        "ffg": {"max_std": 0.4},
+        "mnf": {"max_std": 0.4},
+        "ensemble": {"members": 5, "adv_eps": 0.1},
+    }
     train_defaults: ClassVar[dict[str, Any]] = {"epochs": 100, "batch_size": 100, "lr": 1e-3}
     fgsm_eps: ClassVar[tuple[float, ...]] = (0.0, 0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.08, 0.1)
     input_range: ClassVar[tuple[float, float]] = (0.0, 1.0)

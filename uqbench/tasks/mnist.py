@@ -39,7 +39,11 @@ class MNISTTask(Task):
     in_shape: ClassVar[tuple[int, ...]] = (1, 28, 28)
     n_outputs: ClassVar[int] = 10
     class_names: ClassVar[tuple[str, ...]] = tuple(str(i) for i in range(10))
-    hints: ClassVar[dict[str, Any]] = {"max_std": 0.5, "adv_eps": 0.25, "ensemble_members": 10}
+    method_defaults: ClassVar[dict[str, dict[str, Any]]] = {
+        "ffg": {"max_std": 0.5},
+        "mnf": {"max_std": 0.5},
+        "ensemble": {"members": 10, "adv_eps": 0.25},
+    }
     train_defaults: ClassVar[dict[str, Any]] = {"epochs": 100, "batch_size": 100, "lr": 1e-3}
     fgsm_eps: ClassVar[tuple[float, ...]] = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)
     input_range: ClassVar[tuple[float, float]] = (0.0, 1.0)

@@ -49,7 +49,7 @@ class ToyCubicTask(Task):
     in_shape: ClassVar[tuple[int, ...]] = (1,)
     n_outputs: ClassVar[int] = 1
     class_names: ClassVar[tuple[str, ...]] = ()
-    hints: ClassVar[dict[str, Any]] = {"noise_std": NOISE_STD}
+    noise_std: ClassVar[float | None] = NOISE_STD
     train_defaults: ClassVar[dict[str, Any]] = {"epochs": 1000, "batch_size": 20, "lr": 0.01}
     fgsm_eps: ClassVar[tuple[float, ...]] = ()
     input_range: ClassVar[tuple[float, float]] = (-OUTER, OUTER)

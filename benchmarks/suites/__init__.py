@@ -1,0 +1,1 @@
+"""The built-in suite files, installed as package data of ``uqbench.builtin_suites``."""
