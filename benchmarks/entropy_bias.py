@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,8 @@ def entropy_by_samples(
 def extrapolate(h: dict[int, float], min_s: int = 10) -> tuple[float, float]:
     """(H_inf, c) of the least-squares fit H(S) = H_inf - c / S over S >= ``min_s``."""
     s = np.array([k for k in h if k >= min_s], dtype=float)
+    if len(s) < 2:
+        raise SystemExit(f"the fit needs at least 2 sample counts >= {min_s}: raise --max-samples")
     y = np.array([h[int(k)] for k in s])
     a = np.stack([np.ones_like(s), -1.0 / s], 1)
     (h_inf, c), *_ = np.linalg.lstsq(a, y, rcond=None)
@@ -104,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             h_inf, c = extrapolate(h)
             key = "test_entropy" if name == "test" else "mean_entropy"
             seeds = [
-                r["metrics"][key] if name == "test" else r["metrics"]["ood"][name][key]
+                r["metrics"][key]["mean"] if name == "test" else r["metrics"]["ood"][name][key]
                 for r in results["runs"]
                 if r["method"] == run["method"] and r["task"] == run["task"] and r.get("metrics")
             ]
@@ -128,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
     out = {
-        "command": "python -m uqbench.benchmarks.entropy_bias " + " ".join(argv or []),
+        "command": "python -m uqbench.benchmarks.entropy_bias "
+        + " ".join(sys.argv[1:] if argv is None else argv),
         "n": args.n,
         "repeats": args.repeats,
         "max_samples": args.max_samples,

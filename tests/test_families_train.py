@@ -134,3 +134,36 @@ def test_variance_lr_moves_only_the_spread_parameters_at_their_own_rate(name: st
         torch.testing.assert_close(
             step[nonzero], torch.full_like(step[nonzero], rate), rtol=1e-2, atol=0
         )
+
+
+def test_an_mnf_file_saved_before_the_planar_flows_still_loads(tmp_path) -> None:
+    """A model file without ``flow_1d`` (train version 1) was made with RealNVP on 1-D z."""
+    one_d = ModelSpec(
+        arch="mlp", in_shape=(1,), out_dim=1, kind="regression", n_data=20,
+        arch_kwargs={"hidden": 8},
+    )  # fmt: skip
+    torch.manual_seed(3)
+    model = uqbench.get_posterior("mnf")(one_d, flow_1d="realnvp")
+    model.save(tmp_path / "old.pt")
+    blob = torch.load(tmp_path / "old.pt", weights_only=True)
+    del blob["config"]["flow_1d"]
+    torch.save(blob, tmp_path / "old.pt")
+    loaded = uqbench.load_posterior(tmp_path / "old.pt")
+    x = torch.linspace(-1, 1, 5).unsqueeze(-1)
+    torch.manual_seed(4)
+    a = model.sample_outputs(x, 3)
+    torch.manual_seed(4)
+    assert torch.equal(loaded.sample_outputs(x, 3), a)
+
+
+def test_variance_lr_for_a_family_whose_optimizer_takes_none_is_a_config_error() -> None:
+    from uqbench.errors import ConfigError
+    from uqbench.tasks.base import Split
+    from uqbench.train import train
+
+    model = uqbench.get_posterior("l2")(spec())
+    model.configure_optimizer = lambda lr: torch.optim.Adam(model.parameters(), lr=lr)
+    x, y = blobs(20, torch.Generator().manual_seed(0))
+    with pytest.raises(ConfigError, match="takes no variance_lr"):
+        train(model, Split(x, y), epochs=1, batch_size=10, lr=1e-3, variance_lr=1e-2,
+              seed=0, progress=False)  # fmt: skip

@@ -229,7 +229,7 @@ def run_metric_paths(metrics: dict) -> list[str]:
         paths.append(FGSM_PATH)
     q_layers = _q_layers(metrics)
     for m in catalog.metrics("q_layers", checked=True):
-        if q_layers and any(m.path[-1] in q for q in q_layers):
+        if q_layers and all(m.path[-1] in q for q in q_layers):
             paths.append(m.name)
     return paths
 

@@ -147,9 +147,7 @@ def resolve_max_std(value: Any) -> float | None:
     try:
         out = float(value)
     except (TypeError, ValueError):
-        raise ConfigError(
-            f"max_std must be a positive number or 'off', got {value!r}"
-        ) from None
+        raise ConfigError(f"max_std must be a positive number or 'off', got {value!r}") from None
     if not out > 0:
         raise ConfigError(f"max_std must be positive, got {value!r}")
     return out
@@ -336,11 +334,12 @@ class PlanarFlow(nn.Module):
         logdet: Tensor | None = z.new_zeros(z.shape[:-1]) if with_logdet else None
         for w, u, b in zip(self.w, self.u, self.b, strict=True):
             wu = (w * u).sum()
-            u_hat = u + (F.softplus(wu) - 1.0 - wu) * w / (w * w).sum()
+            u_hat = u + (F.softplus(wu) - 1.0 - wu) * w / (w * w).sum().clamp_min(1e-12)
             h = torch.tanh(z @ w + b)  # [...]
             z = z + h.unsqueeze(-1) * u_hat
             if with_logdet:
-                logdet = logdet + torch.log(torch.abs(1.0 + (1.0 - h * h) * (w * u_hat).sum()))
+                det = torch.abs(1.0 + (1.0 - h * h) * (w * u_hat).sum())
+                logdet = logdet + torch.log(det.clamp_min(1e-12))
         return z, logdet
 
 

@@ -75,6 +75,8 @@ class MNFPosterior(Posterior):
         "logvar_init": -9.0,
         "logvar_init_std": math.sqrt(0.001),
     }
+    #: Model files saved before the planar flows (train version 1) used masked RealNVP.
+    legacy_defaults: ClassVar[dict[str, Any]] = {"flow_1d": "realnvp"}
 
     def layer_factory(self) -> GaussianLayers:
         cfg = gaussian_layer_config(self.config)

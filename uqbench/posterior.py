@@ -59,6 +59,9 @@ class Posterior(nn.Module):
     display_name: ClassVar[str] = ""
     #: Family hyper-parameters and their defaults; config keys must be among these.
     defaults: ClassVar[dict[str, Any]] = {}
+    #: Config keys added after model files were first saved, with the value those older
+    #: files were made with (:func:`load_posterior` fills them in when a file lacks them).
+    legacy_defaults: ClassVar[dict[str, Any]] = {}
     #: True when every posterior sample is the same network (a point estimate).
     deterministic: ClassVar[bool] = False
     #: True for families the paper leaves out of the FGSM experiment.
@@ -333,6 +336,8 @@ def load_posterior(path: str | Path, map_location: str | torch.device = "cpu") -
     for key, value in legacy_family_settings(blob["spec"]).items():
         if key in cls.defaults and config.get(key) is None:  # an older file: the spec held it
             config[key] = value
+    for key, value in cls.legacy_defaults.items():  # saved before the key existed
+        config.setdefault(key, value)
     model = cls(ModelSpec.from_dict(blob["spec"]), **config)
     model.load_state_dict(state)
     return model.to(map_location)

@@ -124,9 +124,7 @@ class TrainSettings(_Settings):
     section: ClassVar[str] = "train"
 
     epochs: int = setting(10, "training epochs for every task (one task: --set)", flag="--epochs")
-    batch_size: int = setting(
-        100, "training mini-batch size for every task", flag="--batch-size"
-    )
+    batch_size: int = setting(100, "training mini-batch size for every task", flag="--batch-size")
     lr: float = setting(1e-3, "Adam learning rate for every task", flag="--lr")
     variance_lr: float | None = setting(
         None,
@@ -153,18 +151,14 @@ class EvalSettings(_Settings):
 
     section: ClassVar[str] = "eval"
 
-    test_samples: int = setting(
-        100, "posterior samples of the predictive", flag="--test-samples"
-    )
+    test_samples: int = setting(100, "posterior samples of the predictive", flag="--test-samples")
     fgsm: str = setting(
         "default",
         "which methods get FGSM curves: default (not ensembles, as the paper), all or none",
         flag="--fgsm",
         choices=FGSM_MODES,
     )
-    fgsm_samples: int = setting(
-        100, "posterior samples in the FGSM attack", flag="--fgsm-samples"
-    )
+    fgsm_samples: int = setting(100, "posterior samples in the FGSM attack", flag="--fgsm-samples")
     fgsm_n: int | None = setting(
         None, "test points attacked by FGSM (default: all)", flag="--fgsm-n"
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 import os
 import time
@@ -14,7 +15,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from uqbench.errors import TrainingError
+from uqbench.errors import ConfigError, TrainingError
 from uqbench.posterior import Posterior, check_loss_parts, layer_contract_check
 from uqbench.results import unique_tmp
 from uqbench.tasks.base import Split
@@ -73,6 +74,15 @@ def train(
     device = data.x.device
     n = len(data)
     steps = max(1, -(-n // batch_size))
+    if (
+        variance_lr is not None
+        and "variance_lr" not in inspect.signature(model.configure_optimizer).parameters
+    ):
+        raise ConfigError(
+            f"{desc}: variance_lr is set but {type(model).__name__}.configure_optimizer "
+            "takes no variance_lr argument; leave variance_lr out for this task or accept it"
+        )
+
     def optimizer() -> torch.optim.Optimizer:
         if variance_lr is None:  # the plain call: plug-ins may override it with one argument
             return model.configure_optimizer(lr)

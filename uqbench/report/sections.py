@@ -565,9 +565,7 @@ def beyond_paper(doc: Doc, view: ReportView, fig_dir: Path) -> dict[str, Path]:
         columns = catalog.table_columns("beyond")
         methods = view.methods(t)
         by_column = [_declared_cells(view, t, methods, d) for d, _ in columns]
-        rows = [
-            [view.name(m)] + [cells[i] for cells in by_column] for i, m in enumerate(methods)
-        ]
+        rows = [[view.name(m)] + [cells[i] for cells in by_column] for i, m in enumerate(methods)]
         if any(cell != "—" for row in rows for cell in row[1:]):
             doc.table(
                 ["method"] + [header for _, header in columns],
