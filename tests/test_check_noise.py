@@ -177,3 +177,24 @@ def test_q_layers_metric_is_the_mean_over_layers_of_the_diagnostic():
 def test_allow_missed_names_must_be_mutants(capsys, tmp_path):
     assert mutation_main(["--out", str(tmp_path), "--allow-missed", "no-such-bug"]) == 2
     assert "unknown mutant(s) no-such-bug" in capsys.readouterr().err
+
+
+def test_a_metric_of_one_repeat_is_unchecked_not_left_at_the_floor():
+    # MNIST has two repeats of nll; the toy and MNIST's shift metric only one: no spread
+    # measured, so neither may fall back to the floor (a new seed would move them past it).
+    repeats = [
+        _results(
+            [
+                _run("l2", "mnist", 0, nll=0.10, rotated_accuracy_mean=0.7),
+                _run("l2", "toy-cubic", 0, loglik_inside=-3.0),
+            ]
+        ),
+        _results([_run("l2", "mnist", 1, nll=0.12)]),
+    ]
+    tol = derive_tolerances(repeats, k=4.0, unchecked_tasks=("toy-cubic",))
+    assert tol["per_run"]["l2/mnist"]["nll"] == pytest.approx(4 * statistics.stdev([0.10, 0.12]))
+    assert "rotated_accuracy_mean" not in tol["per_run"]["l2/mnist"]
+    assert "one repeat" in tol["unchecked"]["l2/mnist"]["rotated_accuracy_mean"]
+    assert "tripwire" in tol["unchecked"]["l2/toy-cubic"]["loglik_inside"]
+    assert tol["per_run"]["l2/toy-cubic"] == {}
+    validate_tolerances(tol, "derived")

@@ -66,6 +66,13 @@ USEFUL_MAX: dict[str, float] = catalog.useful_maxes()
 RELATIVE_SPREAD = frozenset(m.name for m in catalog.metrics(checked=True) if m.relative_spread)
 
 
+def _left_to_tripwire(task: str) -> str:
+    return (
+        f"task {task} left to the tripwire: its single-seed values are too heavy-tailed over "
+        "seeds for a std-based tolerance (--unchecked-tasks)"
+    )
+
+
 def k_for_repeats(n: int, alpha: float) -> float:
     """``sqrt(2) * t_{n-1}(1 - alpha/2)``: the multiple of a std estimated from ``n`` repeats
     that bounds the difference of two single-seed runs with probability ``1 - alpha``."""
@@ -147,6 +154,7 @@ def derive_tolerances(
     # Each (method, task)'s seed-mean of each metric, one value per repeat holding it.
     values: dict[tuple[str, str], dict[str, list[float]]] = {}
     repeats: dict[str, int] = {}  # how many repeats each (method, task)'s spread is over
+    single: dict[tuple[str, str], list[str]] = {}  # metrics held by one repeat only
     for method, task in keys:
         paths: list[str] = []
         having = [g for g in groups if (method, task) in g]
@@ -161,6 +169,8 @@ def derive_tolerances(
                 raise ResultsError(f"metric {path} of {method}/{task} is not finite in a repeat")
             if len(vals) >= 2:
                 values[(method, task)][path] = vals
+            elif vals:  # no spread measured: the check's floor would be a guess
+                single.setdefault((method, task), []).append(path)
         repeats[f"{method}/{task}"] = len(having)
 
     # Pooled variance per (task, metric) over the methods: sum of squared deviations from
@@ -181,6 +191,13 @@ def derive_tolerances(
     per_run: dict[str, dict[str, float]] = {}
     unchecked: dict[str, dict[str, str]] = {}
     k_used: dict[str, float] = {}
+    for (method, task), paths_once in single.items():
+        for path in paths_once:
+            unchecked.setdefault(f"{method}/{task}", {})[path] = (
+                _left_to_tripwire(task)
+                if task in unchecked_tasks
+                else "one repeat: no seed spread measured, so no tolerance (the tripwire sees it)"
+            )
     for (method, task), by_path in values.items():
         name = f"{method}/{task}"
         entry: dict[str, float] = {}
@@ -194,10 +211,7 @@ def derive_tolerances(
                     std, n_eff = max(std, scale * math.sqrt(ss / dof)), dof + 1
                     how = f"{len(vals)} repeats, pooled over {task}'s methods ({dof} dof)"
             if task in unchecked_tasks:
-                unchecked.setdefault(name, {})[path] = (
-                    f"task {task} left to the tripwire: its single-seed values are too "
-                    "heavy-tailed over seeds for a std-based tolerance (--unchecked-tasks)"
-                )
+                unchecked.setdefault(name, {})[path] = _left_to_tripwire(task)
                 continue
             k_here = k if alpha is None else k_for_repeats(n_eff, alpha)
             low = floor.get(path, floor.get(metric_kind(path), 0.0))
