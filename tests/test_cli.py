@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers import smoke_argv
 
 from uqbench.cli import main
 from uqbench.results import load_results
@@ -48,23 +49,8 @@ def test_bad_input_is_one_clear_line(argv, message, capsys):
 def test_missing_data_names_file_and_places(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("UQBENCH_DATA_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    code = main(
-        [
-            "run",
-            "--suite",
-            "smoke",
-            "--methods",
-            "l2",
-            "--tasks",
-            "mnist",
-            "--quiet",
-            "--data-dir",
-            str(tmp_path / "empty"),
-            "--no-download",
-            "--out",
-            str(tmp_path / "r"),
-        ]
-    )
+    data = ["--data-dir", str(tmp_path / "empty"), "--no-download"]
+    code = main(smoke_argv("mnist", *data, "--out", str(tmp_path / "r")))
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err
     assert "train-images-idx3-ubyte" in err and str(tmp_path / "empty") in err

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import smoke_argv
 from PIL import Image
 
 from uqbench.data import (
@@ -505,23 +506,8 @@ def test_unreadable_data_folder_is_one_line(tmp_path: Path, monkeypatch, capsys)
 
     monkeypatch.setattr(Path, "is_file", denied)
     monkeypatch.setattr(Path, "is_dir", denied)
-    code = main(
-        [
-            "run",
-            "--suite",
-            "smoke",
-            "--methods",
-            "l2",
-            "--tasks",
-            "mnist",
-            "--quiet",
-            "--data-dir",
-            str(tmp_path / "locked"),
-            "--no-download",
-            "--out",
-            str(tmp_path / "r"),
-        ]
-    )
+    data = ["--data-dir", str(tmp_path / "locked"), "--no-download"]
+    code = main(smoke_argv("mnist", *data, "--out", str(tmp_path / "r")))
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1 and "Permission denied" in err

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import TINY_SUITE, count_runs, smoke_argv, tiny_runner
 
 import uqbench
 from uqbench.cli import main
-from uqbench.data import DataSource
 from uqbench.errors import ConfigError, OutputError, TrainingError
 from uqbench.registry import POSTERIORS
 from uqbench.runner import Runner, _exclusive, _write_json
@@ -27,43 +27,13 @@ from uqbench.suites import load_suite
 from uqbench.tasks.base import Split
 from uqbench.train import train
 
-SUITE = """
-name = "tiny"
-methods = ["l2", "ffg"]
-tasks = ["tiny-blobs"]
-seeds = [0, 1]
-[eval]
-test_samples = 4
-fgsm = "none"
-"""
+#: The tiny suite without FGSM.
+SUITE = TINY_SUITE.replace("fgsm_samples = 2", 'fgsm = "none"')
 
 
 def runner_for(tmp_path: Path, suite: str = SUITE, **kw) -> Runner:
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    suite_file = tmp_path / "tiny.toml"
-    suite_file.write_text(suite)
-    return Runner(
-        load_suite(suite_file),
-        out=tmp_path / "results",
-        source=DataSource(root=tmp_path, download=False),
-        device=torch.device("cpu"),
-        command="uqbench run",
-        progress=False,
-        log=lambda *_: None,
-        **kw,
-    )
-
-
-def count_runs(monkeypatch) -> list[str]:
-    calls: list[str] = []
-    original = Runner.run_one
-
-    def counting(self, spec, env):
-        calls.append(spec.key)
-        return original(self, spec, env)
-
-    monkeypatch.setattr(Runner, "run_one", counting)
-    return calls
+    """The tiny runner, by default of this module's suite (no FGSM)."""
+    return tiny_runner(tmp_path, suite, command="uqbench run", **kw)
 
 
 def strict_json(path: Path):
@@ -593,18 +563,7 @@ def test_sigint_in_the_first_seconds_of_the_command_is_one_line(tmp_path):
             sys.executable,
             "-c",
             "import sys; from uqbench.cli import main; sys.exit(main())",
-            "run",
-            "--suite",
-            "smoke",
-            "--methods",
-            "l2",
-            "--tasks",
-            "toy-cubic",
-            "--quiet",
-            "--epochs",
-            "100000",
-            "--out",
-            str(tmp_path / "out"),
+            *smoke_argv("toy-cubic", "--epochs", "100000", "--out", str(tmp_path / "out")),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import blob_spec
 
 import uqbench
 from uqbench import ModelSpec
@@ -24,24 +25,13 @@ def blobs(n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     return centre[y] + 0.5 * torch.randn(n, 2, generator=gen), y
 
 
-def spec() -> ModelSpec:
-    return ModelSpec(
-        arch="mlp",
-        in_shape=(2,),
-        out_dim=2,
-        kind="classification",
-        n_data=N_TRAIN,
-        arch_kwargs={"hidden": 32},
-    )
-
-
 @pytest.mark.parametrize("name", uqbench.list_posteriors())
 def test_family_learns_separable_blobs(name: str) -> None:
     gen = torch.Generator().manual_seed(0)
     x, y = blobs(N_TRAIN, gen)
     x_test, y_test = blobs(N_TEST, gen)
     torch.manual_seed(0)
-    model = uqbench.get_posterior(name)(spec())
+    model = uqbench.get_posterior(name)(blob_spec(N_TRAIN, hidden=32))
     opt = model.configure_optimizer(1e-2)
     model.train()
     for step in range(300):
@@ -63,7 +53,7 @@ def test_family_learns_separable_blobs(name: str) -> None:
 @pytest.mark.parametrize("name", uqbench.list_posteriors())
 def test_save_load_round_trip(name: str, tmp_path) -> None:
     torch.manual_seed(1)
-    model = uqbench.get_posterior(name)(spec())
+    model = uqbench.get_posterior(name)(blob_spec(N_TRAIN, hidden=32))
     # A few steps so that no parameter is still at its initial value by accident.
     opt = model.configure_optimizer(1e-2)
     gen = torch.Generator().manual_seed(1)
@@ -105,7 +95,7 @@ def test_variance_lr_moves_only_the_spread_parameters_at_their_own_rate(name: st
     gen = torch.Generator().manual_seed(2)
     x, y = blobs(64, gen)
     torch.manual_seed(2)
-    model = uqbench.get_posterior(name)(spec())
+    model = uqbench.get_posterior(name)(blob_spec(N_TRAIN, hidden=32))
     spread = {id(p) for p in model.variance_parameters()}
     assert spread, "the Gaussian families have log-variance parameters"
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
@@ -121,7 +111,7 @@ def test_variance_lr_moves_only_the_spread_parameters_at_their_own_rate(name: st
             assert moved, n
 
     torch.manual_seed(2)
-    model = uqbench.get_posterior(name)(spec())
+    model = uqbench.get_posterior(name)(blob_spec(N_TRAIN, hidden=32))
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     opt = model.configure_optimizer(1e-3, variance_lr=5e-2)
     opt.zero_grad()
@@ -161,7 +151,7 @@ def test_variance_lr_for_a_family_whose_optimizer_takes_none_is_a_config_error()
     from uqbench.tasks.base import Split
     from uqbench.train import train
 
-    model = uqbench.get_posterior("l2")(spec())
+    model = uqbench.get_posterior("l2")(blob_spec(N_TRAIN, hidden=32))
     model.configure_optimizer = lambda lr: torch.optim.Adam(model.parameters(), lr=lr)
     x, y = blobs(20, torch.Generator().manual_seed(0))
     with pytest.raises(ConfigError, match="takes no variance_lr"):

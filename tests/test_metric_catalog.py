@@ -10,14 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
+from helpers import MeanBrightness, StubTask, grey_levels_data
 
 from uqbench import metric_catalog as catalog
 from uqbench.check import check_results, load_tolerances, lookup_tolerance, run_metric_paths
 from uqbench.evaluate import evaluate_classification
 from uqbench.metric_catalog import MetricDef
 from uqbench.report import write_report
-from uqbench.tasks.base import Split, TaskData
 from uqbench.tolerances import derive_tolerances
 
 REFERENCE = Path(__file__).resolve().parents[1] / "results" / "reference"
@@ -31,35 +30,12 @@ def _at(d: Any, path: tuple[str, ...]) -> Any:
     return d
 
 
-class _Task:
-    name = "tiny"
-    n_outputs = 2
-    fgsm_eps: tuple = ()
-    input_range = (0.0, 1.0)
-
-
-class _Brightness:
-    """Class 1 iff an image is brighter than 0.5 on average, two disagreeing samples."""
-
-    def sample_outputs(self, x: torch.Tensor, n: int) -> torch.Tensor:
-        z = (x.mean(dim=(1, 2, 3)) - 0.5) * 20
-        base = torch.stack([-z, z], -1)
-        return torch.stack([base + torch.tensor([1.0, -1.0]), base - torch.tensor([1.0, -1.0])])
-
-
 def _shift_metrics() -> dict[str, Any]:
     """What evaluate_classification records with dataset shift on (the ci reference has none)."""
-    level = torch.rand(60, generator=torch.Generator().manual_seed(0))
-    x = level.reshape(-1, 1, 1, 1) * torch.ones(60, 1, 8, 8)
-    data = TaskData(
-        train=Split(x[:2], (level[:2] > 0.5).long()),
-        test=Split(x, (level > 0.5).long()),
-        ood={"grey": torch.full((10, 1, 8, 8), 0.5)},
-    )
     shift = {"n": 20, "rotations": [0, 90], "corruptions": ["contrast"], "severities": [1]}
     return evaluate_classification(
-        _Brightness(), _Task(), data, test_samples=2, fgsm=False, fgsm_samples=1, fgsm_n=None,
-        progress=False, shift=shift,
+        MeanBrightness(), StubTask(), grey_levels_data(), test_samples=2, fgsm=False,
+        fgsm_samples=1, fgsm_n=None, progress=False, shift=shift,
     )  # fmt: skip
 
 

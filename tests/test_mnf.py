@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import blob_spec
 from torch.distributions import Normal
 
 import uqbench
@@ -20,17 +21,6 @@ from uqbench import ConfigError, ModelSpec
 from uqbench.layers import BayesConv2d, BayesLinear, GaussianLayerConfig, MNFConfig
 
 FFG = GaussianLayerConfig()
-
-
-def _blob_spec(n: int = 200, hidden: int = 16) -> ModelSpec:
-    return ModelSpec(
-        arch="mlp",
-        in_shape=(2,),
-        out_dim=2,
-        kind="classification",
-        n_data=n,
-        arch_kwargs={"hidden": hidden},
-    )
 
 
 # -- the MNF KL bound against an explicit estimator ---------------------------------------------
@@ -184,7 +174,7 @@ def test_families_are_registered_with_the_paper_names() -> None:
 
 
 def test_bad_family_settings_raise_config_errors() -> None:
-    spec = _blob_spec()
+    spec = blob_spec()
     with pytest.raises(ConfigError, match="r_std"):
         uqbench.get_posterior("mnf")(spec, r_std="softplus")
     with pytest.raises(ConfigError, match="bias"):
@@ -214,7 +204,7 @@ def test_max_std_is_the_family_config_set_per_task_by_the_suite() -> None:
 
 
 def test_fflu_diagnostics_report_per_layer_sparsity() -> None:
-    model = uqbench.get_posterior("fflu")(_blob_spec())
+    model = uqbench.get_posterior("fflu")(blob_spec())
     with torch.no_grad():
         model.net[0].weight_logvar.fill_(20.0)  # every weight of layer 0 is pruned
         model.net[2].weight_logvar.fill_(-20.0)  # none of layer 2
@@ -225,7 +215,7 @@ def test_fflu_diagnostics_report_per_layer_sparsity() -> None:
 
 def test_save_and_load_round_trip(tmp_path) -> None:
     torch.manual_seed(17)
-    model = uqbench.get_posterior("mnf")(_blob_spec(), r_std="exp-precision")
+    model = uqbench.get_posterior("mnf")(blob_spec(), r_std="exp-precision")
     model.save(tmp_path / "m.pt")
     back = uqbench.load_posterior(tmp_path / "m.pt")
     assert back.config["r_std"] == "exp-precision"
@@ -246,7 +236,7 @@ def test_family_learns_a_separable_problem(name: str) -> None:
     torch.manual_seed(18)
     gen = torch.Generator().manual_seed(18)
     x, y = _blobs(200, gen)
-    model = uqbench.get_posterior(name)(_blob_spec())
+    model = uqbench.get_posterior(name)(blob_spec())
     opt = model.configure_optimizer(2e-2)
     for _ in range(100):
         opt.zero_grad()

@@ -8,26 +8,13 @@ gives, on tiny hand-sized cases; the full mutation run (which trains) is
 from __future__ import annotations
 
 import torch
+from helpers import toy_mlp
 
 from uqbench import get_posterior, metrics
 from uqbench.architectures import ModelSpec
 from uqbench.mutation import MUTANTS, main
 
 BY_NAME = {m.name: m for m in MUTANTS}
-
-
-def _mlp(method: str, **config) -> torch.nn.Module:
-    spec = ModelSpec(
-        arch="mlp",
-        in_shape=(1,),
-        out_dim=1,
-        kind="regression",
-        n_data=20,
-        noise_std=3.0,
-        arch_kwargs={"hidden": 8},
-    )
-    torch.manual_seed(0)
-    return get_posterior(method)(spec, **config)
 
 
 def test_at_least_twelve_mutants_each_restricted_to_some_runs():
@@ -38,7 +25,7 @@ def test_at_least_twelve_mutants_each_restricted_to_some_runs():
 
 
 def test_one_sample_prediction_repeats_one_sample_and_is_undone():
-    model = _mlp("ffg")
+    model = toy_mlp("ffg")
     x = torch.linspace(-1, 1, 5).reshape(-1, 1)
     with BY_NAME["one-sample-prediction"].patch():
         out = model.sample_outputs(x, 4)
@@ -48,7 +35,7 @@ def test_one_sample_prediction_repeats_one_sample_and_is_undone():
 
 
 def test_dropout_off_at_prediction_makes_eval_deterministic_only():
-    model = _mlp("dropout")
+    model = toy_mlp("dropout")
     x = torch.ones(3, 1)
     model.eval()
     with BY_NAME["dropout-off-at-prediction"].patch():
@@ -59,7 +46,7 @@ def test_dropout_off_at_prediction_makes_eval_deterministic_only():
 
 
 def test_kl_not_divided_by_n_multiplies_the_kl_term_by_n():
-    model = _mlp("ffg")
+    model = toy_mlp("ffg")
     x, y = torch.zeros(4, 1), torch.zeros(4, 1)
     torch.manual_seed(1)
     loss, parts = model.loss(x, y)

@@ -7,40 +7,14 @@ import shutil
 
 import numpy as np
 import pytest
-import torch
+from helpers import tiny_runner
 
 from uqbench import metrics as M
-from uqbench.data import DataSource
 from uqbench.report import write_report
-from uqbench.runner import Runner
-from uqbench.suites import load_suite
-
-SUITE = """
-name = "tiny"
-methods = ["l2", "ffg"]
-tasks = ["tiny-blobs"]
-seeds = [0, 1]
-[eval]
-test_samples = 4
-fgsm_samples = 2
-"""
-
-
-def make_runner(tmp_path):
-    (tmp_path / "tiny.toml").write_text(SUITE)
-    return Runner(
-        load_suite(tmp_path / "tiny.toml"),
-        out=tmp_path / "results",
-        source=DataSource(root=tmp_path, download=False),
-        device=torch.device("cpu"),
-        command="uqbench run --suite tiny.toml",
-        progress=False,
-        log=lambda *_: None,
-    )
 
 
 def test_saved_outputs_reproduce_the_recorded_metrics(tmp_path, tiny_task):
-    results = make_runner(tmp_path).run()
+    results = tiny_runner(tmp_path).run()
     run = next(r for r in results["runs"] if r["method"] == "ffg" and r["seed"] == 0)
     assert run["schema"] == "uqbench.run/3" and run["predictions"] == "ffg-tiny-blobs-seed0.npz"
     with np.load(tmp_path / "results" / "tiny" / "runs" / run["predictions"]) as z:
@@ -57,7 +31,7 @@ def test_saved_outputs_reproduce_the_recorded_metrics(tmp_path, tiny_task):
 
 
 def test_report_from_one_seed_with_and_without_saved_outputs(tmp_path, tiny_task):
-    results = make_runner(tmp_path).run()
+    results = tiny_runner(tmp_path).run()
     out = tmp_path / "results" / "tiny"
     one = {**results, "runs": [r for r in results["runs"] if r["seed"] == 0]}
     write_report(one, out)

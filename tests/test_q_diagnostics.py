@@ -4,27 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from uqbench import get_posterior
-from uqbench.architectures import ModelSpec
-
-
-def _model(name: str):
-    spec = ModelSpec(
-        arch="mlp",
-        in_shape=(1,),
-        out_dim=1,
-        kind="regression",
-        n_data=20,
-        arch_kwargs={"hidden": 8},
-        noise_std=3.0,
-    )
-    torch.manual_seed(0)
-    return get_posterior(name)(spec)
+from helpers import toy_mlp
 
 
 def test_kl_parts_add_up_to_the_kl_with_the_same_draws():
-    model = _model("mnf")
+    model = toy_mlp("mnf")
     layer = next(m for m in model.net.modules() if hasattr(m, "kl_parts"))
     torch.manual_seed(3)
     parts = layer.kl_parts()
@@ -35,8 +19,8 @@ def test_kl_parts_add_up_to_the_kl_with_the_same_draws():
 
 
 def test_diagnostics_of_mnf_and_ffg():
-    d_mnf = _model("mnf").diagnostics()["q_layers"]
-    d_ffg = _model("ffg").diagnostics()["q_layers"]
+    d_mnf = toy_mlp("mnf").diagnostics()["q_layers"]
+    d_ffg = toy_mlp("ffg").diagnostics()["q_layers"]
     assert d_mnf.keys() == d_ffg.keys() and len(d_mnf) == 2
     for layer in d_mnf.values():
         assert {"z_mean", "z_spread", "log_q", "log_r", "kl_w", "kl"} <= set(layer)

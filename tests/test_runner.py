@@ -3,65 +3,29 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
+from helpers import TINY_SUITE, count_runs, tiny_runner
 
 from uqbench import get_posterior
-from uqbench.data import DataSource
 from uqbench.errors import ConfigError
 from uqbench.runner import Runner
 from uqbench.suites import load_suite
 from uqbench.tasks.base import Split
 from uqbench.train import train
 
-SUITE = """
-name = "tiny"
-methods = ["l2", "ffg"]
-tasks = ["tiny-blobs"]
-seeds = [0, 1]
-[eval]
-test_samples = 4
-fgsm_samples = 2
-"""
-
-
-def make_runner(tmp_path: Path, **kw) -> Runner:
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    suite_file = tmp_path / "tiny.toml"
-    suite_file.write_text(SUITE)
-    return Runner(
-        load_suite(suite_file),
-        out=tmp_path / "results",
-        source=DataSource(root=tmp_path, download=False),
-        device=torch.device("cpu"),
-        command="uqbench run --suite tiny.toml",
-        progress=False,
-        log=lambda *_: None,
-        **kw,
-    )
-
 
 def test_interrupted_suite_resumes_without_redoing_finished_runs(tmp_path, tiny_task, monkeypatch):
-    runner = make_runner(tmp_path)
-    calls: list[str] = []
-    original = Runner.run_one
-
-    def flaky(self, spec, env):
-        calls.append(spec.key)
-        if len(calls) == 3:
-            raise KeyboardInterrupt  # Ctrl-C during the third run
-        return original(self, spec, env)
-
-    monkeypatch.setattr(Runner, "run_one", flaky)
+    runner = tiny_runner(tmp_path)
+    calls = count_runs(monkeypatch, interrupt_at=3)  # Ctrl-C during the third run
     with pytest.raises(KeyboardInterrupt):
         runner.run()
     done = sorted(p.stem for p in runner.runs_dir.glob("*.json"))
     assert done == sorted(calls[:2])
 
     calls.clear()
-    results = make_runner(tmp_path).run()
+    results = tiny_runner(tmp_path).run()
     assert len(calls) == 2 and not set(calls) & set(done)  # only the unfinished runs
     assert {(r["method"], r["seed"]) for r in results["runs"]} == {
         ("l2", 0),
@@ -72,13 +36,13 @@ def test_interrupted_suite_resumes_without_redoing_finished_runs(tmp_path, tiny_
     assert json.loads((runner.out / "results.json").read_text())["schema"] == "uqbench.results/3"
 
     calls.clear()
-    make_runner(tmp_path).run()
+    tiny_runner(tmp_path).run()
     assert calls == []  # everything cached
 
 
 def test_changed_settings_rerun_only_the_affected_runs(tmp_path, tiny_task):
-    make_runner(tmp_path).run()
-    runner = make_runner(tmp_path, overrides={"methods": ["l2"], "eval": {"test_samples": 3}})
+    tiny_runner(tmp_path).run()
+    runner = tiny_runner(tmp_path, overrides={"methods": ["l2"], "eval": {"test_samples": 3}})
     todo = [s for s in runner.specs if not runner._is_done(s)]
     assert {s.key for s in todo} == {"l2-tiny-blobs-seed0", "l2-tiny-blobs-seed1"}
 
@@ -128,24 +92,24 @@ def test_interrupted_training_resumes_to_the_same_model(tmp_path):
 
 
 def test_same_seed_gives_identical_metrics(tmp_path, tiny_task, monkeypatch):
-    a = make_runner(tmp_path / "a").run()
+    a = tiny_runner(tmp_path / "a").run()
     monkeypatch.setenv("UQBENCH_CACHE_DIR", str(tmp_path / "other-cache"))
-    b = make_runner(tmp_path / "b").run()
+    b = tiny_runner(tmp_path / "b").run()
     assert [r["metrics"] for r in a["runs"]] == [r["metrics"] for r in b["runs"]]
 
 
 def test_unknown_method_and_bad_values_are_named(tmp_path, tiny_task):
     suite_file = tmp_path / "s.toml"
-    suite_file.write_text(SUITE)
+    suite_file.write_text(TINY_SUITE)
     suite = load_suite(suite_file)
     with pytest.raises(ConfigError, match="unknown method 'nope'.*known: .*l2"):
         suite.runs({"methods": ["nope"]})
     with pytest.raises(ConfigError, match="epochs must be positive"):
         suite.runs({"train": {"epochs": 0}})
-    suite_file.write_text(SUITE + "\n[task.tiny-blobs]\ntrain = { epochz = 3 }\n")
+    suite_file.write_text(TINY_SUITE + "\n[task.tiny-blobs]\ntrain = { epochz = 3 }\n")
     with pytest.raises(ConfigError, match="epochz"):
         load_suite(suite_file)
-    suite_file.write_text(SUITE + "\n[method.ffg]\nnot_a_key = 1\n")
+    suite_file.write_text(TINY_SUITE + "\n[method.ffg]\nnot_a_key = 1\n")
     with pytest.raises(ConfigError, match="not_a_key"):
         load_suite(suite_file).runs()
 
@@ -170,7 +134,7 @@ def test_refused_data_stops_the_suite_before_any_training(tmp_path, tiny_task, m
         load = refuse
 
     TASKS.add("broken", Broken)
-    runner = make_runner(tmp_path, overrides={"tasks": ["tiny-blobs", "broken"]})
+    runner = tiny_runner(tmp_path, overrides={"tasks": ["tiny-blobs", "broken"]})
     trained: list[str] = []
     monkeypatch.setattr(Runner, "run_one", lambda self, spec, env: trained.append(spec.key))
     with pytest.raises(DataError, match="checksum"):
@@ -179,20 +143,14 @@ def test_refused_data_stops_the_suite_before_any_training(tmp_path, tiny_task, m
 
 
 def test_runs_made_by_another_version_of_the_code_are_redone(tmp_path, tiny_task, monkeypatch):
-    runner = make_runner(tmp_path)
+    runner = tiny_runner(tmp_path)
     runner.run()
     first = runner.runs_dir / "l2-tiny-blobs-seed0.json"
     record = json.loads(first.read_text())
     record["code_version"] = "src-" + "0" * 16  # what another commit's sources would give
     first.write_text(json.dumps(record))
-    calls: list[str] = []
-    original = Runner.run_one
-    monkeypatch.setattr(
-        Runner,
-        "run_one",
-        lambda self, spec, env: calls.append(spec.key) or original(self, spec, env),
-    )
-    make_runner(tmp_path).run()
+    calls = count_runs(monkeypatch)
+    tiny_runner(tmp_path).run()
     assert calls == ["l2-tiny-blobs-seed0"]
 
 
@@ -201,7 +159,7 @@ def test_a_copy_without_git_names_its_commit_through_the_environment(
 ):
     monkeypatch.setenv("UQBENCH_GIT_COMMIT", "a" * 40)
     monkeypatch.chdir(tmp_path)  # no git repository here
-    runner = make_runner(tmp_path)
+    runner = tiny_runner(tmp_path)
     runner.run()
     record = json.loads((runner.runs_dir / "l2-tiny-blobs-seed0.json").read_text())
     assert record["git_commit"] == "a" * 40

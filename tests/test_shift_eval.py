@@ -5,47 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
+from helpers import MeanBrightness, StubTask, grey_levels_data
 
 from uqbench import metrics as M
 from uqbench.data.subset import stratified_subset
 from uqbench.errors import ConfigError
 from uqbench.evaluate import evaluate_classification
 from uqbench.suites import parse_suite
-from uqbench.tasks.base import Split, TaskData
-
-
-class _Task:
-    name = "tiny"
-    n_outputs = 2
-    fgsm_eps: tuple = ()
-    input_range = (0.0, 1.0)
-
-
-class _MeanBrightness:
-    """Class 1 iff the image is brighter than 0.5 on average; two samples that disagree
-    by a fixed margin, so the predictive and its mutual information are known."""
-
-    def sample_outputs(self, x: torch.Tensor, n: int) -> torch.Tensor:
-        z = (x.mean(dim=(1, 2, 3)) - 0.5) * 20
-        base = torch.stack([-z, z], -1)
-        return torch.stack([base + torch.tensor([1.0, -1.0]), base - torch.tensor([1.0, -1.0])])
-
-
-def _data() -> TaskData:
-    gen = torch.Generator().manual_seed(0)
-    level = torch.rand(60, generator=gen)
-    x = level.reshape(-1, 1, 1, 1) * torch.ones(60, 1, 8, 8)
-    y = (level > 0.5).long()
-    ood = torch.full((10, 1, 8, 8), 0.5)
-    return TaskData(train=Split(x[:2], y[:2]), test=Split(x, y), ood={"grey": ood})
 
 
 def test_new_metrics_match_direct_computation() -> None:
-    data, model = _data(), _MeanBrightness()
+    data, model = grey_levels_data(), MeanBrightness()
     shift = {"n": 40, "rotations": [0, 90], "corruptions": ["contrast"], "severities": [1, 5]}
     res = evaluate_classification(
-        model, _Task(), data, test_samples=2, fgsm=False, fgsm_samples=1, fgsm_n=None,
+        model, StubTask(), data, test_samples=2, fgsm=False, fgsm_samples=1, fgsm_n=None,
         progress=False, shift=shift,
     )  # fmt: skip
     logits = model.sample_outputs(data.test.x, 2)
@@ -76,8 +49,8 @@ def test_new_metrics_match_direct_computation() -> None:
 
 def test_without_shift_settings_there_are_no_shift_keys() -> None:
     res = evaluate_classification(
-        _MeanBrightness(), _Task(), _data(), test_samples=2, fgsm=False, fgsm_samples=1,
-        fgsm_n=None, progress=False,
+        MeanBrightness(), StubTask(), grey_levels_data(), test_samples=2, fgsm=False,
+        fgsm_samples=1, fgsm_n=None, progress=False,
     )  # fmt: skip
     assert not any(k.startswith(("shift", "rotated", "corrupted")) for k in res)
 

@@ -169,6 +169,36 @@ def _ran(v: ResultsView, task: str, stat: C.Stat, methods: Iterable[str]) -> lis
     return sorted(ran, key=lambda m: first.get(m, len(first)))
 
 
+def _below(
+    v: ResultsView,
+    task: str,
+    stat: C.Stat,
+    pairs: list[tuple[str, str]],
+    ran: list[str],
+    what: str,
+    d: int = 3,
+    *,
+    note: str = "",
+    shown: list[tuple[str, str]] | None = None,
+    tail: str = "",
+) -> Verdict:
+    """Claim "``a``'s ``stat`` is below ``b``'s" for each ``(a, b)`` of ``pairs``, on the runs
+    ``ran``.
+
+    The evidence reads ``<what>: <the value of each run><note>; <differences><tail>``, the
+    differences taken as ``shown`` orders them (default: as ``pairs``).
+    """
+    return _decide(
+        v,
+        task,
+        [C.order(v, task, a, b, stat) for a, b in pairs],
+        ran,
+        f"{what}: {_values(v, task, stat, ran, d)}{note}; "
+        + _diffs(v, task, pairs if shown is None else shown, stat, d)
+        + tail,
+    )
+
+
 def _lowest(
     v: ResultsView, task: str, who: str, stat: C.Stat, methods: Iterable[str], what: str, d: int = 3
 ) -> Verdict | None:
@@ -176,16 +206,7 @@ def _lowest(
     ran = _ran(v, task, stat, methods)
     if who not in ran or len(ran) < 2:
         return None
-    others = [m for m in ran if m != who]
-    conds = [C.order(v, task, who, m, stat) for m in others]
-    return _decide(
-        v,
-        task,
-        conds,
-        ran,
-        f"{what}: {_values(v, task, stat, ran, d)}; "
-        + _diffs(v, task, [(who, m) for m in others], stat, d),
-    )
+    return _below(v, task, stat, [(who, m) for m in ran if m != who], ran, what, d)
 
 
 def _ood(v: ResultsView, task: str, what: str) -> tuple[str | None, C.Stat | None]:
@@ -252,18 +273,14 @@ def _notmnist_dropout_middle(v: ResultsView) -> Verdict:
     ran = _ran(v, "mnist", stat, ("l2", "dropout", "mnf")) if stat else []
     if len(ran) < 3:
         return _not_run("MNIST runs of L2, Dropout and MNFG")
-    conds = [
-        C.order(v, "mnist", "l2", "dropout", stat),
-        C.order(v, "mnist", "dropout", "mnf", stat),
-    ]
-    return _decide(
+    return _below(
         v,
         "mnist",
-        conds,
+        stat,
+        [("l2", "dropout"), ("dropout", "mnf")],
         ran,
-        f"median {ood} entropy (nats): {_values(v, 'mnist', stat, ran)} (agrees when "
-        f"L2 < Dropout < MNFG); "
-        + _diffs(v, "mnist", [("l2", "dropout"), ("dropout", "mnf")], stat, 3),
+        f"median {ood} entropy (nats)",
+        note=" (agrees when L2 < Dropout < MNFG)",
     )
 
 
@@ -272,14 +289,14 @@ def _notmnist_fflu_overconfident(v: ResultsView) -> Verdict:
     ran = _ran(v, "mnist", stat, ("fflu", "dropout", "mnf")) if stat else []
     if len(ran) < 3:
         return _not_run("MNIST runs of FFLU, Dropout and MNFG")
-    pairs = [("fflu", "mnf"), ("fflu", "dropout")]
-    return _decide(
+    return _below(
         v,
         "mnist",
-        [C.order(v, "mnist", a, b, stat) for a, b in pairs],
+        stat,
+        [("fflu", "mnf"), ("fflu", "dropout")],
         ran,
-        f"median {ood} entropy (nats): {_values(v, 'mnist', stat, ran)} (agrees when FFLU's "
-        f"is below both MNFG's and Dropout's); " + _diffs(v, "mnist", pairs, stat, 3),
+        f"median {ood} entropy (nats)",
+        note=" (agrees when FFLU's is below both MNFG's and Dropout's)",
     )
 
 
@@ -314,13 +331,7 @@ def _mnf_beats_mean_field(task: str, label: str) -> Callable[[ResultsView], Verd
         if len(ran) < 3:
             return _not_run(f"{label} runs of MNFG, FFG and FFLU")
         pairs = [("mnf", "ffg"), ("mnf", "fflu")]
-        return _decide(
-            v,
-            task,
-            [C.order(v, task, a, b, stat) for a, b in pairs],
-            ran,
-            f"test error (%): {_values(v, task, stat, ran, 2)}; " + _diffs(v, task, pairs, stat, 2),
-        )
+        return _below(v, task, stat, pairs, ran, "test error (%)", 2)
 
     return check
 
@@ -395,13 +406,15 @@ def _cifar_dropout_mnf_best(v: ResultsView) -> Verdict:
     if not {"mnf", "dropout"} <= set(ran) or len(ran) < 3:
         return _not_run("CIFAR 5 runs of MNFG, Dropout and at least one other method")
     pairs = [(a, m) for a in ("dropout", "mnf") for m in ran if m not in ("dropout", "mnf")]
-    return _decide(
+    return _below(
         v,
         "cifar5",
-        [C.order(v, "cifar5", a, b, stat) for a, b in pairs],
+        stat,
+        pairs,
         ran,
-        f"test error (%): {_values(v, 'cifar5', stat, ran, 2)}; agrees when Dropout and MNFG "
-        "are each resolved below every other method; " + _diffs(v, "cifar5", pairs, stat, 2),
+        "test error (%)",
+        2,
+        note="; agrees when Dropout and MNFG are each resolved below every other method",
     )
 
 
@@ -410,13 +423,15 @@ def _cifar_ensemble_less_accurate(v: ResultsView) -> Verdict:
     ran = _ran(v, "cifar5", stat, ("ensemble", "dropout"))
     if len(ran) < 2:
         return _not_run("CIFAR 5 runs of Deep Ensembles and Dropout")
-    return _decide(
+    return _below(
         v,
         "cifar5",
-        [C.order(v, "cifar5", "dropout", "ensemble", stat)],
+        stat,
+        [("dropout", "ensemble")],
         ran,
-        f"test error (%): {_values(v, 'cifar5', stat, ran, 2)}; "
-        + _diffs(v, "cifar5", [("ensemble", "dropout")], stat, 2),
+        "test error (%)",
+        2,
+        shown=[("ensemble", "dropout")],
     )
 
 
@@ -579,14 +594,15 @@ def _toy_dropout_diverges_less(v: ResultsView) -> Verdict:
     ran = _ran(v, "toy-cubic", ratio, ("mnf", "dropout"))
     if len(ran) < 2:
         return _not_run("toy-cubic runs of MNFG and Dropout")
-    return _decide(
+    return _below(
         v,
         "toy-cubic",
-        [C.order(v, "toy-cubic", "dropout", "mnf", ratio)],
+        ratio,
+        [("dropout", "mnf")],
         ran,
-        f"outside / inside mean std: {_values(v, 'toy-cubic', ratio, ran, 2)}; "
-        + _diffs(v, "toy-cubic", [("dropout", "mnf")], ratio, 2)
-        + " (agrees when Dropout's is resolved smaller)",
+        "outside / inside mean std",
+        2,
+        tail=" (agrees when Dropout's is resolved smaller)",
     )
 
 
@@ -595,14 +611,15 @@ def _toy_dropout_better_than_fflu(v: ResultsView) -> Verdict:
     ran = _ran(v, "toy-cubic", ll, ("dropout", "fflu"))
     if len(ran) < 2:
         return _not_run("toy-cubic runs of Dropout and FFLU")
-    return _decide(
+    return _below(
         v,
         "toy-cubic",
-        [C.order(v, "toy-cubic", "fflu", "dropout", ll)],
+        ll,
+        [("fflu", "dropout")],
         ran,
-        f"mean predictive log density outside the training range: "
-        f"{_values(v, 'toy-cubic', ll, ran, 2)}; "
-        + _diffs(v, "toy-cubic", [("dropout", "fflu")], ll, 2),
+        "mean predictive log density outside the training range",
+        2,
+        shown=[("dropout", "fflu")],
     )
 
 
@@ -629,15 +646,16 @@ def _toy_mnf_closer_to_truth(v: ResultsView) -> Verdict:
     if "mnf" not in ran or len(ran) < 2:
         return _not_run("toy-cubic runs of MNFG and at least one other Figure 6 model")
     others = [m for m in ran if m != "mnf"]
-    return _decide(
+    return _below(
         v,
         "toy-cubic",
-        [C.order(v, "toy-cubic", m, "mnf", ll) for m in others],
+        ll,
+        [(m, "mnf") for m in others],
         ran,
-        f"mean predictive log density outside the training range: "
-        f"{_values(v, 'toy-cubic', ll, ran, 2)}; "
-        + _diffs(v, "toy-cubic", [("mnf", m) for m in others], ll, 2)
-        + f"; share of held-out points outside within ± 3 std: "
+        "mean predictive log density outside the training range",
+        2,
+        shown=[("mnf", m) for m in others],
+        tail=f"; share of held-out points outside within ± 3 std: "
         f"{_values(v, 'toy-cubic', cov, ran, 3)} (0.997 when calibrated)",
     )
 

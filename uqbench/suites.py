@@ -157,13 +157,7 @@ class Suite:
                     **self.method_tables.get(m, {}),
                     **table.get("method", {}).get(m, {}),
                 }
-                cls = POSTERIORS.get(m)
-                bad = sorted(set(post) - set(cls.defaults))
-                if bad:
-                    raise ConfigError(
-                        f"{self.path}: posterior {m!r} has no config key(s) {', '.join(bad)}; "
-                        f"known: {', '.join(sorted(cls.defaults)) or 'none'}"
-                    )
+                _check_posterior_keys(m, post, str(self.path))
                 for s in seeds:
                     specs.append(RunSpec(m, t, int(s), train, eval_settings, data, arch, post))
         return specs
@@ -258,12 +252,8 @@ def _check_seeds(seeds: Any, where: str) -> None:
         raise ConfigError(f"{where}: seeds must be integers from 0 to 2**63-1, got {seeds!r}")
 
 
-def _check_posterior_config(method: str, config: dict[str, Any], where: str) -> None:
-    """Keys must be among the family's ``defaults``; values of the defaults' type.
-
-    A family may name the type of a key whose default is None in ``config_types``
-    (e.g. ``{"members": int}``); a key with neither is checked by the family itself.
-    """
+def _check_posterior_keys(method: str, config: dict[str, Any], where: str) -> None:
+    """Keys must be among the family's ``defaults``."""
     cls = POSTERIORS.get(method)
     bad = sorted(set(config) - set(cls.defaults))
     if bad:
@@ -271,6 +261,16 @@ def _check_posterior_config(method: str, config: dict[str, Any], where: str) -> 
             f"{where}: posterior {method!r} has no config key(s) {', '.join(bad)}; "
             f"known: {', '.join(sorted(cls.defaults)) or 'none'}"
         )
+
+
+def _check_posterior_config(method: str, config: dict[str, Any], where: str) -> None:
+    """Keys must be among the family's ``defaults``; values of the defaults' type.
+
+    A family may name the type of a key whose default is None in ``config_types``
+    (e.g. ``{"members": int}``); a key with neither is checked by the family itself.
+    """
+    _check_posterior_keys(method, config, where)
+    cls = POSTERIORS.get(method)
     types = getattr(cls, "config_types", {}) or {}
     for k, v in config.items():
         want = types.get(k)

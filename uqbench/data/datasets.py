@@ -190,34 +190,48 @@ def _note(raw: RawData, note: str) -> RawData:
 
 
 # -- MNIST -----------------------------------------------------------------------------
-def find_mnist(source: DataSource) -> dict[str, Path | None]:
-    """Path of each MNIST file (``.gz`` preferred, uncompressed accepted), or None."""
+def _find_idx(source: DataSource, dataset: str) -> dict[str, Path | None]:
+    """Path of each IDX file of ``dataset`` (MNIST's file names), or None: the first
+    search folder holding it, ``.gz`` preferred to uncompressed within a folder."""
     found: dict[str, Path | None] = {}
     for stem in MNIST_STEMS.values():
-        found[stem] = None
-        for d in search_dirs(source, "mnist"):
-            for cand in (d / f"{stem}.gz", d / stem):
-                if cand.is_file():
-                    found[stem] = cand
-                    break
-            if found[stem] is not None:
-                break
+        found[stem] = next(
+            (
+                c
+                for d in search_dirs(source, dataset)
+                for c in (d / f"{stem}.gz", d / stem)
+                if c.is_file()
+            ),
+            None,
+        )
     return found
+
+
+def _idx_paths(
+    source: DataSource, dataset: str, found: dict[str, Path | None], md5_gz: dict[str, str]
+) -> dict[str, Path]:
+    """The path of every IDX file of ``dataset``: those ``found``, and the ``.gz`` of
+    each one missing downloaded into the cache (or the 'not found' DataError)."""
+    missing = [f"{s}.gz" for s, p in found.items() if p is None]
+    if missing:
+        got = _fetch(source, dataset, missing, {f"{s}.gz": md5_gz[s] for s in found})
+        for name, path in got.items():
+            found[name.removesuffix(".gz")] = path
+    return {s: p for s, p in found.items() if p is not None}
+
+
+def find_mnist(source: DataSource) -> dict[str, Path | None]:
+    """Path of each MNIST file (``.gz`` preferred, uncompressed accepted), or None."""
+    return _find_idx(source, "mnist")
 
 
 def load_mnist(source: DataSource, *, check: bool = True) -> RawData:
     """MNIST as uint8 images [N, 28, 28] and int64 labels: train 60,000, test 10,000."""
-    found = find_mnist(source)
-    missing = [f"{s}.gz" for s, p in found.items() if p is None]
-    if missing:
-        got = _fetch(source, "mnist", missing, {f"{s}.gz": ck.MNIST_MD5_GZ[s] for s in found})
-        for name, path in got.items():
-            found[name.removesuffix(".gz")] = path
+    found = _idx_paths(source, "mnist", find_mnist(source), ck.MNIST_MD5_GZ)
     arrays: dict[str, np.ndarray] = {}
     files = []
     for key, stem in MNIST_STEMS.items():
         path = found[stem]
-        assert path is not None
         arr, md5 = formats.read_idx(path)
         gz = path.name.endswith(".gz")
         expected = (ck.MNIST_MD5_GZ if gz else ck.MNIST_MD5_RAW)[stem]
@@ -236,7 +250,7 @@ def load_mnist(source: DataSource, *, check: bool = True) -> RawData:
                 f"{found[MNIST_STEMS[split + '_y']]} holds {len(arrays[f'{split}_y'])} labels; "
                 "one of them is the wrong file"
             )
-    location = found[MNIST_STEMS["train_x"]].parent  # type: ignore[union-attr]
+    location = found[MNIST_STEMS["train_x"]].parent
     _gate(source, "mnist", files, check)
     return _note(
         RawData("mnist", arrays, files, location),
@@ -247,18 +261,7 @@ def load_mnist(source: DataSource, *, check: bool = True) -> RawData:
 # -- Fashion-MNIST -------------------------------------------------------------------
 def find_fashion_mnist(source: DataSource) -> dict[str, Path | None]:
     """Path of each Fashion-MNIST file (``.gz`` preferred, uncompressed accepted), or None."""
-    found: dict[str, Path | None] = {}
-    for stem in MNIST_STEMS.values():
-        found[stem] = next(
-            (
-                c
-                for d in search_dirs(source, "fashion-mnist")
-                for c in (d / f"{stem}.gz", d / stem)
-                if c.is_file()
-            ),
-            None,
-        )
-    return found
+    return _find_idx(source, "fashion-mnist")
 
 
 def load_fashion_mnist(source: DataSource, *, check: bool = True) -> RawData:
@@ -270,18 +273,11 @@ def load_fashion_mnist(source: DataSource, *, check: bool = True) -> RawData:
     upstream files verify as well as upstream's ``.gz``. Class names are in
     ``info["class_names"]``.
     """
-    found = find_fashion_mnist(source)
-    missing = [f"{s}.gz" for s, p in found.items() if p is None]
-    if missing:
-        expected_gz = {f"{s}.gz": ck.FASHION_MD5_GZ[s] for s in found}
-        got = _fetch(source, "fashion-mnist", missing, expected_gz)
-        for name, path in got.items():
-            found[name.removesuffix(".gz")] = path
+    found = _idx_paths(source, "fashion-mnist", find_fashion_mnist(source), ck.FASHION_MD5_GZ)
     arrays: dict[str, np.ndarray] = {}
     files = []
     for key, stem in MNIST_STEMS.items():
         path = found[stem]
-        assert path is not None
         arr, md5 = formats.read_idx(path, content_md5=True)
         files.append(_record("fashion-mnist", path.name, path, md5, ck.FASHION_MD5_RAW[stem]))
         want_dim = 3 if key.endswith("_x") else 1
@@ -291,7 +287,7 @@ def load_fashion_mnist(source: DataSource, *, check: bool = True) -> RawData:
     for split in ("train", "test"):
         if len(arrays[f"{split}_x"]) != len(arrays[f"{split}_y"]):
             raise DataError(f"Fashion-MNIST {split}: image and label counts differ")
-    location = found[MNIST_STEMS["train_x"]].parent  # type: ignore[union-attr]
+    location = found[MNIST_STEMS["train_x"]].parent
     _gate(source, "fashion-mnist", files, check)
     raw = RawData(
         "fashion-mnist", arrays, files, location, info={"class_names": list(FASHION_CLASSES)}

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import tomllib
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -449,62 +450,74 @@ def calibration(doc: Doc, view: ReportView) -> None:
         )
 
 
+class _Figures:
+    """The figures of a section: each drawn to ``<fig_dir>/<key>.png`` and, when drawn
+    (its data were there), added to the document with its caption."""
+
+    def __init__(self, doc: Doc, view: ReportView, fig_dir: Path) -> None:
+        self.doc, self.view, self.fig_dir = doc, view, fig_dir
+        self.made: dict[str, Path] = {}
+
+    def add(self, name: str, draw: Callable[..., Path | None], *of: str, caption: str) -> None:
+        """Draw ``draw(view, *of, path)`` under the key ``slug(name, *of)``."""
+        key = slug(name, *of)
+        path = draw(self.view, *of, self.fig_dir / f"{key}.png")
+        if path is not None:
+            self.made[key] = path
+            self.doc.figure(path, f"figures/{path.name}", caption)
+
+
 def figures(doc: Doc, view: ReportView, fig_dir: Path) -> dict[str, Path]:
     """The paper's figures: entropy ECDFs, FGSM, toy bands, reliability diagrams."""
     doc.h(2, "Figures")
-    made: dict[str, Path] = {}
-
-    def add(path: Path | None, key: str, caption: str) -> None:
-        if path is not None:
-            made[key] = path
-            doc.figure(path, f"figures/{path.name}", caption)
-
+    figs = _Figures(doc, view, fig_dir)
     cls_tasks = view.tasks("classification")
     for t in cls_tasks:
         for o in view.ood_sets(t):
-            key = slug("ecdf", t, o)
             paper = PAPER_FIGURE.get("notmnist" if "notmnist" in o.lower() else t, "")
-            add(
-                F.ecdf_figure(view, t, o, fig_dir / f"{key}.png"),
-                key,
-                f"Empirical CDF of the predictive entropy on {o} for models trained on "
+            figs.add(
+                "ecdf",
+                F.ecdf_figure,
+                t,
+                o,
+                caption=f"Empirical CDF of the predictive entropy on {o} for models trained on "
                 f"{view.task_name(t)}"
                 + (f" (paper {paper})" if paper else "")
                 + "; lower curves (fewer confident predictions) are better."
                 + view.data_label([t]),
             )
     for t in cls_tasks:
-        key = slug("fgsm", t)
         paper = {"mnist": " (paper Figure 4)", "cifar5": " (paper Figure 5)"}.get(t, "")
-        add(
-            F.fgsm_figure(view, t, fig_dir / f"{key}.png"),
-            key,
-            f"FGSM on {view.task_name(t)}{paper}: accuracy (solid, left axis) and mean "
+        figs.add(
+            "fgsm",
+            F.fgsm_figure,
+            t,
+            caption=f"FGSM on {view.task_name(t)}{paper}: accuracy (solid, left axis) and mean "
             "predictive entropy (dashed, right axis) against the perturbation size."
             + view.data_label([t]),
         )
     for t in view.tasks("regression"):
-        key = slug("toy-bands", t)
-        add(
-            F.toy_figure(view, t, fig_dir / f"{key}.png"),
-            key,
-            f"{view.task_name(t)} (paper Figure 6): predictive mean ± 3 std (noise included) "
-            "per posterior, training points, the true x³ curve (dashed) and the training "
-            "range (shaded)." + view.data_label([t]),
+        figs.add(
+            "toy-bands",
+            F.toy_figure,
+            t,
+            caption=f"{view.task_name(t)} (paper Figure 6): predictive mean ± 3 std (noise "
+            "included) per posterior, training points, the true x³ curve (dashed) and the "
+            "training range (shaded)." + view.data_label([t]),
         )
     for t in cls_tasks:
-        key = slug("reliability", t)
-        add(
-            F.reliability_figure(view, t, fig_dir / f"{key}.png"),
-            key,
-            f"Reliability diagrams on the {view.task_name(t)} test set (15 equal-width "
+        figs.add(
+            "reliability",
+            F.reliability_figure,
+            t,
+            caption=f"Reliability diagrams on the {view.task_name(t)} test set (15 equal-width "
             "confidence bins, pooled over seeds; the number above each bar is its count of "
             "test points); bars on the diagonal are calibrated. † = a run not converged."
             + view.data_label([t]),
         )
-    if not made:
+    if not figs.made:
         doc.p("No figure: no run produced curves.")
-    return made
+    return figs.made
 
 
 # -- beyond the paper: OOD scores, selective prediction, dataset shift (issue 18) ---------------
@@ -542,25 +555,20 @@ def _ood_scores_table(doc: Doc, view: ReportView, t: str) -> None:
 
 def beyond_paper(doc: Doc, view: ReportView, fig_dir: Path) -> dict[str, Path]:
     """Section on epistemic/aleatoric OOD scores, AUPR, selective prediction and shift."""
-    made: dict[str, Path] = {}
-
-    def add(path: Path | None, key: str, caption: str) -> None:
-        if path is not None:
-            made[key] = path
-            doc.figure(path, f"figures/{path.name}", caption)
-
+    figs = _Figures(doc, view, fig_dir)
     tasks = view.tasks("classification")
     if not tasks:
-        return made
+        return figs.made
     doc.h(2, "Beyond the paper: OOD scores, selective prediction, dataset shift")
     for t in tasks:
         doc.h(3, view.task_name(t))
         _ood_scores_table(doc, view, t)
-        key = slug("ecdf-mean", t)
-        add(
-            F.mean_ecdf_figure(view, t, fig_dir / f"{key}.png"),
-            key,
-            f"Entropy ECDF averaged over the OOD sets of {view.task_name(t)}; lower is better.",
+        figs.add(
+            "ecdf-mean",
+            F.mean_ecdf_figure,
+            t,
+            caption=f"Entropy ECDF averaged over the OOD sets of {view.task_name(t)}; lower is "
+            "better.",
         )
         columns = catalog.table_columns("beyond")
         methods = view.methods(t)
@@ -578,28 +586,28 @@ def beyond_paper(doc: Doc, view: ReportView, fig_dir: Path) -> dict[str, Path]:
                 + _stats_note(view, [t])
                 + view.data_label([t]),
             )
-        key = slug("risk-coverage", t)
-        add(
-            F.risk_coverage_figure(view, t, fig_dir / f"{key}.png"),
-            key,
-            f"Risk-coverage curves on {view.task_name(t)}: lower is better, chiefly at low "
-            "coverage." + view.data_label([t]),
-        )
-        key = slug("rotation", t)
-        add(
-            F.rotation_figure(view, t, fig_dir / f"{key}.png"),
-            key,
-            f"Metrics of the predictive on the rotated {view.task_name(t)} test subset against "
-            "the angle (Ovadia et al. 2019, Figure 1 style)." + view.data_label([t]),
-        )
-        key = slug("corruption", t)
-        add(
-            F.severity_boxes_figure(view, t, fig_dir / f"{key}.png"),
-            key,
-            f"Accuracy and ECE on the corrupted {view.task_name(t)} test subset per severity; "
-            "each box spans the corruptions (CIFAR-10-C definitions)." + view.data_label([t]),
-        )
-    return made
+        name = view.task_name(t)
+        for key, draw, caption in (
+            (
+                "risk-coverage",
+                F.risk_coverage_figure,
+                f"Risk-coverage curves on {name}: lower is better, chiefly at low coverage.",
+            ),
+            (
+                "rotation",
+                F.rotation_figure,
+                f"Metrics of the predictive on the rotated {name} test subset against the "
+                "angle (Ovadia et al. 2019, Figure 1 style).",
+            ),
+            (
+                "corruption",
+                F.severity_boxes_figure,
+                f"Accuracy and ECE on the corrupted {name} test subset per severity; each box "
+                "spans the corruptions (CIFAR-10-C definitions).",
+            ),
+        ):
+            figs.add(key, draw, t, caption=caption + view.data_label([t]))
+    return figs.made
 
 
 def per_run(doc: Doc, view: ReportView) -> None:

@@ -8,13 +8,15 @@ the metrics never see file formats.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import numpy as np
 from torch import Tensor
 
 from uqbench.architectures import CLASSIFICATION, ModelSpec
+from uqbench.data.subset import images_to_tensor, labels_to_tensor, stratified_indices
 from uqbench.errors import ConfigError, PluginError
 
 
@@ -51,6 +53,37 @@ class TaskData:
     def verified(self) -> bool:
         """True when every data file matched its published checksum."""
         return all(f.get("verified", False) for f in self.files)
+
+
+def image_splits(
+    arrays: Mapping[str, np.ndarray],
+    *,
+    n_train: int | None,
+    n_test: int | None,
+    seed: int,
+    stream: str,
+    label_map: np.ndarray | None = None,
+) -> tuple[Split, Split]:
+    """The train and test :class:`Split` of an image data set's decoded arrays.
+
+    What an image classification task's ``load`` does once it has read its files:
+    ``arrays`` holds uint8 images ``train_x``/``test_x`` and integer labels
+    ``train_y``/``test_y``. ``label_map`` (None: labels kept as they are) maps each stored
+    label to the task's label, or to -1 for a class the task leaves out. Each split keeps
+    a seeded class-stratified subset of ``n_train``/``n_test`` images (None: all), drawn
+    on the stream ``<stream>/<split>``; pixels become float32 in [0, 1], labels int64.
+    """
+    splits = []
+    for split, n in (("train", n_train), ("test", n_test)):
+        y = arrays[f"{split}_y"]
+        if label_map is None:
+            idx = stratified_indices(y, n, seed, stream=f"{stream}/{split}")
+        else:
+            keep = np.flatnonzero(label_map[y] >= 0)
+            idx = keep[stratified_indices(label_map[y[keep]], n, seed, stream=f"{stream}/{split}")]
+            y = label_map[y]
+        splits.append(Split(images_to_tensor(arrays[f"{split}_x"][idx]), labels_to_tensor(y[idx])))
+    return splits[0], splits[1]
 
 
 class Task:

@@ -7,17 +7,10 @@ from typing import Any, ClassVar
 import numpy as np
 
 from uqbench import register_task
-from uqbench.data import (
-    DataSource,
-    as_source,
-    images_to_tensor,
-    labels_to_tensor,
-    load_cifar10,
-    stratified_indices,
-)
+from uqbench.data import DataSource, as_source, load_cifar10
 from uqbench.errors import DataError
 from uqbench.ood import CIFAR5_HIDDEN
-from uqbench.tasks.base import Split, Task, TaskData
+from uqbench.tasks.base import Task, TaskData, image_splits
 
 SEEN = ("airplane", "automobile", "bird", "cat", "deer")
 HIDDEN = CIFAR5_HIDDEN
@@ -80,17 +73,7 @@ class Cifar5Task(Task):
         # CIFAR-10 label -> CIFAR-5 label (0-4), or -1 for the hidden classes.
         remap = np.full(10, -1, dtype=np.int64)
         remap[seen] = np.arange(5)
-        a = raw.arrays
-
-        splits = {}
-        for split, n in (("train", n_train), ("test", n_test)):
-            keep = np.flatnonzero(remap[a[f"{split}_y"]] >= 0)
-            y5 = remap[a[f"{split}_y"][keep]]
-            idx = keep[stratified_indices(y5, n, seed, stream=f"cifar5/{split}")]
-            splits[split] = Split(
-                images_to_tensor(a[f"{split}_x"][idx]),
-                labels_to_tensor(remap[a[f"{split}_y"][idx]]),
-            )
-        return TaskData(
-            train=splits["train"], test=splits["test"], files=raw.files, notes=raw.notes
+        train, test = image_splits(
+            raw.arrays, n_train=n_train, n_test=n_test, seed=seed, stream="cifar5", label_map=remap
         )
+        return TaskData(train=train, test=test, files=raw.files, notes=raw.notes)

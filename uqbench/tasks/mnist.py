@@ -5,15 +5,8 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from uqbench import register_task
-from uqbench.data import (
-    DataSource,
-    as_source,
-    images_to_tensor,
-    labels_to_tensor,
-    load_mnist,
-    stratified_indices,
-)
-from uqbench.tasks.base import Split, Task, TaskData
+from uqbench.data import DataSource, as_source, load_mnist
+from uqbench.tasks.base import Task, TaskData, image_splits
 
 
 @register_task("mnist")
@@ -59,16 +52,8 @@ class MNISTTask(Task):
         seed: int = 0,
     ) -> TaskData:
         """Read and verify MNIST, scale to [0, 1], subset as asked (OOD sets: the runner)."""
-        src = as_source(source)
-        mnist = load_mnist(src)
-        a = mnist.arrays
-        splits = {}
-        for split, n in (("train", n_train), ("test", n_test)):
-            idx = stratified_indices(a[f"{split}_y"], n, seed, stream=f"mnist/{split}")
-            splits[split] = Split(
-                images_to_tensor(a[f"{split}_x"][idx]),
-                labels_to_tensor(a[f"{split}_y"][idx]),
-            )
-        return TaskData(
-            train=splits["train"], test=splits["test"], files=mnist.files, notes=mnist.notes
+        mnist = load_mnist(as_source(source))
+        train, test = image_splits(
+            mnist.arrays, n_train=n_train, n_test=n_test, seed=seed, stream="mnist"
         )
+        return TaskData(train=train, test=test, files=mnist.files, notes=mnist.notes)
