@@ -58,3 +58,24 @@ def test_result_missing_a_run_is_refused(reference, tolerances):
     ]
     with pytest.raises(ResultsError, match="ffg"):
         check_results(partial, reference, tolerances)
+
+
+def test_committed_ci_tolerances_are_what_the_committed_repeats_give():
+    # results/reference/README.md's command, over the committed reference and repeats: the
+    # tolerance file must not drift from the evidence it claims to come from.
+    from uqbench.results import read_json
+    from uqbench.tolerances import derive_tolerances
+
+    names = ["ci.json"] + [f"repeats/ci-seed{s}.json" for s in (1, 2, 3, 4)]
+    derived = derive_tolerances(
+        [read_json(REF_DIR / n) for n in names],
+        alpha=0.001,
+        pool=True,
+        min_repeats=10,
+        unchecked_tasks=("toy-cubic",),
+    )
+    committed = load_tolerances(REF_DIR / "ci-tolerances.json")
+    for key in ("per_run", "unchecked", "k", "repeats"):
+        assert derived[key] == committed[key], key
+    repeats = {k: v for k, v in committed["repeats"].items() if not k.endswith("toy-cubic")}
+    assert set(repeats.values()) == {5}

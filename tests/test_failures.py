@@ -28,6 +28,7 @@ from uqbench.tasks.base import Split
 from uqbench.train import train
 
 #: The tiny suite without FGSM.
+assert "fgsm_samples = 2" in TINY_SUITE
 SUITE = TINY_SUITE.replace("fgsm_samples = 2", 'fgsm = "none"')
 
 

@@ -29,8 +29,9 @@ one of the two is "missing". Metrics that only the current results have (a new O
 are not checked until the reference is refreshed. Status of a row: "regressed" (worse than
 the tolerance allows), "improved" (better than the reference by more than the tolerance: a
 hint to refresh it), "ok" (within the tolerance), "missing", "unchecked" (the tolerance
-file's ``unchecked["<method>/<task>"]`` lists the metric, with its reason, as too noisy over
-seeds to check at a useful tolerance; shown, never failing).
+file's ``unchecked["<method>/<task>"]`` lists the metric with its reason: too noisy over
+seeds to check at a useful tolerance, measured in one repeat only, or of a task left to the
+tripwire; shown, never failing).
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ OOD_EXTRA_METRICS: dict[str, bool] = {
 # A row is "moved" (shown in the table) when |delta| exceeds this, relative to the reference.
 MOVE_EPS = 1e-9
 
-# "unchecked": the tolerance file lists the metric as too noisy to check (its reason is the note).
+# "unchecked": the tolerance file lists the metric as not checkable (its reason is the note).
 STATUSES = ("ok", "improved", "regressed", "missing", "unchecked")
 
 REFRESH_HINT = (

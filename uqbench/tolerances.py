@@ -21,7 +21,8 @@ whose spread scales with their level, the variance of ``value / mean``, scaled b
 method's own mean) and k from the pooled dof. A metric whose
 tolerance would exceed its ``USEFUL_MAX`` (the widest tolerance still worth checking) is
 not given that tolerance: it goes to the file's ``unchecked`` list with the numbers, and
-the check shows it but never fails on it.
+the check shows it but never fails on it. So does a metric only one repeat holds (no spread
+measured), and every metric of a task in ``--unchecked-tasks`` (left to the tripwire).
 """
 
 from __future__ import annotations
@@ -101,7 +102,8 @@ def derive_tolerances(
     :func:`uqbench.check.metric_kind`) or a full metric path to its smallest tolerance
     (defaults to the declared floors, :func:`uqbench.metric_catalog.floors`; a kind absent
     from it has floor 0). ``sources`` names the repeats in ``derived_from``. A metric with
-    fewer than two non-null repeats gets no per-run entry (the default applies). Repeats may
+    exactly one non-null repeat is listed as unchecked (no spread measured, so no tolerance);
+    one with none gets no entry (the check falls back to the default). Repeats may
     hold different (method, task) pairs: each pair's spread is over the repeats that hold it
     (``repeats`` in the result says how many).
     With ``alpha``, k depends on each pair's number of repeats (:func:`k_for_repeats`) and
