@@ -570,6 +570,9 @@ def test_sigint_in_the_first_seconds_of_the_command_is_one_line(tmp_path):
         stderr=subprocess.PIPE,
         text=True,
         env=env,
+        # A shell without job control starts background jobs with SIGINT ignored, and the
+        # child would inherit that (`.ci/run &` made this test hang): Ctrl-C as at a terminal.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     time.sleep(1.5)
     proc.send_signal(signal.SIGINT)
