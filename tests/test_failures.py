@@ -579,3 +579,37 @@ def test_sigint_in_the_first_seconds_of_the_command_is_one_line(tmp_path):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "interrupted" in err
+
+
+def test_ctrl_c_during_the_torch_import_waits_for_the_import_then_interrupts(tmp_path):
+    """A SIGINT arriving inside torch's import is held until the import has finished.
+
+    A stand-in ``torch`` (first on the path) signals its own process half-way through its
+    import; the import must still run to its end, and the interrupt come after it.
+    """
+    import os
+    import signal
+    import sys
+
+    (tmp_path / "torch.py").write_text(
+        "import os, signal\n"
+        "os.kill(os.getpid(), signal.SIGINT)\n"
+        "print('import finished', flush=True)\n"
+    )
+    code = (
+        "from uqbench.cli import import_torch_holding_ctrl_c\n"
+        "try:\n"
+        "    import_torch_holding_ctrl_c()\n"
+        "except KeyboardInterrupt:\n"
+        "    print('interrupt after import')\n"
+    )
+    path = os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": path},
+        timeout=60,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    assert out.stdout.splitlines() == ["import finished", "interrupt after import"], out.stderr

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -365,6 +367,37 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0 if all(e["status"] in usable for e in report.values()) else 1
 
 
+def import_torch_holding_ctrl_c() -> None:
+    """Import torch with Ctrl-C held back until the import is done, then honoured.
+
+    A KeyboardInterrupt raised inside torch's C++ module initialisation cannot unwind through
+    it: the process aborts ("terminate called after throwing ... KeyboardInterrupt"). So the
+    commands that train import torch first, with SIGINT only noted, and raise the
+    interrupt afterwards, where :func:`main` turns it into one line. Left alone when torch is
+    loaded, off the main thread, or when SIGINT is not Python's default (ignored, or a
+    caller's own handler).
+    """
+    if (
+        "torch" in sys.modules
+        or threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        import torch  # noqa: F401
+
+        return
+    caught: list[int] = []
+    signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        import torch  # noqa: F401
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if caught:
+        raise KeyboardInterrupt
+
+
+# Commands that load torch: imported under import_torch_holding_ctrl_c before they run.
+TORCH_COMMANDS = frozenset({"run", "data"})
+
 COMMANDS = {
     "run": cmd_run,
     "report": cmd_report,
@@ -381,8 +414,11 @@ def main(argv: list[str] | None = None) -> int:
         builtin = bool(argv) and argv[0] in COMMANDS  # then no entry-point scan at start-up
         extra = None if builtin or not argv else extra_commands().get(argv[0])
         if extra is not None:  # its options are its own, not ours
+            import_torch_holding_ctrl_c()
             return int(extra.load()(argv[1:]) or 0)
         args = build_parser(with_extras=not builtin).parse_args(argv)
+        if args.command in TORCH_COMMANDS:
+            import_torch_holding_ctrl_c()
         return COMMANDS[args.command](args)
     except UQBenchError as exc:
         print(f"uqbench: error: {exc}", file=sys.stderr)
