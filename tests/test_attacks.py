@@ -156,6 +156,30 @@ def test_evaluate_classification_deterministic_model() -> None:
     assert all(p.grad is None for p in model.parameters())
 
 
+def test_fgsm_perturbation_and_budget_share_match_an_independent_attack() -> None:
+    """Per eps, the mean |x_adv - x| of the CE-gradient sign step clamped to [0, 1], computed
+    here by hand; the budget share is below 1 with clipping and exactly 1 without."""
+    model, data, task = _model(), _data(), TinyTask()
+    model.eval()
+    x, y = data.test.x, data.test.y
+    xr = x.clone().requires_grad_(True)
+    nn.functional.cross_entropy(model(xr), y, reduction="sum").backward()
+    step = torch.sign(xr.grad)
+    expected = [float(((x + e * step).clamp(0, 1) - x).abs().mean()) for e in task.fgsm_eps]
+    kw = dict(test_samples=1, fgsm=True, fgsm_samples=1, fgsm_n=None, progress=False)
+    res = evaluate_classification(model, task, data, **kw)["fgsm"]
+    assert res["perturbation"] == pytest.approx(expected, abs=1e-6)
+    assert res["perturbation"][0] == 0.0
+    share = sum(expected) / sum(task.fgsm_eps)
+    assert res["budget_share"] == pytest.approx(share, abs=1e-6) and share < 0.99
+
+    class Unbounded(TinyTask):
+        input_range = (-10.0, 10.0)  # no pixel is clipped
+
+    res = evaluate_classification(model, Unbounded(), data, **kw)["fgsm"]
+    assert res["budget_share"] == pytest.approx(1.0, abs=1e-6)
+
+
 def test_evaluate_classification_no_fgsm_and_subset() -> None:
     model, data, task = _model(NoisyMLP), _data(), TinyTask()
     res = evaluate_classification(

@@ -143,3 +143,32 @@ def test_tolerances_from_repeats_that_cover_different_tasks():
     # notMNIST AUROC = 0.9 + 0.01 * seed over seeds 0 and 2 only: std 0.01 * sqrt(2)
     auroc = tol["per_run"]["l2/mnist"]["ood.notmnist.auroc"]
     assert auroc == pytest.approx(4 * 0.01 * 2**0.5)
+
+
+def test_class_counts_row_sees_a_subset_drawn_otherwise_whatever_the_seeds(tmp_path: Path):
+    counts = {"train": [5, 5], "test": [3, 3], "ood.notmnist": [2, 2, 2]}
+    ref = make_results(seeds=(0, 1))
+    new = make_results(seeds=(1, 2))  # metrics move by 0.05, within TOL
+    for results in (ref, new):
+        for run in results["runs"]:
+            run["data"] = {"class_counts": copy.deepcopy(counts)}
+    report = check_results(new, ref, TOL, seeds="any")
+    rows = [r for r in report.rows if r.metric == "data.class_counts"]
+    assert len(rows) == len({(r["method"], r["task"]) for r in ref["runs"]})
+    assert {r.status for r in rows} == {"ok"} and report.passed
+    # the first files of the OOD set (one class only), in one seed of one pair
+    run_of(new, "l2", "mnist", 2)["data"]["class_counts"]["ood.notmnist"] = [6, 0, 0]
+    report = check_results(new, ref, TOL, seeds="any")
+    (bad,) = [r for r in report.rows if r.status == "regressed"]
+    assert (bad.method, bad.task, bad.metric) == ("l2", "mnist", "data.class_counts")
+    assert "ood.notmnist" in bad.note and "[2, 2, 2]" in bad.note and "[6, 0, 0]" in bad.note
+    assert not report.passed
+    # the command line says it in one line per failing row, exit 1
+    cur = copy.deepcopy(new)
+    assert main([*_files(tmp_path, cur, ref), "--any-seeds"]) == 1
+    # a reference made before the counts were recorded has no such row
+    for run in ref["runs"]:
+        del run["data"]
+    assert not [
+        r for r in check_results(new, ref, TOL, seeds="any").rows if r.metric == "data.class_counts"
+    ]

@@ -113,7 +113,9 @@ def test_the_check_compares_each_checked_metric_in_its_declared_direction(metric
     paths = [p for p in held if p == metric.name or p.endswith("." + metric.name)]
     by = 2 * max(lookup_tolerance(tolerances, method, task, p) for p in paths) + 0.01
     worse = -1.0 if metric.better == "higher" else 1.0
-    for sign, status in ((worse, "regressed"), (-worse, "improved")):
+    # a metric with no better value is checked both ways: either move is a regression
+    other = "improved" if metric.better else "regressed"
+    for sign, status in ((worse, "regressed"), (-worse, other)):
         current = copy.deepcopy(reference)
         _move(current, metric, method, task, sign * by)
         rows = [
@@ -122,7 +124,7 @@ def test_the_check_compares_each_checked_metric_in_its_declared_direction(metric
             if (r.method, r.task) == (method, task) and r.metric in paths
         ]
         assert rows and {r.status for r in rows} == {status}
-        assert {r.direction for r in rows} == {metric.better}
+        assert {r.direction for r in rows} == {metric.direction}
 
 
 def test_a_new_declaration_reaches_the_check_the_tolerances_and_the_report(

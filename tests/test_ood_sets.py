@@ -253,6 +253,12 @@ def test_fashion_mnist_as_an_ood_set_of_mnist(tmp_path) -> None:
     }
     labels = [pixels[bytes((x[0] * 255).round().to(torch.uint8).numpy())] for x in fm]
     assert np.bincount(labels, minlength=10).tolist() == [20] * 10
+    # The labels the set hands over are those of its images, and the run records the counts.
+    assert data.ood_labels["fashion-mnist"].tolist() == labels
+    counts = data.class_counts()
+    assert counts["ood.fashion-mnist"] == counts["ood.notmnist"] == [20] * 10
+    assert sum(counts["train"]) == 100 and sum(counts["test"]) == 50
+    assert counts["test"] == np.bincount(data.test.y.numpy(), minlength=10).tolist()
 
 
 def test_fashion_mnist_missing_names_its_mirror(tmp_path) -> None:

@@ -11,7 +11,10 @@ both files) and compared in the metric's own direction, as declared:
   ``loglik_inside``, ``loglik_outside``, ``coverage_3std_inside``, ``coverage_3std_outside``,
   ``test_mutual_info_mean`` (the epistemic part of the test predictive) and MNF's
   ``q_layers.z_spread_rel`` (mean over layers of the q(z) diagnostic) -- the current value
-  may not fall below ``reference - tolerance``.
+  may not fall below ``reference - tolerance``;
+* neither, ``fgsm.budget_share`` (the share of the eps budget the attack spent: clipping to the
+  input range keeps it below 1) -- the current value may not move beyond the tolerance
+  either way, and the row's direction is "either".
 
 FGSM is checked as one number, the mean accuracy over the eps grid (an area under the
 accuracy-vs-eps curve): a single row that is far less noisy than accuracy at each eps, whose
@@ -53,20 +56,9 @@ from uqbench.results import (  # noqa: F401 - re-exported
 TOLERANCES_SCHEMA = "uqbench.tolerances/1"
 
 # What is checked, and in which direction, comes from the metric declarations
-# (uqbench.metric_catalog): every metric with a tolerance floor, in declaration order.
-# Scalar metrics at the top level of METRICS, with True when higher is better.
-SCALAR_METRICS: dict[str, bool] = {
-    m.name: m.higher_better for m in catalog.metrics("run", checked=True)
-}
-# Metrics of each OOD set, with True when higher is better: checked on every set ...
-OOD_METRICS: dict[str, bool] = {
-    m.name: m.higher_better for m in catalog.metrics("ood", checked=True) if m.required
-}
-# ... and checked only where the reference run has them (beyond the paper, issue 18), so
-# references made before they existed still check cleanly.
-OOD_EXTRA_METRICS: dict[str, bool] = {
-    m.name: m.higher_better for m in catalog.metrics("ood", checked=True) if not m.required
-}
+# (uqbench.metric_catalog): every metric with a tolerance floor, in declaration order
+# (run_metric_paths); per-OOD-set metrics not marked ``required`` only where the reference
+# run has them, so references made before they existed still check cleanly.
 (FGSM_PATH,) = (m.name for m in catalog.metrics("fgsm", checked=True))
 
 # A row is "moved" (shown in the table) when |delta| exceeds this, relative to the reference.
@@ -94,7 +86,7 @@ class CheckRow:
     tolerance: float | None
     status: str  # one of STATUSES
     note: str = ""
-    direction: str = ""  # "lower" or "higher": which way is better
+    direction: str = ""  # "lower", "higher" (which way is better) or "either" (both checked)
 
     @property
     def moved(self) -> bool:
@@ -205,9 +197,10 @@ def _num(x: Any) -> float | None:
     return float(x)
 
 
-def metric_direction(path: str) -> bool:
-    """True when higher is better for metric ``path``."""
-    return catalog.metric(metric_kind(path)).higher_better
+def metric_direction(path: str) -> str:
+    """Which way is better for metric ``path``: "higher", "lower" or "either" (a metric with
+    no better value, checked both ways)."""
+    return catalog.metric(metric_kind(path)).direction
 
 
 def metric_kind(path: str) -> str:
@@ -395,7 +388,7 @@ def _compare(
 ) -> CheckRow | None:
     tol = lookup_tolerance(tolerances, method, task, path)
     row = CheckRow(method, task, path, ref.value, cur.value, None, tol, "missing")
-    row.direction = "higher" if metric_direction(path) else "lower"
+    row.direction = metric_direction(path)
     reason = tolerances.get("unchecked", {}).get(f"{method}/{task}", {}).get(path)
     if reason is not None:  # too noisy over seeds to check at a useful tolerance
         row.status, row.note, row.tolerance = "unchecked", reason, None
@@ -423,11 +416,11 @@ def _compare(
         row.status = "ok" if same else "regressed"
         row.note = "" if same else "value not finite"
         return row
-    worse = -row.delta if metric_direction(path) else row.delta
+    worse = {"higher": -row.delta, "lower": row.delta}.get(row.direction, abs(row.delta))
     slack = 1e-12 * max(1.0, abs(ref.value))  # float noise in the sum that made the mean
     if worse > tol + slack:
         row.status = "regressed"
-    elif -worse > tol + slack:
+    elif row.direction != "either" and -worse > tol + slack:
         row.status = "improved"
     else:
         row.status = "ok"
@@ -519,7 +512,54 @@ def check_results(
             row = _compare(method, task, path, ref_agg[path], cur_agg[path], tolerances)
             if row is not None:
                 report.rows.append(row)
+        row = _class_counts_row(method, task, ref_runs, cur_runs)
+        if row is not None:
+            report.rows.append(row)
     return report
+
+
+#: The check row of the data's class composition (not a metric: no value, no tolerance).
+CLASS_COUNTS = "data.class_counts"
+
+
+def _class_counts_row(
+    method: str, task: str, ref_runs: list[dict], cur_runs: list[dict]
+) -> CheckRow | None:
+    """Whether every current run's splits hold as many inputs of each class as the
+    reference's (``data.class_counts``: train, test, each labelled OOD set).
+
+    Stratified subsets have the same counts for every seed, so this holds across seeds; a
+    split drawn otherwise (the first files of an OOD set instead of a stratified subset) is
+    "regressed", naming the splits. None when the reference did not record the counts.
+    """
+    expected = next(
+        (
+            r["data"]["class_counts"]
+            for r in ref_runs
+            if isinstance(_at(r, ("data", "class_counts")), dict)
+        ),
+        None,
+    )
+    if expected is None:
+        return None
+    row = CheckRow(method, task, CLASS_COUNTS, None, None, None, None, "ok", direction="equal")
+    differ: dict[str, Any] = {}  # split -> the first differing counts
+    for run in cur_runs:
+        got = _at(run, ("data", "class_counts"))
+        if not isinstance(got, dict):
+            row.status, row.note = "missing", "missing: the results do not record class counts"
+            return row
+        for split in sorted(set(expected) | set(got)):
+            if expected.get(split) != got.get(split):
+                differ.setdefault(split, got.get(split))
+    if differ:
+        split, got = next(iter(differ.items()))
+        row.status = "regressed"
+        row.note = (
+            f"other inputs than the reference's in {', '.join(differ)} (e.g. {split}: class "
+            f"counts {expected.get(split)} in the reference, {got} now)"
+        )
+    return row
 
 
 # --------------------------------------------------------------------------- the tripwire
@@ -712,13 +752,19 @@ def format_check_table(report: CheckReport, all_rows: bool = False) -> str:
     lines = _table(header, cells) if cells else ["(no metric moved)"]
     bad = [r for r in report.rows if r.status in report.failing and r.status != "missing"]
     for r in bad:  # the bound each failing row crossed, in words
-        limit = "above" if (r.status == "regressed") != (r.direction == "higher") else "below"
+        if r.tolerance is None:  # the class counts: no bound, the note says what differs
+            lines.append(f"-> {r.method}/{r.task} {r.metric}: {r.note}")
+            continue
+        if r.direction == "either":
+            limit = "above" if r.delta > 0 else "below"
+        else:
+            limit = "above" if (r.status == "regressed") != (r.direction == "higher") else "below"
         sign = "+" if limit == "above" else "-"
         bound = r.reference + (r.tolerance if limit == "above" else -r.tolerance)
+        why = "a move either way fails" if r.direction == "either" else f"{r.direction} is better"
         lines.append(
             f"-> {r.method}/{r.task} {r.metric}: {_fmt(r.current)} is {limit} {_fmt(bound)} "
-            f"(reference {_fmt(r.reference)} {sign} tolerance {_fmt(r.tolerance)}; "
-            f"{r.direction} is better)"
+            f"(reference {_fmt(r.reference)} {sign} tolerance {_fmt(r.tolerance)}; {why})"
         )
     if any(r.status == "improved" for r in bad):
         lines.append(

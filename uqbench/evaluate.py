@@ -308,20 +308,28 @@ def _fgsm_curve(
     bar: Any,
     keep: dict[str, np.ndarray] | None = None,
 ) -> dict[str, list[float]]:
-    """Accuracy and mean predictive entropy of FGSM examples at each eps.
+    """Accuracy and mean predictive entropy of FGSM examples at each eps, and the
+    perturbation the attack applied.
 
+    ``perturbation`` is, per eps, the mean absolute change of an input value
+    (``mean |x_adv - x|``); ``budget_share`` is its sum over the grid divided by the sum of
+    the eps values (None when they sum to 0): the share of the L-inf budget the attack
+    spends. It is below 1 because clipping to the input range takes the step back wherever a
+    pixel already sits at the end it points to; an attack without clipping gives exactly 1.
     ``keep`` receives ``fgsm.correct`` and ``fgsm.entropy`` (``[n_eps, n]``) and ``fgsm.index``.
     """
     x_all, y_all = test.x[idx], test.y[idx]
-    accs, ents = [], []
+    accs, ents, perturbation = [], [], []
     correct_rows, entropy_rows = [], []
     for eps in eps_list:
         correct_parts, entropy_parts = [], []
         hits = torch.zeros((), dtype=torch.float64, device=device)
         h_sum = torch.zeros((), dtype=torch.float64, device=device)
+        moved = torch.zeros((), dtype=torch.float64, device=device)
         for sl in _batches(len(idx), batch_size):
             xb, yb = x_all[sl].to(device), y_all[sl].to(device)
             x_adv = fgsm_attack(model, xb, yb, eps, n_samples, tuple(task.input_range))
+            moved += (x_adv - xb).abs().double().sum()
             with torch.no_grad():
                 probs = M.predictive_probs(model.sample_outputs(x_adv, n_samples))
             hits += (probs.argmax(-1) == yb).sum()
@@ -336,12 +344,20 @@ def _fgsm_curve(
         n = max(len(idx), 1)
         accs.append(float(hits) / n)
         ents.append(float(h_sum) / n)
+        perturbation.append(float(moved) / max(int(np.prod(x_all.shape[1:])) * len(idx), 1))
     if keep is not None:
         keep["fgsm.eps"] = np.asarray(eps_list, dtype=np.float64)
         keep["fgsm.index"] = idx.cpu().numpy().astype(np.int64)
         keep["fgsm.correct"] = np.asarray(correct_rows, dtype=bool).reshape(len(eps_list), -1)
         keep["fgsm.entropy"] = np.asarray(entropy_rows, dtype=np.float32).reshape(len(eps_list), -1)
-    return {"eps": eps_list, "accuracy": accs, "mean_entropy": ents}
+    budget = sum(eps_list)
+    return {
+        "eps": eps_list,
+        "accuracy": accs,
+        "mean_entropy": ents,
+        "perturbation": perturbation,
+        "budget_share": sum(perturbation) / budget if budget > 0 else None,
+    }
 
 
 def per_example_classification(log_p: Tensor, y: Tensor) -> dict[str, np.ndarray]:

@@ -73,8 +73,14 @@ class MetricDef:
 
     @property
     def higher_better(self) -> bool:
-        """True when higher is better (the check's direction)."""
+        """True when higher is better."""
         return self.better == "higher"
+
+    @property
+    def direction(self) -> str:
+        """Which way the check counts as worse: "higher" or "lower" is better, or "either"
+        (no better value: a move beyond the tolerance either way is a regression)."""
+        return self.better or "either"
 
     @property
     def lower_better(self) -> bool | None:
@@ -243,6 +249,19 @@ METRICS: tuple[MetricDef, ...] = (
         floor=0.02,
         scope="fgsm",
         useful_max=0.15,
+    ),
+    # -- FGSM: the share of the eps budget the attack spent (issue 16): below 1 because the
+    # step is clipped to the input range, exactly 1 without the clipping. Neither direction is
+    # better, so the check compares it both ways.
+    MetricDef(
+        "fgsm.budget_share",
+        ("fgsm", "budget_share"),
+        None,
+        "FGSM budget used",
+        3,
+        floor=0.01,
+        ranked=False,
+        useful_max=0.1,
     ),
     # -- MNF's q(z) (issue 16): the share by which z rescales a weight, mean over layers; 0
     # when q(z) has no variance left, lower when the flows are off

@@ -20,6 +20,7 @@ from torch import Tensor
 from uqbench.data import (
     as_source,
     images_to_tensor,
+    labels_to_tensor,
     load_cifar10,
     load_fashion_mnist,
     load_notmnist,
@@ -31,11 +32,17 @@ from uqbench.registry import OOD_SETS
 
 @dataclass
 class OODData:
-    """The inputs of an OOD set and where they came from (as :class:`uqbench.TaskData`)."""
+    """The inputs of an OOD set and where they came from (as :class:`uqbench.TaskData`).
+
+    ``labels`` (optional): each input's class within its own set (a notMNIST letter, a
+    clothing class), so that the run records the subset's class counts and the regression
+    check sees a subset drawn differently.
+    """
 
     x: Tensor
     files: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    labels: Tensor | None = None
 
 
 class OODSet:
@@ -96,7 +103,8 @@ class NotMNIST(OODSet):
     ) -> OODData:
         raw = load_notmnist(source)
         idx = stratified_indices(raw.arrays["y"], n, seed, stream=stream)
-        return OODData(images_to_tensor(raw.arrays["x"][idx]), raw.files, raw.notes)
+        x, y = images_to_tensor(raw.arrays["x"][idx]), labels_to_tensor(raw.arrays["y"][idx])
+        return OODData(x, raw.files, raw.notes, labels=y)
 
 
 @OOD_SETS.register("fashion-mnist")
@@ -113,7 +121,11 @@ class FashionMNIST(OODSet):
     ) -> OODData:
         raw = load_fashion_mnist(source)
         idx = stratified_indices(raw.arrays["test_y"], n, seed, stream=stream)
-        return OODData(images_to_tensor(raw.arrays["test_x"][idx]), raw.files, raw.notes)
+        x, y = (
+            images_to_tensor(raw.arrays["test_x"][idx]),
+            labels_to_tensor(raw.arrays["test_y"][idx]),
+        )
+        return OODData(x, raw.files, raw.notes, labels=y)
 
 
 #: The CIFAR-10 classes CIFAR-5 holds out (its OOD set).
@@ -143,4 +155,5 @@ class Cifar5Hidden(OODSet):
         test_y = raw.arrays["test_y"]
         pool = np.flatnonzero(np.isin(test_y, hidden))
         idx = pool[stratified_indices(test_y[pool], n, seed, stream=stream)]
-        return OODData(images_to_tensor(raw.arrays["test_x"][idx]), raw.files, raw.notes)
+        x, y = images_to_tensor(raw.arrays["test_x"][idx]), labels_to_tensor(test_y[idx])
+        return OODData(x, raw.files, raw.notes, labels=y)

@@ -63,6 +63,7 @@ def _to_device(data: TaskData, device: torch.device) -> TaskData:
         data.files,
         data.notes,
         {k: move(v) for k, v in data.extra.items()},
+        data.ood_labels,  # only counted, never fed to a model: they stay on the host
     )
 
 
@@ -341,6 +342,7 @@ def make_run(
             "n_train": len(data.train),
             "n_test": len(data.test),
             "n_ood": {k: int(v.shape[0]) for k, v in data.ood.items()},
+            "class_counts": data.class_counts(),
         },
         "train_log": log.to_dict(),
         "metrics": metrics,

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
+import torch
 from torch import Tensor
 
 from uqbench.architectures import CLASSIFICATION, ModelSpec
@@ -35,7 +36,8 @@ class Split:
 class TaskData:
     """Preprocessed data of a task, plus where it came from.
 
-    ``ood`` maps the name of each out-of-distribution set to its inputs.
+    ``ood`` maps the name of each out-of-distribution set to its inputs, and
+    ``ood_labels`` (where the set supplies them) to each input's class within that set.
     ``files`` records every data file used: ``{"dataset", "file", "path", "md5",
     "expected_md5", "verified"}``. ``notes`` are caveats that must reach the report
     (e.g. an unverified CIFAR-10 stand-in). ``extra`` holds task-specific tensors
@@ -48,11 +50,28 @@ class TaskData:
     files: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
+    ood_labels: dict[str, Tensor] = field(default_factory=dict)
 
     @property
     def verified(self) -> bool:
         """True when every data file matched its published checksum."""
         return all(f.get("verified", False) for f in self.files)
+
+    def class_counts(self) -> dict[str, list[int]]:
+        """How many inputs of each class every labelled split holds: ``train`` and ``test``
+        (classification labels), ``ood.<set>`` (where the set gave labels).
+
+        A seeded stratified subset has the same counts for every seed, so the regression
+        check compares them with the reference's whatever the seeds: a subset drawn another
+        way (the first files of a set, one class missing) changes them.
+        """
+        labelled = {"train": self.train.y, "test": self.test.y}
+        labelled.update({f"ood.{k}": v for k, v in self.ood_labels.items()})
+        return {
+            name: torch.bincount(y.cpu()).tolist()
+            for name, y in labelled.items()
+            if not y.is_floating_point() and y.ndim == 1 and (len(y) == 0 or y.min() >= 0)
+        }
 
 
 def image_splits(
@@ -163,6 +182,8 @@ class Task:
                 name, src, task=self.name, in_shape=tuple(self.in_shape), n=n_ood, seed=seed
             )
             data.ood[name] = got.x
+            if got.labels is not None:
+                data.ood_labels[name] = got.labels
             # A set read from the task's own files (cifar5-hidden) adds no new record.
             data.files = data.files + [f for f in got.files if f not in data.files]
             data.notes = data.notes + [n for n in got.notes if n not in data.notes]
