@@ -158,7 +158,8 @@ def test_evaluate_classification_deterministic_model() -> None:
 
 def test_fgsm_perturbation_and_budget_share_match_an_independent_attack() -> None:
     """Per eps, the mean |x_adv - x| of the CE-gradient sign step clamped to [0, 1], computed
-    here by hand; the budget share is below 1 with clipping and exactly 1 without."""
+    here by hand; the budget share is below 1 with clipping and 1 without (no input of this
+    model has a zero gradient)."""
     model, data, task = _model(), _data(), TinyTask()
     model.eval()
     x, y = data.test.x, data.test.y

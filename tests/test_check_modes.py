@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from test_check import TOL, make_results, row_of, run_of
 
-from uqbench.check import check_identical, check_results, format_exact
+from uqbench.check import check_identical, check_results, format_check_table, format_exact
 from uqbench.cli import main
 from uqbench.errors import ResultsError
 
@@ -145,13 +145,18 @@ def test_tolerances_from_repeats_that_cover_different_tasks():
     assert auroc == pytest.approx(4 * 0.01 * 2**0.5)
 
 
-def test_class_counts_row_sees_a_subset_drawn_otherwise_whatever_the_seeds(tmp_path: Path):
+def _with_counts(results: dict, counts: dict) -> dict:
+    for run in results["runs"]:
+        run["data"] = {"class_counts": copy.deepcopy(counts)}
+    return results
+
+
+def test_class_counts_row_sees_a_subset_drawn_otherwise_whatever_the_seeds(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
     counts = {"train": [5, 5], "test": [3, 3], "ood.notmnist": [2, 2, 2]}
-    ref = make_results(seeds=(0, 1))
-    new = make_results(seeds=(1, 2))  # metrics move by 0.05, within TOL
-    for results in (ref, new):
-        for run in results["runs"]:
-            run["data"] = {"class_counts": copy.deepcopy(counts)}
+    ref = _with_counts(make_results(seeds=(0, 1)), counts)
+    new = _with_counts(make_results(seeds=(1, 2)), counts)  # metrics move by 0.05, within TOL
     report = check_results(new, ref, TOL, seeds="any")
     rows = [r for r in report.rows if r.metric == "data.class_counts"]
     assert len(rows) == len({(r["method"], r["task"]) for r in ref["runs"]})
@@ -163,12 +168,55 @@ def test_class_counts_row_sees_a_subset_drawn_otherwise_whatever_the_seeds(tmp_p
     assert (bad.method, bad.task, bad.metric) == ("l2", "mnist", "data.class_counts")
     assert "ood.notmnist" in bad.note and "[2, 2, 2]" in bad.note and "[6, 0, 0]" in bad.note
     assert not report.passed
-    # the command line says it in one line per failing row, exit 1
-    cur = copy.deepcopy(new)
-    assert main([*_files(tmp_path, cur, ref), "--any-seeds"]) == 1
-    # a reference made before the counts were recorded has no such row
+    # the command line: exit 1, and a line naming what differs
+    argv = [*_files(tmp_path, new, ref), "--any-seeds"]
+    assert main(argv) == 1
+    out = capsys.readouterr().out
+    assert "-> l2/mnist data.class_counts: other inputs than the reference's in ood.notmnist" in out
+    # a tolerance file may leave the row unchecked, as a metric
+    tol = {**TOL, "unchecked": {"l2/mnist": {"data.class_counts": "drawn at random"}}}
+    report = check_results(new, ref, tol, seeds="any")
+    assert (
+        report.passed and row_of(report, "l2", "mnist", "data.class_counts").status == "unchecked"
+    )
+    # a reference made before the counts were recorded (or a regression task) has no such row
     for run in ref["runs"]:
         del run["data"]
-    assert not [
-        r for r in check_results(new, ref, TOL, seeds="any").rows if r.metric == "data.class_counts"
-    ]
+    rows = check_results(new, ref, TOL, seeds="any").rows
+    assert not [r for r in rows if r.metric == "data.class_counts"]
+
+
+def test_class_counts_of_a_split_drawn_at_random_are_compared_seed_by_seed_only():
+    ref = _with_counts(make_results(seeds=(0, 1)), {"test": [3, 3], "train": [5, 5]})
+    run_of(ref, "l2", "mnist", 1)["data"]["class_counts"]["train"] = [4, 6]  # varies by seed
+    # other seeds: only the split whose counts agree over the reference's seeds is compared
+    new = _with_counts(make_results(seeds=(1, 2)), {"test": [3, 3], "train": [7, 3]})
+    row = row_of(check_results(new, ref, TOL, seeds="any"), "l2", "mnist", "data.class_counts")
+    assert row.status == "ok" and "train differ between the reference's seeds" in row.note
+    # the same seeds: each run against its own seed's counts, every split
+    same = copy.deepcopy(ref)
+    assert row_of(check_results(same, ref, TOL), "l2", "mnist", "data.class_counts").status == "ok"
+    run_of(same, "l2", "mnist", 1)["data"]["class_counts"]["train"] = [5, 5]
+    row = row_of(check_results(same, ref, TOL), "l2", "mnist", "data.class_counts")
+    assert row.status == "regressed" and "[4, 6] in the reference, [5, 5] now" in row.note
+
+
+def test_a_two_way_metric_fails_in_either_direction_and_says_so():
+    ref = make_results()
+    for run in ref["runs"]:
+        if run["metrics"].get("fgsm"):
+            run["metrics"]["fgsm"]["budget_share"] = 0.55
+    tol = {**TOL, "default": {**TOL["default"], "fgsm.budget_share": 0.03}}
+    for share, status, word in (
+        (0.57, "ok", None),
+        (1.0, "regressed", "above"),
+        (0.4, "regressed", "below"),
+    ):
+        cur = copy.deepcopy(ref)
+        run_of(cur, "l2", "mnist", 0)["metrics"]["fgsm"]["budget_share"] = share
+        report = check_results(cur, ref, tol)
+        row = row_of(report, "l2", "mnist", "fgsm.budget_share")
+        assert (row.status, row.direction) == (status, "either")
+        text = format_check_table(report)
+        if word:
+            assert f"is {word} " in text and "a move either way fails" in text

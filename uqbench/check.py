@@ -16,10 +16,18 @@ both files) and compared in the metric's own direction, as declared:
   input range keeps it below 1) -- the current value may not move beyond the tolerance
   either way, and the row's direction is "either".
 
-FGSM is checked as one number, the mean accuracy over the eps grid (an area under the
-accuracy-vs-eps curve): a single row that is far less noisy than accuracy at each eps, whose
-large-eps values sit near chance. The eps grid itself must match the reference; a different
-grid makes the metric "missing", since the two means would not measure the same thing.
+FGSM's accuracy is checked as one number, the mean accuracy over the eps grid (an area under
+the accuracy-vs-eps curve): a single row that is far less noisy than accuracy at each eps,
+whose large-eps values sit near chance. The eps grid itself must match the reference; a
+different grid makes every FGSM summary (this one, ``fgsm.budget_share``) "missing", since
+the two would not measure the same thing.
+
+The data are checked too, in one row per (method, task) named ``data.class_counts`` with
+direction "equal" and no value or tolerance: every labelled split (train, test, each OOD set
+that gives labels) must hold as many inputs of each class as the reference's, or the row is
+"regressed" naming the splits that differ ("missing" when the results record no counts). With
+the reference's seeds each run is compared with the same seed's; with any seeds, only the
+splits whose counts agree over all reference seeds (stratified subsets: all built-in ones).
 
 Metric paths are the keys of the tolerance file: ``error_pct``, ``ood.notmnist.auroc``,
 ``fgsm.accuracy_mean``, ``loglik_outside``. Tolerances are looked up in
@@ -86,7 +94,9 @@ class CheckRow:
     tolerance: float | None
     status: str  # one of STATUSES
     note: str = ""
-    direction: str = ""  # "lower", "higher" (which way is better) or "either" (both checked)
+    # "lower", "higher" (which way is better), "either" (both checked) or "equal" (the class
+    # counts: no value, no tolerance; the note says what differs)
+    direction: str = ""
 
     @property
     def moved(self) -> bool:
@@ -238,8 +248,9 @@ def _q_layers(metrics: dict) -> list[dict]:
 def extract_metric(metrics: dict, path: str) -> tuple[float | None, tuple[float, ...] | None]:
     """Value of ``path`` in one run's metrics (None when null/absent).
 
-    The second item is the FGSM eps grid for ``fgsm.accuracy_mean`` (None otherwise), so that
-    callers can refuse to average or compare means over different grids.
+    The second item is the FGSM eps grid for a metric summarising the FGSM curves
+    (``fgsm.accuracy_mean``, ``fgsm.budget_share``; None otherwise), so that callers can
+    refuse to average or compare summaries over different grids.
     """
     if path == FGSM_PATH:
         fgsm = metrics.get("fgsm")
@@ -262,7 +273,11 @@ def extract_metric(metrics: dict, path: str) -> tuple[float | None, tuple[float,
         if not values or any(v is None for v in values):
             return None, None
         return sum(values) / len(values), None
-    return _num(_at(metrics, catalog.metric(path).path)), None
+    m_path = catalog.metric(path).path
+    value = _num(_at(metrics, m_path))
+    if m_path[0] == "fgsm":  # a summary over the eps grid: means over other grids differ
+        return value, tuple(float(e) for e in (metrics.get("fgsm") or {}).get("eps") or [])
+    return value, None
 
 
 def _at(d: dict, path: tuple[str, ...]) -> Any:
@@ -402,7 +417,7 @@ def _compare(
         note = (ref.note if ref.value is None else cur.note) or "null"
         row.note = f"missing metric: {side} {note}"
         return row
-    if path == FGSM_PATH and ref.eps != cur.eps:
+    if (ref.eps is not None or cur.eps is not None) and ref.eps != cur.eps:
         row.note = f"fgsm eps grid differs: reference {list(ref.eps)}, current {list(cur.eps)}"
         return row
     if tol is None:
@@ -512,7 +527,16 @@ def check_results(
             row = _compare(method, task, path, ref_agg[path], cur_agg[path], tolerances)
             if row is not None:
                 report.rows.append(row)
-        row = _class_counts_row(method, task, ref_runs, cur_runs)
+        row = _class_counts_row(
+            method,
+            task,
+            {k[2]: ref_index[k] for k in keys},
+            {k[2]: r for k, r in cur_index.items() if k[:2] == (method, task)}
+            if seeds == "any"
+            else {k[2]: cur_index[k] for k in keys},
+            tolerances,
+            seeds,
+        )
         if row is not None:
             report.rows.append(row)
     return report
@@ -523,42 +547,58 @@ CLASS_COUNTS = "data.class_counts"
 
 
 def _class_counts_row(
-    method: str, task: str, ref_runs: list[dict], cur_runs: list[dict]
+    method: str,
+    task: str,
+    ref_runs: dict[int, dict],
+    cur_runs: dict[int, dict],
+    tolerances: dict,
+    seeds: str,
 ) -> CheckRow | None:
-    """Whether every current run's splits hold as many inputs of each class as the
-    reference's (``data.class_counts``: train, test, each labelled OOD set).
+    """Whether the current runs' splits hold as many inputs of each class as the
+    reference's (``data.class_counts``: train, test, each labelled OOD set), or None when the
+    reference recorded no counts (a regression task, a reference made before version 4).
 
-    Stratified subsets have the same counts for every seed, so this holds across seeds; a
-    split drawn otherwise (the first files of an OOD set instead of a stratified subset) is
-    "regressed", naming the splits. None when the reference did not record the counts.
+    With ``seeds="same"`` each run is compared with the reference run of its seed. With
+    ``seeds="any"`` only the splits on which every reference run agrees are compared: a
+    stratified subset (every built-in task and OOD set) has the same counts for any seed, a
+    split drawn otherwise (a plug-in's random subset) does not and is left out, said in the
+    note. A split drawn differently from the reference's (the first files of an OOD set
+    instead of a stratified subset) is "regressed", naming the splits. The tolerance file
+    may list ``data.class_counts`` as unchecked for a (method, task), like a metric.
     """
-    expected = next(
-        (
-            r["data"]["class_counts"]
-            for r in ref_runs
-            if isinstance(_at(r, ("data", "class_counts")), dict)
-        ),
-        None,
-    )
-    if expected is None:
+    recorded = {s: _at(r, ("data", "class_counts")) for s, r in ref_runs.items()}
+    recorded = {s: c for s, c in recorded.items() if isinstance(c, dict) and c}
+    if not recorded:
         return None
     row = CheckRow(method, task, CLASS_COUNTS, None, None, None, None, "ok", direction="equal")
-    differ: dict[str, Any] = {}  # split -> the first differing counts
-    for run in cur_runs:
+    reason = tolerances.get("unchecked", {}).get(f"{method}/{task}", {}).get(CLASS_COUNTS)
+    if reason is not None:
+        row.status, row.note = "unchecked", reason
+        return row
+    first = next(iter(recorded.values()))
+    stable = {k: v for k, v in first.items() if all(c.get(k) == v for c in recorded.values())}
+    varying = sorted(set().union(*recorded.values()) - set(stable))
+    differ: dict[str, tuple[Any, Any]] = {}  # split -> (reference, current) counts
+    for seed, run in cur_runs.items():
         got = _at(run, ("data", "class_counts"))
         if not isinstance(got, dict):
             row.status, row.note = "missing", "missing: the results do not record class counts"
             return row
-        for split in sorted(set(expected) | set(got)):
+        expected = recorded.get(seed, {}) if seeds == "same" else stable
+        for split in sorted(
+            set(expected) | (set(got) - set(varying) if seeds == "any" else set(got))
+        ):
             if expected.get(split) != got.get(split):
-                differ.setdefault(split, got.get(split))
+                differ.setdefault(split, (expected.get(split), got.get(split)))
     if differ:
-        split, got = next(iter(differ.items()))
+        split, (ref, cur) = next(iter(differ.items()))
         row.status = "regressed"
         row.note = (
             f"other inputs than the reference's in {', '.join(differ)} (e.g. {split}: class "
-            f"counts {expected.get(split)} in the reference, {got} now)"
+            f"counts {ref} in the reference, {cur} now)"
         )
+    elif seeds == "any" and varying:
+        row.note = f"not compared: {', '.join(varying)} differ between the reference's seeds"
     return row
 
 
@@ -773,8 +813,11 @@ def format_check_table(report: CheckReport, all_rows: bool = False) -> str:
     verdict = "PASSED" if report.passed else "FAILED"
     counts = ", ".join(f"{report.count(s)} {s}" for s in STATUSES)
     seeds = "the reference's seeds" if report.seeds == "same" else "each side's own seeds"
+    n_counts = sum(r.metric == CLASS_COUNTS for r in report.rows)
+    counted = f" and the class counts of {n_counts} (method, task) pairs" if n_counts else ""
     lines.append(
-        f"check {verdict}: suite {report.suite!r}, {len(report.rows)} metrics of "
+        f"check {verdict}: suite {report.suite!r}, {len(report.rows) - n_counts} metrics"
+        f"{counted} of "
         f"{report.n_runs} reference runs compared (means over {seeds}"
         f"{', two-sided' if report.two_sided else ''}): {counts}"
     )

@@ -315,7 +315,8 @@ def _fgsm_curve(
     (``mean |x_adv - x|``); ``budget_share`` is its sum over the grid divided by the sum of
     the eps values (None when they sum to 0): the share of the L-inf budget the attack
     spends. It is below 1 because clipping to the input range takes the step back wherever a
-    pixel already sits at the end it points to; an attack without clipping gives exactly 1.
+    pixel already sits at the end it points to; without clipping it is 1 (less only where an
+    input's gradient is exactly 0, whose sign moves nothing).
     ``keep`` receives ``fgsm.correct`` and ``fgsm.entropy`` (``[n_eps, n]``) and ``fgsm.index``.
     """
     x_all, y_all = test.x[idx], test.y[idx]

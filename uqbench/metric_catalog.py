@@ -251,8 +251,8 @@ METRICS: tuple[MetricDef, ...] = (
         useful_max=0.15,
     ),
     # -- FGSM: the share of the eps budget the attack spent (issue 16): below 1 because the
-    # step is clipped to the input range, exactly 1 without the clipping. Neither direction is
-    # better, so the check compares it both ways.
+    # step is clipped to the input range, 1 without the clipping (where no gradient is 0).
+    # Neither direction is better, so the check compares it both ways.
     MetricDef(
         "fgsm.budget_share",
         ("fgsm", "budget_share"),

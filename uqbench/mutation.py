@@ -373,10 +373,19 @@ def _failing(report: Any) -> list[dict[str, Any]]:
             "current": r.current,
             "tolerance": r.tolerance,
             "direction": r.direction,
+            "note": r.note,
         }
         for r in report.rows
         if r.status in report.failing
     ]
+
+
+def _seen(f: dict[str, Any]) -> str:
+    """One failing row of a mutant's check, as the markdown table shows it."""
+    where = f"{f['method']}/{f['task']} {f['metric']}"
+    if f["reference"] is None or f["current"] is None or f["tolerance"] is None:
+        return f"{where}: {f.get('note') or f['status']}"  # the class counts: no value
+    return f"{where}: {f['reference']:.4g} -> {f['current']:.4g} (±{f['tolerance']:.3g})"
 
 
 def _check(results: dict, reference: dict, tolerances: dict) -> tuple[bool, list[dict]]:
@@ -554,12 +563,7 @@ def format_md(doc: dict[str, Any]) -> str:
                 f"| `{m['name']}` | {m['kind']} | {runs} | not run | {m.get('note', '')} |"
             )
             continue
-        seen = "; ".join(
-            f"{f['method']}/{f['task']} {f['metric']}: {f['reference']:.4g} -> "
-            f"{f['current']:.4g} (±{f['tolerance']:.3g})"
-            for f in m["failing"][:4]
-            if f["current"] is not None and f["reference"] is not None
-        )
+        seen = "; ".join(_seen(f) for f in m["failing"][:4])
         more = f" (+{len(m['failing']) - 4} more)" if len(m["failing"]) > 4 else ""
         lines.append(
             f"| `{m['name']}` | {m['kind']} | {runs} | {'yes' if m['caught'] else '**no**'} | "

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from uqbench.architectures import CLASSIFICATION
 from uqbench.data import DataSource
 from uqbench.environment import cache_dir, environment
 from uqbench.errors import OutputError, TrainingError, UQBenchError
@@ -342,7 +343,8 @@ def make_run(
             "n_train": len(data.train),
             "n_test": len(data.test),
             "n_ood": {k: int(v.shape[0]) for k, v in data.ood.items()},
-            "class_counts": data.class_counts(),
+            # regression targets are not classes
+            **({"class_counts": data.class_counts()} if task.kind == CLASSIFICATION else {}),
         },
         "train_log": log.to_dict(),
         "metrics": metrics,
