@@ -71,7 +71,8 @@ from pathlib import Path
 
 import torch
 
-from uqbench.runner import environment, merge_results, resolve_device
+from uqbench.environment import environment, resolve_device
+from uqbench.runner import merge_results
 
 out, suite, device, seeds, tasks, jobs, mps = sys.argv[1:]
 cmd = (f"uqbench run --suite {suite} --tasks {tasks} --seeds {seeds} --device {device} "
