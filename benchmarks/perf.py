@@ -54,7 +54,7 @@ def lenet_spec() -> ModelSpec:
 
 def family_config(name: str, members: int) -> dict[str, Any]:
     """A family's config on MNIST (the task's ``method_defaults``), with ``members``."""
-    from uqbench.tasks.mnist import MNIST
+    from uqbench.tasks.mnist import MNISTTask as MNIST
 
     config = dict(MNIST.method_defaults.get(name, {}))
     if name == "ensemble":
