@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import gc
 import json
 import multiprocessing as mp
 import os
@@ -188,6 +189,7 @@ def time_steps(
 def reset_peak(device: torch.device) -> None:
     """Start a new peak-memory window (CUDA only)."""
     if device.type == "cuda":
+        gc.collect()  # the previous cell's models, before the cache is emptied
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
 
