@@ -407,6 +407,9 @@ def device_description(device: torch.device) -> dict[str, Any]:
             cmd = ["nvidia-smi", query, "--format=csv,noheader"]
             out = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False)
             env["nvidia_smi"] = out.stdout.strip()
+            # Packed processes share the GPU by time-slicing unless CUDA MPS runs.
+            mps = subprocess.run(["pgrep", "-f", "nvidia-cuda-mps-control"], capture_output=True)
+            env["cuda_mps_daemon"] = mps.returncode == 0
         except (OSError, subprocess.SubprocessError) as exc:
             env["nvidia_smi"] = f"unavailable ({one_line(exc)})"
     return env
@@ -437,6 +440,7 @@ def render_md(r: dict[str, Any]) -> str:
         f"{d['torch_threads']} torch thread(s), {d['cores_available']} cores available; "
         f"load average before {r['load_avg_before'][0]:.2f}, after {r['load_avg_after'][0]:.2f}."
         + (f" nvidia-smi: {d['nvidia_smi']}." if d.get("nvidia_smi") else "")
+        + (f" CUDA MPS daemon: {d['cuda_mps_daemon']}." if "cuda_mps_daemon" in d else "")
         + "  ",
         f"Steps/s: median of {s['repeats']} blocks of {s['steps']} steps after {s['warmup']} "
         f"warm-up steps (packed: one block of {s['steps'] * s['repeats']} per process, timed "

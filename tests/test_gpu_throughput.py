@@ -126,6 +126,12 @@ def test_main_end_to_end_on_cpu(tmp_path: Path) -> None:
         assert row["peak_mem_mb_per_model"] is None  # CPU: no GPU memory to report
     md = (out / "gpu_throughput.md").read_text()
     assert "| l2 | grouped | 2 |" in md and "--modes eager vectorized grouped" in md
+    # What only a GPU run fills in renders too (no GPU here to produce it).
+    result["device"].update(nvidia_smi="NVIDIA H100, 81559 MiB, 550.0", cuda_mps_daemon=False)
+    result["results"][0].update(peak_mem_mb_per_model=123.4, compile_s=45.6)
+    md = gt.render_md(result)
+    assert "nvidia-smi: NVIDIA H100" in md and "CUDA MPS daemon: False" in md
+    assert "| 45.6 | 123 |" in md
 
 
 def test_packed_processes_run_together(tmp_path: Path) -> None:

@@ -13,7 +13,9 @@
 # the compiled and graphed cells come last (compile times unknown on the card: 20-100 s each),
 # and those past the budget are listed as not measured. Total: at most BUDGET_S + 60 s plus
 # start-up, about 3 minutes. Override with METHODS, MODES, STEPS, WARMUP, REPEATS, K, PACKED,
-# THREADS; DEVICE=cpu (with STEPS=2 REPEATS=1 THREADS=1) is a CPU rehearsal.
+# THREADS; DEVICE=cpu (with STEPS=2 REPEATS=1 THREADS=1) is a CPU rehearsal. Packed processes
+# share the GPU by time-slicing unless a CUDA MPS daemon already runs (paper_window.sh starts
+# one; run this script first); the report says which.
 # Results: .gpu-out/throughput/gpu_throughput.{json,md} and log.txt, copied to $OUT when set.
 set -uo pipefail
 budget=${1:-120}
