@@ -206,3 +206,15 @@ def test_compiled_mode_compiles_and_times(tmp_path: Path) -> None:
     (row,) = json.loads((out / "gpu_throughput.json").read_text())["results"]
     check_row(row)
     assert row["compile_s"] > 0
+
+
+def test_vmap_guard_of_the_layers_does_not_break_a_compiled_graph() -> None:
+    """The layers' check for a torch.func transform must not split torch.compile's graph of
+    a Bayesian family's loss (dynamo traces it; no compiler runs)."""
+    torch.manual_seed(0)
+    model = uqbench.get_posterior("mnf")(SPEC, max_std=0.5)
+    x, y = torch.rand(8, 1, 28, 28), torch.randint(0, 10, (8,))
+    torch._dynamo.reset()
+    explained = torch._dynamo.explain(lambda x, y: model.loss(x, y)[0])(x, y)
+    torch._dynamo.reset()
+    assert explained.graph_break_count == 0, explained.break_reasons

@@ -210,8 +210,11 @@ def in_functorch_transform(*tensors: Tensor) -> bool:
     """True when a tensor is wrapped by a torch.func transform (``vmap`` of stacked models).
 
     Inside one, memory-format queries other than the default raise, so the CPU
-    channels-last fast paths below step aside (same values, default layout).
+    channels-last fast paths below step aside (same values, default layout). Under
+    ``torch.compile`` it is False without asking (the query would break the graph).
     """
+    if getattr(torch.compiler, "is_compiling", lambda: False)():
+        return False
     wrapped = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", None)
     return wrapped is not None and any(wrapped(t) for t in tensors)
 
