@@ -54,7 +54,7 @@ def lenet_spec() -> ModelSpec:
 
 def family_config(name: str, members: int) -> dict[str, Any]:
     """A family's config on MNIST (the task's ``method_defaults``), with ``members``."""
-    from uqbench.tasks.mnist import MNIST
+    from uqbench.tasks.mnist import MNISTTask as MNIST
 
     config = dict(MNIST.method_defaults.get(name, {}))
     if name == "ensemble":
@@ -243,11 +243,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--grad-draws", type=int, default=20, help="draws for the gradient variance")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="results/perf", help="output folder")
+    p.add_argument(
+        "--gpu-modes",
+        nargs="*",
+        metavar="MODE",
+        help="run the training-throughput benchmark instead (eager, packed, vectorized, "
+        "grouped, compiled, graphed; none: all), with its own options: "
+        "python -m uqbench.benchmarks.gpu_throughput -h",
+    )
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; write perf.json and perf.md; return an exit code."""
+    if argv is None:
+        argv = sys.argv[1:]
+    flag = "--gpu-modes"
+    if any(a.split("=", 1)[0] == flag for a in argv):  # gpu_throughput's --modes
+        from uqbench.benchmarks import gpu_throughput
+
+        argv = ["--modes" + a[len(flag) :] if a.split("=", 1)[0] == flag else a for a in argv]
+        return gpu_throughput.main(argv)
     args = parse_args(argv)
     malloc_tuned = tune_malloc()
     if args.threads is not None:

@@ -206,6 +206,19 @@ class PriorConv2d(nn.Conv2d):
         return 0.5 * self.prior_scale * self.weight.pow(2).sum()
 
 
+def in_functorch_transform(*tensors: Tensor) -> bool:
+    """True when a tensor is wrapped by a torch.func transform (``vmap`` of stacked models).
+
+    Inside one, memory-format queries other than the default raise, so the CPU
+    channels-last fast paths below step aside (same values, default layout). Under
+    ``torch.compile`` it is False without asking (the query would break the graph).
+    """
+    if getattr(torch.compiler, "is_compiling", lambda: False)():
+        return False
+    wrapped = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", None)
+    return wrapped is not None and any(wrapped(t) for t in tensors)
+
+
 def standard_normal_like(t: Tensor) -> Tensor:
     """Independent N(0, 1) draws with the shape and memory layout of ``t``.
 
@@ -215,6 +228,7 @@ def standard_normal_like(t: Tensor) -> Tensor:
     """
     if (
         t.dim() == 4
+        and not in_functorch_transform(t)
         and not t.is_contiguous()
         and t.is_contiguous(memory_format=torch.channels_last)
     ):
@@ -633,7 +647,7 @@ class BayesConv2d(_BayesianLayer):
         Only the memory layout changes (not the values): oneDNN convolutions and the
         following ReLU / max-pool are several times faster on channels-last tensors.
         """
-        if x.device.type != "cpu" or x.dim() != 4:
+        if x.device.type != "cpu" or x.dim() != 4 or in_functorch_transform(x, self.weight_mean):
             return super().forward(x, z)
         out = super().forward(x.contiguous(memory_format=torch.channels_last), z)
         return out.contiguous(memory_format=torch.channels_last)
