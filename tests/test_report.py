@@ -456,6 +456,10 @@ def test_beyond_paper_section(tmp_path: Path) -> None:
     # the score of each column.
     assert "0.850" in row
     assert "AUROC MI uses mutual information (epistemic)" in md
+    # the summary answers "which posterior for OOD detection" once per OOD set
+    summary = md.split("## Summary", 1)[1].split("\n## ", 1)[0]
+    for ood in ("notmnist", "fashion-mnist"):
+        assert f"| OOD detection (AUROC, {ood}) | MNIST |" in summary
     # AURC of MNF: seeds 0, 1, 2 -> MNIST runs 3, 4, 5: (0.04 + 0.05 + 0.06) / 3.
     mnf_row = next(line for line in md.splitlines() if line.startswith("| MNFG | 0.0500"))
     assert "0.600" in mnf_row and "0.750" in mnf_row

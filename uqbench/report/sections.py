@@ -131,8 +131,7 @@ def summary(doc: Doc, view: ReportView) -> None:
         add("accuracy (test error %)", t, *declared("error_pct"), ms)
         add("calibration (ECE)", t, *declared("ece"), ms)
         add("calibration (NLL)", t, *declared("nll"), ms)
-        o = view.ood_set(t)
-        if o is not None:
+        for o in view.ood_sets(t):  # one row per OOD set: they answer different questions
             add(f"OOD detection (AUROC, {o})", t, *declared("auroc", o), ms)
         fg = [m for m in ms if C.interval(view, t, m, C.fgsm_stat("adv_accuracy")) is not None]
         add("adversarial (FGSM accuracy, mean over eps > 0)", t, C.fgsm_stat("adv_accuracy"), 3, fg)
