@@ -54,9 +54,9 @@ def lenet_spec() -> ModelSpec:
 
 def family_config(name: str, members: int) -> dict[str, Any]:
     """A family's config on MNIST (the task's ``method_defaults``), with ``members``."""
-    from uqbench.tasks.mnist import MNISTTask as MNIST
+    from uqbench.tasks.mnist import MNISTTask
 
-    config = dict(MNIST.method_defaults.get(name, {}))
+    config = dict(MNISTTask.method_defaults.get(name, {}))
     if name == "ensemble":
         config["members"] = members
     return config

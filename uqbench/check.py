@@ -513,11 +513,12 @@ def check_results(
     for key in ref_index:
         groups.setdefault(key[:2], []).append(key)
     for (method, task), keys in groups.items():
-        ref_runs = [ref_index[k] for k in keys]
+        ref_by_seed = {k[2]: ref_index[k] for k in keys}
         if seeds == "same":
-            cur_runs = [cur_index[k] for k in keys]
+            cur_by_seed = {k[2]: cur_index[k] for k in keys}
         else:
-            cur_runs = [r for k, r in cur_index.items() if k[:2] == (method, task)]
+            cur_by_seed = {k[2]: r for k, r in cur_index.items() if k[:2] == (method, task)}
+        ref_runs, cur_runs = list(ref_by_seed.values()), list(cur_by_seed.values())
         paths: list[str] = []
         for run in ref_runs:
             paths += [p for p in run_metric_paths(run["metrics"]) if p not in paths]
@@ -527,16 +528,7 @@ def check_results(
             row = _compare(method, task, path, ref_agg[path], cur_agg[path], tolerances)
             if row is not None:
                 report.rows.append(row)
-        row = _class_counts_row(
-            method,
-            task,
-            {k[2]: ref_index[k] for k in keys},
-            {k[2]: r for k, r in cur_index.items() if k[:2] == (method, task)}
-            if seeds == "any"
-            else {k[2]: cur_index[k] for k in keys},
-            tolerances,
-            seeds,
-        )
+        row = _class_counts_row(method, task, ref_by_seed, cur_by_seed, tolerances, seeds)
         if row is not None:
             report.rows.append(row)
     return report
@@ -578,6 +570,7 @@ def _class_counts_row(
     first = next(iter(recorded.values()))
     stable = {k: v for k, v in first.items() if all(c.get(k) == v for c in recorded.values())}
     varying = sorted(set().union(*recorded.values()) - set(stable))
+    ignored = set(varying) if seeds == "any" else set()  # the same seed's counts must match
     differ: dict[str, tuple[Any, Any]] = {}  # split -> (reference, current) counts
     for seed, run in cur_runs.items():
         got = _at(run, ("data", "class_counts"))
@@ -585,9 +578,7 @@ def _class_counts_row(
             row.status, row.note = "missing", "missing: the results do not record class counts"
             return row
         expected = recorded.get(seed, {}) if seeds == "same" else stable
-        for split in sorted(
-            set(expected) | (set(got) - set(varying) if seeds == "any" else set(got))
-        ):
+        for split in sorted((set(expected) | set(got)) - ignored):
             if expected.get(split) != got.get(split):
                 differ.setdefault(split, (expected.get(split), got.get(split)))
     if differ:
