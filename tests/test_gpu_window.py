@@ -42,3 +42,7 @@ def test_paper_window_script_runs_packs_and_merges_on_cpu(tmp_path: Path) -> Non
     assert (run["method"], run["task"], run["seed"], run["status"]) == ("l2", "toy-cubic", 0, "ok")
     assert "paper_window.sh" in results["command"]
     assert (out / "smoke-runs.tar.gz").stat().st_size > 0
+    # Each finished run is in $OUT as soon as it ends, with its saved predictions, so a window
+    # cut short before the merge still brings it back.
+    names = sorted(p.name for p in (out / "runs").iterdir())
+    assert names == ["l2-toy-cubic-seed0.json", "l2-toy-cubic-seed0.npz"], names

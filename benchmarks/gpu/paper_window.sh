@@ -8,8 +8,11 @@
 # defaults: "0 1 2", "mnist toy-cubic", 450 s, 16 processes; METHODS_MNIST / METHODS_TOY (space-
 # separated) choose the families. Runs left unfinished at the deadline
 # keep their checkpoints; calling the script again on the same machine resumes them.
-# Results: .gpu-out/paper/ (run files, results.json, report) and, when $OUT is set, a tarball of
-# them plus the logs in $OUT. SUITE=smoke DEVICE=cpu runs the same script as a CPU rehearsal.
+# Results: .gpu-out/paper/ (run files with their saved predictions, results.json, report) and,
+# when $OUT is set, each finished run's files in $OUT/runs/ as soon as it ends (a window cut
+# short still brings back every finished run), then a tarball of them plus the logs. The report
+# is built last (it is slow; REPORT=0 skips it, to rebuild locally). SUITE=smoke DEVICE=cpu runs
+# the same script as a CPU rehearsal.
 set -uo pipefail
 seeds=${1:-"0 1 2"}
 tasks=${2:-"mnist toy-cubic"}
@@ -24,6 +27,7 @@ work=$root/.gpu-out
 export UQBENCH_CACHE_DIR=${UQBENCH_CACHE_DIR:-$root/.cache/gpu}
 export OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1
 mkdir -p "$work/logs" "$work/parts"
+[ -n "${OUT:-}" ] && mkdir -p "$OUT/runs"
 t0=$(date +%s)
 
 if ! python3 -c "import uqbench" 2>/dev/null; then
@@ -59,12 +63,14 @@ timeout "$deadline" xargs -P "$jobs" -L 1 sh -c '
   uqbench run --suite '"$suite"' --methods $m --tasks $t --seeds $s \
     --device '"$device"' --no-download --no-report --quiet --out '"$work"'/parts/$m-$t-$s \
     >'"$work"'/logs/$m-$t-$s.log 2>&1
-  echo "$(date +%T) $m $t seed $s exit $?"' <"$list"
+  rc=$?
+  [ -n "${OUT:-}" ] && cp '"$work"'/parts/$m-$t-$s/'"$suite"'/runs/* "$OUT/runs/" 2>/dev/null
+  echo "$(date +%T) $m $t seed $s exit $rc"' <"$list"
 echo "packed phase: $(( $(date +%s) - t0 )) s"
 kill %1 2>/dev/null
 
 mkdir -p "$work/$suite/runs"
-cp "$work"/parts/*/"$suite"/runs/*.json "$work/$suite/runs/" 2>/dev/null
+cp "$work"/parts/*/"$suite"/runs/* "$work/$suite/runs/" 2>/dev/null
 python3 - "$work/$suite" "$suite" "$device" "$seeds" "$tasks" "$jobs" "$mps" <<'PY'
 import sys
 from pathlib import Path
@@ -84,9 +90,12 @@ for r in res["runs"]:
     print(f"  {r['method']:16s} {r['task']:10s} seed {r['seed']}  train {r['train_seconds']:7.1f}s"
           f"  eval {r['eval_seconds']:6.1f}s  peak {r.get('peak_memory_mb', '?')} MB")
 PY
-uqbench report "$work/$suite" >/dev/null 2>&1 || echo "report failed (rebuild it locally)"
-echo "total: $(( $(date +%s) - t0 )) s"
 if [ -n "${OUT:-}" ]; then
   tar czf "$OUT/$suite-runs.tar.gz" -C "$work" "$suite" logs jobs.txt
   nvidia-smi >"$OUT/nvidia-smi.txt" 2>&1 || true
 fi
+echo "merged and packed: $(( $(date +%s) - t0 )) s"
+if [ "${REPORT:-1}" != 0 ]; then
+  uqbench report "$work/$suite" >/dev/null 2>&1 || echo "report failed (rebuild it locally)"
+fi
+echo "total: $(( $(date +%s) - t0 )) s"
