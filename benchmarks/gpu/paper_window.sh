@@ -3,16 +3,18 @@
 # `uqbench run` process, several packed onto the one GPU at once (LeNet-sized models leave it idle
 # between kernel launches), under CUDA MPS where the machine has it.
 #
-# Usage, from the repository root on the GPU machine (data in $UQBENCH_DATA_DIR):
+# Usage, from the repository root on the GPU machine:
 #   UQBENCH_GIT_COMMIT=<sha> bash benchmarks/gpu/paper_window.sh [SEEDS] [TASKS] [DEADLINE_S] [JOBS]
-# defaults: "0 1 2", "mnist toy-cubic", 450 s, 16 processes; METHODS_MNIST / METHODS_TOY (space-
-# separated) choose the families. Runs left unfinished at the deadline
-# keep their checkpoints; calling the script again on the same machine resumes them.
+# defaults: "0 1 2", "mnist toy-cubic", 450 s, 16 processes; METHODS_MNIST / METHODS_CIFAR5 /
+# METHODS_TOY (space-separated) choose the families per task. Runs left unfinished at the
+# deadline keep their checkpoints; calling the script again on the same machine resumes them.
+# Data: $UQBENCH_DATA_DIR, else what benchmarks/gpu/stage_data.sh staged in .cache/gpu-data (the
+# script unpacks whatever .gpu-data / .gpu-cifar parts this call carried; README there).
 # Results: .gpu-out/paper/ (run files with their saved predictions, results.json, report) and,
-# when $OUT is set, each finished run's files in $OUT/runs/ as soon as it ends (a window cut
-# short still brings back every finished run), then a tarball of them plus the logs. The report
-# is built last (it is slow; REPORT=0 skips it, to rebuild locally). SUITE=smoke DEVICE=cpu runs
-# the same script as a CPU rehearsal.
+# when $OUT is set, $OUT/runs-so-far.tar.gz, rewritten every 30 s with every finished run and
+# the logs (a call cut short still brings back what finished), then $OUT/<suite>-runs.tar.gz with
+# the merged results. The report is built last (it is slow; REPORT=0 skips it, to rebuild
+# locally). SUITE=smoke DEVICE=cpu runs the same script as a CPU rehearsal.
 set -uo pipefail
 seeds=${1:-"0 1 2"}
 tasks=${2:-"mnist toy-cubic"}
@@ -21,14 +23,21 @@ jobs=${4:-16}
 suite=${SUITE:-paper}
 device=${DEVICE:-cuda}
 methods_mnist=${METHODS_MNIST:-"mnf ffg fflu ensemble dropout l2"}   # longest first
+methods_cifar5=${METHODS_CIFAR5:-"mnf ffg fflu ensemble dropout l2"}
 methods_toy=${METHODS_TOY:-"mnf ffg fflu ensemble dropout l2 dropout-learned"}
 root=$PWD
 work=$root/.gpu-out
+here=$(cd "$(dirname "$0")" && pwd)
 export UQBENCH_CACHE_DIR=${UQBENCH_CACHE_DIR:-$root/.cache/gpu}
 export OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1
 mkdir -p "$work/logs" "$work/parts"
-[ -n "${OUT:-}" ] && mkdir -p "$OUT/runs"
 t0=$(date +%s)
+
+if [ -d .gpu-data ] || [ -d .gpu-cifar ]; then bash "$here/stage_data.sh" unpack || exit 2; fi
+if [ -z "${UQBENCH_DATA_DIR:-}" ] && [ -d "$root/.cache/gpu-data" ]; then
+  export UQBENCH_DATA_DIR=$root/.cache/gpu-data
+fi
+echo "data: ${UQBENCH_DATA_DIR:-(not set: the user cache)}"
 
 if ! python3 -c "import uqbench" 2>/dev/null; then
   python3 -m pip install -q --no-deps --no-build-isolation --no-index -e . \
@@ -48,7 +57,11 @@ echo "MPS: $mps; $(nvidia-smi --query-gpu=name,memory.total,driver_version --for
 list=$work/jobs.txt
 : >"$list"
 for t in $tasks; do
-  ms=$methods_mnist; [ "$t" = toy-cubic ] && ms=$methods_toy
+  case $t in
+    toy-cubic) ms=$methods_toy ;;
+    cifar5) ms=$methods_cifar5 ;;
+    *) ms=$methods_mnist ;;
+  esac
   for m in $ms; do for s in $seeds; do echo "$m $t $s" >>"$list"; done; done
 done
 echo "$(wc -l <"$list") runs, $jobs at a time, deadline ${deadline}s"
@@ -56,18 +69,25 @@ echo "$(wc -l <"$list") runs, $jobs at a time, deadline ${deadline}s"
 if [ "$device" = cuda ]; then  # utilisation and memory every 5 s, as evidence for the packing
   nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv -l 5 \
     >"$work/logs/gpu-util.csv" 2>/dev/null &
+  smi=$!
 fi
+snapshot() {  # every finished run and the logs, replaced atomically
+  [ -n "${OUT:-}" ] || return 0
+  (cd "$work" && tar czf "$OUT/runs-so-far.tmp" logs $(ls -d parts/*/*/runs 2>/dev/null)) \
+    && mv "$OUT/runs-so-far.tmp" "$OUT/runs-so-far.tar.gz"
+}
+if [ -n "${OUT:-}" ]; then (while sleep 30; do snapshot; done) & snapper=$!; fi
 # One process per run, each with its own --out (no shared results.json to race on).
 timeout "$deadline" xargs -P "$jobs" -L 1 sh -c '
   m=$0 t=$1 s=$2
   uqbench run --suite '"$suite"' --methods $m --tasks $t --seeds $s \
     --device '"$device"' --no-download --no-report --quiet --out '"$work"'/parts/$m-$t-$s \
     >'"$work"'/logs/$m-$t-$s.log 2>&1
-  rc=$?
-  [ -n "${OUT:-}" ] && cp '"$work"'/parts/$m-$t-$s/'"$suite"'/runs/* "$OUT/runs/" 2>/dev/null
-  echo "$(date +%T) $m $t seed $s exit $rc"' <"$list"
+  echo "$(date +%T) $m $t seed $s exit $?"' <"$list"
 echo "packed phase: $(( $(date +%s) - t0 )) s"
-kill %1 2>/dev/null
+[ -n "${smi:-}" ] && kill "$smi" 2>/dev/null
+[ -n "${snapper:-}" ] && kill "$snapper" 2>/dev/null
+snapshot
 
 mkdir -p "$work/$suite/runs"
 cp "$work"/parts/*/"$suite"/runs/* "$work/$suite/runs/" 2>/dev/null
