@@ -1,5 +1,6 @@
-"""The Ray executor: same numbers as the local one, on a local instance and on a real
-2-node cluster on loopback; a killed worker is retried; bad requests fail in one line.
+"""The process and Ray executors: same numbers as the local one (worker processes on this
+machine; a local Ray instance and a real 2-node Ray cluster on loopback); a killed worker
+is retried; bad requests fail in one line.
 
 Everything that starts Ray is marked ``ray`` (``pytest -m ray`` selects it, ``-m "not ray"``
 skips it); without Ray installed those tests skip, unless ``UQBENCH_REQUIRE_RAY=1`` (CI),
@@ -403,3 +404,122 @@ def _run_killing_one_worker(runner: Runner) -> list[int]:
     if errors:
         raise errors[0]
     return killed
+
+
+# --- worker processes on this machine (--executor processes) ------------------------------
+
+#: Three families on the toy task, short: enough for two workers and a queue, and for a
+#: worker to be killed while its run (or its start-up) is under way.
+PROC_SUITE = """
+name = "toy"
+methods = ["l2", "ffg", "mnf"]
+tasks = ["toy-cubic"]
+seeds = [0]
+[eval]
+test_samples = 8
+[task.toy-cubic]
+train = { epochs = 100 }
+"""
+
+
+@pytest.fixture(scope="module")
+def local_proc_toy(tmp_path_factory) -> dict:
+    """PROC_SUITE made by the local executor, the reference for the process executor."""
+    tmp = tmp_path_factory.mktemp("local-proc")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("UQBENCH_CACHE_DIR", str(tmp / "cache"))
+        return _runner(tmp, "results", suite=PROC_SUITE).run()
+
+
+def _spawned_workers() -> list[int]:
+    """Our spawned worker processes (each executing one run)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            stat = (proc / "stat").read_text()
+            cmd = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == os.getpid() and b"spawn_main" in cmd:
+            pids.append(int(proc.name))
+    return pids
+
+
+def _run_killing_one_process(runner: Runner) -> list[int]:
+    """Run the suite in a thread; SIGKILL the first worker process alive for over 2 s."""
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            runner.run()
+        except BaseException as exc:  # noqa: BLE001 - re-raised below
+            errors.append(exc)
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    killed: list[int] = []
+    seen: dict[int, float] = {}
+    end = time.monotonic() + 120
+    while not killed and thread.is_alive() and time.monotonic() < end:
+        now, pids = time.monotonic(), _spawned_workers()
+        seen = {pid: seen.get(pid, now) for pid in pids}
+        for pid, since in seen.items():
+            if now - since > 2.0:
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+                break
+        time.sleep(0.1)
+    thread.join(300)
+    if errors:
+        raise errors[0]
+    return killed
+
+
+def test_processes_match_local_and_a_killed_worker_is_retried(
+    tmp_path, local_proc_toy, monkeypatch
+):
+    from uqbench.executors import ProcessExecutor
+
+    monkeypatch.setenv("UQBENCH_CACHE_DIR", str(tmp_path / "cache"))
+    runner = _runner(tmp_path, "proc", ProcessExecutor(jobs=2, max_retries=1), PROC_SUITE)
+    assert _run_killing_one_process(runner), "no worker process was seen running"
+    assert not runner.failed
+    results = json.loads((tmp_path / "proc" / "toy" / "results.json").read_text())
+    assert _metrics(results) == _metrics(local_proc_toy)  # the retried runs too
+    assert len(list((tmp_path / "proc" / "toy" / "runs").glob("*.npz"))) == 3
+
+
+def test_processes_report_a_run_that_keeps_dying_and_a_rerun_resumes(
+    tmp_path, local_proc_toy, monkeypatch
+):
+    from uqbench.executors import ProcessExecutor
+
+    monkeypatch.setenv("UQBENCH_CACHE_DIR", str(tmp_path / "cache"))
+    runner = _runner(tmp_path, "proc", ProcessExecutor(jobs=2, max_retries=0), PROC_SUITE)
+    assert _run_killing_one_process(runner)
+    # the runs executing when the pool broke (the killed one among them) are reported
+    assert 1 <= len(runner.failed) <= 3, runner.failed
+    assert all("worker process died" in e for e in runner.failed.values()), runner.failed
+    records = {p.stem: json.loads(p.read_text()) for p in runner.runs_dir.glob("*.json")}
+    assert len(records) == 3
+    assert {k for k, r in records.items() if r["status"] == "failed"} == set(runner.failed)
+
+    again = _runner(tmp_path, "proc", ProcessExecutor(jobs=2), PROC_SUITE)
+    assert sorted(s.key for s in again.specs if not again._is_done(s)) == sorted(runner.failed)
+    results = again.run()
+    assert not again.failed and _metrics(results) == _metrics(local_proc_toy)
+
+
+def test_process_executor_bad_requests_are_one_line(tmp_path, capsys):
+    from uqbench.executors import ProcessExecutor
+
+    for kw, message in (({"jobs": 0}, "--jobs must be a positive"), ({"threads": 0}, "--cpus")):
+        with pytest.raises(ConfigError, match=message):
+            ProcessExecutor(**kw)
+    code = main(["run", "--suite", "smoke", "--jobs", "2", "--out", str(tmp_path)])
+    assert code == 2
+    assert capsys.readouterr().err.strip() == ("uqbench: error: --jobs needs --executor processes")
+    assert not any(tmp_path.iterdir())

@@ -77,10 +77,16 @@ def build_parser(with_extras: bool = True) -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--executor",
-        choices=["local", "ray"],
+        choices=["local", "processes", "ray"],
         default="local",
-        help="local: one run after another in this process (default); ray: each run a Ray "
-        "task (pip install 'uqbench[ray]')",
+        help="local: one run after another in this process (default); processes: --jobs "
+        "runs at once on this machine, each in its own process (several may share one GPU); "
+        "ray: each run a Ray task (pip install 'uqbench[ray]')",
+    )
+    run.add_argument(
+        "--jobs",
+        type=int,
+        help="processes: runs at once (default: this machine's cores / --cpus-per-run)",
     )
     run.add_argument(
         "--address",
@@ -89,7 +95,9 @@ def build_parser(with_extras: bool = True) -> argparse.ArgumentParser:
     run.add_argument(
         "--gpus-per-run", type=float, default=0, help="Ray: GPUs per run, may be a fraction"
     )
-    run.add_argument("--cpus-per-run", type=int, default=1, help="Ray: CPU cores per run")
+    run.add_argument(
+        "--cpus-per-run", type=int, default=1, help="ray, processes: CPU cores (threads) per run"
+    )
     run.add_argument("--out", default="results", help="results root (default: results/)")
     run.add_argument("--no-report", action="store_true", help="skip the report")
     run.add_argument("--dry-run", action="store_true", help="print the resolved runs and stop")
@@ -224,6 +232,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     # After the runner (which imports torch first): the order of the heavy imports is the
     # one an early Ctrl-C was tested with (tests/test_failures.py).
     from uqbench.environment import resolve_device
+    from uqbench.errors import ConfigError
 
     suite = load_suite(args.suite)
     overrides: dict[str, Any] = {
@@ -237,6 +246,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(describe(suite.runs(overrides)))
         return 0
     executor = None
+    if args.jobs is not None and args.executor != "processes":
+        raise ConfigError("--jobs needs --executor processes")
     if args.executor == "ray":
         from uqbench.executors import RayExecutor
 
@@ -249,11 +260,20 @@ def cmd_run(args: argparse.Namespace) -> int:
         suite.runs(overrides)  # a bad name or value is reported before Ray starts
         executor.start()  # Ray missing, unreachable or too small: one line, nothing trained
         device = resolve_device("cpu")  # the driver only loads data; workers pick their device
-    else:
-        if args.address or args.gpus_per_run or args.cpus_per_run != 1:
-            from uqbench.errors import ConfigError
+    elif args.executor == "processes":
+        from uqbench.executors import ProcessExecutor
 
-            raise ConfigError("--address, --gpus-per-run and --cpus-per-run need --executor ray")
+        if args.address or args.gpus_per_run:
+            raise ConfigError("--address and --gpus-per-run need --executor ray")
+        device_name = args.device or "cpu"
+        resolve_device(device_name)  # a bad or absent device: one line, nothing trained
+        executor = ProcessExecutor(jobs=args.jobs, device=device_name, threads=args.cpus_per_run)
+        device = resolve_device("cpu")  # the driver only loads data; workers train
+    else:
+        if args.address or args.gpus_per_run:
+            raise ConfigError("--address and --gpus-per-run need --executor ray")
+        if args.cpus_per_run != 1:
+            raise ConfigError("--cpus-per-run needs --executor processes or ray")
         device = resolve_device(args.device or "cpu")
     runner = Runner(
         suite,

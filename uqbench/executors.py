@@ -1,4 +1,10 @@
-"""Where a suite's runs are made: here one by one (the default), or as tasks on a Ray cluster.
+"""Where a suite's runs are made: here one by one (the default), several at once in worker
+processes on this machine, or as tasks on a Ray cluster.
+
+:class:`ProcessExecutor` (``--executor processes --jobs N``) keeps N runs going at once, each
+in a fresh spawned process (the standard library's ``concurrent.futures``), for a machine
+with more cores than one run uses, or a GPU that one LeNet-sized run leaves mostly idle
+(several processes share it; under CUDA MPS their kernels run concurrently).
 
 Ray (``pip install 'uqbench[ray]'``) schedules each run as one task with its resource
 request (``cpus_per_run``, ``gpus_per_run``; a fraction of a GPU lets several small runs
@@ -21,6 +27,8 @@ import math
 import os
 import socket
 import time
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from typing import TYPE_CHECKING, Any, Protocol
 
 from tqdm.auto import tqdm
@@ -42,6 +50,41 @@ class Executor(Protocol):
         """Make every run of ``todo``, writing each with ``runner.write_run`` as it finishes;
         return ``{run key: error}`` for the runs that failed (the others are all written)."""
         ...
+
+
+class _Progress:
+    """The progress bar and per-run lines every executor shows, and the writing of each
+    finished run by the driver (``runner.write_run``), shared by the executors."""
+
+    def __init__(self, runner: Runner, total: int, slots: int) -> None:
+        self.runner, self.total, self.slots = runner, total, slots
+        self.failed: dict[str, str] = {}
+        self.finished = 0
+        self.bar = tqdm(total=total, desc="runs", unit="run", disable=not runner.progress)
+        self.say = self.bar.write if runner.progress else runner.log
+
+    def status(self, pending: int) -> None:
+        self.bar.set_postfix_str(
+            f"running {min(pending, self.slots)}, queued {max(0, pending - self.slots)}, "
+            f"failed {len(self.failed)}"
+        )
+
+    def done(self, run: RunSpec, record: dict[str, Any], outputs: dict[str, Any]) -> None:
+        path = self.runner.write_run(run, record, outputs)
+        self.finished += 1
+        self.say(
+            f"[{self.finished}/{self.total}] {run.key}: {record['train_seconds']:.1f}s "
+            f"train + {record['eval_seconds']:.1f}s eval -> {path}"
+        )
+        self.bar.update(1)
+
+    def fail(self, run: RunSpec, error: str) -> None:
+        self.failed[run.key] = error
+        self.say(f"FAILED {run.key}: {error}")
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 def _ray():
@@ -220,35 +263,23 @@ class RayExecutor:
             f"ray: {len(todo)} runs on {slots} slot(s) of {self.cpus_per_run:g} CPU/"
             f"{self.gpus_per_run:g} GPU; workers checkpoint in {cache}"
         )
-        failed: dict[str, str] = {}
-        bar = tqdm(total=len(todo), desc="runs", unit="run", disable=not runner.progress)
-        say = bar.write if runner.progress else runner.log
+        progress = _Progress(runner, len(todo), slots)
+        failed = progress.failed
         start = time.perf_counter()
         try:
             while pending:
-                bar.set_postfix_str(
-                    f"running {min(len(pending), slots)}, queued "
-                    f"{max(0, len(pending) - slots)}, failed {len(failed)}"
-                )
+                progress.status(len(pending))
                 ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
                 for ref in ready:
                     run = pending.pop(ref)
                     try:
                         record, outputs = ray.get(ref)
                     except ray.exceptions.RayError as exc:
-                        failed[run.key] = _one_line(exc)
-                        say(f"FAILED {run.key}: {failed[run.key]}")
+                        progress.fail(run, _one_line(exc))
                     else:
-                        path = runner.write_run(run, record, outputs)
-                        done = len(todo) - len(pending) - len(failed)
-                        say(
-                            f"[{done}/{len(todo)}] {run.key}: {record['train_seconds']:.1f}s "
-                            f"train + {record['eval_seconds']:.1f}s eval -> {path}"
-                        )
-                    bar.update(1)
-                bar.refresh()
+                        progress.done(run, record, outputs)
         finally:
-            bar.close()
+            progress.close()
             for ref in pending:  # interrupted: the finished runs are written already
                 ray.cancel(ref, force=True)
             if self._started_here:
@@ -268,3 +299,133 @@ def _one_line(exc: BaseException) -> str:
         return f"{type(cause).__name__}: {msg[0] if msg else ''}".rstrip(": ")
     lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
     return f"{type(exc).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+
+
+class ProcessExecutor:
+    """Makes up to ``jobs`` runs at once on this machine, each in its own fresh process.
+
+    Worker processes are spawned (never forked: CUDA cannot be forked) by the standard
+    library's :class:`~concurrent.futures.ProcessPoolExecutor`, one process per run
+    (``max_tasks_per_child=1``: a run never inherits another's memory), ``threads`` torch
+    threads each, training on ``device``. As with Ray, the driver loads and checks the data
+    once (tensors reach the workers through shared memory), writes every run file as its
+    run returns, and the workers checkpoint in the driver's cache, so an interrupted suite
+    resumes the same way. A worker that dies (killed, out of memory) breaks the whole pool:
+    every unfinished run is then retried in a fresh pool, resuming from its checkpoint. The
+    runs that were executing when it broke (one of them the culprit) count one death each;
+    a run that dies more than ``max_retries`` times is reported failed, and a run that
+    raises is reported with its error at once.
+    """
+
+    def __init__(
+        self,
+        *,
+        jobs: int | None = None,
+        device: str = "cpu",
+        threads: int = 1,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+    ) -> None:
+        if not isinstance(threads, int) or threads < 1:
+            raise ConfigError(f"--cpus-per-run must be a positive whole number, got {threads}")
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+        if jobs is None:
+            jobs = max(1, (cores or os.cpu_count() or 1) // threads)
+        if not isinstance(jobs, int) or jobs < 1:
+            raise ConfigError(f"--jobs must be a positive whole number, got {jobs}")
+        self.jobs, self.device, self.threads, self.max_retries = jobs, device, threads, max_retries
+
+    def start(self) -> None:
+        """Nothing to connect to (the pool starts with the first run)."""
+
+    def stop(self) -> None:
+        """Nothing to release (each pool is shut down when its runs end)."""
+
+    def run(self, runner: Runner, todo: list[RunSpec], env: dict[str, Any]) -> dict[str, str]:
+        """Run everything in ``todo``, ``jobs`` at a time; write each as it returns."""
+        if not todo:
+            return {}
+        import torch.multiprocessing as tmp
+
+        from uqbench.environment import cache_dir
+
+        cache = str(cache_dir().resolve())
+        slots = min(self.jobs, len(todo))
+        runner.log(
+            f"processes: {len(todo)} runs, {slots} at a time, {self.threads} thread(s) each on "
+            f"{self.device}; workers checkpoint in {cache}"
+        )
+        progress = _Progress(runner, len(todo), slots)
+        deaths = {run.key: 0 for run in todo}
+        start = time.perf_counter()
+        remaining = list(todo)
+        try:
+            while remaining:
+                broken, executing = self._pool_round(runner, remaining, env, cache, tmp, progress)
+                remaining = []
+                for run in broken:
+                    deaths[run.key] += run.key in executing
+                    if deaths[run.key] > self.max_retries:
+                        progress.fail(
+                            run,
+                            f"its worker process died {deaths[run.key]} time(s) "
+                            "(killed, or out of memory?)",
+                        )
+                    else:
+                        remaining.append(run)
+                if remaining:
+                    progress.say(
+                        f"a worker process died: {len(remaining)} unfinished run(s) retried "
+                        "in a fresh pool, from their checkpoints"
+                    )
+        finally:
+            progress.close()
+        runner.log(
+            f"processes: {len(todo) - len(progress.failed)} runs done, "
+            f"{len(progress.failed)} failed, in {time.perf_counter() - start:.1f}s"
+        )
+        return progress.failed
+
+    def _pool_round(
+        self,
+        runner: Runner,
+        runs: list[RunSpec],
+        env: dict[str, Any],
+        cache: str,
+        tmp: Any,
+        progress: _Progress,
+    ) -> tuple[list[RunSpec], set[str]]:
+        """One pool for ``runs``; returns the runs it could not finish because it broke, and
+        the keys of the runs seen executing (not merely queued) when it did."""
+        pool = ProcessPoolExecutor(
+            max_workers=min(self.jobs, len(runs)),
+            mp_context=tmp.get_context("spawn"),
+            max_tasks_per_child=1,
+        )
+        broken: list[RunSpec] = []
+        executing: set[str] = set()
+        pending: dict[Future, RunSpec] = {}
+        try:
+            for run in runs:
+                fut = pool.submit(
+                    _remote_make_run, run, runner.task_data(run), self.device, env, cache,
+                    self.threads,
+                )  # fmt: skip
+                pending[fut] = run
+            while pending:
+                progress.status(len(pending))
+                executing = {run.key for fut, run in pending.items() if fut.running()}
+                ready, _ = wait(list(pending), timeout=1.0, return_when=FIRST_COMPLETED)
+                for fut in ready:
+                    run = pending.pop(fut)
+                    try:
+                        record, outputs = fut.result()
+                    except BrokenProcessPool:
+                        broken.append(run)
+                    except Exception as exc:  # noqa: BLE001 - the run's own error, reported
+                        msg = str(exc).strip().splitlines()
+                        progress.fail(run, f"{type(exc).__name__}: {msg[0] if msg else ''}")
+                    else:
+                        progress.done(run, record, outputs)
+        finally:  # interrupted: the finished runs are written already
+            pool.shutdown(wait=not pending, cancel_futures=True)
+        return broken, executing
