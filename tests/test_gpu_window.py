@@ -53,56 +53,77 @@ def test_paper_window_script_runs_packs_and_merges_on_cpu(tmp_path: Path) -> Non
 STAGE = SCRIPT.parent / "stage_data.sh"
 
 
-def _stage(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+def _stage(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        ["bash", str(STAGE), *args], cwd=cwd, capture_output=True, text=True, timeout=120
+        ["bash", str(STAGE), *args],
+        cwd=cwd,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
-def test_stage_data_reassembles_cifar_from_one_part_per_call(tmp_path: Path) -> None:
-    """A GPU call carries at most 64 MiB, so the CIFAR-10 tarball travels in parts, one per
-    call; the machine keeps what arrived and rebuilds the very same bytes once all are there."""
-    data = tmp_path / "data"
-    (data / "mnist").mkdir(parents=True)
-    (data / "mnist" / "t10k-labels-idx1-ubyte.gz").write_bytes(b"labels")
-    (data / "cifar10").mkdir()
-    tarball = os.urandom(2_500_000)  # 3 parts of 1 MiB
-    (data / "cifar10" / "cifar-10-python.tar.gz").write_bytes(tarball)
+def _fake_data(root: Path, cifar_bytes: int) -> bytes:
+    (root / "mnist").mkdir(parents=True)
+    (root / "mnist" / "t10k-labels-idx1-ubyte.gz").write_bytes(b"labels")
+    (root / "cifar10").mkdir()
+    tarball = os.urandom(cifar_bytes)
+    (root / "cifar10" / "cifar-10-python.tar.gz").write_bytes(tarball)
+    return tarball
+
+
+def _carry(src: Path, gpu: Path, part: str) -> subprocess.CompletedProcess[str]:
+    """One call: the machine gets this part only (a carried folder not named again is gone)."""
+    subprocess.run(["rm", "-rf", str(gpu / ".gpu-stage")], check=True)
+    (gpu / ".gpu-stage").mkdir()
+    subprocess.run(
+        ["cp", "-r", str(src / ".gpu-stage" / part), str(gpu / ".gpu-stage")], check=True
+    )
+    return _stage(["unpack"], gpu)
+
+
+def test_stage_data_sends_the_data_in_parts_one_per_call(tmp_path: Path) -> None:
+    """A GPU call moves at most 64 MiB, the working tree included, so the data sets travel
+    as one archive in parts, one per call; the machine keeps what arrived and unpacks the
+    very same bytes once all are there."""
+    tarball = _fake_data(tmp_path / "data", 2_500_000)
     here = tmp_path / "here"
     here.mkdir()
-    packed = _stage(["pack", str(data), "1"], here)
+    packed = _stage(["pack", str(tmp_path / "data"), "mnist cifar10"], here, PART_BYTES="1048576")
     assert packed.returncode == 0, packed.stderr
-    parts = sorted(p.name for p in (here / ".gpu-cifar").iterdir())
-    assert parts == ["1", "2", "3"]
+    parts = sorted((p.name for p in (here / ".gpu-stage").iterdir()), key=int)
+    assert parts == ["1", "2", "3"], parts
+    assert all(f.stat().st_size <= 2**20 for f in (here / ".gpu-stage").glob("*/data.tar.*"))
 
-    gpu = tmp_path / "gpu"  # the GPU machine: each call brings only what it carries
+    gpu = tmp_path / "gpu"
     gpu.mkdir()
-    for i, part in enumerate(parts):
-        for carried in (".gpu-cifar", ".gpu-data"):
-            subprocess.run(["rm", "-rf", str(gpu / carried)], check=True)
-        (gpu / ".gpu-cifar").mkdir()
-        subprocess.run(
-            ["cp", "-r", str(here / ".gpu-cifar" / part), str(gpu / ".gpu-cifar")], check=True
-        )
-        if i == 0:
-            subprocess.run(["cp", "-r", str(here / ".gpu-data"), str(gpu)], check=True)
-        out = _stage(["unpack"], gpu)
+    for i, part in enumerate(reversed(parts)):  # in any order
+        out = _carry(here, gpu, part)
         assert out.returncode == 0, out.stderr
-        assert "ready: mnist" in out.stdout  # carried once, kept since
-        ready = "ready: cifar10" in out.stdout
-        assert ready == (i == len(parts) - 1), out.stdout
-    rebuilt = gpu / ".cache" / "gpu-data" / "cifar10" / "cifar-10-python.tar.gz"
-    assert rebuilt.read_bytes() == tarball
+        last = i == len(parts) - 1
+        assert ("ready: cifar10" in out.stdout) == last, out.stdout
+        assert ("ready: mnist" in out.stdout) == last, out.stdout
+        if not last:
+            assert f"{len(parts) - 1 - i} of 3 parts still to carry" in out.stdout, out.stdout
+    data = gpu / ".cache" / "gpu-data"
+    assert (data / "cifar10" / "cifar-10-python.tar.gz").read_bytes() == tarball
+    assert (data / "mnist" / "t10k-labels-idx1-ubyte.gz").read_bytes() == b"labels"
+    again = _stage(["unpack"], gpu)  # a later call that carries nothing
+    assert again.returncode == 0 and "ready: cifar10" in again.stdout
 
 
-def test_stage_data_refuses_a_damaged_part(tmp_path: Path) -> None:
-    data = tmp_path / "data"
-    (data / "cifar10").mkdir(parents=True)
-    (data / "cifar10" / "cifar-10-python.tar.gz").write_bytes(os.urandom(1_500_000))
-    assert _stage(["pack", str(data), "1"], tmp_path).returncode == 0
-    part = next((tmp_path / ".gpu-cifar" / "2").glob("*.part2-of-2"))
+def test_stage_data_refuses_a_damaged_part_and_an_unknown_set(tmp_path: Path) -> None:
+    _fake_data(tmp_path / "data", 1_500_000)
+    packed = _stage(["pack", str(tmp_path / "data")], tmp_path, PART_BYTES="1048576")
+    assert packed.returncode == 2 and "notmnist not found" in packed.stderr  # no such folder
+    bad = _stage(["pack", str(tmp_path / "data"), "mnist svhn"], tmp_path)
+    assert bad.returncode == 2 and "unknown data set 'svhn'" in bad.stderr
+    ok = _stage(["pack", str(tmp_path / "data"), "cifar10"], tmp_path, PART_BYTES="1048576")
+    assert ok.returncode == 0, ok.stderr
+    part = next((tmp_path / ".gpu-stage" / "2").glob("data.tar.part2-of-2"))
     part.write_bytes(part.read_bytes()[:-1] + b"!")
     out = _stage(["unpack"], tmp_path)
     assert out.returncode == 2
     assert "part2-of-2 arrived damaged" in out.stderr
-    assert not (tmp_path / ".cache" / "gpu-data" / "cifar10").exists()
+    assert not (tmp_path / ".cache" / "gpu-data").exists()

@@ -242,12 +242,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         **{s.section: _flag_values(args, s) for s in SETTINGS},
         "task": parse_task_settings(args.set),
     }
+    if args.jobs is not None and args.executor != "processes":
+        raise ConfigError("--jobs needs --executor processes")
     if args.dry_run:
         print(describe(suite.runs(overrides)))
         return 0
     executor = None
-    if args.jobs is not None and args.executor != "processes":
-        raise ConfigError("--jobs needs --executor processes")
     if args.executor == "ray":
         from uqbench.executors import RayExecutor
 

@@ -310,11 +310,11 @@ class ProcessExecutor:
     threads each, training on ``device``. As with Ray, the driver loads and checks the data
     once (tensors reach the workers through shared memory), writes every run file as its
     run returns, and the workers checkpoint in the driver's cache, so an interrupted suite
-    resumes the same way. A worker that dies (killed, out of memory) breaks the whole pool:
-    every unfinished run is then retried in a fresh pool, resuming from its checkpoint. The
-    runs that were executing when it broke (one of them the culprit) count one death each;
-    a run that dies more than ``max_retries`` times is reported failed, and a run that
-    raises is reported with its error at once.
+    resumes the same way. A worker that dies (killed, out of memory) breaks the whole pool,
+    and names no run: the runs seen executing then are retried one at a time, alone, where a
+    death is the run's own, and the others go back to the pool; all resume from their
+    checkpoints. A run that dies alone more than ``max_retries`` times is reported failed,
+    and a run that raises is reported with its error at once.
     """
 
     def __init__(
@@ -337,6 +337,19 @@ class ProcessExecutor:
     def start(self) -> None:
         """Nothing to connect to (the pool starts with the first run)."""
 
+    def environment(self, env: dict[str, Any]) -> dict[str, Any]:
+        """The results header's environment, describing where the runs train (the workers'
+        device and threads), not the driver, which only loads data."""
+        import torch
+
+        from uqbench.environment import resolve_device
+
+        device = resolve_device(self.device)
+        out = {**env, "device": str(device), "torch_threads": self.threads}
+        if device.type == "cuda":
+            out["device_name"] = torch.cuda.get_device_name(device)
+        return out
+
     def stop(self) -> None:
         """Nothing to release (each pool is shut down when its runs end)."""
 
@@ -357,26 +370,31 @@ class ProcessExecutor:
         progress = _Progress(runner, len(todo), slots)
         deaths = {run.key: 0 for run in todo}
         start = time.perf_counter()
-        remaining = list(todo)
+        queue = list(todo)
         try:
-            while remaining:
-                broken, executing = self._pool_round(runner, remaining, env, cache, tmp, progress)
-                remaining = []
-                for run in broken:
-                    deaths[run.key] += run.key in executing
-                    if deaths[run.key] > self.max_retries:
-                        progress.fail(
-                            run,
-                            f"its worker process died {deaths[run.key]} time(s) "
-                            "(killed, or out of memory?)",
-                        )
-                    else:
-                        remaining.append(run)
-                if remaining:
+            while queue:
+                broken, executing = self._pool_round(
+                    runner, queue, env, cache, tmp, progress, self.jobs
+                )
+                # A death in a shared pool names no run: the runs seen executing are suspects,
+                # each retried alone, where a death is its own; the others go back in the queue.
+                suspects = [run for run in broken if run.key in executing] or broken
+                queue = [run for run in broken if run not in suspects]
+                if broken:
                     progress.say(
-                        f"a worker process died: {len(remaining)} unfinished run(s) retried "
-                        "in a fresh pool, from their checkpoints"
+                        f"a worker process died: {len(suspects)} run(s) retried one at a time, "
+                        f"{len(queue)} requeued, all from their checkpoints"
                     )
+                for run in suspects:
+                    while self._pool_round(runner, [run], env, cache, tmp, progress, 1)[0]:
+                        deaths[run.key] += 1
+                        if deaths[run.key] > self.max_retries:
+                            progress.fail(
+                                run,
+                                f"its worker process died {deaths[run.key]} time(s) "
+                                "(killed, or out of memory?)",
+                            )
+                            break
         finally:
             progress.close()
         runner.log(
@@ -393,11 +411,12 @@ class ProcessExecutor:
         cache: str,
         tmp: Any,
         progress: _Progress,
+        jobs: int,
     ) -> tuple[list[RunSpec], set[str]]:
         """One pool for ``runs``; returns the runs it could not finish because it broke, and
         the keys of the runs seen executing (not merely queued) when it did."""
         pool = ProcessPoolExecutor(
-            max_workers=min(self.jobs, len(runs)),
+            max_workers=min(jobs, len(runs)),
             mp_context=tmp.get_context("spawn"),
             max_tasks_per_child=1,
         )
@@ -426,6 +445,9 @@ class ProcessExecutor:
                         progress.fail(run, f"{type(exc).__name__}: {msg[0] if msg else ''}")
                     else:
                         progress.done(run, record, outputs)
-        finally:  # interrupted: the finished runs are written already
-            pool.shutdown(wait=not pending, cancel_futures=True)
+        finally:
+            if pending:  # interrupted: the finished runs are written; stop the others now
+                for proc in list((getattr(pool, "_processes", None) or {}).values()):
+                    proc.terminate()
+            pool.shutdown(wait=True, cancel_futures=True)
         return broken, executing

@@ -117,6 +117,9 @@ class Runner:
 
     def _run_locked(self) -> dict[str, Any]:
         env = environment(self.device)
+        describe = getattr(self.executor, "environment", None)
+        if describe is not None:  # runs made elsewhere: say where
+            env = describe(env)
         todo = [s for s in self.specs if not self._is_done(s)]
         self.log(
             f"suite {self.suite.name}: {len(self.specs)} runs, {len(self.specs) - len(todo)} "

@@ -9,7 +9,7 @@
 # METHODS_TOY (space-separated) choose the families per task. Runs left unfinished at the
 # deadline keep their checkpoints; calling the script again on the same machine resumes them.
 # Data: $UQBENCH_DATA_DIR, else what benchmarks/gpu/stage_data.sh staged in .cache/gpu-data (the
-# script unpacks whatever .gpu-data / .gpu-cifar parts this call carried; README there).
+# script unpacks whatever .gpu-stage part this call carried; README there).
 # Results: .gpu-out/paper/ (run files with their saved predictions, results.json, report) and,
 # when $OUT is set, $OUT/runs-so-far.tar.gz, rewritten every 30 s with every finished run and
 # the logs (a call cut short still brings back what finished), then $OUT/<suite>-runs.tar.gz with
@@ -33,7 +33,7 @@ export OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1
 mkdir -p "$work/logs" "$work/parts"
 t0=$(date +%s)
 
-if [ -d .gpu-data ] || [ -d .gpu-cifar ]; then bash "$here/stage_data.sh" unpack || exit 2; fi
+if [ -d .gpu-stage ]; then bash "$here/stage_data.sh" unpack || exit 2; fi
 if [ -z "${UQBENCH_DATA_DIR:-}" ] && [ -d "$root/.cache/gpu-data" ]; then
   export UQBENCH_DATA_DIR=$root/.cache/gpu-data
 fi
@@ -73,10 +73,15 @@ if [ "$device" = cuda ]; then  # utilisation and memory every 5 s, as evidence f
 fi
 snapshot() {  # every finished run and the logs, replaced atomically
   [ -n "${OUT:-}" ] || return 0
-  (cd "$work" && tar czf "$OUT/runs-so-far.tmp" logs $(ls -d parts/*/*/runs 2>/dev/null)) \
+  # tar exits 1 when a file changed while read (the GPU log grows): the archive is still good
+  (cd "$work" && tar czf "$OUT/runs-so-far.tmp" --exclude='*.tmp' logs \
+    $(ls -d parts/*/*/runs 2>/dev/null)); [ $? -le 1 ] \
     && mv "$OUT/runs-so-far.tmp" "$OUT/runs-so-far.tar.gz"
 }
-if [ -n "${OUT:-}" ]; then (while sleep 30; do snapshot; done) & snapper=$!; fi
+if [ -n "${OUT:-}" ]; then
+  # stopped between snapshots only (the TERM waits for a tar under way to end)
+  ( trap 'exit 0' TERM; while :; do sleep 30 & wait $!; snapshot; done ) & snapper=$!
+fi
 # One process per run, each with its own --out (no shared results.json to race on).
 timeout "$deadline" xargs -P "$jobs" -L 1 sh -c '
   m=$0 t=$1 s=$2
@@ -86,7 +91,7 @@ timeout "$deadline" xargs -P "$jobs" -L 1 sh -c '
   echo "$(date +%T) $m $t seed $s exit $?"' <"$list"
 echo "packed phase: $(( $(date +%s) - t0 )) s"
 [ -n "${smi:-}" ] && kill "$smi" 2>/dev/null
-[ -n "${snapper:-}" ] && kill "$snapper" 2>/dev/null
+if [ -n "${snapper:-}" ]; then kill "$snapper" 2>/dev/null; wait "$snapper" 2>/dev/null; fi
 snapshot
 
 mkdir -p "$work/$suite/runs"

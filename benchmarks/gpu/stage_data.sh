@@ -1,97 +1,102 @@
 #!/usr/bin/env bash
-# Data for a GPU window whose calls may each carry at most 64 MiB (the device tool's limit):
-# MNIST, notMNIST and Fashion-MNIST fit in one call (~49 MiB); the CIFAR-10 tarball (166 MiB)
-# goes in parts, one per call, and is reassembled on the GPU machine, where it stays between
-# calls while the machine is held.
+# Data for a GPU window whose calls each move at most 64 MiB: the repository's working tree
+# (tracked and untracked-not-ignored files, ~18 MB today) plus the folders the call carries.
+# The data sets go as one archive cut into parts that fit beside the tree, one part per call;
+# the GPU machine keeps the parts that arrived (in .cache/, which stays while the machine is
+# held), and unpacks the archive, after checking its sha256, once every part is there.
 #
-# Here (the data in $UQBENCH_DATA_DIR or DATA_DIR):
-#   bash benchmarks/gpu/stage_data.sh pack [DATA_DIR] [PART_MB]
-#     writes .gpu-data/ (the MNIST-family sets) and .gpu-cifar/1, 2, ... (parts of at most
-#     PART_MB, default 60, with a manifest of sizes and sha256s), and prints what each call carries.
-# On the GPU machine, first thing in every call (it is cheap when there is nothing new):
+# Here (the data in DATA_DIR or $UQBENCH_DATA_DIR):
+#   bash benchmarks/gpu/stage_data.sh pack [DATA_DIR] [SETS]
+#     SETS (default "mnist notmnist fashion-mnist cifar10"): the data set folders to send
+#     (cifar10: its tarball only). Writes .gpu-stage/1, 2, ..., each one call's carry, and
+#     prints them. PART_BYTES overrides the part size (default: 64 MiB minus the working tree
+#     minus 2 MiB).
+# On the GPU machine, first thing in every call (cheap when nothing was carried):
 #   bash benchmarks/gpu/stage_data.sh unpack
-#     moves whatever was carried into .cache/gpu-data/ (kept between calls), reassembles the
-#     CIFAR-10 tarball once every part has arrived and checks its sha256, and prints which data
-#     sets are ready. Then run with UQBENCH_DATA_DIR=$PWD/.cache/gpu-data.
+#     prints "ready: <set>" for each data set unpacked into .cache/gpu-data, and how many parts
+#     are still missing; then run with UQBENCH_DATA_DIR=$PWD/.cache/gpu-data.
 set -euo pipefail
 shopt -s nullglob
 cmd=${1:-}
 root=$PWD
 stage=$root/.cache/gpu-data
+parts=$root/.cache/gpu-stage
+limit=$((64 * 1024 * 1024))
+
+tree_bytes() {  # what every call moves besides its carry
+  { git ls-files -z; git ls-files -z -o --exclude-standard; } 2>/dev/null \
+    | xargs -0 -r stat -c %s 2>/dev/null | awk '{s += $1} END {print s + 0}'
+}
+
 case "$cmd" in
 pack)
   src=${2:-${UQBENCH_DATA_DIR:-}}
-  part_mb=${3:-60}
-  [ -n "$src" ] && [ -d "$src" ] || { echo "stage_data.sh pack: no data folder (give DATA_DIR or set UQBENCH_DATA_DIR)" >&2; exit 2; }
-  rm -rf .gpu-data .gpu-cifar
-  mkdir -p .gpu-data
-  for d in mnist notmnist fashion-mnist; do
-    if [ -d "$src/$d" ]; then cp -rL "$src/$d" .gpu-data/; else echo "missing $src/$d (skipped)" >&2; fi
+  sets=${3:-"mnist notmnist fashion-mnist cifar10"}
+  [ -n "$src" ] && [ -d "$src" ] \
+    || { echo "stage_data.sh pack: no data folder (give DATA_DIR or set UQBENCH_DATA_DIR)" >&2; exit 2; }
+  members=()
+  for s in $sets; do
+    case $s in
+      cifar10) f=cifar10/cifar-10-python.tar.gz ;;
+      mnist | notmnist | fashion-mnist) f=$s ;;
+      *) echo "stage_data.sh pack: unknown data set '$s' (mnist notmnist fashion-mnist cifar10)" >&2; exit 2 ;;
+    esac
+    [ -e "$src/$f" ] || { echo "stage_data.sh pack: $src/$f not found" >&2; exit 2; }
+    members+=("$f")
   done
-  tarball=$src/cifar10/cifar-10-python.tar.gz
-  if [ -f "$tarball" ]; then
-    mkdir -p .gpu-cifar/tmp
-    split -b "${part_mb}M" -d -a 2 "$tarball" .gpu-cifar/tmp/part.
-    n=$(ls .gpu-cifar/tmp | wc -l)
-    whole=$(sha256sum "$tarball" | cut -d' ' -f1)
-    i=0
-    for p in .gpu-cifar/tmp/part.*; do
-      i=$((i + 1))
-      mkdir -p ".gpu-cifar/$i"
-      name=cifar-10-python.tar.gz.part$i-of-$n
-      mv "$p" ".gpu-cifar/$i/$name"
-      echo "$whole $n" >".gpu-cifar/$i/manifest"
-      sha256sum ".gpu-cifar/$i/$name" | sed "s#  .*/#  #" >".gpu-cifar/$i/$name.sha256"
-    done
-    rmdir .gpu-cifar/tmp
-  else
-    echo "no $tarball: CIFAR-10 not staged" >&2
+  part=${PART_BYTES:-$((limit - $(tree_bytes) - 2 * 1024 * 1024))}
+  if [ -z "${PART_BYTES:-}" ] && [ "$part" -lt $((4 * 1024 * 1024)) ]; then
+    echo "stage_data.sh pack: the working tree leaves only $part bytes a call for data" >&2; exit 2
   fi
-  du -sh .gpu-data .gpu-cifar/* 2>/dev/null
-  echo "carry: [\".gpu-data\"] in one call; [\".gpu-cifar/1\"], [\".gpu-cifar/2\"], ... one per call"
+  rm -rf .gpu-stage && mkdir -p .gpu-stage/tmp
+  tar -cf - -C "$src" --dereference --mode=u+w "${members[@]}" \
+    | split -b "$part" -d -a 3 - .gpu-stage/tmp/part.
+  whole=$(cat .gpu-stage/tmp/part.* | sha256sum | cut -d' ' -f1)
+  n=$(ls .gpu-stage/tmp/part.* | wc -l)
+  i=0
+  for p in .gpu-stage/tmp/part.*; do
+    i=$((i + 1))
+    mkdir -p ".gpu-stage/$i"
+    mv "$p" ".gpu-stage/$i/data.tar.part$i-of-$n"
+    echo "$whole $n $(sha256sum ".gpu-stage/$i/data.tar.part$i-of-$n" | cut -d' ' -f1)" \
+      >".gpu-stage/$i/manifest"
+  done
+  rm -rf .gpu-stage/tmp
+  echo "$sets: $n part(s) of at most $part bytes (archive sha256 $whole)"
+  for i in $(seq 1 "$n"); do echo "call $i: carry [\".gpu-stage/$i\"]"; done
   ;;
 unpack)
-  mkdir -p "$stage/parts"
-  if [ -d .gpu-data ]; then
-    for d in .gpu-data/*/; do
-      name=$(basename "$d")
-      rm -rf "${stage:?}/$name" && cp -r "$d" "$stage/$name"
-    done
-  fi
-  for dir in .gpu-cifar/*/; do
-    [ -d "$dir" ] || continue
-    for f in "$dir"cifar-10-python.tar.gz.part*; do
-      case "$f" in *.sha256) continue ;; esac
-      [ -f "$f" ] || continue
-      want=$(cut -d' ' -f1 "$f.sha256")
-      got=$(sha256sum "$f" | cut -d' ' -f1)
-      [ "$want" = "$got" ] || { echo "stage_data.sh: $(basename "$f") arrived damaged (sha256 differs)" >&2; exit 2; }
-      cp "$f" "$stage/parts/" && cp "$dir/manifest" "$stage/parts/manifest"
-    done
+  mkdir -p "$parts"
+  for dir in .gpu-stage/*/; do
+    [ -f "$dir/manifest" ] || continue
+    read -r whole n sum <"$dir/manifest"
+    f=$(ls "$dir"data.tar.part*)
+    [ "$(sha256sum "$f" | cut -d' ' -f1)" = "$sum" ] \
+      || { echo "stage_data.sh: $(basename "$f") arrived damaged (sha256 differs)" >&2; exit 2; }
+    mkdir -p "$parts/$whole" && cp "$f" "$parts/$whole/"
   done
-  tarball=$stage/cifar10/cifar-10-python.tar.gz
-  if [ ! -f "$tarball" ] && [ -f "$stage/parts/manifest" ]; then
-    read -r whole n <"$stage/parts/manifest"
-    have=$(ls "$stage"/parts/cifar-10-python.tar.gz.part* 2>/dev/null | wc -l)
-    if [ "$have" -eq "$n" ]; then
-      mkdir -p "$stage/cifar10"
-      for i in $(seq 1 "$n"); do cat "$stage/parts/cifar-10-python.tar.gz.part$i-of-$n"; done >"$tarball.tmp"
-      if [ "$(sha256sum "$tarball.tmp" | cut -d' ' -f1)" = "$whole" ]; then
-        mv "$tarball.tmp" "$tarball" && rm -f "$stage"/parts/cifar-10-python.tar.gz.part*
-      else
-        rm -f "$tarball.tmp"
-        echo "stage_data.sh: the reassembled CIFAR-10 tarball's sha256 differs" >&2; exit 2
-      fi
-    else
-      echo "cifar10: $have of $n parts here"
+  for archive in "$parts"/*/; do
+    whole=$(basename "$archive")
+    files=("$archive"data.tar.part*)
+    [ ${#files[@]} -gt 0 ] || continue
+    n=${files[0]##*-of-}
+    missing=0
+    for i in $(seq 1 "$n"); do [ -f "${archive}data.tar.part$i-of-$n" ] || missing=$((missing + 1)); done
+    if [ "$missing" -gt 0 ]; then echo "archive ${whole:0:12}: $missing of $n parts still to carry"; continue; fi
+    got=$(for i in $(seq 1 "$n"); do cat "${archive}data.tar.part$i-of-$n"; done | sha256sum | cut -d' ' -f1)
+    if [ "$got" != "$whole" ]; then
+      echo "stage_data.sh: the reassembled archive's sha256 differs" >&2; exit 2
     fi
-  fi
-  for d in mnist notmnist fashion-mnist cifar10; do
-    if [ -d "$stage/$d" ]; then echo "ready: $d"; else echo "not here: $d"; fi
+    mkdir -p "$stage"
+    for i in $(seq 1 "$n"); do cat "${archive}data.tar.part$i-of-$n"; done | tar -xf - -C "$stage"
+    rm -rf "$archive"
   done
+  for d in mnist notmnist fashion-mnist; do [ -d "$stage/$d" ] && echo "ready: $d"; done
+  [ -f "$stage/cifar10/cifar-10-python.tar.gz" ] && echo "ready: cifar10"
+  true
   ;;
 *)
-  echo "usage: bash benchmarks/gpu/stage_data.sh pack [DATA_DIR] [PART_MB] | unpack" >&2
+  echo "usage: bash benchmarks/gpu/stage_data.sh pack [DATA_DIR] [SETS] | unpack" >&2
   exit 2
   ;;
 esac
