@@ -90,6 +90,12 @@ def build_parser(with_extras: bool = True) -> argparse.ArgumentParser:
         "--gpus-per-run", type=float, default=0, help="Ray: GPUs per run, may be a fraction"
     )
     run.add_argument("--cpus-per-run", type=int, default=1, help="Ray: CPU cores per run")
+    run.add_argument(
+        "--vectorize-seeds",
+        action="store_true",
+        help="train the seeds of each (method, task) as one vectorized model (same results "
+        "as separate runs up to float rounding; families that cannot are trained separately)",
+    )
     run.add_argument("--out", default="results", help="results root (default: results/)")
     run.add_argument("--no-report", action="store_true", help="skip the report")
     run.add_argument("--dry-run", action="store_true", help="print the resolved runs and stop")
@@ -238,6 +244,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 0
     executor = None
     if args.executor == "ray":
+        if args.vectorize_seeds:
+            from uqbench.errors import ConfigError
+
+            raise ConfigError("--vectorize-seeds trains in this process: leave out --executor ray")
         from uqbench.executors import RayExecutor
 
         executor = RayExecutor(
@@ -264,6 +274,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         overrides=overrides,
         progress=not args.quiet,
         executor=executor,
+        vectorize_seeds=args.vectorize_seeds,
     )
     try:
         results = runner.run()
