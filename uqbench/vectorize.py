@@ -78,7 +78,7 @@ class SeedNoise:
 
     def __init__(self, generators: Sequence[torch.Generator], layouts: Sequence[bool] = ()) -> None:
         self.generators = list(generators)
-        #: Per :meth:`normal_like` call of one loss, in order: whether the separate run's
+        #: Per ``*_like`` call of one loss, in order: whether the separate run's
         #: tensor is channels-last (it then fills it in NHWC order); see :class:`LayoutProbe`.
         self.layouts = list(layouts)
         self._calls = 0
@@ -101,20 +101,22 @@ class SeedNoise:
         """:func:`uqbench.layers.standard_normal_like` of every replica: in NHWC order where
         the separate run's tensor is channels-last (a CPU convolution's maps, as recorded
         by :class:`LayoutProbe`), else in the tensor's order."""
-        shape = tuple(t.shape)
-        call, self._calls = self._calls, self._calls + 1
-        if call < len(self.layouts) and self.layouts[call]:
-            n, c, h, w = shape
-            return self._draw(torch.randn, (n, h, w, c), t).permute(0, 3, 1, 2)
-        return self._draw(torch.randn, shape, t)
+        return self._like(torch.randn, t)
 
     def uniform_like(self, t: Tensor) -> Tensor:
-        """``torch.rand_like(t)`` of every replica."""
-        return self._draw(torch.rand, tuple(t.shape), t)
+        """``torch.rand_like(t)`` of every replica (in NHWC order likewise)."""
+        return self._like(torch.rand, t)
+
+    def _like(self, fill: Callable[..., Tensor], t: Tensor) -> Tensor:
+        call, self._calls = self._calls, self._calls + 1
+        if call < len(self.layouts) and self.layouts[call]:
+            n, c, h, w = t.shape
+            return self._draw(fill, (n, h, w, c), t).permute(0, 3, 1, 2)
+        return self._draw(fill, tuple(t.shape), t)
 
 
 class LayoutProbe:
-    """A noise hook that records the memory layout of every ``standard_normal_like`` draw of
+    """A noise hook that records the memory layout of every ``*_like`` draw of
     one eager loss (True: channels-last, which it fills in NHWC order) and draws nothing:
     every draw is zeros, so no RNG moves."""
 
@@ -132,8 +134,7 @@ class LayoutProbe:
         )
         return torch.zeros_like(t)
 
-    def uniform_like(self, t: Tensor) -> Tensor:
-        return torch.zeros_like(t)
+    uniform_like = normal_like  # rand_like fills a channels-last tensor in memory order too
 
 
 class _Objective(nn.Module):
