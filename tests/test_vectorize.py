@@ -301,3 +301,39 @@ def test_a_group_whose_step_fails_falls_back_to_separate_runs(
     assert len(said) == 1 and "\n" not in said[0] and "separately" in said[0]
     assert [r["metrics"] for r in vec["runs"]] == [r["metrics"] for r in plain["runs"]]
     assert all("vectorized_seeds" not in r for r in vec["runs"])
+
+
+# -- the benchmark's exact route -----------------------------------------------------------
+def test_throughput_benchmark_times_the_per_seed_route(tmp_path):
+    """``--modes seeds`` times SeedGroup's step; a family that has not opted in is reported
+    as unsupported with the reason, and the benchmark goes on."""
+    from uqbench.benchmarks import gpu_throughput as gt
+
+    out = tmp_path / "gt"
+    argv = ["--device", "cpu", "--steps", "2", "--warmup", "1", "--repeats", "1", "--threads", "1"]
+    argv += ["--methods", "ffg", "ensemble", "--modes", "seeds", "--k", "2", "--out", str(out)]
+    assert gt.main(argv) == 0
+    rows = {
+        r["family"]: r for r in json.loads((out / "gpu_throughput.json").read_text())["results"]
+    }
+    assert rows["ffg"]["status"] == "ok" and rows["ffg"]["models"] == 2
+    assert rows["ffg"]["model_steps_per_s"] == pytest.approx(2 * rows["ffg"]["steps_per_s"])
+    assert "own batch and noise generator" in rows["ffg"]["note"]
+    assert rows["ensemble"]["status"].startswith("unsupported: ")
+    assert "has not opted in" in rows["ensemble"]["status"]
+
+
+def test_seed_group_step_is_the_separate_runs_step():
+    """The step the benchmark times is the training step: one step of a 2-seed group equals
+    each seed's own first step on its batch."""
+    spec, data = lenet_case()
+    grp = group("mnf", spec, data, seeds=[0, 1])
+    grp.probe_layouts(16)
+    x = torch.stack([data.x[:16], data.x[16:32]])
+    y = torch.stack([data.y[:16], data.y[16:32]])
+    losses = grp.step(grp.optimizer(1e-3), x, y, grp.noise_generators())
+    for i, s in enumerate((0, 1)):
+        torch.manual_seed(s)
+        model = uqbench.get_posterior("mnf")(spec)
+        loss = model.loss(x[i], y[i])[0]
+        torch.testing.assert_close(losses[i], loss.detach(), rtol=1e-5, atol=1e-5)

@@ -231,7 +231,7 @@ class SeedGroup:
         self._losses = vmap(one, in_dims=(0, 0, 0, 0), randomness="error")
         self._layouts: list[bool] = []
 
-    def _probe_layouts(self, batch_size: int) -> None:
+    def probe_layouts(self, batch_size: int) -> None:
         """Record the layout of each noise draw of one eager loss of seed 0's model."""
         probe = LayoutProbe()
         x, y = self._batch(torch.arange(min(batch_size, self.n), device=self.device).expand(1, -1))
@@ -390,6 +390,31 @@ class SeedGroup:
         rows = torch.arange(self.k, device=idx.device).unsqueeze(1)
         return self._x[rows, idx], self._y[rows, idx]
 
+    def noise_generators(self) -> list[torch.Generator]:
+        """One generator per seed on the device, in the state its separate run's global RNG
+        has when training starts."""
+        out = []
+        for cpu_state, cuda_state in self.rng_states:
+            g = torch.Generator(device=self.device)
+            g.set_state(cuda_state if self.device.type == "cuda" else cpu_state)
+            out.append(g)
+        return out
+
+    def optimizer(self, lr: float, variance_lr: float | None = None) -> torch.optim.Optimizer:
+        """The family's optimizer over the stacked parameters (its groups, one Adam)."""
+        return _optimizer(self.template, lr, variance_lr)
+
+    def step(
+        self, opt: torch.optim.Optimizer, x: Tensor, y: Tensor, noise: Sequence[torch.Generator]
+    ) -> Tensor:
+        """One training step of every seed (replica i on ``x[i]``, ``y[i]``); the ``[k]``
+        losses. Call :meth:`probe_layouts` once first."""
+        opt.zero_grad(set_to_none=True)
+        loss, _, _ = self.losses(x, y, noise)
+        loss.sum().backward()  # replica i's loss depends on slice i alone
+        opt.step()
+        return loss.detach()
+
     def losses(self, x: Tensor, y: Tensor, noise: Sequence[torch.Generator]) -> tuple[Tensor, ...]:
         """``(loss, nll, kl)``, each ``[k]``: replica i's objective on ``x[i]``, ``y[i]``
         with its noise from ``noise[i]``."""
@@ -419,14 +444,10 @@ class SeedGroup:
 
         device, n, k = self.device, self.n, self.k
         steps = max(1, -(-n // batch_size))
-        self._probe_layouts(batch_size)
-        opt = _optimizer(self.template, lr, variance_lr)
+        self.probe_layouts(batch_size)
+        opt = self.optimizer(lr, variance_lr)
         gens = [torch.Generator(device="cpu").manual_seed(s) for s in self.seeds]
-        noise = []
-        for cpu_state, cuda_state in self.rng_states:
-            g = torch.Generator(device=device)
-            g.set_state(cuda_state if device.type == "cuda" else cpu_state)
-            noise.append(g)
+        noise = self.noise_generators()
         logs = [TrainLog() for _ in range(k)]
         start_epoch, start_step = 0, 0
         perms: Tensor | None = None
