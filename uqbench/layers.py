@@ -228,11 +228,13 @@ _NOISE_SOURCE: Any = None
 @contextmanager
 def noise_source(source: Any) -> Iterator[None]:
     """Route every noise draw of the layers (:func:`standard_normal_like`,
-    :func:`standard_normal`, :func:`uniform_like`) to ``source`` inside the block.
+    :func:`standard_normal`, :func:`uniform_like`, :func:`uniform`) to ``source`` inside
+    the block.
 
-    ``source`` has the three methods of those names (``normal_like(t)``,
-    ``normal(shape, like)``, ``uniform_like(t)``). Used to train several seeds as one
-    (:mod:`uqbench.vectorize`), where each seed's noise comes from its own generator.
+    ``source`` has the four methods of those names (``normal_like(t)``,
+    ``normal(shape, like)``, ``uniform_like(t)``, ``uniform(shape, like)``). Used to train
+    several seeds as one (:mod:`uqbench.vectorize`), where each seed's noise comes from its
+    own generator.
     """
     global _NOISE_SOURCE
     before, _NOISE_SOURCE = _NOISE_SOURCE, source
@@ -247,6 +249,13 @@ def standard_normal(shape: tuple[int, ...], like: Tensor) -> Tensor:
     if _NOISE_SOURCE is not None:
         return _NOISE_SOURCE.normal(tuple(shape), like)
     return torch.randn(shape, device=like.device, dtype=like.dtype)
+
+
+def uniform(shape: tuple[int, ...], like: Tensor) -> Tensor:
+    """Independent U[0, 1) draws of ``shape`` on ``like``'s device and dtype."""
+    if _NOISE_SOURCE is not None:
+        return _NOISE_SOURCE.uniform(tuple(shape), like)
+    return torch.rand(shape, device=like.device, dtype=like.dtype)
 
 
 def uniform_like(t: Tensor) -> Tensor:

@@ -103,6 +103,10 @@ class SeedNoise:
         by :class:`LayoutProbe`), else in the tensor's order."""
         return self._like(torch.randn, t)
 
+    def uniform(self, shape: tuple[int, ...], like: Tensor) -> Tensor:
+        """``torch.rand(shape)`` of every replica."""
+        return self._draw(torch.rand, tuple(shape), like)
+
     def uniform_like(self, t: Tensor) -> Tensor:
         """``torch.rand_like(t)`` of every replica (in NHWC order likewise)."""
         return self._like(torch.rand, t)
@@ -135,6 +139,7 @@ class LayoutProbe:
         return torch.zeros_like(t)
 
     uniform_like = normal_like  # rand_like fills a channels-last tensor in memory order too
+    uniform = normal
 
 
 class _Objective(nn.Module):
@@ -232,14 +237,13 @@ class SeedGroup:
         self._layouts: list[bool] = []
 
     def probe_layouts(self, batch_size: int) -> None:
-        """Record the layout of each noise draw of one eager loss of seed 0's model."""
+        """Record the layout of each noise draw of one eager loss of (a copy of) seed 0's
+        model, which a loss may change (learned dropout's baseline)."""
         probe = LayoutProbe()
         x, y = self._batch(torch.arange(min(batch_size, self.n), device=self.device).expand(1, -1))
-        was_training = self.models[0].training
-        self.models[0].train()
+        model = copy.deepcopy(self.models[0]).train()
         with torch.no_grad(), noise_source(probe):
-            self.models[0].loss(x[0], y[0])
-        self.models[0].train(was_training)
+            model.loss(x[0], y[0])
         self._layouts = probe.layouts
 
     # -- state of one seed <-> the stack ------------------------------------------------
