@@ -61,12 +61,14 @@ def toy_case() -> tuple[ModelSpec, Split]:
 
 
 KW = dict(epochs=2, batch_size=16, lr=1e-3)  # 3 steps per epoch, the last one short
+#: Family settings of the tests (Deep Ensembles: 2 members, FGSM training on).
+CONFIG = {"ensemble": {"members": 2, "adv_eps": 0.1}}
 
 
 def separate(method: str, spec: ModelSpec, data: Split, seed: int, **kw):
     """Seed ``seed``'s run alone, as the runner makes it: seeded build, then train."""
     torch.manual_seed(seed)
-    model = uqbench.get_posterior(method)(spec)
+    model = uqbench.get_posterior(method)(spec, **CONFIG.get(method, {}))
     return model, train(model, data, seed=seed, progress=False, **{**KW, **kw})
 
 
@@ -75,7 +77,7 @@ def group(method: str, spec: ModelSpec, data: Split, seeds=SEEDS, checkpoints=No
     models, states = [], []
     for s in seeds:
         torch.manual_seed(s)
-        models.append(uqbench.get_posterior(method)(spec))
+        models.append(uqbench.get_posterior(method)(spec, **CONFIG.get(method, {})))
         states.append((torch.get_rng_state(), None))
     return SeedGroup(
         models, [data] * len(seeds), seeds=seeds, rng_states=states, checkpoints=checkpoints
@@ -111,6 +113,7 @@ def assert_same_training(sep_model, sep_log, vec_model, vec_log) -> None:
         ("dropout", toy_case),
         ("dropout-learned", lenet_case),  # REINFORCE: its baseline buffer moves in the loss
         ("dropout-learned", toy_case),
+        ("ensemble", lenet_case),  # FGSM's input gradient through torch.func.vjp
     ],
 )
 def test_seeds_trained_together_equal_separate_runs(method, case):
@@ -243,25 +246,33 @@ def test_checkpoints_at_different_points_are_refused_in_one_line(tmp_path, monke
 
 
 # -- the runner's --vectorize-seeds -----------------------------------------------------------
-SUITE = TINY_SUITE.replace('methods = ["l2", "ffg"]', 'methods = ["l2", "ffg", "ensemble"]')
+SUITE = TINY_SUITE.replace('methods = ["l2", "ffg"]', 'methods = ["l2", "ffg", "ensemble", "own"]')
 
 
-def test_runner_vectorized_runs_match_separate_runs_and_say_so(tmp_path, tiny_task, monkeypatch):
+def test_runner_vectorized_runs_match_separate_runs_and_say_so(
+    tmp_path, tiny_task, monkeypatch, clean_registry
+):
+    class Own(uqbench.get_posterior("l2")):
+        """A plug-in family that has not opted in (L2's opt-in would be inherited)."""
+
+        vectorize_seeds = False
+
+    clean_registry.add("own", Own)
     plain = tiny_runner(tmp_path / "a", SUITE).run()
     monkeypatch.setenv("UQBENCH_CACHE_DIR", str(tmp_path / "cache-b"))  # no model to reuse
     lines: list[str] = []
     runner = tiny_runner(tmp_path / "b", SUITE, vectorize_seeds=True)
     runner.log = lines.append
     vec = runner.run()
-    assert not vec["failed"] and len(vec["runs"]) == len(plain["runs"]) == 6
+    assert not vec["failed"] and len(vec["runs"]) == len(plain["runs"]) == 8
     # the family that has not opted in: one line, then its seeds run separately
-    said = [line for line in lines if "ensemble" in line and "separately" in line]
-    assert len(said) == 1 and "has not opted in" in said[0]
+    said = [line for line in lines if "separately" in line]
+    assert len(said) == 1 and "own-tiny-blobs" in said[0] and "has not opted in" in said[0]
     by_key = {(r["method"], r["seed"]): r for r in plain["runs"]}
     for r in vec["runs"]:
         p = by_key[(r["method"], r["seed"])]
         assert r["run_hash"] == p["run_hash"] and r["code_version"] == p["code_version"]
-        if r["method"] == "ensemble":
+        if r["method"] == "own":
             assert "vectorized_seeds" not in r
             assert r["metrics"] == p["metrics"]  # trained exactly as before
             continue
@@ -276,7 +287,7 @@ def test_runner_vectorized_runs_match_separate_runs_and_say_so(tmp_path, tiny_ta
             assert r["metrics"][key] == pytest.approx(p["metrics"][key], rel=1e-4, abs=1e-6)
     # a second call finds every run done; the run files stay the separate runs' schema
     again = tiny_runner(tmp_path / "b", SUITE, vectorize_seeds=True).run()
-    assert len(again["runs"]) == 6
+    assert len(again["runs"]) == 8
     record = json.loads((tmp_path / "b/results/tiny/runs/l2-tiny-blobs-seed1.json").read_text())
     assert record["schema"] == by_key[("l2", 1)]["schema"]
 
@@ -309,14 +320,21 @@ def test_a_group_whose_step_fails_falls_back_to_separate_runs(
 
 
 # -- the benchmark's exact route -----------------------------------------------------------
-def test_throughput_benchmark_times_the_per_seed_route(tmp_path):
+def test_throughput_benchmark_times_the_per_seed_route(tmp_path, clean_registry):
     """``--modes seeds`` times SeedGroup's step; a family that has not opted in is reported
     as unsupported with the reason, and the benchmark goes on."""
     from uqbench.benchmarks import gpu_throughput as gt
 
+    class Own(uqbench.get_posterior("l2")):
+        """A plug-in family that has not opted in (L2's opt-in would be inherited)."""
+
+        vectorize_seeds = False
+
+    clean_registry.add("own", Own)
+
     out = tmp_path / "gt"
     argv = ["--device", "cpu", "--steps", "2", "--warmup", "1", "--repeats", "1", "--threads", "1"]
-    argv += ["--methods", "ffg", "ensemble", "--modes", "seeds", "--k", "2", "--out", str(out)]
+    argv += ["--methods", "ffg", "own", "--modes", "seeds", "--k", "2", "--out", str(out)]
     assert gt.main(argv) == 0
     rows = {
         r["family"]: r for r in json.loads((out / "gpu_throughput.json").read_text())["results"]
@@ -324,8 +342,8 @@ def test_throughput_benchmark_times_the_per_seed_route(tmp_path):
     assert rows["ffg"]["status"] == "ok" and rows["ffg"]["models"] == 2
     assert rows["ffg"]["model_steps_per_s"] == pytest.approx(2 * rows["ffg"]["steps_per_s"])
     assert "own batch and noise generator" in rows["ffg"]["note"]
-    assert rows["ensemble"]["status"].startswith("unsupported: ")
-    assert "has not opted in" in rows["ensemble"]["status"]
+    assert rows["own"]["status"].startswith("unsupported: ")
+    assert "has not opted in" in rows["own"]["status"]
 
 
 def test_seed_group_step_is_the_separate_runs_step():
