@@ -62,8 +62,14 @@ def cannot_vectorize(cls: type) -> str | None:
         from torch.func import functional_call, vmap  # noqa: F401
     except ImportError:
         return f"torch {torch.__version__} has no torch.func"
-    if not hasattr(torch._C._functorch, "_add_batch_dim"):
-        return f"torch {torch.__version__} cannot hand batched noise to vmap"
+    functorch = getattr(torch._C, "_functorch", None)
+    needed = ("_add_batch_dim", "maybe_current_level")
+    if (
+        functorch is None
+        or not all(hasattr(functorch, n) for n in needed)
+        or not hasattr(torch._C, "_DisableFuncTorch")
+    ):
+        return f"torch {torch.__version__} cannot hand per-seed noise to vmap"
     return None
 
 
