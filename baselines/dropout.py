@@ -22,13 +22,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 import uqbench
 from uqbench.architectures import LayerFactory
 from uqbench.errors import ConfigError
-from uqbench.layers import PriorConv2d, PriorLinear, he_init_
+from uqbench.layers import PriorConv2d, PriorLinear, he_init_, uniform_like
 from uqbench.posterior import Posterior
 
 
@@ -42,7 +41,7 @@ class MCDropout(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if self.p > 0:
-            x = x * (torch.rand_like(x) >= self.p).to(x.dtype)
+            x = x * (uniform_like(x) >= self.p).to(x.dtype)
         return self.layer(x)
 
     def kl(self) -> Tensor:
@@ -89,6 +88,7 @@ class Dropout(Posterior):
 
     display_name = "Dropout"
     defaults: dict[str, Any] = {"p": 0.5}
+    vectorize_seeds = True  # tests/test_vectorize.py
 
     def layer_factory(self) -> LayerFactory:
         return DropoutLayers(check_rate(self.config["p"]))

@@ -54,7 +54,7 @@ from uqbench.baselines.dropout import check_rate
 import uqbench
 from uqbench.architectures import CLASSIFICATION, LayerFactory
 from uqbench.errors import ConfigError
-from uqbench.layers import PriorConv2d, PriorLinear, he_init_
+from uqbench.layers import PriorConv2d, PriorLinear, he_init_, uniform
 from uqbench.posterior import Posterior
 
 
@@ -106,7 +106,7 @@ class LearnedDropout(nn.Module):
         """
         shape = (x.shape[0], x.shape[1]) + (1,) * (x.dim() - 2)
         pi = torch.sigmoid(self.logit.detach())
-        mask = (torch.rand(shape, device=x.device) < pi).to(x.dtype)
+        mask = (uniform(shape, x) < pi).to(x.dtype)
         log_q = mask * F.logsigmoid(self.logit) + (1.0 - mask) * F.logsigmoid(-self.logit)
         return mask, log_q.flatten(1).sum(1)
 
@@ -159,6 +159,7 @@ class DropoutLearned(Posterior):
     """
 
     display_name = "Dropout (learned p)"
+    vectorize_seeds = True  # tests/test_vectorize.py
     defaults: dict[str, Any] = {"p": 0.5, "entropy": True, "baseline_decay": 0.9}
 
     def __init__(self, spec: uqbench.ModelSpec, **config: Any) -> None:

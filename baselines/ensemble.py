@@ -42,6 +42,7 @@ import uqbench
 from uqbench.architectures import LayerFactory, ModelSpec, PlainLayers, build_network
 from uqbench.attacks import fgsm_step
 from uqbench.errors import ConfigError
+from uqbench.layers import in_functorch_transform
 from uqbench.posterior import Posterior, resolve_chunk_rows
 
 DEFAULT_MEMBERS = 5
@@ -124,6 +125,7 @@ class Ensemble(Posterior):
     #: Types of the keys whose default is None (suite files are checked against them).
     config_types: dict[str, Any] = {"members": int, "adv_eps": float}
     skip_fgsm_by_default = True
+    vectorize_seeds = True  # tests/test_vectorize.py
 
     def __init__(self, spec: ModelSpec, **config: Any) -> None:
         merged = {**self.defaults, **config}
@@ -174,7 +176,17 @@ class Ensemble(Posterior):
         """Sum over members of ``NLL(x) + NLL(x_adv) + kl_m / N``."""
         b, m = x.shape[0], self.members
         clean = x.unsqueeze(1).expand(b, m, *x.shape[1:])
-        if self.adv_eps > 0 and torch.is_grad_enabled():
+        if self.adv_eps > 0 and torch.is_grad_enabled() and in_functorch_transform(x):
+            # Seeds trained as one (uqbench.vectorize): the same pass and input gradient
+            # through torch.func.vjp, since autograd.grad cannot run under vmap.
+            def clean_nll(x_rep: Tensor) -> Tensor:
+                return self.summed_member_nll(self.member_inputs_outputs(x_rep), y)
+
+            nll, vjp = torch.func.vjp(clean_nll, clean)
+            (grad,) = vjp(torch.ones_like(nll))
+            x_adv = fgsm_step(clean, grad, self.adv_eps, self.input_range)
+            nll_adv = self.summed_member_nll(self.member_inputs_outputs(x_adv), y)
+        elif self.adv_eps > 0 and torch.is_grad_enabled():
             # The clean pass that gives FGSM its input gradient is the clean term of the
             # loss too: keep its graph instead of running the clean inputs twice.
             x_rep = clean.detach().clone().requires_grad_(True)

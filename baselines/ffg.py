@@ -20,6 +20,7 @@ class FFGPosterior(Posterior):
     """Mean-field Gaussian variational posterior over all weights and biases."""
 
     display_name: ClassVar[str] = "FFG"
+    vectorize_seeds: ClassVar[bool] = True  # tests/test_vectorize.py
     defaults: ClassVar[dict[str, Any]] = {
         "max_std": None,  # forward std clamp; None/"off": none (tasks set theirs)
         "bias": "gaussian",

@@ -23,6 +23,7 @@ class FFLUPosterior(Posterior):
     """Mean-field Gaussian posterior with the log-uniform prior (sparse VD)."""
 
     display_name: ClassVar[str] = "FFLU"
+    vectorize_seeds: ClassVar[bool] = True  # tests/test_vectorize.py
     defaults: ClassVar[dict[str, Any]] = {
         "bias": "deterministic",
         "logvar_init": -9.0,

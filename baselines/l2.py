@@ -42,6 +42,7 @@ class L2(Posterior):
     display_name = "L2"
     defaults: dict[str, Any] = {}
     deterministic = True
+    vectorize_seeds = True  # tests/test_vectorize.py
 
     def layer_factory(self) -> LayerFactory:
         return L2Layers()

@@ -15,6 +15,11 @@ train to accuracy. Modes:
   independently initialised models stacked (``stack_module_state``), the loss vmapped over them
   (``randomness="different"``: every model draws its own noise), each model on its own batch,
   one Adam over the stacked parameters (:class:`StackedModels`).
+* ``seeds``: the ``vectorized`` step as ``uqbench run --vectorize-seeds`` takes it
+  (:class:`uqbench.vectorize.SeedGroup`): model i built as seed ``--seed + i``'s run builds it,
+  every noise draw from that seed's own generator (k draws per noise tensor, stacked outside
+  the vmap, ``randomness="error"``), so each model trains exactly as its separate run. Its
+  rate beside ``vectorized`` (one batched draw per noise tensor) is the price of exactness.
 * ``grouped`` (l2 only): the registered ``ensemble`` with ``members=k`` and ``adv_eps=0``: k
   deterministic networks as grouped convolutions and batched matrix products.
 * ``compiled``: ``torch.compile`` of the loss (default mode); ``graphed`` (CUDA only): the same
@@ -60,13 +65,13 @@ from uqbench.architectures import ModelSpec
 from uqbench.environment import environment, resolve_device
 from uqbench.errors import ConfigError, UQBenchError
 
-MODES = ("eager", "vectorized", "grouped", "packed", "compiled", "graphed")
+MODES = ("eager", "vectorized", "seeds", "grouped", "packed", "compiled", "graphed")
 METHODS = ("l2", "ffg", "mnf")
 BATCH = 100
 #: Version of the layout of gpu_throughput.json; bumped when its keys change.
 FORMAT_VERSION = 1
 #: Modes whose failure means the route cannot take this family (vs. a broken measurement).
-_UNSUPPORTED_MODES = ("vectorized", "grouped", "compiled", "graphed")
+_UNSUPPORTED_MODES = ("vectorized", "seeds", "grouped", "compiled", "graphed")
 
 
 def log(msg: str) -> None:
@@ -223,6 +228,34 @@ def measure_inprocess(
 
         def step() -> None:
             stacked.step(x, y)
+    elif mode == "seeds":
+        from uqbench.tasks.base import Split
+        from uqbench.vectorize import SeedGroup, cannot_vectorize
+
+        why = cannot_vectorize(uqbench.get_posterior(family))
+        if why is not None:
+            raise RuntimeError(why)
+        models = args.k
+        built, states = [], []
+        for i in range(models):  # as seed (args.seed + i)'s run builds its model
+            torch.manual_seed(args.seed + i)
+            if device.type == "cuda":
+                torch.cuda.manual_seed_all(args.seed + i)
+            built.append(build_model(family, spec, device, args.k))
+            cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+            states.append((torch.get_rng_state(), cuda))
+        x, y = random_batch(device, models)  # each model its own batch
+        group = SeedGroup(
+            built,
+            [Split(x[i], y[i]) for i in range(models)],
+            seeds=[args.seed + i for i in range(models)],
+            rng_states=states,
+        )
+        group.probe_layouts(BATCH)
+        opt, noise = group.optimizer(args.lr), group.noise_generators()
+
+        def step() -> None:
+            group.step(opt, x, y, noise)
     elif mode == "grouped":
         models = args.k
         ens = uqbench.get_posterior("ensemble")(spec, members=models, adv_eps=0.0).to(device)
@@ -390,6 +423,8 @@ def measure(family: str, mode: str, device: torch.device, args: argparse.Namespa
     row["runs_per_hour"] = row["model_steps_per_s"] * 3600.0 / args.steps_per_run
     if mode == "vectorized":
         note = f"{got['models']} models, each on its own batch; " + note
+    elif mode == "seeds":
+        note = f"{got['models']} seeds, each its own batch and noise generator; " + note
     elif mode == "grouped":
         note = f"ensemble members={got['models']}, adv_eps=0; " + note
     row["note"] = note.strip("; ")

@@ -98,6 +98,12 @@ def build_parser(with_extras: bool = True) -> argparse.ArgumentParser:
     run.add_argument(
         "--cpus-per-run", type=int, default=1, help="ray, processes: CPU cores (threads) per run"
     )
+    run.add_argument(
+        "--vectorize-seeds",
+        action="store_true",
+        help="train the seeds of each (method, task) as one vectorized model (same results "
+        "as separate runs up to float rounding; families that cannot are trained separately)",
+    )
     run.add_argument("--out", default="results", help="results root (default: results/)")
     run.add_argument("--no-report", action="store_true", help="skip the report")
     run.add_argument("--dry-run", action="store_true", help="print the resolved runs and stop")
@@ -248,6 +254,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(describe(suite.runs(overrides)))
         return 0
     executor = None
+    if args.vectorize_seeds and args.executor != "local":
+        raise ConfigError(
+            f"--vectorize-seeds trains in this process: leave out --executor {args.executor}"
+        )
     if args.executor == "ray":
         from uqbench.executors import RayExecutor
 
@@ -284,6 +294,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         overrides=overrides,
         progress=not args.quiet,
         executor=executor,
+        vectorize_seeds=args.vectorize_seeds,
     )
     try:
         results = runner.run()

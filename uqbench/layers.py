@@ -31,6 +31,8 @@ Ensembles.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -219,6 +221,50 @@ def in_functorch_transform(*tensors: Tensor) -> bool:
     return wrapped is not None and any(wrapped(t) for t in tensors)
 
 
+#: Where the layers' noise comes from while set (:func:`noise_source`); None: torch's global RNG.
+_NOISE_SOURCE: Any = None
+
+
+@contextmanager
+def noise_source(source: Any) -> Iterator[None]:
+    """Route every noise draw of the layers (:func:`standard_normal_like`,
+    :func:`standard_normal`, :func:`uniform_like`, :func:`uniform`) to ``source`` inside
+    the block.
+
+    ``source`` has the four methods of those names (``normal_like(t)``,
+    ``normal(shape, like)``, ``uniform_like(t)``, ``uniform(shape, like)``). Used to train
+    several seeds as one (:mod:`uqbench.vectorize`), where each seed's noise comes from its
+    own generator.
+    """
+    global _NOISE_SOURCE
+    before, _NOISE_SOURCE = _NOISE_SOURCE, source
+    try:
+        yield
+    finally:
+        _NOISE_SOURCE = before
+
+
+def standard_normal(shape: tuple[int, ...], like: Tensor) -> Tensor:
+    """Independent N(0, 1) draws of ``shape`` on ``like``'s device and dtype."""
+    if _NOISE_SOURCE is not None:
+        return _NOISE_SOURCE.normal(tuple(shape), like)
+    return torch.randn(shape, device=like.device, dtype=like.dtype)
+
+
+def uniform(shape: tuple[int, ...], like: Tensor) -> Tensor:
+    """Independent U[0, 1) draws of ``shape`` on ``like``'s device and dtype."""
+    if _NOISE_SOURCE is not None:
+        return _NOISE_SOURCE.uniform(tuple(shape), like)
+    return torch.rand(shape, device=like.device, dtype=like.dtype)
+
+
+def uniform_like(t: Tensor) -> Tensor:
+    """Independent U[0, 1) draws with the shape of ``t`` (``torch.rand_like``)."""
+    if _NOISE_SOURCE is not None:
+        return _NOISE_SOURCE.uniform_like(t)
+    return torch.rand_like(t)
+
+
 def standard_normal_like(t: Tensor) -> Tensor:
     """Independent N(0, 1) draws with the shape and memory layout of ``t``.
 
@@ -226,6 +272,8 @@ def standard_normal_like(t: Tensor) -> Tensor:
     sampler on CPU; drawing a contiguous NHWC block and permuting it is the same
     distribution at the speed of the vectorised one.
     """
+    if _NOISE_SOURCE is not None:
+        return _NOISE_SOURCE.normal_like(t)
     if (
         t.dim() == 4
         and not in_functorch_transform(t)
@@ -291,7 +339,7 @@ class MaskedRealNVPStep(nn.Module):
         """``(z', log|det dz'/dz|)`` for ``z`` of shape ``[..., dim]`` (logdet ``[...]``)."""
         if mask is None:
             # Bernoulli(0.5); comparing uniforms is ~2x faster than bernoulli_ on CPU.
-            mask = (torch.rand_like(z) < 0.5).to(z.dtype)
+            mask = (uniform_like(z) < 0.5).to(z.dtype)
         h = torch.tanh(self.f(mask * z))
         mu, k = self.gk(h).split(self.dim, dim=-1)
         keep = 1.0 - mask
@@ -391,15 +439,13 @@ class MNFNoise(nn.Module):
 
     def sample(self, batch_shape: tuple[int, ...] | torch.Size) -> Tensor:
         """``z_Tf`` of shape ``[*batch_shape, dim]``: one independent draw per row."""
-        eps = torch.randn(
-            (*batch_shape, self.dim), device=self.q0_mean.device, dtype=self.q0_mean.dtype
-        )
+        eps = standard_normal((*batch_shape, self.dim), self.q0_mean)
         z0 = torch.addcmul(self.q0_mean, torch.exp(0.5 * self.q0_logvar), eps)
         return self.flow_q(z0, with_logdet=False)[0]
 
     def sample_with_log_q(self) -> tuple[Tensor, Tensor]:
         """One ``z_Tf`` (shape ``[dim]``) and its ``log q(z_Tf)`` (eq. 16)."""
-        eps = torch.randn(1, self.dim, device=self.q0_mean.device, dtype=self.q0_mean.dtype)
+        eps = standard_normal((1, self.dim), self.q0_mean)
         z0 = torch.addcmul(self.q0_mean, torch.exp(0.5 * self.q0_logvar), eps)
         z, logdet = self.flow_q(z0)
         if self.cfg.log_q0 == "entropy":
@@ -537,7 +583,7 @@ class _BayesianLayer(nn.Module):
             b_mean = self.bias_mean * z if self.z_axis == 0 else self.bias_mean
             kl = kl + gaussian_kl(b_mean, self.bias_logvar)
         a_mean, a_var = self._cw_moments(z, var)
-        a = torch.addcmul(a_mean, torch.sqrt(a_var + VAR_EPS), torch.randn_like(a_mean))
+        a = torch.addcmul(a_mean, torch.sqrt(a_var + VAR_EPS), standard_normal_like(a_mean))
         if self.r_tanh:
             a = torch.tanh(a)
         return {"kl_w": kl, "z": z, "log_q": log_q, "log_r": self.mnf.log_r(z, a)}

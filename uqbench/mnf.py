@@ -56,6 +56,7 @@ class MNFPosterior(Posterior):
     """Multiplicative normalising flows with a Gaussian N(0, 1) prior (the paper's MNFG)."""
 
     display_name: ClassVar[str] = "MNFG"
+    vectorize_seeds: ClassVar[bool] = True  # tests/test_vectorize.py
     defaults: ClassVar[dict[str, Any]] = {
         "use_z": True,
         "flow_q": 2,

@@ -66,6 +66,12 @@ class Posterior(nn.Module):
     deterministic: ClassVar[bool] = False
     #: True for families the paper leaves out of the FGSM experiment.
     skip_fgsm_by_default: ClassVar[bool] = False
+    #: True when several seeds may be trained as one vectorized model
+    #: (``uqbench run --vectorize-seeds``, :mod:`uqbench.vectorize`): every random draw of
+    #: its training goes through the noise hooks of :mod:`uqbench.layers` and its ``loss``
+    #: runs under ``torch.func.vmap``. Set it only where a test shows seeds trained together
+    #: equal separate runs; the others are trained separately.
+    vectorize_seeds: ClassVar[bool] = False
 
     def __init__(self, spec: ModelSpec, **config: Any) -> None:
         super().__init__()

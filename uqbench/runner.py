@@ -42,7 +42,10 @@ except ImportError:  # pragma: no cover
     fcntl = None  # type: ignore[assignment]
 
 if TYPE_CHECKING:
+    from uqbench.architectures import ModelSpec
     from uqbench.executors import Executor
+    from uqbench.posterior import Posterior
+    from uqbench.tasks.base import Task
 
 
 def _to_device(data: TaskData, device: torch.device) -> TaskData:
@@ -83,6 +86,7 @@ class Runner:
         progress: bool = True,
         log=print,
         executor: Executor | None = None,
+        vectorize_seeds: bool = False,
     ) -> None:
         self.suite = suite
         self.out = Path(out) / suite.name
@@ -101,6 +105,10 @@ class Runner:
         self._data: dict[tuple[str, int, str], TaskData] = {}
         #: Per-example outputs of the run being evaluated (see :func:`evaluate_classification`).
         self.outputs: dict[str, Any] = {}
+        #: Train the seeds of each (method, task) as one model first (:mod:`uqbench.vectorize`).
+        self.vectorize_seeds = vectorize_seeds
+        #: ``{run key: seeds}`` of the runs whose models were trained together.
+        self.vectorized: dict[str, list[int]] = {}
 
     def run(self) -> dict[str, Any]:
         """Make every run not yet done, then merge the matching ones into ``results.json``.
@@ -127,6 +135,8 @@ class Runner:
         )
         for run in todo:  # fail fast: a missing or refused data set stops us before training
             self.task_data(run)
+        if self.vectorize_seeds:
+            self.train_seed_groups(todo)
         if self.executor is not None:
             failed = self.failed = self.executor.run(self, todo, env)
             for run in todo:  # recorded like a local failure: the suite's summary lists it
@@ -151,6 +161,62 @@ class Runner:
         return merge_results(
             self.out, self.suite.name, self.command, env, expected=self.expected_specs()
         )
+
+    def train_seed_groups(self, todo: list[RunSpec]) -> None:
+        """Train the seeds of each (method, task, settings) of ``todo`` as one model.
+
+        Each seed's trained model lands in its own run's checkpoint, so the runs that
+        follow only evaluate. A group that cannot be trained together (a family that has not
+        opted in, a failure of the vectorized step, checkpoints at different points) is
+        reported in one line and left to the separate runs, which resume any checkpoint
+        the group wrote.
+        """
+        from uqbench.vectorize import SeedGroup, cannot_vectorize
+
+        groups: dict[str, list[RunSpec]] = {}
+        for run in todo:
+            same = [run.method, run.task, run.train, run.data, run.arch, run.posterior]
+            groups.setdefault(json.dumps(same, sort_keys=True, default=str), []).append(run)
+        for runs in groups.values():
+            if len(runs) < 2:
+                continue
+            seeds = [r.seed for r in runs]
+            label = f"{runs[0].method}-{runs[0].task} seeds {', '.join(map(str, seeds))}"
+            why = cannot_vectorize(POSTERIORS.get(runs[0].method))
+            if why is not None:
+                self.log(f"vectorized seeds: {label}: {why}; training them separately")
+                continue
+            self.log(f"vectorized seeds: training {label} as one model")
+            try:
+                built, states = [], []
+                for r in runs:  # each RNG state right after its own model was built
+                    built.append(build_run_model(r, self.task_data(r), self.device))
+                    cuda = self.device.type == "cuda"
+                    cuda_state = torch.cuda.get_rng_state(self.device) if cuda else None
+                    states.append((torch.get_rng_state(), cuda_state))
+                group = SeedGroup(
+                    [b[2] for b in built],
+                    [self.task_data(r).train for r in runs],
+                    seeds=seeds,
+                    rng_states=states,
+                    checkpoints=[b[3] for b in built],
+                )
+                group.train(
+                    progress=self.progress,
+                    desc=f"train {runs[0].method}-{runs[0].task} x{len(runs)}",
+                    log_message=self.log,
+                    **runs[0].train,
+                )
+            except Exception as exc:  # noqa: BLE001 - the separate runs go on from here
+                first = (str(exc).strip().splitlines() or [""])[0][:200]
+                self.log(
+                    f"vectorized seeds: {label} cannot be trained as one "
+                    f"({type(exc).__name__}: {first}); training them separately"
+                )
+                continue
+            if group.vectorized_seeds is not None:
+                for r in runs:
+                    self.vectorized[r.key] = list(group.vectorized_seeds)
 
     def expected_specs(self) -> list[RunSpec]:
         """The runs whose files may be merged: the suite's runs with this command's setting
@@ -238,7 +304,7 @@ class Runner:
 
         The evaluation's per-example outputs go to ``self.outputs`` (saved by :meth:`run`).
         """
-        return make_run(
+        record = make_run(
             run,
             self.task_data(run),
             self.device,
@@ -247,6 +313,34 @@ class Runner:
             log=self.log,
             keep=self.outputs,
         )
+        if run.key in self.vectorized:  # how it was trained; not part of what the run is
+            record["vectorized_seeds"] = self.vectorized[run.key]
+        return record
+
+
+def build_run_model(
+    run: RunSpec, data: TaskData, device: torch.device
+) -> tuple[Task, ModelSpec, Posterior, Path]:
+    """A run's task, model spec, freshly initialised model and training checkpoint path.
+
+    Seeds torch's RNG with the run's seed first: the model's initialisation, and the noise
+    its training draws afterwards, are the run's own.
+    """
+    task = TASKS.get(run.task)()
+    model_spec = task.model_spec(data, run.arch)
+    torch.manual_seed(run.seed)
+    if device.type == "cuda":
+        torch.cuda.manual_seed_all(run.seed)
+    model = POSTERIORS.get(run.method)(model_spec, **run.posterior).to(device)
+    ckpt_key = _digest(
+        {
+            "train": run.train_hash(),
+            "train_version": train_version(POSTERIORS.get(run.method), TASKS.get(run.task)),
+            "spec": model_spec.to_dict(),
+            "resolved_posterior": _jsonable(model.config),
+        }
+    )
+    return task, model_spec, model, cache_dir() / "checkpoints" / f"{run.key}-{ckpt_key}.pt"
 
 
 def make_run(
@@ -267,22 +361,8 @@ def make_run(
     code: the local loop in this process, a Ray task on another machine. It writes only
     checkpoints (under :func:`cache_dir`); the caller writes the run file.
     """
-    task = TASKS.get(run.task)()
-    model_spec = task.model_spec(data, run.arch)
-    torch.manual_seed(run.seed)
-    if device.type == "cuda":
-        torch.cuda.manual_seed_all(run.seed)
-    model = POSTERIORS.get(run.method)(model_spec, **run.posterior).to(device)
+    task, model_spec, model, ckpt = build_run_model(run, data, device)
     version = code_version(POSTERIORS.get(run.method), TASKS.get(run.task))
-    ckpt_key = _digest(
-        {
-            "train": run.train_hash(),
-            "train_version": train_version(POSTERIORS.get(run.method), TASKS.get(run.task)),
-            "spec": model_spec.to_dict(),
-            "resolved_posterior": _jsonable(model.config),
-        }
-    )
-    ckpt = cache_dir() / "checkpoints" / f"{run.key}-{ckpt_key}.pt"
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     log = train(

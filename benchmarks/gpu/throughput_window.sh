@@ -23,7 +23,7 @@ set -uo pipefail
 budget=${1:-120}
 device=${DEVICE:-cuda}
 methods=${METHODS:-"l2 ffg mnf"}
-modes=${MODES:-"eager vectorized grouped packed graphed compiled"}
+modes=${MODES:-"eager vectorized seeds grouped packed graphed compiled"}
 root=$PWD
 work=$root/.gpu-out/throughput
 export UQBENCH_CACHE_DIR=${UQBENCH_CACHE_DIR:-$root/.cache/gpu} PYTHONUNBUFFERED=1
