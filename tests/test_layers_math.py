@@ -80,6 +80,28 @@ def test_flow_stack_logdet_equals_log_abs_det_jacobian() -> None:
     assert torch.allclose(flow(z, masks)[1], torch.linalg.slogdet(jac)[1], atol=1e-10)
 
 
+@pytest.mark.parametrize("shape", [(1, 20), (100, 50), (7, 3)])
+def test_drawn_masks_are_a_fresh_bernoulli_half_per_step(shape: tuple[int, ...]) -> None:
+    """The stack draws all its masks at once; on CPU they are the very numbers of one
+    ``rand_like(z) < 0.5`` per step (the generator fills tensors element by element), so
+    the output and log-det equal those of the masks drawn step by step, bit for bit."""
+    torch.manual_seed(5)
+    flow = MaskedRealNVP(shape[-1], n_steps=3, hidden=8)
+    z = torch.randn(shape)
+    torch.manual_seed(6)
+    out, logdet = flow(z)
+    after = torch.rand(4)  # the generator is where one draw per step leaves it, too
+    torch.manual_seed(6)
+    masks = [(torch.rand_like(z) < 0.5).to(z.dtype) for _ in range(3)]
+    assert torch.equal(torch.rand(4), after)
+    ref_z, ref_logdet = z, torch.zeros(shape[:-1])
+    for step, m in zip(flow.steps, masks, strict=True):
+        ref_z, ld = step(ref_z, m)
+        ref_logdet = ref_logdet + ld
+    assert torch.equal(out, ref_z) and torch.equal(logdet, ref_logdet)
+    assert 0.3 < float(torch.stack(masks).mean()) < 0.7 or z.numel() < 50
+
+
 @pytest.mark.parametrize("dim", [1, 3])
 def test_planar_flow_logdet_equals_log_abs_det_jacobian(dim: int) -> None:
     torch.manual_seed(3)
