@@ -18,8 +18,9 @@ train to accuracy. Modes:
 * ``grouped`` (l2 only): the registered ``ensemble`` with ``members=k`` and ``adv_eps=0``: k
   deterministic networks as grouped convolutions and batched matrix products.
 * ``compiled``: ``torch.compile`` of the loss (default mode); ``graphed`` (CUDA only): the same
-  with ``mode="reduce-overhead"`` (CUDA graphs). Compilation time (the first step) is reported
-  apart from the steady-state rate.
+  with ``mode="reduce-overhead"`` (CUDA graphs); both through
+  :class:`uqbench.compiling.CompiledLoss`, what ``uqbench run --compile`` trains with.
+  Compilation time (the first step) is reported apart from the steady-state rate.
 
 A mode that fails (no batching rule, no compiler, no CUDA) is reported as ``unsupported:
 <reason>`` (``failed: <reason>`` for eager and packed) and the benchmark goes on. For every
@@ -58,6 +59,7 @@ from uqbench.benchmarks.perf import family_config, lenet_spec, peak_rss_mb, step
 
 import uqbench
 from uqbench.architectures import ModelSpec
+from uqbench.compiling import CompiledLoss
 from uqbench.environment import environment, resolve_device
 from uqbench.errors import ConfigError, UQBenchError
 
@@ -231,24 +233,19 @@ def measure_inprocess(
         step = step_fn(ens, lambda: ens.loss(x, y)[0], args.lr)
     elif mode in ("compiled", "graphed"):
         models = 1
-        if not hasattr(torch, "compile"):
-            raise RuntimeError(f"torch {torch.__version__} has no torch.compile")
-        if mode == "graphed" and device.type != "cuda":
-            raise RuntimeError("CUDA graphs (mode='reduce-overhead') need a CUDA device")
-        torch._dynamo.reset()  # each cell compiles afresh: compile time is its own
+        if hasattr(torch, "_dynamo"):
+            torch._dynamo.reset()  # each cell compiles afresh: compile time is its own
         model = build_model(family, spec, device, args.k)
         x, y = random_batch(device)
-
-        def loss_of(x: Tensor, y: Tensor) -> Tensor:
-            return model.loss(x, y)[0]
-
-        compiled = torch.compile(loss_of, mode="reduce-overhead" if mode == "graphed" else None)
-        mark = getattr(torch.compiler, "cudagraph_mark_step_begin", None)
+        # What `uqbench run --compile` trains with; here a fallback to eager is no result.
+        compiled = CompiledLoss(
+            model, "reduce-overhead" if mode == "graphed" else "default", device
+        )
+        if compiled.error is not None:
+            raise compiled.error
 
         def loss() -> Tensor:
-            if mode == "graphed" and mark is not None:
-                mark()  # a new iteration: the graph's previous outputs may be overwritten
-            return compiled(x, y)
+            return compiled(x, y)[0]
 
         step = step_fn(model, loss, args.lr)
         synchronize(device)
@@ -256,6 +253,8 @@ def measure_inprocess(
         step()  # traces and compiles the forward and the backward
         synchronize(device)
         compile_s = time.perf_counter() - t0
+        if compiled.error is not None:
+            raise compiled.error
     else:
         raise ValueError(f"not an in-process mode: {mode}")
     rates = time_steps(step, device, args.steps, args.warmup, args.repeats)
