@@ -12,7 +12,9 @@
 # when $OUT is set, each finished run's files in $OUT/runs/ as soon as it ends (a window cut
 # short still brings back every finished run), then a tarball of them plus the logs. The report
 # is built last (it is slow; REPORT=0 skips it, to rebuild locally). SUITE=smoke DEVICE=cpu runs
-# the same script as a CPU rehearsal.
+# the same script as a CPU rehearsal. COMPILE=reduce-overhead trains every run through CUDA
+# graphs (`uqbench run --compile`; results equal eager within float tolerance only; each process
+# compiles its own graph first, on the machine's shared cores), default off.
 set -uo pipefail
 seeds=${1:-"0 1 2"}
 tasks=${2:-"mnist toy-cubic"}
@@ -20,6 +22,7 @@ deadline=${3:-450}
 jobs=${4:-16}
 suite=${SUITE:-paper}
 device=${DEVICE:-cuda}
+compile=${COMPILE:-off}
 methods_mnist=${METHODS_MNIST:-"mnf ffg fflu ensemble dropout l2"}   # longest first
 methods_toy=${METHODS_TOY:-"mnf ffg fflu ensemble dropout l2 dropout-learned"}
 root=$PWD
@@ -61,7 +64,7 @@ fi
 timeout "$deadline" xargs -P "$jobs" -L 1 sh -c '
   m=$0 t=$1 s=$2
   uqbench run --suite '"$suite"' --methods $m --tasks $t --seeds $s \
-    --device '"$device"' --no-download --no-report --quiet --out '"$work"'/parts/$m-$t-$s \
+    --device '"$device"' --compile '"$compile"' --no-download --no-report --quiet --out '"$work"'/parts/$m-$t-$s \
     >'"$work"'/logs/$m-$t-$s.log 2>&1
   rc=$?
   [ -n "${OUT:-}" ] && cp '"$work"'/parts/$m-$t-$s/'"$suite"'/runs/* "$OUT/runs/" 2>/dev/null
