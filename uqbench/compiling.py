@@ -90,6 +90,9 @@ class CompiledLoss:
         if mode == "reduce-overhead":
             options["triton.cudagraphs"] = True  # what mode="reduce-overhead" sets
         try:
+            # One run's graphs at a time: a suite's later runs would otherwise hit dynamo's
+            # recompile limit for this function and silently run eagerly.
+            torch._dynamo.reset()
             self._compiled = torch.compile(loss_of, options=options)
         except Exception as exc:  # noqa: BLE001 - no compiler, a backend missing: eager
             self._fallback(exc)
