@@ -9,6 +9,7 @@ exact mean-field optimum of a Bayesian linear regression.
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -100,6 +101,22 @@ def test_drawn_masks_are_a_fresh_bernoulli_half_per_step(shape: tuple[int, ...])
         ref_logdet = ref_logdet + ld
     assert torch.equal(out, ref_z) and torch.equal(logdet, ref_logdet)
     assert 0.3 < float(torch.stack(masks).mean()) < 0.7 or z.numel() < 50
+
+
+def test_drawn_masks_under_vmap_differ_per_model_without_a_slow_fallback() -> None:
+    """Stacked models (torch.func.vmap, randomness="different") draw their own masks, and
+    drawing them needs no per-model fallback loop (which warns)."""
+    torch.manual_seed(7)
+    flow = MaskedRealNVP(6, n_steps=2, hidden=8)
+    z = torch.randn(3, 4, 6)  # 3 models, 4 rows each, the same z for all
+
+    def run(zi: torch.Tensor) -> torch.Tensor:
+        return flow(zi)[0]
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = torch.func.vmap(run, randomness="different")(z.expand(3, 4, 6))
+    assert out.shape == (3, 4, 6) and not torch.equal(out[0], out[1])
 
 
 @pytest.mark.parametrize("dim", [1, 3])

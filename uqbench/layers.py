@@ -261,9 +261,13 @@ def bernoulli_half(shape: tuple[int, ...], like: Tensor) -> Tensor:
     """Bernoulli(0.5) masks of ``shape`` as 0/1 floats of ``like``'s dtype and device.
 
     Comparing uniforms is ~2x faster than ``bernoulli_`` on CPU; the in-place comparison
-    writes the 0/1 floats into the uniforms' own tensor (no dtype conversion).
+    writes the 0/1 floats into the uniforms' own tensor (no dtype conversion), except
+    under a torch.func transform (``vmap`` has no batching rule for ``lt_``): same values.
     """
-    return torch.rand(shape, dtype=like.dtype, device=like.device).lt_(0.5)
+    u = torch.rand(shape, dtype=like.dtype, device=like.device)
+    if in_functorch_transform(like):
+        return (u < 0.5).to(like.dtype)
+    return u.lt_(0.5)
 
 
 def _code_init_(weight: Tensor) -> None:
