@@ -152,3 +152,27 @@ def test_a_resumed_training_records_each_sessions_steps(tmp_path) -> None:
     assert log.train_steps.startswith("eager, then eager (compile:reduce-overhead failed: ")
     again = train(toy_mlp("ffg"), toy_data(), epochs=4, **kw)  # nothing left to train
     assert again.train_steps == log.train_steps and "train_steps" not in again.to_dict()
+
+
+def test_a_failure_after_compiled_steps_says_both(monkeypatch) -> None:
+    """A compile that works for a step, then fails (a recompile for a new batch shape, say):
+    the steps after it are eager and the record names both."""
+
+    def flaky(fn, **kwargs):
+        calls = []
+
+        def call(*args):
+            calls.append(1)
+            if len(calls) > 1:
+                raise RuntimeError("recompile failed")
+            return fn(*args)
+
+        return call
+
+    monkeypatch.setattr(torch, "compile", flaky)
+    _, ref = train_toy("ffg", None)
+    _, got = train_toy("ffg", "default")
+    assert got.loss == ref.loss  # the wrapped call is the eager function here
+    assert got.train_steps == (
+        "compile:default, then eager (compile:default failed: RuntimeError: recompile failed)"
+    )

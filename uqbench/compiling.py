@@ -70,6 +70,7 @@ class CompiledLoss:
         self.device = device if device is not None else model._device()
         self._log = log
         self._compiled: Callable | None = None
+        self._compiled_steps = 0
         self._mark: Callable[[], None] | None = None
         self.how = EAGER
         #: What made it fall back to eager (None: it did not).
@@ -107,6 +108,8 @@ class CompiledLoss:
         first = (str(exc).strip().splitlines() or [""])[0]
         reason = f"{type(exc).__name__}: {first}"[:200]
         self.how = f"{EAGER} (compile:{self.mode} failed: {reason})"
+        if self._compiled_steps:  # it had run compiled steps before
+            self.how = f"compile:{self.mode}, then {self.how}"
         if self._log is not None:
             self._log(f"    --compile {self.mode}: {reason}; training eagerly")
 
@@ -119,10 +122,12 @@ class CompiledLoss:
         try:
             if self._mark is not None:
                 self._mark()  # a new step: the graph's previous outputs may be overwritten
-            return self._compiled(x, y)
+            out = self._compiled(x, y)
         except Exception as exc:  # noqa: BLE001 - any compiler failure: train eagerly
             torch.set_rng_state(rng)
             if cuda_rng is not None:
                 torch.cuda.set_rng_state(cuda_rng, self.device)
             self._fallback(exc)
             return self.model.loss(x, y)
+        self._compiled_steps += 1
+        return out
