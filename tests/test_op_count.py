@@ -45,18 +45,22 @@ def step_summary(name: str, **config) -> dict:
 
 
 def test_components_follow_the_flows() -> None:
-    """MNF without flows has no flow ops; each flow step adds the same number of ops to
-    the component that runs it (4 layers, so a multiple of 4), and FFG has no MNF parts."""
+    """Flow steps count in the component that runs them: each step after the first adds
+    the same number of ops (4 layers, so a multiple of 4) to q(z)'s components and none
+    to r(z|W)'s; FFG has no MNF parts."""
     ffg = step_summary("ffg")
     assert set(ffg["components"]) <= {"KL rest", "layer moments", "network + loss", "optimizer"}
     base = step_summary("mnf", flow_q=0, flow_r=0)
     q1 = step_summary("mnf", flow_q=1, flow_r=0)
     q2 = step_summary("mnf", flow_q=2, flow_r=0)
+    q3 = step_summary("mnf", flow_q=3, flow_r=0)
     r1 = step_summary("mnf", flow_q=0, flow_r=1)
-    comp = "q(z) sample"
-    per_step = q1["components"][comp]["ops"] - base["components"][comp]["ops"]
-    assert per_step > 0 and per_step % 4 == 0
-    assert q2["components"][comp]["ops"] - q1["components"][comp]["ops"] == per_step
+    for comp in ("q(z) sample", "q(z) + log q"):
+        first = q1["components"][comp]["ops"] - base["components"][comp]["ops"]
+        per_step = q2["components"][comp]["ops"] - q1["components"][comp]["ops"]
+        assert first > 0 and per_step > 0 and per_step % 4 == 0
+        assert q3["components"][comp]["ops"] - q2["components"][comp]["ops"] == per_step
+    assert q3["components"]["r(z|W)"] == base["components"]["r(z|W)"]
     assert r1["components"]["q(z) sample"] == base["components"]["q(z) sample"]
     assert r1["components"]["r(z|W)"]["ops"] > base["components"]["r(z|W)"]["ops"]
     for s in (ffg, base, q2):
