@@ -23,8 +23,9 @@ train to accuracy. Modes:
 * ``grouped`` (l2 only): the registered ``ensemble`` with ``members=k`` and ``adv_eps=0``: k
   deterministic networks as grouped convolutions and batched matrix products.
 * ``compiled``: ``torch.compile`` of the loss (default mode); ``graphed`` (CUDA only): the same
-  with ``mode="reduce-overhead"`` (CUDA graphs). Compilation time (the first step) is reported
-  apart from the steady-state rate.
+  with ``mode="reduce-overhead"`` (CUDA graphs); both through
+  :class:`uqbench.compiling.CompiledLoss`, what ``uqbench run --compile`` trains with.
+  Compilation time (the first step) is reported apart from the steady-state rate.
 
 A mode that fails (no batching rule, no compiler, no CUDA) is reported as ``unsupported:
 <reason>`` (``failed: <reason>`` for eager and packed) and the benchmark goes on. For every
@@ -58,18 +59,20 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from uqbench.benchmarks.op_count import family_step_ops
 from uqbench.benchmarks.perf import family_config, lenet_spec, peak_rss_mb, step_fn
 
 import uqbench
 from uqbench.architectures import ModelSpec
+from uqbench.compiling import CompiledLoss
 from uqbench.environment import environment, resolve_device
 from uqbench.errors import ConfigError, UQBenchError
 
 MODES = ("eager", "vectorized", "seeds", "grouped", "packed", "compiled", "graphed")
 METHODS = ("l2", "ffg", "mnf")
 BATCH = 100
-#: Version of the layout of gpu_throughput.json; bumped when its keys change.
-FORMAT_VERSION = 1
+#: Version of the layout of gpu_throughput.json; bumped when its keys change (2: ops per step).
+FORMAT_VERSION = 2
 #: Modes whose failure means the route cannot take this family (vs. a broken measurement).
 _UNSUPPORTED_MODES = ("vectorized", "seeds", "grouped", "compiled", "graphed")
 
@@ -263,24 +266,19 @@ def measure_inprocess(
         step = step_fn(ens, lambda: ens.loss(x, y)[0], args.lr)
     elif mode in ("compiled", "graphed"):
         models = 1
-        if not hasattr(torch, "compile"):
-            raise RuntimeError(f"torch {torch.__version__} has no torch.compile")
-        if mode == "graphed" and device.type != "cuda":
-            raise RuntimeError("CUDA graphs (mode='reduce-overhead') need a CUDA device")
-        torch._dynamo.reset()  # each cell compiles afresh: compile time is its own
+        if hasattr(torch, "_dynamo"):
+            torch._dynamo.reset()  # each cell compiles afresh: compile time is its own
         model = build_model(family, spec, device, args.k)
         x, y = random_batch(device)
-
-        def loss_of(x: Tensor, y: Tensor) -> Tensor:
-            return model.loss(x, y)[0]
-
-        compiled = torch.compile(loss_of, mode="reduce-overhead" if mode == "graphed" else None)
-        mark = getattr(torch.compiler, "cudagraph_mark_step_begin", None)
+        # What `uqbench run --compile` trains with; here a fallback to eager is no result.
+        compiled = CompiledLoss(
+            model, "reduce-overhead" if mode == "graphed" else "default", device
+        )
+        if compiled.error is not None:
+            raise compiled.error
 
         def loss() -> Tensor:
-            if mode == "graphed" and mark is not None:
-                mark()  # a new iteration: the graph's previous outputs may be overwritten
-            return compiled(x, y)
+            return compiled(x, y)[0]
 
         step = step_fn(model, loss, args.lr)
         synchronize(device)
@@ -288,11 +286,16 @@ def measure_inprocess(
         step()  # traces and compiles the forward and the backward
         synchronize(device)
         compile_s = time.perf_counter() - t0
+        if compiled.error is not None:
+            raise compiled.error
     else:
         raise ValueError(f"not an in-process mode: {mode}")
     rates = time_steps(step, device, args.steps, args.warmup, args.repeats)
     mem = peak_mb(device)
+    ops = family_step_ops(family, device, args.seed) if mode == "eager" else None
     return {
+        "ops_per_step": None if ops is None else ops["ops"],
+        "kernel_ops_per_step": None if ops is None else ops["kernel_ops"],
         "models": models,
         "steps_per_s": statistics.median(rates),
         "rates": rates,
@@ -395,6 +398,8 @@ def measure_packed(family: str, device: torch.device, args: argparse.Namespace) 
         "aggregate_steps_per_s": aggregate,
         "compile_s": None,
         "peak_mem_mb_per_model": max(mems) if mems else None,
+        "ops_per_step": None,
+        "kernel_ops_per_step": None,
         "note": note,
     }
 
@@ -413,7 +418,7 @@ def measure(family: str, mode: str, device: torch.device, args: argparse.Namespa
         word = "unsupported" if mode in _UNSUPPORTED_MODES else "failed"
         row.update(status=f"{word}: {one_line(exc)}", models=None, steps_per_s=None)
         row.update(model_steps_per_s=None, runs_per_hour=None, compile_s=None)
-        row.update(peak_mem_mb_per_model=None)
+        row.update(peak_mem_mb_per_model=None, ops_per_step=None, kernel_ops_per_step=None)
         row["seconds"] = time.perf_counter() - t0
         return row
     note = got.pop("note", "")
@@ -481,16 +486,19 @@ def render_md(r: dict[str, Any]) -> str:
         f"warm-up steps (packed: one block of {s['steps'] * s['repeats']} per process, timed "
         "together); runs/hour at "
         f"{s['steps_per_run']} steps a run. *Equiv. steps/s*: single-model steps per second of "
-        "everything the mode trains at once (steps/s x models; packed: the aggregate).",
+        "everything the mode trains at once (steps/s x models; packed: the aggregate). "
+        "*Kernel ops/step* (eager): aten operations of one step other than views "
+        "(`python -m uqbench.benchmarks.op_count`), the launch count that bounds a small "
+        "model on a GPU.",
         "",
         "| family | mode | models | steps/s | equiv. steps/s | runs/hour | vs eager | "
-        "compile s | peak MB/model | note |",
-        "|---|---|--:|--:|--:|--:|--:|--:|--:|---|",
+        "compile s | peak MB/model | kernel ops/step | note |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|---|",
     ]
     eager = {x["family"]: x for x in r["results"] if x["mode"] == "eager" and x["status"] == "ok"}
     for x in r["results"]:
         if x["status"] != "ok":
-            lines.append(f"| {x['family']} | {x['mode']} | | | | | | | | {x['status']} |")
+            lines.append(f"| {x['family']} | {x['mode']} | | | | | | | | | {x['status']} |")
             continue
         base = eager.get(x["family"])
         vs = x["model_steps_per_s"] / base["model_steps_per_s"] if base else None
@@ -498,7 +506,8 @@ def render_md(r: dict[str, Any]) -> str:
             f"| {x['family']} | {x['mode']} | {x['models']} | {num(x['steps_per_s'])} | "
             f"{num(x['model_steps_per_s'])} | {num(x['runs_per_hour'], '.2f')} | "
             f"{num(vs, '.2f')} | {num(x['compile_s'])} | "
-            f"{num(x['peak_mem_mb_per_model'], '.0f')} | {x['note']} |"
+            f"{num(x['peak_mem_mb_per_model'], '.0f')} | "
+            f"{num(x.get('kernel_ops_per_step'), 'd')} | {x['note']} |"
         )
     if r["summary"]:
         lines += ["", "MNF's step time over FFG's, per mode (issue 19's target: at most 1.3):", ""]

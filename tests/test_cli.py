@@ -36,6 +36,7 @@ def test_list_json_names_posteriors_tasks_and_suites(capsys):
         (["run", "--set", "nope.train.epochs=1", "--dry-run"], "task 'nope' is not among"),
         (["run", "--set", "mnist.ood=nope", "--dry-run"], "unknown OOD set 'nope'"),
         (["run", "--device", "cuda:0", "--methods", "l2"], "no CUDA GPU"),
+        (["run", "--compile", "default", "--executor", "ray"], "--compile needs --executor"),
         (["report", "/nonexistent/results"], "no results file"),
         (["check", "/nonexistent", "--reference", "/nonexistent.json"], "no results file"),
     ],

@@ -35,7 +35,8 @@ SPEC = ModelSpec(
 TINY = ["--device", "cpu", "--steps", "3", "--warmup", "1", "--repeats", "1", "--threads", "1"]
 ROW_KEYS = {
     "family", "mode", "status", "note", "models", "steps_per_s", "model_steps_per_s",
-    "runs_per_hour", "compile_s", "peak_mem_mb_per_model", "seconds",
+    "runs_per_hour", "compile_s", "peak_mem_mb_per_model", "seconds", "ops_per_step",
+    "kernel_ops_per_step",
 }  # fmt: skip
 TOP_KEYS = {
     "benchmark", "format_version", "command", "device", "settings", "load_avg_before",
@@ -186,7 +187,7 @@ def test_a_mode_that_cannot_run_is_reported_not_raised(tmp_path, clean_registry,
     assert rows["graphed"]["status"].startswith("unsupported: ")  # CPU: no CUDA graphs
     check_row(rows["eager"])  # the others still ran
     md = (out / "gpu_throughput.md").read_text()
-    assert "| branchy | vectorized | | | | | | | | unsupported: " in md
+    assert "| branchy | vectorized | | | | | | | | | unsupported: " in md
 
 
 def test_unknown_family_is_one_line_error(tmp_path, capsys) -> None:

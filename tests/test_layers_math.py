@@ -9,6 +9,7 @@ exact mean-field optimum of a Bayesian linear regression.
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -78,6 +79,44 @@ def test_flow_stack_logdet_equals_log_abs_det_jacobian() -> None:
     z = torch.randn(6, dtype=torch.float64, generator=gen)
     jac = jacobian(lambda v: flow(v, masks)[0], z)
     assert torch.allclose(flow(z, masks)[1], torch.linalg.slogdet(jac)[1], atol=1e-10)
+
+
+@pytest.mark.parametrize("shape", [(1, 20), (100, 50), (7, 3)])
+def test_drawn_masks_are_a_fresh_bernoulli_half_per_step(shape: tuple[int, ...]) -> None:
+    """The stack draws all its masks at once; on CPU they are the very numbers of one
+    ``rand_like(z) < 0.5`` per step (the generator fills tensors element by element), so
+    the output and log-det equal those of the masks drawn step by step, bit for bit."""
+    torch.manual_seed(5)
+    flow = MaskedRealNVP(shape[-1], n_steps=3, hidden=8)
+    z = torch.randn(shape)
+    torch.manual_seed(6)
+    out, logdet = flow(z)
+    after = torch.rand(4)  # the generator is where one draw per step leaves it, too
+    torch.manual_seed(6)
+    masks = [(torch.rand_like(z) < 0.5).to(z.dtype) for _ in range(3)]
+    assert torch.equal(torch.rand(4), after)
+    ref_z, ref_logdet = z, torch.zeros(shape[:-1])
+    for step, m in zip(flow.steps, masks, strict=True):
+        ref_z, ld = step(ref_z, m)
+        ref_logdet = ref_logdet + ld
+    assert torch.equal(out, ref_z) and torch.equal(logdet, ref_logdet)
+    assert 0.3 < float(torch.stack(masks).mean()) < 0.7 or z.numel() < 50
+
+
+def test_drawn_masks_under_vmap_differ_per_model_without_a_slow_fallback() -> None:
+    """Stacked models (torch.func.vmap, randomness="different") draw their own masks, and
+    drawing them needs no per-model fallback loop (which warns)."""
+    torch.manual_seed(7)
+    flow = MaskedRealNVP(6, n_steps=2, hidden=8)
+    z = torch.randn(3, 4, 6)  # 3 models, 4 rows each, the same z for all
+
+    def run(zi: torch.Tensor) -> torch.Tensor:
+        return flow(zi)[0]
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = torch.func.vmap(run, randomness="different")(z.expand(3, 4, 6))
+    assert out.shape == (3, 4, 6) and not torch.equal(out[0], out[1])
 
 
 @pytest.mark.parametrize("dim", [1, 3])

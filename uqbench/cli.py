@@ -76,6 +76,14 @@ def build_parser(with_extras: bool = True) -> argparse.ArgumentParser:
         help="cpu, cuda, cuda:N or auto (default cpu; on Ray: cuda when --gpus-per-run > 0)",
     )
     run.add_argument(
+        "--compile",
+        choices=["off", "default", "reduce-overhead"],
+        default="off",
+        help="train through torch.compile (default) or CUDA graphs (reduce-overhead, CUDA "
+        "only); equal to eager within float tolerance only. Falls back to eager, with one "
+        "line, where it cannot run (default: off)",
+    )
+    run.add_argument(
         "--executor",
         choices=["local", "processes", "ray"],
         default="local",
@@ -253,6 +261,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(describe(suite.runs(overrides)))
         return 0
+    if args.compile != "off" and args.executor == "ray":
+        from uqbench.errors import ConfigError
+
+        raise ConfigError("--compile needs --executor local (Ray workers train eagerly)")
     executor = None
     if args.vectorize_seeds and args.executor != "local":
         raise ConfigError(
@@ -295,6 +307,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         executor=executor,
         vectorize_seeds=args.vectorize_seeds,
+        compile_mode=args.compile,
     )
     try:
         results = runner.run()

@@ -305,6 +305,19 @@ def loguniform_kl(mean: Tensor, logvar: Tensor, clip: float = 8.0) -> Tensor:
 
 
 # -- normalising flow of eq. 6 ----------------------------------------------------------------
+def bernoulli_half(shape: tuple[int, ...], like: Tensor) -> Tensor:
+    """Bernoulli(0.5) masks of ``shape`` as 0/1 floats of ``like``'s dtype and device.
+
+    Comparing uniforms is ~2x faster than ``bernoulli_`` on CPU; the in-place comparison
+    writes the 0/1 floats into the uniforms' own tensor (no dtype conversion), except
+    under a torch.func transform (``vmap`` has no batching rule for ``lt_``): same values.
+    """
+    u = uniform(shape, like)  # through the noise hook, as every draw of the layers
+    if in_functorch_transform(like):
+        return (u < 0.5).to(like.dtype)
+    return u.lt_(0.5)
+
+
 def _code_init_(weight: Tensor) -> None:
     """Normal init with std sqrt(4 / (fan_in + fan_out)), as the authors' code."""
     fan_out, fan_in = weight.shape
@@ -334,15 +347,22 @@ class MaskedRealNVPStep(nn.Module):
             self.gk.bias[dim:].fill_(gate_bias_init)
 
     def forward(
-        self, z: Tensor, mask: Tensor | None = None, with_logdet: bool = True
+        self,
+        z: Tensor,
+        mask: Tensor | None = None,
+        with_logdet: bool = True,
+        keep: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None]:
-        """``(z', log|det dz'/dz|)`` for ``z`` of shape ``[..., dim]`` (logdet ``[...]``)."""
+        """``(z', log|det dz'/dz|)`` for ``z`` of shape ``[..., dim]`` (logdet ``[...]``).
+
+        ``keep``, when given, must be ``1 - mask`` (the caller computed it already).
+        """
         if mask is None:
-            # Bernoulli(0.5); comparing uniforms is ~2x faster than bernoulli_ on CPU.
-            mask = (uniform_like(z) < 0.5).to(z.dtype)
+            mask = bernoulli_half((1, *z.shape), z)[0]
         h = torch.tanh(self.f(mask * z))
         mu, k = self.gk(h).split(self.dim, dim=-1)
-        keep = 1.0 - mask
+        if keep is None:
+            keep = 1.0 - mask
         # m*z + (1-m)*(z*s + (1-s)*mu) == z + (1-m)*(1-s)*(mu - z), with 1-s = sigmoid(-k).
         z_new = torch.addcmul(z, keep * torch.sigmoid(-k), mu - z)
         logdet = (keep * F.logsigmoid(k)).sum(-1) if with_logdet else None
@@ -361,12 +381,25 @@ class MaskedRealNVP(nn.Module):
     def forward(
         self, z: Tensor, masks: list[Tensor] | None = None, with_logdet: bool = True
     ) -> tuple[Tensor, Tensor | None]:
-        """``(z_T, sum of log-dets)``; ``masks`` (one per step) fixes the masks."""
-        logdet: Tensor | None = z.new_zeros(z.shape[:-1]) if with_logdet else None
+        """``(z_T, sum of log-dets)``; ``masks`` (one per step) fixes the masks.
+
+        Drawn masks come from one uniform draw for all steps, and ``1 - mask`` from one
+        subtraction: on CPU the same numbers as a draw per step (the generator fills a
+        tensor element by element in order), with fewer operations.
+        """
+        n = len(self.steps)
+        if n == 0:
+            return z, z.new_zeros(z.shape[:-1]) if with_logdet else None
+        if masks is None:
+            masks = bernoulli_half((n, *z.shape), z)
+            keeps = 1.0 - masks
+        else:
+            keeps = [1.0 - m for m in masks]
+        logdet: Tensor | None = None
         for i, step in enumerate(self.steps):
-            z, ld = step(z, None if masks is None else masks[i], with_logdet)
+            z, ld = step(z, masks[i], with_logdet, keeps[i])
             if with_logdet:
-                logdet = logdet + ld
+                logdet = ld if logdet is None else logdet + ld
         return z, logdet
 
 
@@ -393,7 +426,9 @@ class PlanarFlow(nn.Module):
         self, z: Tensor, masks: list[Tensor] | None = None, with_logdet: bool = True
     ) -> tuple[Tensor, Tensor | None]:
         """``(z_T, sum of log-dets)`` for ``z`` of shape ``[..., dim]``; ``masks`` is ignored."""
-        logdet: Tensor | None = z.new_zeros(z.shape[:-1]) if with_logdet else None
+        if len(self.w) == 0:
+            return z, z.new_zeros(z.shape[:-1]) if with_logdet else None
+        logdet: Tensor | None = None
         for w, u, b in zip(self.w, self.u, self.b, strict=True):
             wu = (w * u).sum()
             u_hat = u + (F.softplus(wu) - 1.0 - wu) * w / (w * w).sum().clamp_min(1e-12)
@@ -401,7 +436,8 @@ class PlanarFlow(nn.Module):
             z = z + h.unsqueeze(-1) * u_hat
             if with_logdet:
                 det = torch.abs(1.0 + (1.0 - h * h) * (w * u_hat).sum())
-                logdet = logdet + torch.log(det.clamp_min(1e-12))
+                ld = torch.log(det.clamp_min(1e-12))
+                logdet = ld if logdet is None else logdet + ld
         return z, logdet
 
 
@@ -452,20 +488,21 @@ class MNFNoise(nn.Module):
             log_q0 = -0.5 * (_LOG_2PI + 1.0 + self.q0_logvar).sum()
         else:
             log_q0 = -0.5 * (_LOG_2PI + self.q0_logvar + eps[0] * eps[0]).sum()
-        return z[0], log_q0 - logdet[0]
+        # Views, not indexing: the backward of a view is free, that of z[0] a scatter.
+        return z.view(self.dim), log_q0 - logdet.view(())
 
     def log_r(self, z: Tensor, a: Tensor) -> Tensor:
         """``log r(z_Tf | W)`` (eq. 15) given ``a = [tanh](c^T W)`` (any shape)."""
         abar = a.mean()
         zb, logdet = self.flow_r(z.unsqueeze(0))
-        diff = zb[0] - self.b1 * abar
+        diff = zb.view(self.dim) - self.b1 * abar
         pre = self.b2 * abar
         if self.cfg.r_std == "sigmoid":  # std = sigmoid(pre)
             log_std = F.logsigmoid(pre)
             logp = -0.5 * _LOG_2PI - log_std - 0.5 * (diff * torch.exp(-log_std)).pow(2)
         else:  # precision = exp(pre)
             logp = -0.5 * _LOG_2PI + 0.5 * pre - 0.5 * torch.exp(pre) * diff * diff
-        return logp.sum() + logdet[0]
+        return logp.sum() + logdet.view(())
 
 
 # -- the layers -------------------------------------------------------------------------------

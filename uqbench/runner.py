@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from uqbench.architectures import CLASSIFICATION
+from uqbench.compiling import CompiledLoss
 from uqbench.data import DataSource
 from uqbench.environment import cache_dir, environment
 from uqbench.errors import OutputError, TrainingError, UQBenchError
@@ -87,6 +88,7 @@ class Runner:
         log=print,
         executor: Executor | None = None,
         vectorize_seeds: bool = False,
+        compile_mode: str = "off",
     ) -> None:
         self.suite = suite
         self.out = Path(out) / suite.name
@@ -100,6 +102,8 @@ class Runner:
         self.log = log
         #: Runs elsewhere (``uqbench.executors.RayExecutor``); None: one by one, here.
         self.executor = executor
+        #: How training steps run (:data:`uqbench.compiling.COMPILE_MODES`); not in run hashes.
+        self.compile_mode = compile_mode
         #: ``{run key: error}`` of the runs an executor gave up on (the others finished).
         self.failed: dict[str, str] = {}
         self._data: dict[tuple[str, int, str], TaskData] = {}
@@ -312,6 +316,7 @@ class Runner:
             progress=self.progress,
             log=self.log,
             keep=self.outputs,
+            compile_mode=self.compile_mode,
         )
         if run.key in self.vectorized:  # how it was trained; not part of what the run is
             record["vectorized_seeds"] = self.vectorized[run.key]
@@ -352,10 +357,13 @@ def make_run(
     progress: bool = False,
     log: Callable[[str], Any] = print,
     keep: dict[str, Any] | None = None,
+    compile_mode: str = "off",
 ) -> dict[str, Any]:
     """Train (or reuse from the checkpoint cache) and evaluate one run; return its record.
 
     The evaluation's per-example outputs (arrays) are put in ``keep`` when it is given.
+    ``compile_mode``: train through :class:`uqbench.compiling.CompiledLoss` (equal to eager
+    within float tolerance only); the record's ``train_steps`` says how the steps ran.
 
     A top-level function of picklable arguments, so that every executor calls the same
     code: the local loop in this process, a Ray task on another machine. It writes only
@@ -373,6 +381,7 @@ def make_run(
         progress=progress,
         desc=f"train {run.key}",
         log_message=log,
+        loss_fn=None if compile_mode == "off" else CompiledLoss(model, compile_mode, device, log),
         **run.train,
     )
     t1 = time.perf_counter()
@@ -412,6 +421,7 @@ def make_run(
         "train_seconds": log.seconds,  # for a cached model: when it was trained
         "eval_seconds": eval_seconds,
         "device": env["device_name"],
+        "train_steps": log.train_steps,  # eager, or compiled: how the training steps ran
         "peak_memory_mb": peak_mb,
         "git_commit": env["git_commit"],  # run files outlive code versions: say which
         "config": {

@@ -34,9 +34,16 @@ class TrainLog:
     kl: list[float] = field(default_factory=list)
     #: Wall time spent training, summed over interrupted and resumed sessions.
     seconds: float = 0.0
+    #: How the steps ran (:class:`uqbench.compiling.CompiledLoss`'s ``how``; sessions of a
+    #: resumed run joined by ``", then "``). An execution detail: kept in the checkpoint,
+    #: not in :meth:`to_dict` (the run record's ``train_log``, whose values CI compares).
+    train_steps: str = "eager"
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The per-epoch log and the seconds (not :attr:`train_steps`)."""
+        out = asdict(self)
+        del out["train_steps"]
+        return out
 
 
 def train(
@@ -52,6 +59,7 @@ def train(
     progress: bool = True,
     desc: str = "train",
     log_message: Callable[[str], None] | None = None,
+    loss_fn: Callable[..., tuple[torch.Tensor, dict[str, torch.Tensor]]] | None = None,
 ) -> TrainLog:
     """Train ``model`` on ``data`` with Adam for ``epochs`` passes of shuffled mini-batches.
 
@@ -68,9 +76,15 @@ def train(
     The checkpoint also holds what :func:`uqbench.load_posterior` needs to rebuild the
     trained model.
 
+    ``loss_fn``: the training loss of a batch (default ``model.loss``), e.g. a
+    :class:`uqbench.compiling.CompiledLoss`, whose ``how`` then goes to the log's
+    ``train_steps``. The first step always calls ``model.loss`` eagerly (the layer contract
+    is checked there).
+
     Raises :class:`TrainingError` naming ``desc``, the epoch and the step when the loss
     or the parameters stop being finite; no checkpoint of a diverged model is written.
     """
+    loss_of = model.loss if loss_fn is None else loss_fn
     device = data.x.device
     n = len(data)
     steps = max(1, -(-n // batch_size))
@@ -100,7 +114,7 @@ def train(
             opt = optimizer()
             gen = torch.Generator(device="cpu").manual_seed(seed)
         else:
-            log = TrainLog(**state["log"])
+            log = TrainLog(**state["log"], train_steps=state.get("train_steps", "eager"))
             start_epoch, start_step = state["epoch"], state.get("step", 0)
             if start_step:
                 perm, sums = state["perm"].to(device), state["sums"].to(device)
@@ -116,6 +130,14 @@ def train(
         dynamic_ncols=True,
     )
     params = list(model.parameters())
+    before_steps = log.train_steps if (start_epoch, start_step) != (0, 0) else None
+
+    def how() -> str:  # this session's steps, after those of the sessions before
+        now = getattr(loss_fn, "how", "eager")
+        return now if before_steps in (None, now) else f"{before_steps}, then {now}"
+
+    if start_epoch < epochs:
+        log.train_steps = how()
     last_save = t_start = time.monotonic()
     seconds_before = log.seconds
     for epoch in range(start_epoch, epochs):
@@ -134,7 +156,7 @@ def train(
                     loss, stats = model.loss(x, y)
                 check_loss_parts(model, stats)
             else:
-                loss, stats = model.loss(x, y)
+                loss, stats = loss_of(x, y)
             loss.backward()
             opt.step()
             step_loss[i] = loss.detach()
@@ -149,6 +171,7 @@ def train(
             ):
                 _check_finite(desc, epoch, first, i + 1, step_loss, params, steps)
                 log.seconds = seconds_before + (time.monotonic() - t_start)
+                log.train_steps = how()
                 _save_checkpoint(
                     checkpoint,
                     model,
@@ -175,6 +198,7 @@ def train(
         log.kl.append(means[2])
         now = time.monotonic()
         log.seconds = seconds_before + (now - t_start)
+        log.train_steps = how()
         if checkpoint is not None and (
             now - last_save >= CHECKPOINT_EVERY_S or epoch + 1 == epochs
         ):
@@ -287,6 +311,7 @@ def _save_checkpoint(
         "torch_rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
         "log": log.to_dict(),
+        "train_steps": log.train_steps,
         "epoch": epoch,
         "step": step,
         "perm": perm.cpu() if step else None,

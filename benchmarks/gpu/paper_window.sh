@@ -14,7 +14,10 @@
 # when $OUT is set, $OUT/runs-so-far.tar.gz, rewritten every 30 s with every finished run and
 # the logs (a call cut short still brings back what finished), then $OUT/<suite>-runs.tar.gz with
 # the merged results. The report is built last (it is slow; REPORT=0 skips it, to rebuild
-# locally). SUITE=smoke DEVICE=cpu runs the same script as a CPU rehearsal.
+# locally). SUITE=smoke DEVICE=cpu runs the same script as a CPU rehearsal. COMPILE=reduce-overhead
+# trains every run through CUDA graphs (`uqbench run --compile`; results equal eager within float
+# tolerance only; each process compiles its own graph first, on the machine's shared cores),
+# default off.
 set -uo pipefail
 seeds=${1:-"0 1 2"}
 tasks=${2:-"mnist toy-cubic"}
@@ -22,6 +25,7 @@ deadline=${3:-450}
 jobs=${4:-16}
 suite=${SUITE:-paper}
 device=${DEVICE:-cuda}
+compile=${COMPILE:-off}
 methods_mnist=${METHODS_MNIST:-"mnf ffg fflu ensemble dropout l2"}   # longest first
 methods_cifar5=${METHODS_CIFAR5:-"mnf ffg fflu ensemble dropout l2"}
 methods_toy=${METHODS_TOY:-"mnf ffg fflu ensemble dropout l2 dropout-learned"}
@@ -86,7 +90,7 @@ fi
 timeout "$deadline" xargs -P "$jobs" -L 1 sh -c '
   m=$0 t=$1 s=$2
   uqbench run --suite '"$suite"' --methods $m --tasks $t --seeds $s \
-    --device '"$device"' --no-download --no-report --quiet --out '"$work"'/parts/$m-$t-$s \
+    --device '"$device"' --compile '"$compile"' --no-download --no-report --quiet --out '"$work"'/parts/$m-$t-$s \
     >'"$work"'/logs/$m-$t-$s.log 2>&1
   echo "$(date +%T) $m $t seed $s exit $?"' <"$list"
 echo "packed phase: $(( $(date +%s) - t0 )) s"

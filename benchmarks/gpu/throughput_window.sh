@@ -18,6 +18,15 @@
 # THREADS; DEVICE=cpu (with STEPS=2 REPEATS=1 THREADS=1) is a CPU rehearsal. Packed processes
 # share the GPU by time-slicing unless a CUDA MPS daemon already runs (paper_window.sh starts
 # one; run this script first); the report says which.
+# MNF graphed first (issue 19, part 2: is MNF still 6x FFG per step once its launches are one
+# CUDA graph?), then the eager cells with their kernel ops per step; at most 6 minutes (MNF's
+# compile time on the card is unknown: 514 s on the loaded 2-core CPU, l2/ffg 8-10 s there):
+#   METHODS="mnf ffg" MODES="graphed eager" bash benchmarks/gpu/throughput_window.sh 300
+# Cells run mode by mode in the order given, so mnf/graphed is the first cell; the graphed
+# and compiled modes train through uqbench.compiling.CompiledLoss, what `uqbench run --compile`
+# uses (inductor's fallback_random: eager's random draws). Then one real run the same way:
+#   uqbench run --suite paper --tasks mnist --methods mnf --seeds 0 --device cuda \
+#     --compile reduce-overhead --set mnist.train.epochs=1 --out .gpu-out/compiled
 # Results: .gpu-out/throughput/gpu_throughput.{json,md} and log.txt, copied to $OUT when set.
 set -uo pipefail
 budget=${1:-120}
