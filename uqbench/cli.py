@@ -258,18 +258,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     }
     if args.jobs is not None and args.executor != "processes":
         raise ConfigError("--jobs needs --executor processes")
-    if args.dry_run:
-        print(describe(suite.runs(overrides)))
-        return 0
-    if args.compile != "off" and args.executor == "ray":
-        from uqbench.errors import ConfigError
-
-        raise ConfigError("--compile needs --executor local (Ray workers train eagerly)")
-    executor = None
+    if args.compile != "off" and args.executor != "local":
+        raise ConfigError(
+            f"--compile needs --executor local ({args.executor} workers train eagerly)"
+        )
     if args.vectorize_seeds and args.executor != "local":
         raise ConfigError(
             f"--vectorize-seeds trains in this process: leave out --executor {args.executor}"
         )
+    if args.dry_run:
+        print(describe(suite.runs(overrides)))
+        return 0
+    executor = None
     if args.executor == "ray":
         from uqbench.executors import RayExecutor
 
