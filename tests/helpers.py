@@ -82,19 +82,34 @@ def blob_spec(n_data: int = 200, hidden: int = 16) -> ModelSpec:
     )
 
 
-def toy_mlp(method: str, **config: Any) -> torch.nn.Module:
-    """``method``'s model of the toy regression's shape (1-8-1, noise std 3), seeded 0."""
-    spec = ModelSpec(
+def toy_spec(hidden: int = 8) -> ModelSpec:
+    """The toy regression's shape: 1-``hidden``-1, 20 points, noise std 3."""
+    return ModelSpec(
         arch="mlp",
         in_shape=(1,),
         out_dim=1,
         kind="regression",
         n_data=20,
         noise_std=3.0,
-        arch_kwargs={"hidden": 8},
+        arch_kwargs={"hidden": hidden},
     )
+
+
+#: LeNet-5 on MNIST shapes, narrowed so that a training step costs milliseconds.
+TINY_LENET = ModelSpec(
+    arch="lenet5",
+    in_shape=(1, 28, 28),
+    out_dim=10,
+    kind="classification",
+    n_data=600,
+    arch_kwargs={"channels": [4, 6], "hidden": 16},
+)
+
+
+def toy_mlp(method: str, **config: Any) -> torch.nn.Module:
+    """``method``'s model of the toy regression's shape (1-8-1, noise std 3), seeded 0."""
     torch.manual_seed(0)
-    return get_posterior(method)(spec, **config)
+    return get_posterior(method)(toy_spec(), **config)
 
 
 class StubTask:

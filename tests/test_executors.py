@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -344,7 +344,7 @@ def test_killed_worker_is_retried_and_suite_matches_local(tmp_path, cluster, loc
     from uqbench.executors import RayExecutor
 
     executor = RayExecutor(address=cluster, max_retries=2)
-    killed = _run_killing_one_worker(_runner(tmp_path, "ray", executor))
+    killed = _run_killing(_runner(tmp_path, "ray", executor), _task_pids)
     assert killed, "no run was seen executing on a worker"
     results = json.loads((tmp_path / "ray" / "toy" / "results.json").read_text())
     assert _metrics(results) == _metrics(local_toy)  # the retried run too: nothing lost
@@ -357,7 +357,7 @@ def test_run_that_keeps_dying_is_reported_others_finish_and_rerun_resumes(
     from uqbench.executors import RayExecutor
 
     runner = _runner(tmp_path, "ray", RayExecutor(address=cluster, max_retries=0))
-    killed = _run_killing_one_worker(runner)
+    killed = _run_killing(runner, _task_pids)
     assert killed
     assert len(runner.failed) == 1
     ((key, error),) = runner.failed.items()
@@ -375,8 +375,12 @@ def test_run_that_keeps_dying_is_reported_others_finish_and_rerun_resumes(
     assert not again.failed and _metrics(results) == _metrics(local_toy)
 
 
-def _run_killing_one_worker(runner: Runner) -> list[int]:
-    """Run the suite in a thread; SIGKILL the first worker seen executing one run for 1 s."""
+def _run_killing(
+    runner: Runner, workers: Callable[[], list[int]], kills: int = 1, after: float = 1.0
+) -> list[int]:
+    """Run the suite in a thread; SIGKILL ``kills`` workers (pids from ``workers()``), one at
+    a time: each the first new one (not alive at the previous kill) seen for over ``after`` s.
+    Stops the runner's executor at the end."""
     errors: list[BaseException] = []
 
     def target() -> None:
@@ -388,15 +392,18 @@ def _run_killing_one_worker(runner: Runner) -> list[int]:
     thread = threading.Thread(target=target)
     thread.start()
     killed: list[int] = []
-    seen: dict[int, float] = {}  # pid -> since when it has been executing a run
-    end = time.monotonic() + 120
-    while not killed and thread.is_alive() and time.monotonic() < end:
-        now, pids = time.monotonic(), _task_pids()
-        seen = {pid: seen.get(pid, now) for pid in pids}
+    old: set[int] = set()  # workers alive at the last kill: a broken pool's, going away
+    seen: dict[int, float] = {}  # pid -> since when it has been seen
+    end = time.monotonic() + 240
+    while len(killed) < kills and thread.is_alive() and time.monotonic() < end:
+        now = time.monotonic()
+        seen = {pid: seen.get(pid, now) for pid in workers() if pid not in old}
         for pid, since in seen.items():
-            if now - since > 1.0 and pid in _task_pids():  # still mid-run: kill it
+            if now - since > after and pid in workers():  # still there: kill it
+                old |= set(workers())
                 os.kill(pid, signal.SIGKILL)
                 killed.append(pid)
+                seen = {}
                 break
         time.sleep(0.1)
     thread.join(300)
@@ -448,41 +455,6 @@ def _spawned_workers() -> list[int]:
     return pids
 
 
-def _run_killing_processes(runner: Runner, kills: int = 1) -> list[int]:
-    """Run the suite in a thread; SIGKILL ``kills`` worker processes, one at a time, each
-    the first new worker (not alive at the previous kill) seen alive for over 2 s."""
-    errors: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            runner.run()
-        except BaseException as exc:  # noqa: BLE001 - re-raised below
-            errors.append(exc)
-
-    thread = threading.Thread(target=target)
-    thread.start()
-    killed: list[int] = []
-    old: set[int] = set()  # workers alive at the last kill: the broken pool's, going away
-    seen: dict[int, float] = {}
-    end = time.monotonic() + 240
-    while len(killed) < kills and thread.is_alive() and time.monotonic() < end:
-        now = time.monotonic()
-        pids = [pid for pid in _spawned_workers() if pid not in old]
-        seen = {pid: seen.get(pid, now) for pid in pids}
-        for pid, since in seen.items():
-            if now - since > 2.0:
-                old |= set(_spawned_workers())
-                os.kill(pid, signal.SIGKILL)
-                killed.append(pid)
-                seen = {}
-                break
-        time.sleep(0.1)
-    thread.join(300)
-    if errors:
-        raise errors[0]
-    return killed
-
-
 def test_processes_match_local_and_a_killed_worker_is_retried(
     tmp_path, local_proc_toy, monkeypatch
 ):
@@ -490,7 +462,7 @@ def test_processes_match_local_and_a_killed_worker_is_retried(
 
     monkeypatch.setenv("UQBENCH_CACHE_DIR", str(tmp_path / "cache"))
     runner = _runner(tmp_path, "proc", ProcessExecutor(jobs=2, max_retries=1), PROC_SUITE)
-    assert _run_killing_processes(runner), "no worker process was seen running"
+    assert _run_killing(runner, _spawned_workers, after=2.0), "no worker was seen running"
     assert not runner.failed
     results = json.loads((tmp_path / "proc" / "toy" / "results.json").read_text())
     assert _metrics(results) == _metrics(local_proc_toy)  # the retried runs too
@@ -507,7 +479,7 @@ def test_processes_report_a_run_that_keeps_dying_and_a_rerun_resumes(
 
     monkeypatch.setenv("UQBENCH_CACHE_DIR", str(tmp_path / "cache"))
     runner = _runner(tmp_path, "proc", ProcessExecutor(jobs=2, max_retries=0), PROC_SUITE)
-    assert len(_run_killing_processes(runner, kills=2)) == 2
+    assert len(_run_killing(runner, _spawned_workers, kills=2, after=2.0)) == 2
     assert len(runner.failed) == 1, runner.failed
     ((key, error),) = runner.failed.items()
     assert "worker process died 1 time(s)" in error, error

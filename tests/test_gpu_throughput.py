@@ -17,21 +17,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import TINY_LENET
 from uqbench.baselines.l2 import L2
 from uqbench.benchmarks import gpu_throughput as gt
 
 import uqbench
-from uqbench.architectures import ModelSpec
 
-# LeNet-5 on MNIST shapes, narrowed so that a step costs milliseconds.
-SPEC = ModelSpec(
-    arch="lenet5",
-    in_shape=(1, 28, 28),
-    out_dim=10,
-    kind="classification",
-    n_data=600,
-    arch_kwargs={"channels": [4, 6], "hidden": 16},
-)
+SPEC = TINY_LENET
 TINY = ["--device", "cpu", "--steps", "3", "--warmup", "1", "--repeats", "1", "--threads", "1"]
 ROW_KEYS = {
     "family", "mode", "status", "note", "models", "steps_per_s", "model_steps_per_s",

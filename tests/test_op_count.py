@@ -3,19 +3,12 @@
 from __future__ import annotations
 
 import torch
+from helpers import TINY_LENET
 from uqbench.benchmarks.op_count import count_step, summarize
 
 import uqbench
-from uqbench.architectures import ModelSpec
 
-SPEC = ModelSpec(
-    arch="lenet5",
-    in_shape=(1, 28, 28),
-    out_dim=10,
-    kind="classification",
-    n_data=600,
-    arch_kwargs={"channels": [4, 6], "hidden": 16},
-)
+SPEC = TINY_LENET
 
 
 def test_hand_counted_step() -> None:

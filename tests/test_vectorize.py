@@ -13,7 +13,7 @@ import json
 
 import pytest
 import torch
-from helpers import TINY_SUITE, tiny_runner
+from helpers import TINY_SUITE, tiny_runner, toy_spec
 
 import uqbench
 import uqbench.train as train_mod
@@ -46,15 +46,7 @@ def lenet_case() -> tuple[ModelSpec, Split]:
 
 def toy_case() -> tuple[ModelSpec, Split]:
     """The toy regression's shape (1-16-1, noise std 3) on 20 points of y = x^3 + noise."""
-    spec = ModelSpec(
-        arch="mlp",
-        in_shape=(1,),
-        out_dim=1,
-        kind="regression",
-        n_data=20,
-        noise_std=3.0,
-        arch_kwargs={"hidden": 16},
-    )
+    spec = toy_spec(hidden=16)
     g = torch.Generator().manual_seed(5)
     x = torch.rand(20, 1, generator=g) * 8 - 4
     return spec, Split(x, x**3 + 3 * torch.randn(20, 1, generator=g))
