@@ -357,8 +357,6 @@ class ProcessExecutor:
         """Run everything in ``todo``, ``jobs`` at a time; write each as it returns."""
         if not todo:
             return {}
-        import torch.multiprocessing as tmp
-
         from uqbench.environment import cache_dir
 
         cache = str(cache_dir().resolve())
@@ -373,9 +371,7 @@ class ProcessExecutor:
         queue = list(todo)
         try:
             while queue:
-                broken, executing = self._pool_round(
-                    runner, queue, env, cache, tmp, progress, self.jobs
-                )
+                broken, executing = self._pool_round(runner, queue, env, cache, progress, self.jobs)
                 # A death in a shared pool names no run: the runs seen executing are suspects,
                 # each retried alone, where a death is its own; the others go back in the queue.
                 suspects = [run for run in broken if run.key in executing] or broken
@@ -386,7 +382,7 @@ class ProcessExecutor:
                         f"{len(queue)} requeued, all from their checkpoints"
                     )
                 for run in suspects:
-                    while self._pool_round(runner, [run], env, cache, tmp, progress, 1)[0]:
+                    while self._pool_round(runner, [run], env, cache, progress, 1)[0]:
                         deaths[run.key] += 1
                         if deaths[run.key] > self.max_retries:
                             progress.fail(
@@ -409,12 +405,14 @@ class ProcessExecutor:
         runs: list[RunSpec],
         env: dict[str, Any],
         cache: str,
-        tmp: Any,
         progress: _Progress,
         jobs: int,
     ) -> tuple[list[RunSpec], set[str]]:
-        """One pool for ``runs``; returns the runs it could not finish because it broke, and
-        the keys of the runs seen executing (not merely queued) when it did."""
+        """One pool of ``jobs`` workers for ``runs``; returns the runs it could not finish
+        because it broke, and the keys of the runs last seen handed to a worker (executing,
+        or the one next in line: the pool passes work one item ahead) when it did."""
+        import torch.multiprocessing as tmp
+
         pool = ProcessPoolExecutor(
             max_workers=min(jobs, len(runs)),
             mp_context=tmp.get_context("spawn"),

@@ -7,8 +7,9 @@ a change bumps the version and is noted in the README. Version 2 added, per run,
 ``left_out``; version 3 made ``code_version`` the behaviour version results are reused
 under and added ``source_version`` (:mod:`uqbench.provenance`); version 4 added
 ``metrics.fgsm.perturbation`` and ``budget_share`` and ``data.class_counts``; version 5
-added each run's ``train_steps`` (how its training steps ran: eager or compiled). Files of
-versions 1 to 4 are still read.
+added each run's ``train_steps`` (how its training steps ran: eager or compiled) and, for
+runs trained together by ``--vectorize-seeds``, ``vectorized_seeds``. Files of versions 1
+to 4 are still read.
 """
 
 from __future__ import annotations
