@@ -119,3 +119,18 @@ def test_readme_suite_example_is_a_valid_suite(tmp_path, capsys):
     assert mnist["eval"]["test_samples"] == 20
     assert runs["mnf-toy-cubic-seed1"]["posterior"] == {"flow_q": 4}
     assert "dropout-learned-mnist-seed0" in runs and "dropout-learned-toy-cubic-seed0" not in runs
+
+
+def test_readme_quickstart_main_command_is_the_quick_suite(capsys):
+    """The README's first Quickstart command parses and is the quick suite: 3 seeds of the
+    six families on the three tasks, plus learned Dropout on the toy task."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    block = readme[readme.index("## Quickstart") :]
+    block = block[block.index("```bash\n") + 8 : block.index("```", block.index("```bash\n") + 8)]
+    main_line = block.splitlines()[0].split("#")[0]
+    argv = main_line.split("tox -- uqbench ", 1)[1].split()
+    assert argv[0] == "run"
+    runs = dry_run(argv[1:], capsys)
+    assert len(runs) == 3 * (6 * 3 + 1)
+    assert {key.rsplit("-seed", 1)[1] for key in runs} == {"0", "1", "2"}
+    assert "dropout-learned-toy-cubic-seed2" in runs
