@@ -11,8 +11,8 @@ loaded machine. For every run of SUITE at one seed, built exactly as the runner 
   ``--steps`` and ``2 x --steps`` steps on the first rows of the training set; the step
   time is their difference over ``--steps`` (what a call costs once, such as its first,
   contract-checked step, cancels); small steps are timed over more of them, so that a
-  timed call lasts at least ``MIN_TIMED_S``. A step costs the same whatever rows it draws, so the
-  run's training time is estimated as its step count times that;
+  timed call lasts about ``MIN_TIMED_S`` (judged from the warm-up call). A step costs the
+  same whatever rows it draws, so the run's training time is estimated as its step count times that;
 - **evaluation**: the run's whole evaluation (:func:`uqbench.evaluate.evaluate_run` at the
   suite's settings), timed once, on the briefly trained model (inference costs the same
   before and after training);
@@ -85,13 +85,9 @@ def paper_only(run: RunSpec, data: TaskData) -> tuple[EvalSettings, TaskData]:
     """The run's evaluation without issue 18's additions: no shift, only the first OOD set."""
     settings = {k: v for k, v in run.eval.items() if k not in ADDITIONS}
     first = list(data.ood)[:1]
-    kept = TaskData(
-        train=data.train,
-        test=data.test,
+    kept = dataclasses.replace(
+        data,
         ood={k: data.ood[k] for k in first},
-        files=data.files,
-        notes=data.notes,
-        extra=data.extra,
         ood_labels={k: v for k, v in data.ood_labels.items() if k in first},
     )
     return EvalSettings.from_dict(settings), kept
@@ -106,11 +102,19 @@ def cost_of(
     t_warm, n_warm = _timed_train(model, data.train, run, warmup)
     n_steps = run_steps(run, data)
     # Small steps (the toy task's) are timed over more of them, so that a timed call lasts
-    # about MIN_TIMED_S and the clock's and the scheduler's jitter stay small against it.
+    # about MIN_TIMED_S (judged from the warm-up call, which also pays the first step's
+    # contract check) and the clock's and the scheduler's jitter stay small against it.
     steps = min(max(steps, math.ceil(MIN_TIMED_S * n_warm / max(t_warm, 1e-9))), n_steps)
     t_short, n_short = _timed_train(model, data.train, run, steps)
     t_long, n_long = _timed_train(model, data.train, run, 2 * steps)
-    step_s = max(t_long - t_short, 0.0) / (n_long - n_short)
+    if t_long <= t_short:  # jitter larger than the extra steps: time the long call again
+        t_long, n_long = _timed_train(model, data.train, run, 2 * steps)
+    if t_long <= t_short:
+        raise RuntimeError(
+            f"{run.key}: {n_long} steps took no longer than {n_short}; the machine is too "
+            "busy to time this run (or raise --steps)"
+        )
+    step_s = (t_long - t_short) / (n_long - n_short)
     model.eval()
     torch.manual_seed(run.seed + 10_000)
     t0 = time.perf_counter()
@@ -175,7 +179,9 @@ def render(result: dict[str, Any]) -> str:
         f"Machine: {result['machine']}, {result['cpus']} CPUs, torch {result['torch']}, "
         f"{result['jobs']} run(s) at once of {result['threads']} thread(s) each; "
         f"1-minute load average before {result['load_before']:.2f}, "
-        f"after {result['load_after']:.2f}; measured {result['date']}.",
+        f"after {result['load_after']:.2f}; measured {result['date']}. glibc malloc tuning "
+        f"(uqbench.cpu, which `uqbench run` applies): "
+        f"{'on' if result['malloc_tuned'] else 'OFF (steps slower than in a real run)'}.",
         "",
         "Training: the step time of the run's own model and settings (the difference of two "
         "timed calls of k and 2k steps over k; k in the 'timed' column, at least "
@@ -231,14 +237,22 @@ def main(argv: list[str] | None = None) -> int:
         "--jobs",
         type=int,
         default=1,
-        help="runs measured at once in fresh processes of cores/jobs threads each, as "
-        "`uqbench run --executor processes --jobs N` runs them (default 1: in this process)",
+        help="runs measured at once in fresh worker processes of --threads threads each, as "
+        "`uqbench run --executor processes --jobs N` runs them (default 1: in this process, "
+        "with torch's default threads, as `uqbench run`)",
+    )
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads of each worker with --jobs (as --cpus-per-run; default 1)",
     )
     ap.add_argument("--out", type=Path, default=Path("results/perf"))
     args = ap.parse_args(argv)
-    if args.steps < 1 or args.warmup < 1 or args.jobs < 1:
-        ap.error("--steps, --warmup and --jobs must be at least 1")
+    if min(args.steps, args.warmup, args.jobs, args.threads) < 1:
+        ap.error("--steps, --warmup, --jobs and --threads must be at least 1")
 
+    malloc_tuned = tune_malloc()  # as `uqbench run` does (uqbench.cpu); workers do their own
     suite = load_suite(args.suite)
     runs = [
         r
@@ -267,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
 
     kw = {"steps": args.steps, "warmup": args.warmup, "additions": args.additions}
     threads = torch.get_num_threads()
-    bar = tqdm(total=len(runs), desc=f"cost of {args.suite}", unit="run", dynamic_ncols=True)
+    bar = tqdm(total=len(runs), desc=f"cost of {suite.name}", unit="run", dynamic_ncols=True)
 
     def done(row: dict[str, Any]) -> None:
         bar.update(1)
@@ -282,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
             by_key[run.key] = cost_of(run, data_of(run), **kw)
             done(by_key[run.key])
     else:  # as `uqbench run --executor processes --jobs N`: fresh spawned processes
-        threads = max(1, (os.cpu_count() or 1) // args.jobs)
+        threads = args.threads
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(args.jobs, mp_context=context, max_tasks_per_child=1) as pool:
             futures = [pool.submit(_cost_in_worker, r, data_of(r), threads, kw) for r in runs]
@@ -308,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
         totals["additions_s"] = sum(r["eval_s"] - r["eval_without_additions_s"] for r in with_add)
     argv_text = " ".join(argv if argv is not None else sys.argv[1:])
     result = {
-        "suite": args.suite,
+        "suite": suite.name,
         "seed": args.seed,
         "steps": args.steps,
         "command": f"python -m uqbench.benchmarks.suite_cost {argv_text}".strip(),
@@ -316,6 +330,7 @@ def main(argv: list[str] | None = None) -> int:
         "cpus": os.cpu_count(),
         "torch": torch.__version__,
         "jobs": args.jobs,
+        "malloc_tuned": malloc_tuned,
         "threads": threads,
         "load_before": load_before,
         "load_after": os.getloadavg()[0],
@@ -324,10 +339,12 @@ def main(argv: list[str] | None = None) -> int:
         "totals": totals,
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / f"suite-cost-{suite.name}{'' if args.jobs == 1 else f'-jobs{args.jobs}'}"
-    stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-    stem.with_suffix(".md").write_text(render(result))
-    print(f"one seed of {suite.name}: {totals['wall_s'] / 3600:.2f} h -> {stem}.md, .json")
+    stem = f"suite-cost-{suite.name}{'' if args.jobs == 1 else f'-jobs{args.jobs}'}"
+    (args.out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (args.out / f"{stem}.md").write_text(render(result))
+    print(
+        f"one seed of {suite.name}: {totals['wall_s'] / 3600:.2f} h -> {args.out / stem}.md, .json"
+    )
     return 0 if math.isfinite(totals["wall_s"]) else 1
 
 
