@@ -47,6 +47,7 @@ from uqbench.architectures import CLASSIFICATION
 from uqbench.cpu import tune_malloc
 from uqbench.data.source import as_source
 from uqbench.environment import cpu_model
+from uqbench.errors import ConfigError, UQBenchError
 from uqbench.evaluate import evaluate_run
 from uqbench.registry import TASKS
 from uqbench.runner import build_run_model
@@ -224,7 +225,8 @@ def render(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """The command line of :func:`main`."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("suite", nargs="?", default="quick")
     ap.add_argument("--seed", type=int, default=0)
@@ -251,19 +253,85 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if min(args.steps, args.warmup, args.jobs, args.threads) < 1:
         ap.error("--steps, --warmup, --jobs and --threads must be at least 1")
+    return args
 
+
+def main(argv: list[str] | None = None) -> int:
+    """Measure; write suite-cost-SUITE[-jobsN].json and .md; return an exit code."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parse_args(argv)
+    try:
+        return measure(args, argv)
+    except UQBenchError as exc:
+        print(f"suite_cost: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _measure_rows(
+    args: argparse.Namespace, suite_name: str, runs: list[RunSpec], data_of: Any
+) -> tuple[list[dict[str, Any]], int]:
+    """Every run's :func:`cost_of` row, in suite order, and the threads each run had."""
+    kw = {"steps": args.steps, "warmup": args.warmup, "additions": args.additions}
+    bar = tqdm(total=len(runs), desc=f"cost of {suite_name}", unit="run", dynamic_ncols=True)
+
+    def done(row: dict[str, Any]) -> None:
+        bar.update(1)
+        tqdm.write(
+            f"{row['run']}: {row['step_ms']:.1f} ms/step x {row['train_steps']} steps, "
+            f"eval {row['eval_s']:.0f} s"
+        )
+
+    by_key: dict[str, dict[str, Any]] = {}
+    if args.jobs == 1:
+        threads = torch.get_num_threads()
+        for run in runs:
+            by_key[run.key] = cost_of(run, data_of(run), **kw)
+            done(by_key[run.key])
+    else:  # as `uqbench run --executor processes --jobs N`: fresh spawned processes
+        threads = args.threads
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(args.jobs, mp_context=context, max_tasks_per_child=1) as pool:
+            futures = [pool.submit(_cost_in_worker, r, data_of(r), threads, kw) for r in runs]
+            for future in as_completed(futures):
+                row = future.result()
+                by_key[row["run"]] = row
+                done(row)
+    bar.close()
+    return [by_key[r.key] for r in runs], threads
+
+
+def _totals(rows: list[dict[str, Any]], load_s: float, jobs: int) -> dict[str, Any]:
+    """Sums over the runs, per task, and the wall time of ``jobs`` workers."""
+    per_task: dict[str, float] = {}
+    for r in rows:
+        per_task[r["task"]] = per_task.get(r["task"], 0.0) + r["total_s"]
+    totals: dict[str, Any] = {
+        "load_s": load_s,
+        "train_s": sum(r["train_s"] for r in rows),
+        "eval_s": sum(r["eval_s"] for r in rows),
+        "per_task_s": per_task,
+    }
+    totals["total_s"] = totals["load_s"] + totals["train_s"] + totals["eval_s"]
+    totals["wall_s"] = totals["load_s"] + list_schedule([r["total_s"] for r in rows], jobs)
+    with_add = [r for r in rows if "eval_without_additions_s" in r]
+    if with_add:
+        totals["additions_s"] = sum(r["eval_s"] - r["eval_without_additions_s"] for r in with_add)
+    return totals
+
+
+def measure(args: argparse.Namespace, argv: list[str]) -> int:
+    """The body of :func:`main`; raises :class:`UQBenchError` on bad input."""
     malloc_tuned = tune_malloc()  # as `uqbench run` does (uqbench.cpu); workers do their own
     suite = load_suite(args.suite)
     runs = [
-        r
+        dataclasses.replace(r, seed=args.seed)
         for r in suite.runs()
         if r.seed == suite.seeds[0]
         and (args.methods is None or r.method in args.methods)
         and (args.tasks is None or r.task in args.tasks)
     ]
-    runs = [dataclasses.replace(r, seed=args.seed) for r in runs]
     if not runs:
-        ap.error("no run of the suite matches --methods / --tasks")
+        raise ConfigError(f"no run of suite {suite.name!r} matches --methods / --tasks")
     source = as_source(None)
     load_before = os.getloadavg()[0]
     loaded: dict[str, TaskData] = {}
@@ -279,53 +347,13 @@ def main(argv: list[str] | None = None) -> int:
             load_s[key] = time.perf_counter() - t0
         return loaded[key]
 
-    kw = {"steps": args.steps, "warmup": args.warmup, "additions": args.additions}
-    threads = torch.get_num_threads()
-    bar = tqdm(total=len(runs), desc=f"cost of {suite.name}", unit="run", dynamic_ncols=True)
-
-    def done(row: dict[str, Any]) -> None:
-        bar.update(1)
-        tqdm.write(
-            f"{row['run']}: {row['step_ms']:.1f} ms/step x {row['train_steps']} steps, "
-            f"eval {row['eval_s']:.0f} s"
-        )
-
-    by_key: dict[str, dict[str, Any]] = {}
-    if args.jobs == 1:
-        for run in runs:
-            by_key[run.key] = cost_of(run, data_of(run), **kw)
-            done(by_key[run.key])
-    else:  # as `uqbench run --executor processes --jobs N`: fresh spawned processes
-        threads = args.threads
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(args.jobs, mp_context=context, max_tasks_per_child=1) as pool:
-            futures = [pool.submit(_cost_in_worker, r, data_of(r), threads, kw) for r in runs]
-            for future in as_completed(futures):
-                row = future.result()
-                by_key[row["run"]] = row
-                done(row)
-    bar.close()
-    rows = [by_key[r.key] for r in runs]
-    per_task: dict[str, float] = {}
-    for r in rows:
-        per_task[r["task"]] = per_task.get(r["task"], 0.0) + r["total_s"]
-    totals: dict[str, Any] = {
-        "load_s": sum(load_s.values()),
-        "train_s": sum(r["train_s"] for r in rows),
-        "eval_s": sum(r["eval_s"] for r in rows),
-        "per_task_s": per_task,
-    }
-    totals["total_s"] = totals["load_s"] + totals["train_s"] + totals["eval_s"]
-    totals["wall_s"] = totals["load_s"] + list_schedule([r["total_s"] for r in rows], args.jobs)
-    with_add = [r for r in rows if "eval_without_additions_s" in r]
-    if with_add:
-        totals["additions_s"] = sum(r["eval_s"] - r["eval_without_additions_s"] for r in with_add)
-    argv_text = " ".join(argv if argv is not None else sys.argv[1:])
+    rows, threads = _measure_rows(args, suite.name, runs, data_of)
+    totals = _totals(rows, sum(load_s.values()), args.jobs)
     result = {
         "suite": suite.name,
         "seed": args.seed,
         "steps": args.steps,
-        "command": f"python -m uqbench.benchmarks.suite_cost {argv_text}".strip(),
+        "command": f"python -m uqbench.benchmarks.suite_cost {' '.join(argv)}".strip(),
         "machine": cpu_model(),
         "cpus": os.cpu_count(),
         "torch": torch.__version__,
