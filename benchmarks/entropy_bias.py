@@ -12,7 +12,10 @@ of the same mean entropy (``results.json``), the number it must stay below.
 
     python -m uqbench.benchmarks.entropy_bias results/quick [--n 2000] [--repeats 3]
 
-Writes ``entropy-bias.json`` and ``entropy-bias.md`` beside ``results.json``.
+Writes ``entropy-bias.json`` and ``entropy-bias.md`` beside ``results.json``, the json after
+each run, and resumes: a run whose rows the json already holds (same run hash, ``--n``,
+``--repeats`` and ``--max-samples``) is not measured again, only its seeds' half-widths are
+recomputed from the current ``results.json`` (so seeds added later update them for free).
 """
 
 from __future__ import annotations
@@ -70,6 +73,70 @@ def seed_half_width(values: list[float]) -> float | None:
     return t_quantile(0.975, len(values) - 1) * sd / math.sqrt(len(values))
 
 
+def _seed_values(results: dict[str, Any], run: dict[str, Any], name: str) -> list[float]:
+    """The mean entropy on set ``name`` of every seed of ``run``'s method and task."""
+    key = "test_entropy" if name == "test" else "mean_entropy"
+    return [
+        r["metrics"][key]["mean"] if name == "test" else r["metrics"]["ood"][name][key]
+        for r in results["runs"]
+        if r["method"] == run["method"] and r["task"] == run["task"] and r.get("metrics")
+    ]
+
+
+def _cached_rows(path: Path, args: argparse.Namespace) -> dict[str, list[dict[str, Any]]]:
+    """Rows of an earlier ``entropy-bias.json`` made with the same settings, by run hash."""
+    if not path.exists():
+        return {}
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    if [old.get(k) for k in ("n", "repeats", "max_samples")] != [
+        args.n,
+        args.repeats,
+        args.max_samples,
+    ]:
+        return {}
+    by_run: dict[str, list[dict[str, Any]]] = {}
+    for row in old.get("rows", []):
+        if row.get("run_hash"):
+            row["h_by_samples"] = {int(k): v for k, v in row["h_by_samples"].items()}
+            by_run.setdefault(row["run_hash"], []).append(row)
+    return by_run
+
+
+def _measure(
+    run: dict[str, Any], task: Any, source: Any, args: argparse.Namespace, counts: list[int]
+) -> list[dict[str, Any]]:
+    """The entropy-by-samples rows of one run's checkpoint, one per set (test, each OOD)."""
+    cfg = run["config"]
+    data = task.load_with_ood(source, ood=cfg["eval"].get("ood"), seed=run["seed"], **cfg["data"])
+    model = uqbench.load_posterior(run["checkpoint"]).eval()
+    suite_s = int(cfg["eval"]["test_samples"])
+    rows = []
+    for name, x in {"test": data.test.x, **data.ood}.items():
+        gen = torch.Generator().manual_seed(0)
+        x = x[torch.randperm(len(x), generator=gen)[: args.n]]
+        torch.manual_seed(1)
+        reps = [entropy_by_samples(model, x, args.max_samples, counts) for _ in range(args.repeats)]
+        h = {s: float(np.mean([r[s] for r in reps])) for s in counts}
+        h_inf, c = extrapolate(h)
+        rows.append(
+            {
+                "method": run["method"],
+                "task": run["task"],
+                "seed": run["seed"],
+                "run_hash": run.get("run_hash"),
+                "set": name,
+                "suite_samples": suite_s,
+                "h_by_samples": h,
+                "h_inf": h_inf,
+                "bias_at_suite_samples": h.get(suite_s, h_inf - c / suite_s) - h_inf,
+            }
+        )
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("results", type=Path, help="a suite's results folder (with results.json)")
@@ -82,63 +149,41 @@ def main(argv: list[str] | None = None) -> int:
     results = json.loads((args.results / "results.json").read_text())
     source = as_source(None)
     counts = [s for s in SAMPLE_COUNTS if s <= args.max_samples]
-    rows = []
-    for run in results["runs"]:
-        task = TASKS.get(run["task"])()
-        if task.kind != "classification" or run["method"] not in args.methods:
-            continue
-        if run["seed"] != args.seed or not Path(run.get("checkpoint", "")).exists():
-            continue
-        cfg = run["config"]
-        data = task.load_with_ood(
-            source, ood=cfg["eval"].get("ood"), seed=run["seed"], **cfg["data"]
-        )
-        model = uqbench.load_posterior(run["checkpoint"]).eval()
-        suite_s = int(cfg["eval"]["test_samples"])
-        sets = {"test": data.test.x, **data.ood}
-        for name, x in sets.items():
-            gen = torch.Generator().manual_seed(0)
-            x = x[torch.randperm(len(x), generator=gen)[: args.n]]
-            torch.manual_seed(1)
-            reps = [
-                entropy_by_samples(model, x, args.max_samples, counts) for _ in range(args.repeats)
-            ]
-            h = {s: float(np.mean([r[s] for r in reps])) for s in counts}
-            h_inf, c = extrapolate(h)
-            key = "test_entropy" if name == "test" else "mean_entropy"
-            seeds = [
-                r["metrics"][key]["mean"] if name == "test" else r["metrics"]["ood"][name][key]
-                for r in results["runs"]
-                if r["method"] == run["method"] and r["task"] == run["task"] and r.get("metrics")
-            ]
-            rows.append(
-                {
-                    "method": run["method"],
-                    "task": run["task"],
-                    "set": name,
-                    "suite_samples": suite_s,
-                    "h_by_samples": h,
-                    "h_inf": h_inf,
-                    "bias_at_suite_samples": h.get(suite_s, h_inf - c / suite_s) - h_inf,
-                    "seed_interval_half_width": seed_half_width(seeds),
-                    "n_seeds": len(seeds),
-                }
-            )
-            print(
-                f"{run['method']:>8} {run['task']:>8} {name:>14}: H({suite_s}) - H(inf) = "
-                f"{rows[-1]['bias_at_suite_samples']:+.4f} nats; seeds' half-width "
-                f"{rows[-1]['seed_interval_half_width']}",
-                flush=True,
-            )
-    out = {
+    json_path = args.results / "entropy-bias.json"
+    cached = _cached_rows(json_path, args)
+    out: dict[str, Any] = {
         "command": "python -m uqbench.benchmarks.entropy_bias "
         + " ".join(sys.argv[1:] if argv is None else argv),
         "n": args.n,
         "repeats": args.repeats,
         "max_samples": args.max_samples,
-        "rows": rows,
+        "rows": [],
     }
-    (args.results / "entropy-bias.json").write_text(json.dumps(out, indent=1) + "\n")
+    for run in results["runs"]:
+        task = TASKS.get(run["task"])()
+        if task.kind != "classification" or run["method"] not in args.methods:
+            continue
+        if run["seed"] != args.seed:
+            continue
+        reused = cached.get(run.get("run_hash") or "")
+        if reused is None and not Path(run.get("checkpoint", "")).exists():
+            continue
+        run_rows = reused if reused is not None else _measure(run, task, source, args, counts)
+        for row in run_rows:
+            seeds = _seed_values(results, run, row["set"])
+            row["seed_interval_half_width"] = seed_half_width(seeds)
+            row["n_seeds"] = len(seeds)
+            print(
+                f"{run['method']:>8} {run['task']:>8} {row['set']:>14}: "
+                f"H({row['suite_samples']}) - H(inf) = {row['bias_at_suite_samples']:+.4f} nats; "
+                f"seeds' half-width {row['seed_interval_half_width']}"
+                + (" (measured before)" if reused is not None else ""),
+                flush=True,
+            )
+        out["rows"].extend(run_rows)
+        json_path.write_text(json.dumps(out, indent=1) + "\n")
+    json_path.write_text(json.dumps(out, indent=1) + "\n")
+    rows = out["rows"]
     lines = [
         "# Sampling bias of the predictive entropy",
         "",
