@@ -7,18 +7,16 @@ layers live in :mod:`uqbench.layers`; with ``use_z=False`` this family is exactl
 Paper-vs-code switches and their defaults (see :class:`uqbench.layers.MNFConfig`):
 ``r_tanh_conv=True`` (paper), ``r_std="sigmoid"`` (paper), ``log_q0="entropy"``
 (code; same expectation as the paper's sample, lower variance), ``q0_mean_init=1.0``
-(z starts near 1; the code starts at 0), ``bias="gaussian"`` (code), log-variances
+(z starts near 1; the code starts at 0), ``bias="gaussian"`` (code: a Gaussian
+posterior on the biases; the paper is silent), log-variances
 from N(-9, 0.001) and He-initialised means (paper).
 
-One-dimensional z (the toy's input layer, one input unit): q(z) uses the same masked
-RealNVP as every other layer, as the paper's Section 2 states, although the authors'
-public port uses a planar flow there. In one dimension each masked step is, with
-probability 1/2, the identity and otherwise a learned affine map whose parameters do
-not depend on z, so that layer's q(z) is a mixture of Gaussians rather than a general
-1-D density. We keep it: that z is one scalar rescaling the single input, the hidden
-layer's 100-dimensional z (where the flow matters) is unaffected, and no other task has
-a 1-D layer. The cost of the choice on the toy is untested (a planar-flow switch would
-be the way to measure it).
+One-dimensional z (the toy's input layer, one input unit): ``flow_1d="planar"`` (the
+authors' code). A masked RealNVP step on one dimension is, with probability 1/2, the
+identity and otherwise an affine map whose parameters do not depend on z (its conditioner
+sees only zeros), so it cannot shape a 1-D q(z); the code uses planar flows there, and so
+do we. ``flow_1d="realnvp"`` (the paper's Section 2 read literally) is kept for results
+made before the switch.
 """
 
 from __future__ import annotations
