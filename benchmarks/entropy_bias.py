@@ -187,8 +187,9 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         "# Sampling bias of the predictive entropy",
         "",
-        f"`{out['command']}`: {args.n} points per set, {args.repeats} repeats of "
-        f"{args.max_samples} posterior samples; H(inf) from a fit H(S) = H_inf - c/S over S >= 10.",
+        f"`{out['command']}`: the models of seed {args.seed}, {args.n} points per set, "
+        f"{args.repeats} repeat(s) of {args.max_samples} posterior samples; H(inf) from a fit "
+        "H(S) = H_inf - c/S over S >= 10; half-width: of the mean over all seeds in results.json.",
         "",
         "| method | task | set | S | H(S) | H(inf) | bias | seeds' 95% half-width | below? |",
         "|---|---|---|---|---|---|---|---|---|",
