@@ -1,16 +1,20 @@
-"""Training steps per second of one 2-thread process against two 1-thread processes at once.
+"""Training steps per second of one N-thread process against N 1-thread processes at once.
 
 The measurement behind the README's advice to run a suite as one run per core on a small
-machine (``--executor processes`` or ``ray``): a LeNet-5-shaped convolutional net (conv 20
-and 50 channels, 500 hidden units), batch 100, Adam, timed for ``--seconds`` after 10
-warm-up steps, with the allocator tuning ``uqbench run`` applies. Usage::
+machine (``--executor processes`` or ``ray``), and behind its figure for the allocator tuning
+``uqbench run`` applies: a LeNet-5-shaped convolutional net (conv 20 and 50 channels, 500
+hidden units), batch 100, Adam, timed for ``--seconds`` after 10 warm-up steps. Usage::
 
-    python -m uqbench.benchmarks.thread_split --out results/perf   # both, written down
+    python -m uqbench.benchmarks.thread_split --out results/perf   # the comparison, recorded
     python -m uqbench.benchmarks.thread_split 2                    # one process, 2 threads
 
-With ``--out`` it runs, each in a fresh process, one process with N threads (N = the
-cores) and then N 1-thread processes side by side, ``--repeats`` times alternately, and
-writes ``thread-split.md`` / ``.json``. Given only a thread count it prints one figure.
+With ``--out`` it runs four configurations, each in fresh processes: one process with N
+threads (N = ``--cores``, default the cores this process may use) and N 1-thread processes
+side by side, each with and without the allocator tuning (``UQBENCH_NO_MALLOC_TUNING``).
+Processes that run side by side warm up first and then time the same window (each waits
+for a common start). ``--repeats`` rounds, the order of the configurations rotating from
+round to round; writes ``thread-split.md`` / ``.json``. Given only a thread count it prints
+that process's figure.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -32,8 +37,11 @@ from uqbench.cpu import DISABLE_ENV, tune_malloc
 from uqbench.environment import cpu_model
 
 
-def steps_per_second(threads: int, seconds: float = 15.0) -> float:
-    """Adam steps per second of the LeNet-5-shaped net with ``threads`` torch threads."""
+def steps_per_second(
+    threads: int, seconds: float = 15.0, ready: Callable[[], None] | None = None
+) -> float:
+    """Adam steps per second of the LeNet-5-shaped net with ``threads`` torch threads;
+    ``ready`` (if given) is called after the warm-up and returns when timing may start."""
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     net = nn.Sequential(
@@ -51,6 +59,8 @@ def steps_per_second(threads: int, seconds: float = 15.0) -> float:
 
     for _ in range(10):
         step()
+    if ready is not None:
+        ready()
     start, n = time.perf_counter(), 0
     while time.perf_counter() - start < seconds:
         step()
@@ -58,30 +68,38 @@ def steps_per_second(threads: int, seconds: float = 15.0) -> float:
     return n / (time.perf_counter() - start)
 
 
-def _processes(threads: int, count: int, seconds: float, tuned: bool) -> list[float]:
-    """Steps/s of ``count`` fresh processes of ``threads`` threads each, started together;
-    ``tuned``: with the allocator tuning of :func:`uqbench.cpu.tune_malloc`."""
+def _processes(threads: int, count: int, seconds: float, tuned: bool) -> list[dict]:
+    """``count`` fresh processes of ``threads`` threads each, timed over the same window
+    (all warmed up first); ``tuned``: with :func:`uqbench.cpu.tune_malloc`. One dict per
+    process: its steps/s, its torch threads and whether the tuning was applied."""
     cmd = [sys.executable, "-m", "uqbench.benchmarks.thread_split", str(threads)]
-    cmd += ["--seconds", str(seconds)]
+    cmd += ["--seconds", str(seconds), "--sync"]
     env = {k: v for k, v in os.environ.items() if k != DISABLE_ENV}
     if not tuned:
         env[DISABLE_ENV] = "1"
     procs = [
-        subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env) for _ in range(count)
+        subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+        for _ in range(count)
     ]
-    rates = []
+    for proc in procs:  # every one warmed up ...
+        if proc.stdout.readline().strip() != "ready":
+            proc.kill()
+            raise RuntimeError(f"{' '.join(cmd)} did not get ready")
+    for proc in procs:  # ... then all start timing together
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+    results = []
     for proc in procs:
         out, _ = proc.communicate()
         if proc.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}")
-        rates.append(float(out.split()[1]))
-    return rates
+        results.append(json.loads(out))
+    return results
 
 
-#: The measured configurations: (key, label, threads per process, processes, malloc tuned).
 def configurations(cores: int) -> list[tuple[str, str, int, int, bool]]:
-    """One ``cores``-thread process and ``cores`` 1-thread ones, each with and without
-    the allocator tuning."""
+    """(key, label, threads per process, processes, allocator tuned) of each configuration:
+    one ``cores``-thread process and ``cores`` 1-thread ones, with and without the tuning."""
     return [
         (f"{layout}_{alloc}", f"{label}, allocator {alloc}", threads, count, alloc == "tuned")
         for alloc in ("tuned", "untouched")
@@ -93,13 +111,22 @@ def configurations(cores: int) -> list[tuple[str, str, int, int, bool]]:
 
 
 def compare(cores: int, seconds: float, repeats: int) -> dict:
-    """Steps/s of every configuration, ``repeats`` rounds of each in turn."""
+    """Steps/s of every configuration in ``repeats`` rounds, the order rotating each round."""
     load_before = os.getloadavg()[0]
     configs = configurations(cores)
     rates: dict[str, list[float]] = {key: [] for key, *_ in configs}
-    for _ in range(repeats):
-        for key, _label, threads, count, tuned in configs:
-            rates[key].append(sum(_processes(threads, count, seconds, tuned)))
+    orders, checks = [], {}
+    for r in range(repeats):
+        shift = r % len(configs)
+        order = configs[shift:] + configs[:shift]
+        orders.append([key for key, *_ in order])
+        for key, _label, threads, count, tuned in order:
+            procs = _processes(threads, count, seconds, tuned)
+            rates[key].append(sum(p["steps_per_s"] for p in procs))
+            checks[key] = {
+                "threads": sorted({p["threads"] for p in procs}),
+                "malloc_tuned": sorted({p["malloc_tuned"] for p in procs}),
+            }
     med = {key: statistics.median(v) for key, v in rates.items()}
     return {
         "cores": cores,
@@ -107,7 +134,10 @@ def compare(cores: int, seconds: float, repeats: int) -> dict:
         "repeats": repeats,
         "labels": {key: label for key, label, *_ in configs},
         "steps_per_s": rates,
+        "order": orders,
+        "processes": checks,
         "split_gain": med["split_tuned"] / med["one_tuned"] - 1.0,
+        "split_gain_untouched": med["split_untouched"] / med["one_untouched"] - 1.0,
         "malloc_gain": {
             layout: med[f"{layout}_tuned"] / med[f"{layout}_untouched"] - 1.0
             for layout in ("one", "split")
@@ -129,10 +159,11 @@ def render_md(r: dict, command: str) -> str:
         f"Command: `{command}`  ",
         f"Machine: {r['cpu']}, {r['cores']} cores, torch {r['torch']}; {r['when']}; 1-minute load "
         f"average before {r['load_before']:.2f}, after {r['load_after']:.2f}.  ",
-        f"A LeNet-5-shaped net (conv 20/50, dense 500), batch 100, Adam; each figure is one "
-        f"fresh process timed for {r['seconds']:g} s after 10 warm-up steps, the four "
-        f"configurations taking turns, {r['repeats']} rounds. 'Allocator tuned': glibc "
-        "malloc keeps freed memory (`uqbench/cpu.py`, as `uqbench run` does); 'untouched': "
+        "A LeNet-5-shaped net (conv 20/50, dense 500), batch 100, Adam, in fresh processes, "
+        f"timed for {r['seconds']:g} s after 10 warm-up steps (processes side by side time the "
+        f"same window; their figure is the sum); {r['repeats']} rounds, the order of the four "
+        "configurations rotating. 'Allocator tuned': glibc malloc keeps freed memory "
+        "(`uqbench/cpu.py`, as `uqbench run` and its workers do); 'untouched': "
         "`UQBENCH_NO_MALLOC_TUNING=1`.",
         "",
         "| configuration | steps/s (each round) | median |",
@@ -147,31 +178,49 @@ def render_md(r: dict, command: str) -> str:
     lines += [
         "",
         f"- One 1-thread process per core: {100 * r['split_gain']:+.0f}% steps/s against one "
-        "process with every thread (allocator tuned, medians).",
+        f"process with every thread with the allocator tuned, "
+        f"{100 * r['split_gain_untouched']:+.0f}% with it untouched (medians).",
         f"- The allocator tuning: {100 * gain['one']:+.0f}% steps/s as one process, "
-        f"{100 * gain['split']:+.0f}% as one process per core (medians).",
+        f"{100 * gain['split']:+.0f}% as one process per core (medians; compare the rounds' "
+        "spread before reading a small figure as an effect).",
         "",
     ]
     return "\n".join(lines)
 
 
+def _sync() -> None:
+    print("ready", flush=True)
+    sys.stdin.readline()
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Print one process's steps/s, or (``--out``) compare both layouts and write them down."""
+    """Print one process's steps/s, or (``--out``) compare the layouts and write them down."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("threads", nargs="?", type=int, default=1, help="threads of this process")
     p.add_argument("--seconds", type=float, default=15.0, help="timed seconds per process")
-    p.add_argument("--repeats", type=int, default=3, help="alternations (with --out)")
+    p.add_argument("--repeats", type=int, default=3, help="rounds (with --out)")
+    p.add_argument("--cores", type=int, help="N (with --out; default: the usable cores)")
     p.add_argument("--out", help="folder for thread-split.md / .json: run the comparison")
+    p.add_argument("--sync", action="store_true", help=argparse.SUPPRESS)  # see _processes
     args = p.parse_args(argv)
     if args.out is None:
-        tune_malloc()
-        print(args.threads, f"{steps_per_second(args.threads, args.seconds):.1f} steps/s")
+        tuned = tune_malloc()
+        rate = steps_per_second(args.threads, args.seconds, _sync if args.sync else None)
+        if args.sync:
+            info = {"steps_per_s": rate, "threads": torch.get_num_threads()}
+            print(json.dumps({**info, "malloc_tuned": tuned}))
+        else:
+            print(args.threads, f"{rate:.1f} steps/s")
         return 0
-    cores = os.cpu_count() or 1
+    usable = getattr(os, "sched_getaffinity", None)  # Linux; elsewhere all cores
+    cores = args.cores or (len(usable(0)) if usable else os.cpu_count() or 1)
+    if min(cores, args.repeats) < 1 or not args.seconds > 0:
+        p.error("--cores, --repeats and --seconds must be positive")
     result = compare(cores, args.seconds, args.repeats)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    command = "python -m uqbench.benchmarks.thread_split " + " ".join(argv or sys.argv[1:])
+    given = sys.argv[1:] if argv is None else argv
+    command = "python -m uqbench.benchmarks.thread_split " + " ".join(given)
     (out / "thread-split.json").write_text(json.dumps(result, indent=2) + "\n")
     (out / "thread-split.md").write_text(render_md(result, command))
     print(f"-> {out / 'thread-split.md'}", file=sys.stderr)
