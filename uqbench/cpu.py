@@ -4,11 +4,11 @@ glibc's malloc serves every large tensor (a [100, 20, 24, 24] LeNet-5 feature ma
 4.6 MB) from a fresh ``mmap`` and hands it back on free, so each such tensor costs a
 page fault per 4 KiB page when it is first written: on a 2-core VM about 10% of a
 LeNet-5-shaped training step (results/perf/thread-split.md: +9% with one 2-thread process,
-+11% with two 1-thread ones, medians of 3 rounds that overlap). PyTorch's CPU allocator does not cache, so the
-fix belongs to the C allocator: keep freed memory in the heap for reuse (no mmap, no
-trimming). This changes no value, only where the bytes live. The cost: the process
-keeps freed memory until it exits, and heap fragmentation raised the perf benchmark's
-peak resident memory by 7% (2313 -> 2478 MB).
++11% with two 1-thread ones, medians of 3 rounds that overlap). PyTorch's CPU allocator
+does not cache, so the fix belongs to the C allocator: keep freed memory in the heap for
+reuse (no mmap, no trimming). This changes no value, only where the bytes live. The cost: the
+process keeps freed memory until it exits, and heap fragmentation raised the perf
+benchmark's peak resident memory by 7% (2313 -> 2478 MB).
 """
 
 from __future__ import annotations
