@@ -83,7 +83,8 @@ def _processes(threads: int, count: int, seconds: float, tuned: bool) -> list[di
     ]
     for proc in procs:  # every one warmed up ...
         if proc.stdout.readline().strip() != "ready":
-            proc.kill()
+            for other in procs:
+                other.kill()
             raise RuntimeError(f"{' '.join(cmd)} did not get ready")
     for proc in procs:  # ... then all start timing together
         proc.stdin.write("go\n")
@@ -115,7 +116,10 @@ def compare(cores: int, seconds: float, repeats: int) -> dict:
     load_before = os.getloadavg()[0]
     configs = configurations(cores)
     rates: dict[str, list[float]] = {key: [] for key, *_ in configs}
-    orders, checks = [], {}
+    orders: list[list[str]] = []
+    seen: dict[str, dict[str, set]] = {
+        key: {"threads": set(), "malloc_tuned": set()} for key in rates
+    }
     for r in range(repeats):
         shift = r % len(configs)
         order = configs[shift:] + configs[:shift]
@@ -123,10 +127,8 @@ def compare(cores: int, seconds: float, repeats: int) -> dict:
         for key, _label, threads, count, tuned in order:
             procs = _processes(threads, count, seconds, tuned)
             rates[key].append(sum(p["steps_per_s"] for p in procs))
-            checks[key] = {
-                "threads": sorted({p["threads"] for p in procs}),
-                "malloc_tuned": sorted({p["malloc_tuned"] for p in procs}),
-            }
+            for field, values in seen[key].items():
+                values.update(p[field] for p in procs)
     med = {key: statistics.median(v) for key, v in rates.items()}
     return {
         "cores": cores,
@@ -135,7 +137,7 @@ def compare(cores: int, seconds: float, repeats: int) -> dict:
         "labels": {key: label for key, label, *_ in configs},
         "steps_per_s": rates,
         "order": orders,
-        "processes": checks,
+        "processes": {k: {f: sorted(v) for f, v in fs.items()} for k, fs in seen.items()},
         "split_gain": med["split_tuned"] / med["one_tuned"] - 1.0,
         "split_gain_untouched": med["split_untouched"] / med["one_untouched"] - 1.0,
         "malloc_gain": {
