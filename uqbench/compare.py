@@ -14,10 +14,8 @@ recomputed from the run's saved per-example outputs under bootstrap weights. On 
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -332,57 +330,3 @@ def best(view: ResultsView, task: str, methods: list[str], stat: Stat) -> tuple[
         if m != top
     )
     return top, resolved
-
-
-#: The statistics :func:`paired_table` shows when none are named.
-PAIRED_DEFAULTS = ("error_pct", "nll", "ece", "ood.notmnist.ecdf_area", "ood.notmnist.auroc")
-
-
-def paired_table(view: ResultsView, task: str, a: str, b: str, names: list[str]) -> str:
-    """A Markdown table of ``a - b`` on ``task`` for each statistic in ``names`` (as
-    :func:`uqbench.paper.stat_named` reads them), each with its 95% interval, how it was
-    made and whether it excludes 0."""
-    from uqbench.paper import stat_named
-
-    rows = [
-        f"| {task}: {a} - {b} | difference | 95% interval | resolved | from |",
-        "|---|--:|--:|---|---|",
-    ]
-    for name in names:
-        d = compare(view, task, a, b, stat_named(name))
-        if d is None:
-            rows.append(f"| {name} | - | - | - | no value in runs of both |")
-            continue
-        iv = "-" if d.lo is None else f"[{d.lo:.4g}, {d.hi:.4g}]"
-        resolved = "-" if d.lo is None else ("yes" if d.lo > 0 or d.hi < 0 else "no")
-        rows.append(f"| {name} | {d.value:.4g} | {iv} | {resolved} | {d.how} |")
-    return "\n".join(rows) + "\n"
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m uqbench.compare RESULTS TASK A B [STAT ...]``: print :func:`paired_table`."""
-    import argparse
-
-    from uqbench.errors import UQBenchError
-    from uqbench.report.view import ResultsView
-    from uqbench.results import load_results
-
-    p = argparse.ArgumentParser(description="Paired differences of two methods on one task.")
-    p.add_argument("results", help="a results/<suite> folder")
-    p.add_argument("task")
-    p.add_argument("a")
-    p.add_argument("b")
-    p.add_argument("stats", nargs="*", help=f"statistics (default: {' '.join(PAIRED_DEFAULTS)})")
-    args = p.parse_args(argv)
-    try:
-        folder = Path(args.results)
-        view = ResultsView(load_results(folder / "results.json"), folder)
-        print(paired_table(view, args.task, args.a, args.b, args.stats or list(PAIRED_DEFAULTS)))
-    except UQBenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,4 @@
-"""``python -m uqbench.compare``: the paired differences it prints equal a paired t-interval
+"""``python -m uqbench.pairwise``: the paired differences it prints equal a paired t-interval
 computed independently (scipy) from the committed runs' per-seed metrics."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from uqbench import compare
+from uqbench import pairwise
 
 FOLDER = Path(__file__).resolve().parents[1] / "results" / "more-seeds" / "quick"
 
@@ -20,7 +20,7 @@ def test_paired_error_difference_matches_scipy(capsys: pytest.CaptureFixture[str
     err = {(r["method"], r["seed"]): r["metrics"]["error_pct"] for r in runs}
     d = np.array([err[("mnf", s)] - err[("ffg", s)] for s in range(5)])
     half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
-    assert compare.main([str(FOLDER), "mnist", "mnf", "ffg", "error_pct", "no.such.stat"]) == 0
+    assert pairwise.main([str(FOLDER), "mnist", "mnf", "ffg", "error_pct", "no.such.stat"]) == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("|")]
     rows = {line.split("|")[1].strip(): line for line in lines}
     cells = [c.strip() for c in rows["error_pct"].split("|")]
@@ -32,5 +32,5 @@ def test_paired_error_difference_matches_scipy(capsys: pytest.CaptureFixture[str
 
 
 def test_missing_results_is_one_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert compare.main([str(tmp_path), "mnist", "mnf", "ffg"]) == 2
+    assert pairwise.main([str(tmp_path), "mnist", "mnf", "ffg"]) == 2
     assert "results" in capsys.readouterr().err
