@@ -34,3 +34,16 @@ def test_paired_error_difference_matches_scipy(capsys: pytest.CaptureFixture[str
 def test_missing_results_is_one_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert pairwise.main([str(tmp_path), "mnist", "mnf", "ffg"]) == 2
     assert "results" in capsys.readouterr().err
+
+
+def test_unknown_method_task_or_statistic_is_one_clear_error(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert pairwise.main([str(FOLDER), "mnist", "mnf", "nosuch"]) == 2
+    err = capsys.readouterr().err
+    assert "'nosuch'" in err and "ffg" in err and "Traceback" not in err
+    assert pairwise.main([str(FOLDER), "cifar", "mnf", "ffg"]) == 2
+    assert "'cifar'" in capsys.readouterr().err
+    assert pairwise.main([str(FOLDER), "mnist", "mnf", "ffg", "ood.notmnist.aurocc"]) == 2
+    err = capsys.readouterr().err
+    assert "aurocc" in err and "auroc" in err.split("declared:")[1]

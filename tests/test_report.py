@@ -77,6 +77,7 @@ def _cls_metrics(
     acc = [None] * 10 + [0.6, 0.7, 0.8, 0.9, 0.995]
     eps = [0.0, 0.1, 0.2, 0.3]
     decay = {"dropout": 2.0}.get(method, 10.0)
+    jitter = 0.01 * float(h_in[0])  # seed-to-seed noise of the FGSM curves (no new draws)
     result = {
         "error_pct": ERRORS[task][method] + rng.normal(0, 0.02),
         "nll": 0.03,
@@ -104,9 +105,12 @@ def _cls_metrics(
         if not fgsm
         else {
             "eps": eps,
-            "accuracy": [0.99 * math.exp(-decay * e) for e in eps],
+            "accuracy": [(0.99 - jitter) * math.exp(-decay * e) for e in eps],
             "mean_entropy": [
-                min(math.log(k), 0.05 + (u * math.log(k) if task == "mnist" else 0.4) * e / 0.3)
+                min(
+                    math.log(k) - jitter,
+                    0.05 + jitter + (u * math.log(k) if task == "mnist" else 0.4) * e / 0.3,
+                )
                 for e in eps
             ],
         },
@@ -380,6 +384,18 @@ def test_discussion_notes_carry_their_numbers_and_go_stale(tmp_path):
     write_report(results, tmp_path)
     line = next(x for x in (tmp_path / "report.md").read_text().splitlines() if "NOTE-WITH" in x)
     assert "written for 'agrees', now 'differs'" in line
+
+
+def test_a_note_naming_an_undeclared_statistic_is_stale_not_a_crash(tmp_path):
+    note = (
+        "[mnist-mnf-beats-mean-field]\n"
+        'numbers = { "mnist/mnf/ood.notmnist.aurocc" = 0.9 }\n'
+        'text = "NOTE-WITH-TYPO"\n'
+    )
+    (tmp_path / "discussion.toml").write_text(note)
+    write_report(_results(tasks=("mnist",)), tmp_path)
+    line = next(x for x in (tmp_path / "report.md").read_text().splitlines() if "NOTE-WITH" in x)
+    assert "STALE" in line and "'ood.notmnist.aurocc'" in line and "no metric 'aurocc'" in line
 
 
 def test_unconverged_runs_are_marked_and_cannot_back_an_agrees(tmp_path):

@@ -171,3 +171,97 @@ def test_compare_uses_paired_seeds_then_bootstrap_then_nothing(tmp_path) -> None
     assert C.best(view, "mnist", ["a", "b"], C.STATS["error_pct"]) == ("a", True)
     iv = C.interval(view, "mnist", "a", C.STATS["error_pct"])
     assert iv.lo < 1.0 < iv.hi and "bootstrap" in iv.how
+
+
+def test_values_equal_on_every_seed_give_no_interval() -> None:
+    # A zero spread over 3 seeds is no evidence of a zero-width interval: nothing resolved.
+    iv = S.t_interval([1.0, 1.0, 1.0])
+    assert iv.value == 1.0 and iv.lo is None and iv.sign == 0 and "no spread" in iv.how
+    d = S.paired_t([1.01, 2.01, 3.01], [1.0, 2.0, 3.0])  # one test example apart on each
+    assert d.value == pytest.approx(0.01) and d.sign == 0 and "all equal" in d.how
+
+
+def test_one_common_seed_of_methods_with_more_seeds_gets_no_test_set_interval(tmp_path) -> None:
+    # Seed 0's saved outputs alone would resolve a - b (as in the bootstrap case above), but
+    # a ran three seeds: one seed's test-set bootstrap would hide its seed-to-seed noise.
+    n = 2000
+    y = np.zeros(n, dtype=np.int64)
+    (tmp_path / "runs").mkdir()
+    for name, wrong in (("a", 20), ("b", 100)):
+        pred = y.copy()
+        pred[:wrong] = 1
+        np.savez_compressed(tmp_path / "runs" / f"{name}.npz", **{"test.y": y, "test.pred": pred})
+    runs = [_run("a", 0, 1.0, "a.npz"), _run("a", 1, 3.0), _run("a", 2, 6.0)]
+    runs.append(_run("b", 0, 5.0, "b.npz"))
+    view = ResultsView({"runs": runs}, tmp_path)
+    c = C.compare(view, "mnist", "a", "b", C.STATS["error_pct"])
+    assert c.value == pytest.approx(-4.0) and c.lo is None and c.sign == 0
+    assert "one seed in common (3 and 1 seeds)" in c.how
+    assert C.best(view, "mnist", ["a", "b"], C.STATS["error_pct"])[1] is False
+
+
+@pytest.mark.parametrize("n_ood", [20, 37, 200])
+def test_fpr95_bootstrap_statistic_is_the_recorded_metric(n_ood: int) -> None:
+    # With unit weights the bootstrap's FPR95 (OOD+) must be metrics.fpr95 itself, so that
+    # a one-seed interval is centred on the number the run recorded; a weight of 2 acts as a
+    # duplicated example.
+    rng = np.random.default_rng(n_ood)
+    h_in = rng.gamma(2.0, 0.2, 300)
+    h_ood = rng.gamma(4.0, 0.3, n_ood)
+    outputs = {"test.entropy": h_in, "ood.x.entropy": h_ood}
+    stat = C.ood_stat("x", "fpr95").weighted
+    ones = {"test": np.ones(len(h_in)), "ood:x": np.ones(n_ood)}
+    assert stat(outputs, ones) == pytest.approx(M.fpr95(h_in, h_ood))
+    w = dict(ones, **{"ood:x": np.where(np.arange(n_ood) < 3, 2.0, 1.0)})
+    assert stat(outputs, w) == pytest.approx(M.fpr95(h_in, np.concatenate([h_ood, h_ood[:3]])))
+    stat_in = C.ood_stat("x", "fpr95_in").weighted
+    assert stat_in(outputs, ones) == pytest.approx(M.fpr95_in(h_in, h_ood))
+
+
+def test_intervals_follow_the_views_level() -> None:
+    # Paired differences with t = 1.5 / (0.5 / sqrt 3) = 5.20 on 2 dof: resolved at 95%
+    # (t_0.975 = 4.30) but not at 97.5% (t_0.9875 = 6.21); scipy gives both quantiles.
+    from scipy import stats as sps
+
+    runs = [_run("a", s, e) for s, e in enumerate([2.0, 2.5, 3.0])]
+    runs += [_run("b", s, 1.0) for s in range(3)]
+    view = ResultsView({"runs": runs})
+    stat = C.STATS["error_pct"]
+    assert C.compare(view, "mnist", "a", "b", stat).sign == 1
+    with view.at_level(0.975):
+        c = C.compare(view, "mnist", "a", "b", stat)
+        half = sps.t.ppf(0.9875, 2) * 0.5 / math.sqrt(3)
+        assert (c.lo, c.hi) == pytest.approx((1.5 - half, 1.5 + half)) and c.sign == 0
+    assert view.level == S.LEVEL and C.compare(view, "mnist", "a", "b", stat).sign == 1
+    with pytest.raises(ValueError):
+        with view.at_level(1.0):
+            pass
+
+
+def test_a_claim_differs_only_when_holm_corrected_intervals_still_say_so() -> None:
+    from uqbench.paper import Claim, Verdict
+
+    stat = C.STATS["error_pct"]
+
+    def below(others: tuple[str, ...]) -> Claim:
+        def check(v: ResultsView) -> Verdict:  # "a's error is below each of others'"
+            conds = [C.order(v, "mnist", "a", m, stat) for m in others]
+            return Verdict("differs" if min(conds) < 0 else "inconclusive", "e", len(conds))
+
+        return Claim("c", "4", "mnist", "t", "f", "p", check)
+
+    def view(b: list[float]) -> ResultsView:
+        runs = [_run("a", s, e) for s, e in enumerate([2.0, 2.5, 3.0])]
+        runs += [_run("b", s, e) for s, e in enumerate(b)]
+        runs += [_run("c", s, e) for s, e in enumerate([2.5, 2.0, 3.5])]  # a - c unresolved
+        return ResultsView({"runs": runs})
+
+    # a - b = 1, 1.5, 2: t = 5.2, past t_0.975(2) = 4.30 but not the t_0.9875(2) = 6.21
+    # that Holm asks of the first of 2 conditions.
+    weak = view([1.0, 1.0, 1.0])
+    assert below(("b",)).verdict(weak).status == "differs"  # one condition: no correction
+    v = below(("b", "c")).verdict(weak)
+    assert v.status == "inconclusive" and "not with Holm's correction over its 2" in v.evidence
+    # a - b = 1.0, 1.1, 1.1: t = 32, resolved at any level here.
+    v = below(("b", "c")).verdict(view([1.0, 1.4, 1.9]))
+    assert v.status == "differs" and "with Holm's correction over its 2" in v.evidence

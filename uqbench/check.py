@@ -473,10 +473,11 @@ def check_results(
 ) -> CheckReport:
     """Compare ``results`` with ``reference`` metric by metric within ``tolerances``.
 
-    Both dicts follow schema ``uqbench.results/1``. With ``seeds="same"`` every (method,
-    task, seed) run of the reference must be in the results, and each side's mean is over
-    the reference's seeds (seeds only the results have are ignored). With ``seeds="any"``
-    the results may have been made with other seeds (a clean re-run with new seeds, say):
+    Both dicts follow schema :data:`uqbench.results.RESULTS_SCHEMA`. With ``seeds="same"``
+    every (method, task, seed) run of the reference must be in the results, and each side's
+    mean is over the reference's seeds (seeds only the results have are ignored). With
+    ``seeds="any"`` the results may have been made with other seeds (a clean re-run with new
+    seeds, say):
     each side's mean is over its own seeds, and every (method, task) of the reference must
     be there. With ``two_sided``, a metric better than the reference by more than its
     tolerance fails the check too (the reference no longer describes the code).

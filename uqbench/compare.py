@@ -126,8 +126,10 @@ def ood_stat(ood: str, what: str, h_max: float = math.log(10)) -> Stat:
         return np.asarray(o["test.entropy"], float)
 
     def fpr95(o: Outputs, w: Weights) -> float | None:
-        thr = S.w_quantile(h(o), w[g], 0.05)
-        return None if thr is None else S.w_mean((hin(o) >= thr).astype(float), w["test"])
+        # metrics.fpr95's threshold: the largest entropy that still flags >= 95% of the OOD
+        # weight, i.e. the 95% quantile of -h (not the 5% quantile of h, one point lower).
+        neg = S.w_quantile(-h(o), w[g], 0.95)
+        return None if neg is None else S.w_mean((hin(o) >= -neg).astype(float), w["test"])
 
     def fpr95_in(o: Outputs, w: Weights) -> float | None:
         thr = S.w_quantile(hin(o), w["test"], 0.95)
@@ -159,7 +161,8 @@ def _fgsm_value(what: str) -> Callable[[dict[str, Any]], float | None]:
         if not isinstance(acc, list) or not isinstance(ent, list) or len(acc) < 2:
             return None
         if what == "adv_accuracy":
-            return float(np.mean(acc[1:]))
+            adv = [_num(a) for a in acc[1:]]
+            return None if None in adv else float(np.mean(adv))
         return _num(ent[-1] if what == "last_entropy" else acc[-1])
 
     return get
@@ -247,14 +250,15 @@ def _run(view: ResultsView, task: str, method: str, seed: int) -> dict[str, Any]
 
 
 def interval(view: ResultsView, task: str, method: str, stat: Stat) -> S.Interval | None:
-    """Mean of ``stat`` over ``method``'s seeds with its 95% interval (None: never ran)."""
-    key = ("interval", task, method, stat.name)
+    """Mean of ``stat`` over ``method``'s seeds with its interval at ``view.level`` (None:
+    never ran)."""
+    key = ("interval", task, method, stat.name, view.level)
     if key in view.cache:
         return view.cache[key]
     vals = _by_seed(view, task, method, stat)
     result: S.Interval | None = None
     if len(vals) >= 2:
-        result = S.t_interval(list(vals.values()))
+        result = S.t_interval(list(vals.values()), view.level)
     elif len(vals) == 1:
         ((seed, x),) = vals.items()
         result = S.Interval(x, None, None, 1, "one seed, no saved per-example outputs")
@@ -262,7 +266,7 @@ def interval(view: ResultsView, task: str, method: str, stat: Stat) -> S.Interva
         out = view.outputs(run) if run else None
         sizes = _sizes(stat, out) if out is not None and stat.weighted else None
         if sizes:
-            b = S.bootstrap(stat.weighted, out, None, sizes)
+            b = S.bootstrap(stat.weighted, out, None, sizes, level=view.level)
             if b is not None:
                 result = S.Interval(x, b.lo, b.hi, 1, "bootstrap over test examples, one seed")
     view.cache[key] = result
@@ -270,19 +274,26 @@ def interval(view: ResultsView, task: str, method: str, stat: Stat) -> S.Interva
 
 
 def compare(view: ResultsView, task: str, a: str, b: str, stat: Stat) -> S.Interval | None:
-    """``stat(a) - stat(b)`` on ``task`` with its 95% interval; None when either never ran.
+    """``stat(a) - stat(b)`` on ``task`` with its interval (``view.level``); None when either
+    never ran.
 
-    Paired t over the seeds both ran (two or more); with one common seed a paired bootstrap
-    over test examples when both runs saved outputs; else a difference without interval.
+    Paired t over the seeds both ran (two or more). When each method ran one seed, the
+    same one, a paired bootstrap over test examples if both runs saved outputs. A single
+    common seed of methods that ran more gets no interval: a bootstrap over one seed's test
+    examples would leave out the seed-to-seed noise the other seeds show.
     """
-    key = ("compare", task, a, b, stat.name)
+    key = ("compare", task, a, b, stat.name, view.level)
     if key in view.cache:
         return view.cache[key]
     va, vb = _by_seed(view, task, a, stat), _by_seed(view, task, b, stat)
     common = sorted(set(va) & set(vb))
     result: S.Interval | None = None
     if len(common) >= 2:
-        result = S.paired_t([va[s] for s in common], [vb[s] for s in common])
+        result = S.paired_t([va[s] for s in common], [vb[s] for s in common], view.level)
+    elif common and max(len(va), len(vb)) > 1:
+        s = common[0]
+        how = f"one seed in common ({len(va)} and {len(vb)} seeds): no interval"
+        result = S.Interval(va[s] - vb[s], None, None, 1, how)
     elif common:
         s = common[0]
         diff = va[s] - vb[s]
@@ -293,7 +304,7 @@ def compare(view: ResultsView, task: str, a: str, b: str, stat: Stat) -> S.Inter
         if oa is not None and ob is not None and stat.weighted is not None:
             sizes = _sizes(stat, oa)
             if sizes and sizes == _sizes(stat, ob):
-                bt = S.bootstrap(stat.weighted, oa, ob, sizes)
+                bt = S.bootstrap(stat.weighted, oa, ob, sizes, level=view.level)
                 if bt is not None:
                     result = S.Interval(diff, bt.lo, bt.hi, 1, bt.how + ", one seed")
     elif va and vb:  # no common seed: unpaired, no interval

@@ -9,11 +9,12 @@ any pair of methods.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
 from uqbench import compare as C
-from uqbench.errors import UQBenchError
+from uqbench.errors import ResultsError, UQBenchError
 from uqbench.paper import stat_named
 from uqbench.report.view import ResultsView
 from uqbench.results import load_results
@@ -26,12 +27,20 @@ def paired_table(view: ResultsView, task: str, a: str, b: str, names: list[str])
     """A Markdown table of ``a - b`` on ``task`` for each statistic in ``names`` (as
     :func:`uqbench.paper.stat_named` reads them), each with its 95% interval, how it was
     made and whether it excludes 0."""
+    if task not in view.tasks():
+        raise ResultsError(f"no runs of task {task!r} here; tasks: {', '.join(view.tasks())}")
+    for m in (a, b):
+        if m not in view.methods(task):
+            ran = ", ".join(view.methods(task))
+            raise ResultsError(f"no runs of {m!r} on {task} here; methods: {ran}")
+    h_max = math.log(view.n_classes(task) or 10)
+    stats = [stat_named(name, h_max) for name in names]
     rows = [
         f"| {task}: {a} - {b} | difference | 95% interval | resolved | from |",
         "|---|--:|--:|---|---|",
     ]
-    for name in names:
-        d = C.compare(view, task, a, b, stat_named(name))
+    for name, stat in zip(names, stats, strict=True):
+        d = C.compare(view, task, a, b, stat)
         if d is None:
             rows.append(f"| {name} | - | - | - | no value in runs of both |")
             continue

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from uqbench import compare as C
-from uqbench.stats import Interval
+from uqbench.errors import ConfigError
+from uqbench.stats import LEVEL, Interval
 
 if TYPE_CHECKING:  # pragma: no cover
     from uqbench.report.view import ResultsView
@@ -76,6 +77,8 @@ class Verdict:
 
     status: str  # "agrees" | "differs" | "inconclusive" | "not run"
     evidence: str
+    #: How many resolved-or-not conditions the claim rests on (0: not decided by conditions).
+    conditions: int = 0
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,32 @@ class Claim:
     #: Prefix of our figure file (``figures/<plot>...png``) or ``"table2"`` / ``"calibration"``.
     plot: str
     check: Callable[[ResultsView], Verdict]
+
+    def verdict(self, v: ResultsView) -> Verdict:
+        """:attr:`check`'s verdict, with "differs" corrected for the claim's many conditions.
+
+        "Agrees" needs every condition resolved for the claim, so it needs no correction.
+        "Differs" needs only one resolved against it, so with ``k`` conditions it would come
+        up by chance up to ``k`` times as often as one 95% interval allows: it stands only
+        when a condition is still resolved against the claim with every interval at
+        ``1 - 0.05 / k``. Holm's step-down rejects at least one of ``k`` hypotheses exactly
+        when that Bonferroni step does, so this is Holm's correction for the verdict.
+        """
+        first = self.check(v)
+        k = first.conditions
+        if first.status != "differs" or k <= 1:
+            return first
+        level = 1 - (1 - LEVEL) / k
+        with v.at_level(level):
+            again = self.check(v)
+        if again.status == "differs":
+            note = f"; resolved against the claim with Holm's correction over its {k} conditions"
+            return Verdict("differs", first.evidence + note, k)
+        note = (
+            f"; resolved against the claim at 95%, but not with Holm's correction over its {k} "
+            f"conditions (intervals at {100 * level:.2f}%)"
+        )
+        return Verdict("inconclusive", first.evidence + note, k)
 
 
 def method_name(v: ResultsView, method: str) -> str:
@@ -111,20 +140,23 @@ def _decide(
 ) -> Verdict:
     """Verdict from resolved conditions (+1 holds, -1 the opposite holds, 0 unresolved).
 
-    "differs" when any condition is resolved against the claim; "agrees" only when every
-    condition is resolved for it and every run involved converged; else "inconclusive".
+    "differs" when any condition is resolved against the claim (:meth:`Claim.verdict`
+    then corrects that for the number of conditions); "agrees" only when every condition
+    is resolved for it and every run involved converged; else "inconclusive".
     """
+    k = len(conditions)
     if any(c < 0 for c in conditions):
-        return Verdict("differs", evidence)
+        return Verdict("differs", evidence, k)
     if conditions and all(c > 0 for c in conditions):
         stale = [method_name(v, m) for m in dict.fromkeys(methods) if v.unconverged(task, m)]
         if stale:
             return Verdict(
                 "inconclusive",
                 evidence + f"; resolved, but not converged: {', '.join(stale)}",
+                k,
             )
-        return Verdict("agrees", evidence)
-    return Verdict("inconclusive", evidence + _UNRESOLVED)
+        return Verdict("agrees", evidence, k)
+    return Verdict("inconclusive", evidence + _UNRESOLVED, k)
 
 
 def _iv(iv: Interval | None, digits: int = 3) -> str:
@@ -536,7 +568,9 @@ def _run_band(metrics: dict, what: str) -> float | None:
     if not inside.any() or inside.all():
         return None
     s_in, s_out = float(std[inside].mean()), float(std[~inside].mean())
-    return {"inside": s_in, "outside": s_out, "ratio": s_out / s_in}[what]
+    ratio = s_out / s_in if s_in > 0 else math.nan
+    x = {"inside": s_in, "outside": s_out, "ratio": ratio}[what]
+    return x if math.isfinite(x) else None
 
 
 def band_stat(what: str) -> C.Stat:
@@ -552,7 +586,18 @@ def stat_named(name: str, h_max: float = math.log(10)) -> C.Stat:
     ``test_median_entropy``, ``ood.<set>.<auroc|fpr95|fpr95_in|median_entropy|mean_entropy|
     ecdf_area>``, ``fgsm.<adv_accuracy|last_entropy|last_accuracy>``,
     ``loglik_<inside|outside>``, ``coverage_3std_<inside|outside>``,
-    ``band.<inside|outside|ratio>``, or any other dotted path into a run's metrics."""
+    ``band.<inside|outside|ratio>``, or any other dotted path into a run's metrics.
+
+    A name of that form whose metric is not declared (``ood.notmnist.aurocc``) is a
+    ConfigError naming the declared ones.
+    """
+    try:
+        return _stat_named(name, h_max)
+    except KeyError as exc:
+        raise ConfigError(f"statistic {name!r}: {exc.args[0]}") from None
+
+
+def _stat_named(name: str, h_max: float) -> C.Stat:
     if name in C.STATS:
         return C.STATS[name]
     head, _, rest = name.partition(".")
@@ -578,6 +623,8 @@ def _toy_mnf_widens(v: ResultsView) -> Verdict:
     if iv is None:
         return _not_run("a toy-cubic run of MNFG")
     stats = band_stats(v, "toy-cubic", "mnf")
+    if stats is None:
+        return _not_run("MNFG's toy-cubic predictive bands")
     return _decide(
         v,
         "toy-cubic",

@@ -10,7 +10,9 @@ Two sources of noise (``/docs/statistics.md`` of the project brief):
   resampled examples are applied to both models).
 
 A difference is *resolved* when its 95% interval excludes zero. With one seed and no saved
-outputs there is no interval, and nothing is resolved.
+outputs there is no interval, and nothing is resolved; nor with values equal on every seed
+(no spread measured). The test-set bootstrap stands in only where each method has one
+seed: it leaves out training noise, so it never replaces missing seeds of a multi-seed run.
 
 Everything here is deterministic (fixed bootstrap seed), so a report rebuilds byte-identical.
 """
@@ -113,7 +115,12 @@ def t_interval(values: Sequence[float], level: float = LEVEL) -> Interval:
     mean = float(x.mean())
     if n == 1:
         return Interval(mean, None, None, 1, "one seed: no interval")
-    half = t_quantile((1 + level) / 2, n - 1) * float(x.std(ddof=1)) / math.sqrt(n)
+    sd = float(x.std(ddof=1))
+    if sd <= 1e-9 * max(1.0, abs(mean)):
+        # Equal values on every seed, up to float rounding (a quantized metric, a few test
+        # points apart): a zero spread over a handful of seeds is no zero-width interval.
+        return Interval(mean, None, None, n, f"{n} seeds, all equal: no spread, no interval")
+    half = t_quantile((1 + level) / 2, n - 1) * sd / math.sqrt(n)
     return Interval(mean, mean - half, mean + half, n, f"t-interval over {n} seeds")
 
 
@@ -122,7 +129,7 @@ def paired_t(a: Sequence[float], b: Sequence[float], level: float = LEVEL) -> In
     if len(a) != len(b):
         raise ValueError("paired_t needs as many values of a as of b")
     iv = t_interval(np.asarray(a, float) - np.asarray(b, float), level)
-    how = f"paired t over {iv.n} seeds" if iv.n > 1 else iv.how
+    how = f"paired t over {iv.n} seeds" if iv.lo is not None else iv.how
     return Interval(iv.value, iv.lo, iv.hi, iv.n, how)
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,19 @@ class ResultsView:
         #: Intervals and comparisons already computed (bootstraps are not free).
         self.cache: dict[tuple[Any, ...], Any] = {}
         self._outputs: dict[str, Any] = {}
+        #: Coverage of the intervals :mod:`uqbench.compare` computes on this view.
+        self.level = S.LEVEL
+
+    @contextmanager
+    def at_level(self, level: float) -> Iterator[ResultsView]:
+        """Compute intervals at ``level`` inside the block (a multiplicity correction)."""
+        if not 0 < level < 1:
+            raise ValueError(f"interval level must lie in (0, 1), got {level}")
+        saved, self.level = self.level, level
+        try:
+            yield self
+        finally:
+            self.level = saved
 
     def outputs(self, run: dict[str, Any]) -> dict[str, np.ndarray] | None:
         """The run's saved per-example outputs, or None (none saved, or file missing)."""
