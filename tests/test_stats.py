@@ -171,14 +171,22 @@ def test_compare_uses_paired_seeds_then_bootstrap_then_nothing(tmp_path) -> None
     assert C.best(view, "mnist", ["a", "b"], C.STATS["error_pct"]) == ("a", True)
     iv = C.interval(view, "mnist", "a", C.STATS["error_pct"])
     assert iv.lo < 1.0 < iv.hi and "bootstrap" in iv.how
+    # At a higher level the same replicates give a wider percentile interval, z-scaled.
+    with view.at_level(0.99):
+        c99 = C.compare(view, "mnist", "a", "b", C.STATS["error_pct"])
+    assert c99.lo < c.lo and c99.hi > c.hi
+    assert c99.lo == pytest.approx(-4 - 2.576 * 0.447, abs=0.2)
 
 
-def test_values_equal_on_every_seed_give_no_interval() -> None:
-    # A zero spread over 3 seeds is no evidence of a zero-width interval: nothing resolved.
-    iv = S.t_interval([1.0, 1.0, 1.0])
-    assert iv.value == 1.0 and iv.lo is None and iv.sign == 0 and "no spread" in iv.how
-    d = S.paired_t([1.01, 2.01, 3.01], [1.0, 2.0, 3.0])  # one test example apart on each
-    assert d.value == pytest.approx(0.01) and d.sign == 0 and "all equal" in d.how
+def test_a_difference_equal_on_every_seed_gives_no_interval() -> None:
+    # The same gap on all 3 seeds (one test example apart on each) is no evidence of a
+    # zero-width interval: nothing resolved.
+    d = S.paired_t([1.01, 2.01, 3.01], [1.0, 2.0, 3.0])
+    assert d.value == pytest.approx(0.01) and d.sign == 0 and "equal on all 3" in d.how
+    # One method's value at a bound on every seed (accuracy 0 under a strong attack) keeps
+    # its zero-width interval, so a threshold on it can still be resolved.
+    iv = S.t_interval([0.0, 0.0, 0.0])
+    assert (iv.lo, iv.hi) == (0.0, 0.0) and iv.relative_to(0.5) == -1
 
 
 def test_one_common_seed_of_methods_with_more_seeds_gets_no_test_set_interval(tmp_path) -> None:
@@ -265,3 +273,19 @@ def test_a_claim_differs_only_when_holm_corrected_intervals_still_say_so() -> No
     # a - b = 1.0, 1.1, 1.1: t = 32, resolved at any level here.
     v = below(("b", "c")).verdict(view([1.0, 1.4, 1.9]))
     assert v.status == "differs" and "with Holm's correction over its 2" in v.evidence
+
+
+def test_each_ordering_of_the_l2_overconfidence_claim_is_its_own_condition() -> None:
+    # L2 below each of 4 others, plus its "almost zero" threshold: 5 conditions, so Holm's
+    # correction asks 99% intervals of a "differs".
+    from uqbench.paper import CLAIMS
+
+    medians = {"l2": 0.45, "dropout": 1.1, "ffg": 1.4, "fflu": 0.95, "mnf": 1.5}
+    runs = []
+    for m, x in medians.items():
+        for s, jitter in enumerate([0.0, 0.05, -0.03]):
+            r = _run(m, s, 1.0)
+            r["metrics"]["ood"] = {"notmnist": {"median_entropy": x + jitter * (1 + len(m))}}
+            runs.append(r)
+    claim = next(c for c in CLAIMS if c.id == "notmnist-l2-most-overconfident")
+    assert claim.check(ResultsView({"runs": runs})).conditions == 5

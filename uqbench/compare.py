@@ -4,10 +4,11 @@ A :class:`Stat` is one number per run (read from its recorded metrics) that can 
 recomputed from the run's saved per-example outputs under bootstrap weights. On a
 :class:`uqbench.report.view.ResultsView`:
 
-* :func:`interval` gives a method's mean with its 95% interval (t over seeds; with one seed,
-  a bootstrap over test examples when outputs were saved; else none);
+* :func:`interval` gives a method's mean with its interval at ``view.level`` (95% unless a
+  claim's multiplicity correction asks more; t over seeds; with one seed, a bootstrap over
+  test examples when outputs were saved; else none);
 * :func:`compare` gives the difference of two methods with its interval (paired t over the
-  seeds both ran; with one common seed, a paired bootstrap over test examples);
+  seeds both ran; when each ran one seed, the same, a paired bootstrap over test examples);
 * :func:`best` names the best method of a column only when it beats every other resolved.
 """
 

@@ -5,7 +5,8 @@ Each qualitative claim of Section 4 carries a ``check``: a function of a results
 "differs", "inconclusive" or "not run" - with the numbers that decided it. Every ordering
 a claim states is decided by a 95% interval of the difference (:mod:`uqbench.compare`):
 "agrees" only when all of them are resolved for the claim and every run involved
-converged, "differs" when one is resolved against it, else "inconclusive". The thresholds that turn
+converged, "differs" when one is resolved against it, also with Holm's correction over the
+claim's conditions (:meth:`Claim.verdict`), else "inconclusive". The thresholds that turn
 the paper's words into numbers ("near maximum entropy", "clearly wider") are named
 constants below, so a reader can see and change them.
 """
@@ -21,7 +22,7 @@ import numpy as np
 
 from uqbench import compare as C
 from uqbench.errors import ConfigError
-from uqbench.stats import LEVEL, Interval
+from uqbench.stats import Interval
 
 if TYPE_CHECKING:  # pragma: no cover
     from uqbench.report.view import ResultsView
@@ -104,21 +105,23 @@ class Claim:
         up by chance up to ``k`` times as often as one 95% interval allows: it stands only
         when a condition is still resolved against the claim with every interval at
         ``1 - 0.05 / k``. Holm's step-down rejects at least one of ``k`` hypotheses exactly
-        when that Bonferroni step does, so this is Holm's correction for the verdict.
+        when that Bonferroni step does, so this is Holm's correction for the verdict. A check
+        must therefore list every ordering and threshold it tests as its own condition.
         """
         first = self.check(v)
         k = first.conditions
         if first.status != "differs" or k <= 1:
             return first
-        level = 1 - (1 - LEVEL) / k
+        base = v.level
+        level = 1 - (1 - base) / k
         with v.at_level(level):
             again = self.check(v)
         if again.status == "differs":
             note = f"; resolved against the claim with Holm's correction over its {k} conditions"
             return Verdict("differs", first.evidence + note, k)
         note = (
-            f"; resolved against the claim at 95%, but not with Holm's correction over its {k} "
-            f"conditions (intervals at {100 * level:.2f}%)"
+            f"; resolved against the claim at {100 * base:g}%, but not with Holm's correction "
+            f"over its {k} conditions (intervals at {100 * level:.2f}%)"
         )
         return Verdict("inconclusive", first.evidence + note, k)
 
@@ -282,21 +285,22 @@ def _notmnist_mnf_lowest(v: ResultsView) -> Verdict:
 
 def _notmnist_l2_most_overconfident(v: ResultsView) -> Verdict:
     ood, stat = _ood(v, "mnist", "median_entropy")
-    r = stat and _lowest(v, "mnist", "l2", stat, PAPER_METHODS, f"median {ood} entropy (nats)")
-    if not r:
+    ran = _ran(v, "mnist", stat, PAPER_METHODS) if stat else []
+    if "l2" not in ran or len(ran) < 2:
         return _not_run("MNIST runs of L2 and at least one other method with an OOD set")
     near_zero = NEAR_ZERO_ENTROPY * _log_k(v, "mnist")
     l2 = C.interval(v, "mnist", "l2", stat)
     below = -l2.relative_to(near_zero) if l2 else 0
-    conds = [1 if r.status == "agrees" else (-1 if r.status == "differs" else 0), below]
+    pairs = [("l2", m) for m in ran if m != "l2"]
+    # One condition per ordering and one for the threshold: Holm's correction counts them.
     return _decide(
         v,
         "mnist",
-        conds,
-        (),
-        f"{r.evidence.removesuffix(_UNRESOLVED)}; L2's median against 'almost zero' = "
-        f"{near_zero:.2f} "
-        f"({NEAR_ZERO_ENTROPY:g} ln 10): {_SIDE[below]}",
+        [C.order(v, "mnist", a, b, stat) for a, b in pairs] + [below],
+        ran,
+        f"median {ood} entropy (nats): {_values(v, 'mnist', stat, ran)}; "
+        f"{_diffs(v, 'mnist', pairs, stat, 3)}; L2's median against 'almost zero' = "
+        f"{near_zero:.2f} ({NEAR_ZERO_ENTROPY:g} ln 10): {_SIDE[below]}",
     )
 
 

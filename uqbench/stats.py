@@ -10,8 +10,8 @@ Two sources of noise (``/docs/statistics.md`` of the project brief):
   resampled examples are applied to both models).
 
 A difference is *resolved* when its 95% interval excludes zero. With one seed and no saved
-outputs there is no interval, and nothing is resolved; nor with values equal on every seed
-(no spread measured). The test-set bootstrap stands in only where each method has one
+outputs there is no interval, and nothing is resolved; nor for a difference equal on every
+seed (no spread measured). The test-set bootstrap stands in only where each method has one
 seed: it leaves out training noise, so it never replaces missing seeds of a multi-seed run.
 
 Everything here is deterministic (fixed bootstrap seed), so a report rebuilds byte-identical.
@@ -81,7 +81,8 @@ def t_quantile(p: float, df: int) -> float:
 
 @dataclass(frozen=True)
 class Interval:
-    """A point estimate with its 95% interval (``lo``/``hi`` None when there is none).
+    """A point estimate with its interval (95% unless asked otherwise; ``lo``/``hi`` None
+    when there is none).
 
     ``how`` says where the interval comes from, for captions and verdict evidence.
     """
@@ -115,12 +116,7 @@ def t_interval(values: Sequence[float], level: float = LEVEL) -> Interval:
     mean = float(x.mean())
     if n == 1:
         return Interval(mean, None, None, 1, "one seed: no interval")
-    sd = float(x.std(ddof=1))
-    if sd <= 1e-9 * max(1.0, abs(mean)):
-        # Equal values on every seed, up to float rounding (a quantized metric, a few test
-        # points apart): a zero spread over a handful of seeds is no zero-width interval.
-        return Interval(mean, None, None, n, f"{n} seeds, all equal: no spread, no interval")
-    half = t_quantile((1 + level) / 2, n - 1) * sd / math.sqrt(n)
+    half = t_quantile((1 + level) / 2, n - 1) * float(x.std(ddof=1)) / math.sqrt(n)
     return Interval(mean, mean - half, mean + half, n, f"t-interval over {n} seeds")
 
 
@@ -128,8 +124,14 @@ def paired_t(a: Sequence[float], b: Sequence[float], level: float = LEVEL) -> In
     """Mean of the paired differences ``a[i] - b[i]`` (same seed) with a t-interval."""
     if len(a) != len(b):
         raise ValueError("paired_t needs as many values of a as of b")
-    iv = t_interval(np.asarray(a, float) - np.asarray(b, float), level)
-    how = f"paired t over {iv.n} seeds" if iv.lo is not None else iv.how
+    d = np.asarray(a, float) - np.asarray(b, float)
+    iv = t_interval(d, level)
+    if iv.n > 1 and float(d.std(ddof=1)) <= 1e-9 * max(1.0, abs(iv.value)):
+        # The same difference on every seed, up to float rounding (a quantized metric, a few
+        # test points apart): a zero spread over a handful of seeds is no zero-width interval.
+        how = f"difference equal on all {iv.n} seeds: no spread, no interval"
+        return Interval(iv.value, None, None, iv.n, how)
+    how = f"paired t over {iv.n} seeds" if iv.n > 1 else iv.how
     return Interval(iv.value, iv.lo, iv.hi, iv.n, how)
 
 
