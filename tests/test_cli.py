@@ -39,6 +39,15 @@ def test_list_json_names_posteriors_tasks_and_suites(capsys):
         (["run", "--compile", "default", "--executor", "ray"], "--compile needs --executor"),
         (["report", "/nonexistent/results"], "no results file"),
         (["check", "/nonexistent", "--reference", "/nonexistent.json"], "no results file"),
+        (
+            [
+                "check",
+                str(Path(__file__).parents[1] / "results" / "quick"),
+                "--reference",
+                "/no.json",
+            ],
+            "no reference file",
+        ),
     ],
 )
 def test_bad_input_is_one_clear_line(argv, message, capsys):

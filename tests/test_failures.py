@@ -309,6 +309,7 @@ BASE = 'methods = ["l2"]\ntasks = ["toy-cubic"]\nseeds = [0]\n'
         (BASE + "[task.toy-cubic.method.l4]\n", "unknown method 'l4'"),
         (BASE + '[task.toy-cubic]\nextra_methods = ["nope"]\n', "unknown method 'nope'"),
         (BASE.replace("[0]", "[-1]"), "seeds must be integers from 0"),
+        (BASE.replace("[0]", "[0, 1, 0]"), "seed 0 is listed twice"),
         ('name = "../../x"\n' + BASE, "plain folder name"),
         ('name = "/tmp/abs"\n' + BASE, "plain folder name"),
         ("task = 3\n" + BASE, "expected tables of tasks"),
@@ -326,6 +327,8 @@ def test_bad_suite_files_are_one_line_naming_file_and_key(text, message, tmp_pat
 def test_negative_seed_on_the_command_line_is_one_line(capsys):
     assert main(["run", "--suite", "smoke", "--seeds", "-1", "--dry-run"]) == 2
     assert "seeds must be integers from 0" in capsys.readouterr().err
+    assert main(["run", "--suite", "smoke", "--seeds", "0", "0", "--dry-run"]) == 2
+    assert "command line: seed 0 is listed twice" in capsys.readouterr().err
 
 
 # -- 5. checkpoints: weights only; a bad one is named, set aside and retrained ------------

@@ -20,7 +20,7 @@ def test_paired_error_difference_matches_scipy(capsys: pytest.CaptureFixture[str
     err = {(r["method"], r["seed"]): r["metrics"]["error_pct"] for r in runs}
     d = np.array([err[("mnf", s)] - err[("ffg", s)] for s in range(5)])
     half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
-    assert pairwise.main([str(FOLDER), "mnist", "mnf", "ffg", "error_pct", "no.such.stat"]) == 0
+    assert pairwise.main([str(FOLDER / "results.json"), "mnist", "mnf", "ffg", "error_pct"]) == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("|")]
     rows = {line.split("|")[1].strip(): line for line in lines}
     cells = [c.strip() for c in rows["error_pct"].split("|")]
@@ -28,7 +28,6 @@ def test_paired_error_difference_matches_scipy(capsys: pytest.CaptureFixture[str
     lo, hi = (float(x) for x in cells[3].strip("[]").split(","))
     assert (lo, hi) == pytest.approx((d.mean() - half, d.mean() + half), rel=1e-3)
     assert cells[4] == ("yes" if lo > 0 or hi < 0 else "no")
-    assert "no value in runs of both" in rows["no.such.stat"]
 
 
 def test_missing_results_is_one_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -47,3 +46,6 @@ def test_unknown_method_task_or_statistic_is_one_clear_error(
     assert pairwise.main([str(FOLDER), "mnist", "mnf", "ffg", "ood.notmnist.aurocc"]) == 2
     err = capsys.readouterr().err
     assert "aurocc" in err and "auroc" in err.split("declared:")[1]
+    # A misspelled plain name is a path no run has: an error, not a row of "no value".
+    assert pairwise.main([str(FOLDER), "mnist", "mnf", "ffg", "erorr_pct"]) == 2
+    assert "'erorr_pct' has no value in any run of mnist" in capsys.readouterr().err

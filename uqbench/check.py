@@ -840,7 +840,7 @@ def run_check(
     is used (ResultsError when it does not exist); the tripwire needs no tolerances.
     """
     results_file = resolve_results_path(Path(results_path))
-    reference_file = resolve_results_path(Path(reference_path))
+    reference_file = resolve_results_path(Path(reference_path), "reference file")
     results = read_json(results_file, "results file")
     reference = read_json(reference_file, "reference file")
     if exact:

@@ -66,7 +66,7 @@ def build_parser(with_extras: bool = True) -> argparse.ArgumentParser:
         "--set",
         action="append",
         default=[],
-        metavar="TASK.KEY=VALUE",
+        metavar="TASK.SECTION.KEY=VALUE",
         help="override one task's suite setting, e.g. mnist.train.epochs=1, "
         "cifar5.data.n_train=500, mnist.ood=notmnist,fashion-mnist (repeatable; wins over "
         "the options that apply to every task)",

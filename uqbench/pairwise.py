@@ -40,6 +40,13 @@ def paired_table(view: ResultsView, task: str, a: str, b: str, names: list[str])
         "|---|--:|--:|---|---|",
     ]
     for name, stat in zip(names, stats, strict=True):
+        if not any(C.interval(view, task, m, stat) for m in view.methods(task)):
+            # A typo (``erorr_pct``) reads as a path no run has: say so, not "no value".
+            raise ResultsError(
+                f"statistic {name!r} has no value in any run of {task} here; names: "
+                f"{', '.join(sorted(C.STATS))}, ood.<set>.<metric>, fgsm.<...>, band.<...>, "
+                "or a dotted path into a run's metrics"
+            )
         d = C.compare(view, task, a, b, stat)
         if d is None:
             rows.append(f"| {name} | - | - | - | no value in runs of both |")
@@ -61,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         folder = Path(args.results)
+        if folder.name == "results.json":  # the file, as `uqbench report` and `check` take it
+            folder = folder.parent
         view = ResultsView(load_results(folder / "results.json"), folder)
         print(paired_table(view, args.task, args.a, args.b, args.stats or list(PAIRED_DEFAULTS)))
     except UQBenchError as exc:

@@ -48,13 +48,14 @@ def validate_results(results: dict, what: str = "results") -> None:
         raise ResultsError(f"{what} has no 'runs' list")
 
 
-def resolve_results_path(path: Path) -> Path:
-    """A results.json file, or the results.json inside a results directory."""
+def resolve_results_path(path: Path, what: str = "results file") -> Path:
+    """A results.json file, or the results.json inside a results directory (``what`` names
+    it in the error)."""
     path = Path(path)
     if path.is_dir():
         path = path / "results.json"
     if not path.is_file():
-        raise ResultsError(f"no results file at {path}")
+        raise ResultsError(f"no {what} at {path}")
     return path
 
 

@@ -32,7 +32,7 @@ SUITE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")
 #: Largest seed torch accepts.
 MAX_SEED = 2**63 - 1
 TASK_TABLE_KEYS = {"train", "eval", "data", "arch", "method", "extra_methods", "ood"}
-#: What ``--set TASK.KEY=VALUE`` may override on the command line, per task.
+#: What ``--set TASK.SECTION.KEY=VALUE`` may override on the command line, per task.
 CLI_TASK_KEYS = {"train", "eval", "data", "arch", "ood"}
 
 
@@ -250,6 +250,9 @@ def _check_seeds(seeds: Any, where: str) -> None:
         isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_SEED for s in seeds
     ):
         raise ConfigError(f"{where}: seeds must be integers from 0 to 2**63-1, got {seeds!r}")
+    twice = sorted({s for s in seeds if list(seeds).count(s) > 1})
+    if twice:
+        raise ConfigError(f"{where}: seed {twice[0]} is listed twice (each seed runs once)")
 
 
 def _check_posterior_keys(method: str, config: dict[str, Any], where: str) -> None:
