@@ -20,6 +20,7 @@ from uqbench.check import (
     format_report,
     load_tolerances,
     run_check,
+    settings_differences,
 )
 from uqbench.errors import ResultsError
 from uqbench.tolerances import derive_tolerances
@@ -411,6 +412,27 @@ def test_run_check_files_directories_and_default_tolerance_path(tmp_path: Path):
     assert not report.passed and "rmse" in format_report(report)
     with pytest.raises(ResultsError, match="no results file"):
         run_check(tmp_path / "nowhere", ref_file, None)
+
+
+def test_results_of_other_settings_are_bad_input_not_a_regression(tmp_path: Path):
+    # Same suite and runs, but trained for other epochs: the metrics differ because the
+    # settings do, which the check must say instead of "behaviour changed".
+    ref = make_results()
+    for r in ref["runs"]:
+        r["config"] = {"train": {"epochs": 12, "lr": 0.001}, "eval": {"test_samples": 10}}
+    cur = copy.deepcopy(ref)
+    for r in cur["runs"]:
+        r["config"]["train"]["epochs"] = 6
+        r["config"]["eval"]["new_key"] = 1  # recorded by one side only: not a difference
+    ref_file = _write(tmp_path / "ref.json", ref)
+    cur_file = _write(tmp_path / "cur.json", cur)
+    for exact in (True, False):
+        with pytest.raises(ResultsError, match=r"train\.epochs: 6 vs 12 \(and \d+ more\)"):
+            run_check(cur_file, ref_file, None, exact=exact)
+    for r in cur["runs"]:
+        r["config"]["train"]["epochs"] = 12
+    assert settings_differences(cur, ref) == []
+    assert run_check(_write(tmp_path / "cur.json", cur), ref_file, None, exact=True).passed
 
 
 def test_tolerances_script_writes_a_loadable_file(tmp_path: Path, capsys):

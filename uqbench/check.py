@@ -824,6 +824,45 @@ def default_tolerance_path(reference_path: Path) -> Path:
     return reference_path.with_name(f"{reference_path.stem}-tolerances.json")
 
 
+#: The sections of a run's ``config`` that a user sets (suite, flags); the rest derives.
+SETTING_SECTIONS = ("train", "eval", "data", "arch", "posterior")
+
+
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix.rstrip("."): d} if prefix else {}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def settings_differences(results: Any, reference: Any) -> list[str]:
+    """``"method/task key: ours vs theirs"`` for each setting (``config`` of
+    :data:`SETTING_SECTIONS`) that a run of the results and a reference run of the same
+    (method, task) both record, with different values. A key only one side records (a
+    setting added since the reference was made) is not a difference."""
+    if not isinstance(results, dict) or not isinstance(reference, dict):
+        return []
+
+    def settings(doc: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+        out: dict[tuple[str, str], dict[str, Any]] = {}
+        for r in doc.get("runs") or []:
+            if isinstance(r, dict) and isinstance(r.get("config"), dict):
+                cfg = {s: r["config"].get(s) for s in SETTING_SECTIONS if s in r["config"]}
+                out.setdefault((str(r.get("method")), str(r.get("task"))), _flat(cfg))
+        return out
+
+    ours, theirs = settings(results), settings(reference)
+    found = []
+    for key in sorted(set(ours) & set(theirs)):
+        a, b = ours[key], theirs[key]
+        for name in sorted(set(a) & set(b)):
+            if a[name] != b[name]:
+                found.append(f"{key[0]}/{key[1]} {name}: {a[name]!r} vs {b[name]!r}")
+    return found
+
+
 def run_check(
     results_path: Path,
     reference_path: Path,
@@ -843,6 +882,14 @@ def run_check(
     reference_file = resolve_results_path(Path(reference_path), "reference file")
     results = read_json(results_file, "results file")
     reference = read_json(reference_file, "reference file")
+    differ = settings_differences(results, reference)
+    if differ:
+        more = f" (and {len(differ) - 3} more)" if len(differ) > 3 else ""
+        raise ResultsError(
+            "the results were made with other settings than the reference, so their metrics "
+            f"cannot be compared: {'; '.join(differ[:3])}{more} (results vs reference); run "
+            "the reference's suite without overriding it (--epochs, --set, ...)"
+        )
     if exact:
         return check_identical(results, reference)
     if tolerance_path is None:
