@@ -37,6 +37,8 @@ def test_list_json_names_posteriors_tasks_and_suites(capsys):
         (["run", "--set", "mnist.ood=nope", "--dry-run"], "unknown OOD set 'nope'"),
         (["run", "--device", "cuda:0", "--methods", "l2"], "no CUDA GPU"),
         (["run", "--compile", "default", "--executor", "ray"], "--compile needs --executor"),
+        (["run", "--cpus-per-run", "2", "--dry-run"], "--cpus-per-run needs --executor"),
+        (["run", "--gpus-per-run", "0.5", "--dry-run"], "--gpus-per-run need --executor ray"),
         (["report", "/nonexistent/results"], "no results file"),
         (["check", "/nonexistent", "--reference", "/nonexistent.json"], "no results file"),
         (

@@ -266,6 +266,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise ConfigError(
             f"--vectorize-seeds trains in this process: leave out --executor {args.executor}"
         )
+    if args.executor != "ray" and (args.address or args.gpus_per_run):
+        raise ConfigError("--address and --gpus-per-run need --executor ray")
+    if args.executor == "local" and args.cpus_per_run != 1:
+        raise ConfigError("--cpus-per-run needs --executor processes or ray")
     if args.dry_run:
         print(describe(suite.runs(overrides)))
         return 0
@@ -285,17 +289,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     elif args.executor == "processes":
         from uqbench.executors import ProcessExecutor
 
-        if args.address or args.gpus_per_run:
-            raise ConfigError("--address and --gpus-per-run need --executor ray")
         device_name = args.device or "cpu"
         resolve_device(device_name)  # a bad or absent device: one line, nothing trained
         executor = ProcessExecutor(jobs=args.jobs, device=device_name, threads=args.cpus_per_run)
         device = resolve_device("cpu")  # the driver only loads data; workers train
     else:
-        if args.address or args.gpus_per_run:
-            raise ConfigError("--address and --gpus-per-run need --executor ray")
-        if args.cpus_per_run != 1:
-            raise ConfigError("--cpus-per-run needs --executor processes or ray")
         device = resolve_device(args.device or "cpu")
     runner = Runner(
         suite,
