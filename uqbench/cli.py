@@ -18,7 +18,7 @@ from typing import Any
 from uqbench.errors import UQBenchError
 from uqbench.settings import SETTINGS
 
-EPILOG = "Docs: README.md. Data lookup: --data-dir, then $UQBENCH_DATA_DIR, then the user cache."
+EPILOG = "Docs: README.md. Data lookup: --data-dir (else $UQBENCH_DATA_DIR), then the user cache."
 
 
 def _names(values: list[str] | None) -> list[str] | None:

@@ -1,7 +1,7 @@
 """Where data sets are looked for, and how missing files are downloaded.
 
-Lookup order (:meth:`DataSource.resolve`): the ``--data-dir`` argument, then the
-``UQBENCH_DATA_DIR`` environment variable, then the user cache
+Lookup order (:meth:`DataSource.resolve`): the ``--data-dir`` argument (or, without it, the
+``UQBENCH_DATA_DIR`` environment variable: the argument wins), then the user cache
 (``$XDG_CACHE_HOME/uqbench/data`` or ``~/.cache/uqbench/data``; ``$UQBENCH_CACHE_DIR/data``
 when that variable is set, as for checkpoints). The cache is always
 searched last and is where downloads go. Inside a data folder each data set has its own
@@ -96,7 +96,7 @@ class DataSource:
         download: bool = True,
         allow_unverified: bool | None = None,
     ) -> DataSource:
-        """Apply the lookup order: ``data_dir``, then ``$UQBENCH_DATA_DIR``, then the cache.
+        """Apply the lookup order: ``data_dir`` (else ``$UQBENCH_DATA_DIR``), then the cache.
 
         ``allow_unverified=None`` reads ``UQBENCH_ALLOW_UNVERIFIED`` (1/true/yes).
         """
