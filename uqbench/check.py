@@ -477,10 +477,9 @@ def check_results(
     every (method, task, seed) run of the reference must be in the results, and each side's
     mean is over the reference's seeds (seeds only the results have are ignored). With
     ``seeds="any"`` the results may have been made with other seeds (a clean re-run with new
-    seeds, say):
-    each side's mean is over its own seeds, and every (method, task) of the reference must
-    be there. With ``two_sided``, a metric better than the reference by more than its
-    tolerance fails the check too (the reference no longer describes the code).
+    seeds, say): each side's mean is over its own seeds, and every (method, task) of the
+    reference must be there. With ``two_sided``, a metric better than the reference by more
+    than its tolerance fails the check too (the reference no longer describes the code).
     Raises ResultsError on bad input: another schema or suite, an empty reference, a missing
     run, a metric that is not a finite number or has the wrong shape.
     """
@@ -828,9 +827,8 @@ def default_tolerance_path(reference_path: Path) -> Path:
 SETTING_SECTIONS = ("train", "eval", "data", "arch", "posterior")
 
 
-def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(d, dict):
-        return {prefix.rstrip("."): d} if prefix else {}
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a.b": 1}`` for ``{"a": {"b": 1}}``."""
     out: dict[str, Any] = {}
     for k, v in d.items():
         out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})

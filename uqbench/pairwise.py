@@ -40,7 +40,8 @@ def paired_table(view: ResultsView, task: str, a: str, b: str, names: list[str])
         "|---|--:|--:|---|---|",
     ]
     for name, stat in zip(names, stats, strict=True):
-        if not any(C.interval(view, task, m, stat) for m in view.methods(task)):
+        runs = [r for m in view.methods(task) for r in view.runs_for(task, m)]
+        if all(stat.value(r.get("metrics") or {}) is None for r in runs):
             # A typo (``erorr_pct``) reads as a path no run has: say so, not "no value".
             raise ResultsError(
                 f"statistic {name!r} has no value in any run of {task} here; names: "

@@ -216,9 +216,10 @@ def _below(
     note: str = "",
     shown: list[tuple[str, str]] | None = None,
     tail: str = "",
+    extra: tuple[int, ...] = (),
 ) -> Verdict:
     """Claim "``a``'s ``stat`` is below ``b``'s" for each ``(a, b)`` of ``pairs``, on the runs
-    ``ran``.
+    ``ran``; ``extra`` adds conditions of the same claim decided elsewhere (a threshold).
 
     The evidence reads ``<what>: <the value of each run><note>; <differences><tail>``, the
     differences taken as ``shown`` orders them (default: as ``pairs``).
@@ -226,7 +227,7 @@ def _below(
     return _decide(
         v,
         task,
-        [C.order(v, task, a, b, stat) for a, b in pairs],
+        [C.order(v, task, a, b, stat) for a, b in pairs] + list(extra),
         ran,
         f"{what}: {_values(v, task, stat, ran, d)}{note}; "
         + _diffs(v, task, pairs if shown is None else shown, stat, d)
@@ -291,16 +292,17 @@ def _notmnist_l2_most_overconfident(v: ResultsView) -> Verdict:
     near_zero = NEAR_ZERO_ENTROPY * _log_k(v, "mnist")
     l2 = C.interval(v, "mnist", "l2", stat)
     below = -l2.relative_to(near_zero) if l2 else 0
-    pairs = [("l2", m) for m in ran if m != "l2"]
     # One condition per ordering and one for the threshold: Holm's correction counts them.
-    return _decide(
+    return _below(
         v,
         "mnist",
-        [C.order(v, "mnist", a, b, stat) for a, b in pairs] + [below],
+        stat,
+        [("l2", m) for m in ran if m != "l2"],
         ran,
-        f"median {ood} entropy (nats): {_values(v, 'mnist', stat, ran)}; "
-        f"{_diffs(v, 'mnist', pairs, stat, 3)}; L2's median against 'almost zero' = "
-        f"{near_zero:.2f} ({NEAR_ZERO_ENTROPY:g} ln 10): {_SIDE[below]}",
+        f"median {ood} entropy (nats)",
+        tail=f"; L2's median against 'almost zero' = {near_zero:.2f} "
+        f"({NEAR_ZERO_ENTROPY:g} ln 10): {_SIDE[below]}",
+        extra=(below,),
     )
 
 

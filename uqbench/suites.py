@@ -17,6 +17,7 @@ import json
 import math
 import re
 import tomllib
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -250,7 +251,7 @@ def _check_seeds(seeds: Any, where: str) -> None:
         isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_SEED for s in seeds
     ):
         raise ConfigError(f"{where}: seeds must be integers from 0 to 2**63-1, got {seeds!r}")
-    twice = sorted({s for s in seeds if list(seeds).count(s) > 1})
+    twice = sorted(s for s, n in Counter(seeds).items() if n > 1)
     if twice:
         raise ConfigError(f"{where}: seed {twice[0]} is listed twice (each seed runs once)")
 
