@@ -51,6 +51,9 @@ class OODSet:
     #: Registry name, set by ``register_ood_set``; the key of its metrics.
     name: ClassVar[str] = ""
     display_name: ClassVar[str] = ""
+    #: The input shapes ``load`` can give, so that a suite pairing the set with a task of
+    #: another shape is refused before any data is read; None: it adapts, or cannot say.
+    in_shapes: ClassVar[tuple[tuple[int, ...], ...] | None] = None
 
     def load(
         self, source: Any, *, in_shape: tuple[int, ...], n: int | None, seed: int, stream: str
@@ -97,6 +100,7 @@ class NotMNIST(OODSet):
     """
 
     display_name: ClassVar[str] = "notMNIST"
+    in_shapes: ClassVar[tuple[tuple[int, ...], ...] | None] = ((1, 28, 28),)
 
     def load(
         self, source: Any, *, in_shape: tuple[int, ...], n: int | None, seed: int, stream: str
@@ -115,6 +119,7 @@ class FashionMNIST(OODSet):
     """
 
     display_name: ClassVar[str] = "Fashion-MNIST"
+    in_shapes: ClassVar[tuple[tuple[int, ...], ...] | None] = ((1, 28, 28),)
 
     def load(
         self, source: Any, *, in_shape: tuple[int, ...], n: int | None, seed: int, stream: str
@@ -140,6 +145,7 @@ class Cifar5Hidden(OODSet):
     """
 
     display_name: ClassVar[str] = "CIFAR-5 hidden classes"
+    in_shapes: ClassVar[tuple[tuple[int, ...], ...] | None] = ((3, 32, 32),)
     #: Subset stream ``<task>/ood/hidden``: the draws made before OOD sets were a registry.
     stream_name: ClassVar[str] = "hidden"
 

@@ -144,6 +144,13 @@ class Suite:
                         f"task {t!r}: unknown OOD set {name!r}; known: "
                         f"{', '.join(OOD_SETS.names()) or 'none'}"
                     )
+                shapes = OOD_SETS.get(name).in_shapes
+                if shapes is not None and tuple(task_cls.in_shape) not in map(tuple, shapes):
+                    raise ConfigError(
+                        f"task {t!r}: OOD set {name!r} gives inputs of shape "
+                        f"{' or '.join(str(list(s)) for s in shapes)}, but the task takes "
+                        f"{list(task_cls.in_shape)}"
+                    )
             data_table = {**table.get("data", {}), **o.get("data", {}), **ct.get("data", {})}
             data = {k: data_table.get(k) for k in DataSettings.types()}
             arch = {**table.get("arch", {}), **ct.get("arch", {})}
