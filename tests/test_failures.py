@@ -426,8 +426,12 @@ def test_interrupted_mid_epoch_resumes_exactly(tmp_path, monkeypatch):
         return orig2(x, y)
 
     resumed.loss = counting
-    log = train(resumed, tiny_data(), checkpoint=ckpt, **kw)
+    said: list[str] = []
+    log = train(resumed, tiny_data(), checkpoint=ckpt, log_message=said.append, **kw)
     assert done["steps"] == 30 - 14  # only the steps not yet done
+    assert said == [f"    train: resuming from {ckpt} at step 14 of 30 (epoch 2)"]
+    train(tiny_model("ffg"), tiny_data(), checkpoint=ckpt, log_message=said.append, **kw)
+    assert said[1] == f"    train: trained model found in {ckpt}, not retrained"
     assert (log.epoch, log.loss, log.nll, log.kl) == (
         ref_log.epoch,
         ref_log.loss,

@@ -118,6 +118,14 @@ def train(
             start_epoch, start_step = state["epoch"], state.get("step", 0)
             if start_step:
                 perm, sums = state["perm"].to(device), state["sums"].to(device)
+            if log_message is not None:
+                done = start_epoch * steps + start_step
+                log_message(
+                    f"    {desc}: trained model found in {checkpoint}, not retrained"
+                    if done >= epochs * steps
+                    else f"    {desc}: resuming from {checkpoint} at step {done} of "
+                    f"{epochs * steps} (epoch {start_epoch + 1})"
+                )
 
     model.train()
     bar = tqdm(
