@@ -35,7 +35,13 @@ def test_list_json_names_posteriors_tasks_and_suites(capsys):
         (["run", "--set", "mnist=1", "--dry-run"], "expected TASK.SECTION.KEY=VALUE"),
         (["run", "--set", "nope.train.epochs=1", "--dry-run"], "task 'nope' is not among"),
         (["run", "--set", "mnist.ood=nope", "--dry-run"], "unknown OOD set 'nope'"),
+        (
+            ["run", "--set", "toy-cubic.ood=notmnist", "--dry-run"],
+            "OOD set 'notmnist' gives inputs of shape [1, 28, 28], but the task takes [1]",
+        ),
         (["run", "--device", "cuda:0", "--methods", "l2"], "no CUDA GPU"),
+        (["run", "--device", "cuda", "--dry-run"], "no CUDA GPU"),
+        (["run", "--device", "gpu", "--dry-run"], "bad device 'gpu'"),
         (["run", "--compile", "default", "--executor", "ray"], "--compile needs --executor"),
         (["run", "--cpus-per-run", "2", "--dry-run"], "--cpus-per-run needs --executor"),
         (["run", "--gpus-per-run", "0.5", "--dry-run"], "--gpus-per-run need --executor ray"),
@@ -79,6 +85,10 @@ def test_run_then_report_rebuilds_from_results_alone(tmp_path, tiny_task, capsys
     res = load_results(out / "tiny")
     assert [r["method"] for r in res["runs"]] == ["l2", "dropout"]
     assert res["command"].startswith("uqbench")
+    capsys.readouterr()
+    argv = ["run", "--suite", str(suite), "--out", str(out), "--seeds", "0", "1", "--dry-run"]
+    assert main(argv) == 0  # the dry run says what a real one would skip
+    assert "4 runs: 2 already done" in capsys.readouterr().err
     for f in ("report.md", "report.html"):
         (out / "tiny" / f).unlink()
     assert main(["report", str(out / "tiny")]) == 0

@@ -271,7 +271,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.executor == "local" and args.cpus_per_run != 1:
         raise ConfigError("--cpus-per-run needs --executor processes or ray")
     if args.dry_run:
-        print(describe(suite.runs(overrides)))
+        specs = suite.runs(overrides)
+        if args.executor != "ray":  # Ray's workers, not this machine, provide the device
+            resolve_device(args.device or "cpu")
+        print(describe(specs))
+        dry = Runner(
+            suite,
+            out=Path(args.out),
+            source=_source(args),
+            device=resolve_device("cpu"),
+            command="",
+            overrides=overrides,
+        )
+        todo = len(dry.todo())
+        print(
+            f"{len(specs)} runs: {len(specs) - todo} already done in {dry.runs_dir}, "
+            f"{todo} would run",
+            file=sys.stderr,
+        )
         return 0
     executor = None
     if args.executor == "ray":

@@ -132,7 +132,7 @@ class Runner:
         describe = getattr(self.executor, "environment", None)
         if describe is not None:  # runs made elsewhere: say where
             env = describe(env)
-        todo = [s for s in self.specs if not self._is_done(s)]
+        todo = self.todo()
         self.log(
             f"suite {self.suite.name}: {len(self.specs)} runs, {len(self.specs) - len(todo)} "
             f"already done; results -> {self.out}, checkpoints -> {cache_dir() / 'checkpoints'}"
@@ -165,6 +165,10 @@ class Runner:
         return merge_results(
             self.out, self.suite.name, self.command, env, expected=self.expected_specs()
         )
+
+    def todo(self) -> list[RunSpec]:
+        """The suite's runs not yet done in the results folder (see :meth:`_is_done`)."""
+        return [s for s in self.specs if not self._is_done(s)]
 
     def train_seed_groups(self, todo: list[RunSpec]) -> None:
         """Train the seeds of each (method, task, settings) of ``todo`` as one model.
