@@ -340,6 +340,12 @@ def test_rejects_wrong_schema(tmp_path: Path) -> None:
         write_report({"schema": "other/1", "runs": []}, tmp_path)
     with pytest.raises(ResultsError):
         write_report({"schema": "uqbench.results/1"}, tmp_path)
+    # A run that does not say its seed cannot be paired with the others' (it read as seed 0).
+    run = {k: v for k, v in _results()["runs"][0].items() if k != "seed"}
+    with pytest.raises(ResultsError, match=r"runs\[0\] has no valid 'seed'"):
+        write_report({**_results(), "runs": [run]}, tmp_path)
+    with pytest.raises(ResultsError, match="'method', 'seed'"):
+        write_report({**_results(), "runs": [{"task": "mnist", "seed": True}]}, tmp_path)
 
 
 def test_discussion_file_notes_reach_their_claims(tmp_path):

@@ -239,13 +239,13 @@ def _by_seed(view: ResultsView, task: str, method: str, stat: Stat) -> dict[int,
     for r in view.runs_for(task, method):
         x = stat.value(r.get("metrics") or {})
         if x is not None:
-            out[int(r.get("seed") or 0)] = x
+            out[int(r["seed"])] = x
     return out
 
 
 def _run(view: ResultsView, task: str, method: str, seed: int) -> dict[str, Any] | None:
     for r in view.runs_for(task, method):
-        if int(r.get("seed") or 0) == seed:
+        if int(r["seed"]) == seed:
             return r
     return None
 

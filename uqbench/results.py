@@ -46,6 +46,23 @@ def validate_results(results: dict, what: str = "results") -> None:
         )
     if not isinstance(results.get("runs"), list):
         raise ResultsError(f"{what} has no 'runs' list")
+    validate_runs(results["runs"], what)
+
+
+def validate_runs(runs: list, what: str = "results") -> None:
+    """Refuse runs that do not say which method, task and seed they are."""
+    for i, run in enumerate(runs):
+        if not isinstance(run, dict):
+            raise ResultsError(f"{what}: runs[{i}] is not a JSON object")
+        bad = [k for k in ("method", "task") if not isinstance(run.get(k), str)]
+        seed = run.get("seed")
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            bad.append("seed")
+        if bad:  # a run without its seed cannot be paired with the other methods' seeds
+            raise ResultsError(
+                f"{what}: runs[{i}] has no valid {', '.join(repr(k) for k in bad)} "
+                "(a string method and task, an integer seed)"
+            )
 
 
 def resolve_results_path(path: Path, what: str = "results file") -> Path:

@@ -18,6 +18,7 @@ import numpy as np
 
 from uqbench import stats as S
 from uqbench.errors import ResultsError
+from uqbench.results import validate_runs
 
 
 def get_path(d: Any, path: Iterable[str]) -> Any:
@@ -50,13 +51,14 @@ class ResultsView:
         runs = results.get("runs")
         if not isinstance(runs, list):
             raise ResultsError("results have no 'runs' list; is this a merged results.json?")
+        validate_runs(runs)
         self.results = results
-        self.runs = [r for r in runs if isinstance(r, dict) and "task" in r and "method" in r]
+        self.runs = runs
         self._by: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
         for r in self.runs:
             self._by[(r["task"], r["method"])].append(r)
         for v in self._by.values():
-            v.sort(key=lambda r: r.get("seed", 0) or 0)
+            v.sort(key=lambda r: r["seed"])
         self.base_dir = Path(base_dir) if base_dir is not None else None
         #: Intervals and comparisons already computed (bootstraps are not free).
         self.cache: dict[tuple[Any, ...], Any] = {}
