@@ -49,3 +49,29 @@ def test_unknown_method_task_or_statistic_is_one_clear_error(
     # A misspelled plain name is a path no run has: an error, not a row of "no value".
     assert pairwise.main([str(FOLDER), "mnist", "mnf", "ffg", "erorr_pct"]) == 2
     assert "'erorr_pct' has no value in any run of mnist" in capsys.readouterr().err
+
+
+def test_test_noise_widens_by_the_shared_test_sets_variance(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Independently: the test-set variance of the seeds' mean difference is var(v) / n, v
+    # being each test example's mean (over seeds) of MNF's minus FFG's error indicator.
+    runs = {
+        (r["method"], r["seed"]): r
+        for r in json.loads((FOLDER / "results.json").read_text())["runs"]
+    }
+    wrong = {}
+    for (m, s), r in runs.items():
+        if m in ("mnf", "ffg"):
+            with np.load(FOLDER / "runs" / r["predictions"]) as z:
+                wrong[m, s] = 100.0 * (z["test.pred"] != z["test.y"])
+    d = np.array([wrong["mnf", s].mean() - wrong["ffg", s].mean() for s in range(5)])
+    v = np.mean([wrong["mnf", s] - wrong["ffg", s] for s in range(5)], axis=0)
+    half = stats.t.ppf(0.975, 4) * np.sqrt(d.var(ddof=1) / 5 + v.var() / len(v))
+    argv = [str(FOLDER), "mnist", "mnf", "ffg", "error_pct", "--test-noise"]
+    assert pairwise.main(argv) == 0
+    row = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("| error_pct"))
+    cells = [c.strip() for c in row.split("|")]
+    lo, hi = (float(x) for x in cells[3].strip("[]").split(","))
+    assert (hi - lo) / 2 == pytest.approx(half, rel=0.05)
+    assert "test-set bootstrap" in cells[5]

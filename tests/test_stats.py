@@ -289,3 +289,67 @@ def test_each_ordering_of_the_l2_overconfidence_claim_is_its_own_condition() -> 
             runs.append(r)
     claim = next(c for c in CLAIMS if c.id == "notmnist-l2-most-overconfident")
     assert claim.check(ResultsView({"runs": runs})).conditions == 5
+
+
+def test_test_noise_adds_the_shared_test_sets_variance_to_the_seeds(tmp_path) -> None:
+    # Three seeds of a and b on one shared test set of n examples. Seed s of a errs on the
+    # first 20 + 5s examples, seed s of b on examples 10 .. 10 + 60 + 10s: the per-seed
+    # differences spread (training noise) and the test set itself is a sample (test noise).
+    n, k = 2000, 3
+    y = np.zeros(n, dtype=np.int64)
+    (tmp_path / "runs").mkdir()
+    wrong = {"a": [range(20 + 5 * s) for s in range(k)]}
+    wrong["b"] = [range(10, 70 + 10 * s) for s in range(k)]
+    runs, per_example = [], {}
+    for m, sets in wrong.items():
+        per_example[m] = np.zeros((k, n))
+        for s, idx in enumerate(sets):
+            pred = y.copy()
+            pred[list(idx)] = 1
+            per_example[m][s, list(idx)] = 100.0  # error in percentage points
+            np.savez_compressed(
+                tmp_path / "runs" / f"{m}{s}.npz", **{"test.y": y, "test.pred": pred}
+            )
+            runs.append(_run(m, s, 100 * len(idx) / n, f"{m}{s}.npz"))
+    stat = C.STATS["error_pct"]
+    d = per_example["a"].mean(1) - per_example["b"].mean(1)  # per-seed differences
+    t2 = scipy_stats.t.ppf(0.975, k - 1)
+
+    plain = C.compare(ResultsView({"runs": runs}, tmp_path), "mnist", "a", "b", stat)
+    assert plain.hi - plain.value == pytest.approx(t2 * d.std(ddof=1) / math.sqrt(k))
+
+    view = ResultsView({"runs": runs}, tmp_path, test_noise=True)
+    c = C.compare(view, "mnist", "a", "b", stat)
+    # The bootstrap variance of the mean of per-example values v over n resampled
+    # examples is var(v) / n, in closed form; v is the seeds' mean difference per example.
+    v = (per_example["a"] - per_example["b"]).mean(0)
+    test_var = v.var() / n
+    half = t2 * math.sqrt(d.var(ddof=1) / k + test_var)
+    assert c.value == pytest.approx(d.mean())
+    assert c.hi - c.value == pytest.approx(half, rel=0.05)
+    assert c.value - c.lo == pytest.approx(half, rel=0.05)
+    assert c.hi - c.lo > plain.hi - plain.lo and "test-set bootstrap" in c.how
+
+    # One method's mean: the same, with v its own per-example errors.
+    iv = C.interval(view, "mnist", "b", stat)
+    e = per_example["b"].mean(1)
+    half = t2 * math.sqrt(e.var(ddof=1) / k + per_example["b"].mean(0).var() / n)
+    assert iv.hi - iv.value == pytest.approx(half, rel=0.05)
+
+    # A run without saved outputs: the seeds' interval, saying why.
+    runs[0] = {k_: v_ for k_, v_ in runs[0].items() if k_ != "predictions"}
+    c = C.compare(ResultsView({"runs": runs}, tmp_path, test_noise=True), "mnist", "a", "b", stat)
+    assert (c.lo, c.hi) == (plain.lo, plain.hi) and "seeds only" in c.how
+
+
+def test_t_with_test_noise_by_hand() -> None:
+    # values (1, 2, 3): s^2 / k = 1/3; with test_var 1/6 the se is sqrt(1/2).
+    iv = S.t_with_test_noise([1.0, 2.0, 3.0], 1 / 6)
+    assert iv.value == 2.0 and iv.hi - 2.0 == pytest.approx(4.302653 * math.sqrt(0.5), rel=1e-6)
+    # No test noise: the seeds' t-interval; the same value on every seed: test noise alone.
+    assert S.t_with_test_noise([1.0, 2.0, 3.0], 0.0).lo == pytest.approx(S.t_interval([1, 2, 3]).lo)
+    iv = S.t_with_test_noise([0.5, 0.5, 0.5], 0.01)
+    assert iv.hi - 0.5 == pytest.approx(4.302653 * 0.1, rel=1e-6)
+    assert S.t_with_test_noise([0.5, 0.5], 0.0).lo is None
+    with pytest.raises(ValueError):
+        S.t_with_test_noise([0.5], 0.01)

@@ -10,6 +10,9 @@ recomputed from the run's saved per-example outputs under bootstrap weights. On 
 * :func:`compare` gives the difference of two methods with its interval (paired t over the
   seeds both ran; when each ran one seed, the same, a paired bootstrap over test examples);
 * :func:`best` names the best method of a column only when it beats every other resolved.
+
+With ``view.test_noise`` (:meth:`ResultsView.with_test_noise`), the intervals over seeds are
+widened by the test set's noise (:func:`uqbench.stats.t_with_test_noise`).
 """
 
 from __future__ import annotations
@@ -136,8 +139,17 @@ def ood_stat(ood: str, what: str, h_max: float = math.log(10)) -> Stat:
         thr = S.w_quantile(hin(o), w["test"], 0.95)
         return None if thr is None else S.w_mean((h(o) <= thr).astype(float), w[g])
 
+    ranks: dict[int, tuple[Outputs, tuple[np.ndarray, int]]] = {}
+
+    def auroc(o: Outputs, w: Weights) -> float | None:
+        # The ranks do not depend on the weights: once per run's outputs, which the entry
+        # keeps alive so that its id is not reused.
+        if id(o) not in ranks:
+            ranks[id(o)] = (o, S.auroc_ranks(hin(o), h(o)))
+        return S.w_auroc(hin(o), w["test"], h(o), w[g], ranks[id(o)][1])
+
     weighted: dict[str, Callable[..., Any]] = {
-        "auroc": lambda o, w: S.w_auroc(hin(o), w["test"], h(o), w[g]),
+        "auroc": auroc,
         "fpr95": fpr95,
         "fpr95_in": fpr95_in,
         "median_entropy": lambda o, w: S.w_quantile(h(o), w[g], 0.5),
@@ -250,16 +262,71 @@ def _run(view: ResultsView, task: str, method: str, seed: int) -> dict[str, Any]
     return None
 
 
+def _replicates(view: ResultsView, run: dict[str, Any], stat: Stat) -> np.ndarray | None:
+    """``stat`` of ``run`` under each bootstrap resample of its examples (cached; None
+    without saved outputs). Runs with as many examples per group get the same resamples."""
+    out = view.outputs(run)
+    sizes = _sizes(stat, out) if out is not None and stat.weighted else None
+    if not sizes or any(n == 0 for n in sizes.values()):
+        return None
+    key = ("replicates", run.get("predictions"), stat.name, tuple(sorted(sizes.items())))
+    if key not in view.cache:
+        view.cache[key] = S.bootstrap_values(stat.weighted, out, sizes, n_boot=S.N_BOOT_VAR)
+    return view.cache[key]
+
+
+def _test_variance(
+    view: ResultsView, task: str, seeds: list[int], a: str, b: str | None, stat: Stat
+) -> float | None:
+    """Test-set variance of ``stat``'s mean over ``seeds`` (of ``a - b`` when ``b`` is given):
+    its variance over bootstrap resamples of the test examples, the same resample for every
+    seed and both methods, as they share one test set. None when a run has no saved outputs
+    or the runs' example counts differ."""
+    parts = []
+    for m, sign in ((a, 1.0), (b, -1.0)):
+        if m is None:
+            continue
+        for s in seeds:
+            run = _run(view, task, m, s)
+            reps = None if run is None else _replicates(view, run, stat)
+            if reps is None:
+                return None
+            parts.append((sign, reps, _sizes(stat, view.outputs(run) or {})))
+    if len({tuple(sorted(z.items())) for _, _, z in parts}) != 1:
+        return None
+    mean = sum(sign * reps for sign, reps, _ in parts) / len(seeds)
+    mean = mean[np.isfinite(mean)]
+    return float(np.var(mean, ddof=1)) if len(mean) >= S.N_BOOT_VAR // 2 else None
+
+
+def _with_test_noise(
+    view: ResultsView, task: str, seeds: list[int], a: str, b: str | None, stat: Stat,
+    values: list[float], seeds_only: S.Interval,
+) -> S.Interval:  # fmt: skip
+    """``seeds_only`` widened by the test-set noise when ``view.test_noise`` asks for it and
+    every run saved its outputs; else ``seeds_only``, saying so when it was asked for."""
+    if not view.test_noise:
+        return seeds_only
+    var = _test_variance(view, task, seeds, a, b, stat)
+    if var is None:
+        how = f"{seeds_only.how}; no saved outputs for the test-set part: seeds only"
+        return S.Interval(seeds_only.value, seeds_only.lo, seeds_only.hi, seeds_only.n, how)
+    return S.t_with_test_noise(values, var, view.level)
+
+
 def interval(view: ResultsView, task: str, method: str, stat: Stat) -> S.Interval | None:
     """Mean of ``stat`` over ``method``'s seeds with its interval at ``view.level`` (None:
-    never ran)."""
-    key = ("interval", task, method, stat.name, view.level)
+    never ran); with ``view.test_noise``, widened by the test set's noise."""
+    key = ("interval", task, method, stat.name, view.level, view.test_noise)
     if key in view.cache:
         return view.cache[key]
     vals = _by_seed(view, task, method, stat)
     result: S.Interval | None = None
     if len(vals) >= 2:
-        result = S.t_interval(list(vals.values()), view.level)
+        values = list(vals.values())
+        result = _with_test_noise(
+            view, task, list(vals), method, None, stat, values, S.t_interval(values, view.level)
+        )
     elif len(vals) == 1:
         ((seed, x),) = vals.items()
         result = S.Interval(x, None, None, 1, "one seed, no saved per-example outputs")
@@ -278,19 +345,25 @@ def compare(view: ResultsView, task: str, a: str, b: str, stat: Stat) -> S.Inter
     """``stat(a) - stat(b)`` on ``task`` with its interval (``view.level``); None when either
     never ran.
 
-    Paired t over the seeds both ran (two or more). When each method ran one seed, the
-    same one, a paired bootstrap over test examples if both runs saved outputs. A single
-    common seed of methods that ran more gets no interval: a bootstrap over one seed's test
-    examples would leave out the seed-to-seed noise the other seeds show.
+    Paired t over the seeds both ran (two or more); with ``view.test_noise``, widened by
+    the test set's noise (:func:`uqbench.stats.t_with_test_noise`). When each method ran
+    one seed, the same one, a paired bootstrap over test examples if both runs saved
+    outputs. A single common seed of methods that ran more gets no interval: a bootstrap
+    over one seed's test examples would leave out the seed-to-seed noise the other seeds
+    show.
     """
-    key = ("compare", task, a, b, stat.name, view.level)
+    key = ("compare", task, a, b, stat.name, view.level, view.test_noise)
     if key in view.cache:
         return view.cache[key]
     va, vb = _by_seed(view, task, a, stat), _by_seed(view, task, b, stat)
     common = sorted(set(va) & set(vb))
     result: S.Interval | None = None
     if len(common) >= 2:
-        result = S.paired_t([va[s] for s in common], [vb[s] for s in common], view.level)
+        xa, xb = [va[s] for s in common], [vb[s] for s in common]
+        diffs = [x - y for x, y in zip(xa, xb, strict=True)]
+        result = _with_test_noise(
+            view, task, common, a, b, stat, diffs, S.paired_t(xa, xb, view.level)
+        )
     elif common and max(len(va), len(vb)) > 1:
         s = common[0]
         how = f"one seed in common ({len(va)} and {len(vb)} seeds): no interval"

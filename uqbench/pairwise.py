@@ -3,7 +3,8 @@
 ``python -m uqbench.pairwise results/<suite> TASK A B [STAT ...]`` prints ``A - B`` for each
 statistic (named as in the discussion notes, :func:`uqbench.paper.stat_named`) with its 95%
 interval from :func:`uqbench.compare.compare`: the numbers the report's verdicts rest on, for
-any pair of methods.
+any pair of methods. ``--test-noise`` widens each interval over seeds by the test set's noise
+(:func:`uqbench.stats.t_with_test_noise`), which the report's intervals leave out.
 """
 
 from __future__ import annotations
@@ -66,12 +67,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("a")
     p.add_argument("b")
     p.add_argument("stats", nargs="*", help=f"statistics (default: {' '.join(PAIRED_DEFAULTS)})")
+    p.add_argument(
+        "--test-noise",
+        action="store_true",
+        help="widen the paired t-interval over seeds by the test set's noise (a bootstrap over "
+        "the test examples all seeds share, from the runs' saved outputs)",
+    )
     args = p.parse_args(argv)
     try:
         folder = Path(args.results)
         if folder.name == "results.json":  # the file, as `uqbench report` and `check` take it
             folder = folder.parent
-        view = ResultsView(load_results(folder / "results.json"), folder)
+        view = ResultsView(
+            load_results(folder / "results.json"), folder, test_noise=args.test_noise
+        )
         print(paired_table(view, args.task, args.a, args.b, args.stats or list(PAIRED_DEFAULTS)))
     except UQBenchError as exc:
         print(f"error: {exc}", file=sys.stderr)

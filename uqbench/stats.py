@@ -9,6 +9,10 @@ Two sources of noise (``/docs/statistics.md`` of the project brief):
   examples, from the per-example outputs a run saved beside its run file (the same
   resampled examples are applied to both models).
 
+Both at once (:func:`t_with_test_noise`): the seeds' t-interval widened by the test-set
+variance of the seeds' mean, from a bootstrap of the test examples all seeds share; the
+report states each claim's verdict with it too.
+
 A difference is *resolved* when its 95% interval excludes zero. With one seed and no saved
 outputs there is no interval, and nothing is resolved; nor for a difference equal on every
 seed (no spread measured). The test-set bootstrap stands in only where each method has one
@@ -140,6 +144,31 @@ def paired_t(a: Sequence[float], b: Sequence[float], level: float = LEVEL) -> In
 WeightedStat = Callable[[Mapping[str, np.ndarray], Mapping[str, np.ndarray]], float | None]
 
 
+def bootstrap_values(
+    stat: WeightedStat,
+    outputs: Mapping[str, np.ndarray],
+    sizes: Mapping[str, int],
+    *,
+    n_boot: int = N_BOOT,
+    seed: int = BOOT_SEED,
+) -> np.ndarray:
+    """``stat(outputs)`` under each of ``n_boot`` bootstrap resamples (NaN where undefined).
+
+    Each replicate resamples every group of examples (``sizes``: group -> number of
+    examples) with replacement, as multinomial counts. The counts depend only on ``seed``
+    and ``sizes``, so two runs' values with the same arguments are paired replicate by
+    replicate: the same resampled examples for both.
+    """
+    rng = np.random.default_rng(seed)
+    out = np.full(n_boot, np.nan)
+    for i in range(n_boot):
+        w = {g: rng.multinomial(n, np.full(n, 1.0 / n)).astype(float) for g, n in sizes.items()}
+        x = stat(outputs, w)
+        if x is not None and math.isfinite(x):
+            out[i] = x
+    return out
+
+
 def bootstrap(
     stat: WeightedStat,
     a: Mapping[str, np.ndarray],
@@ -150,35 +179,59 @@ def bootstrap(
     seed: int = BOOT_SEED,
     level: float = LEVEL,
 ) -> Interval | None:
-    """Percentile bootstrap interval of ``stat(a)`` (``b`` None) or of ``stat(a) - stat(b)``.
-
-    Each replicate resamples every group of examples (``sizes``: group -> number of
-    examples) with replacement, as multinomial counts, and applies the same counts to
-    ``a`` and ``b``: a paired bootstrap. The point value is the statistic with unit weights.
-    """
-
-    def diff(w: Mapping[str, np.ndarray]) -> float | None:
-        sa = stat(a, w)
-        if b is None or sa is None:
-            return sa
-        sb = stat(b, w)
-        return None if sb is None else sa - sb
-
+    """Percentile bootstrap interval of ``stat(a)`` (``b`` None) or of ``stat(a) - stat(b)``,
+    with the same resampled examples for ``a`` and ``b`` (a paired bootstrap,
+    :func:`bootstrap_values`). The point value is the statistic with unit weights."""
     ones = {g: np.ones(n) for g, n in sizes.items()}
-    value = diff(ones)
+    value = stat(a, ones)
+    if value is not None and b is not None:
+        sb = stat(b, ones)
+        value = None if sb is None else value - sb
     if value is None or any(n == 0 for n in sizes.values()):
         return None
-    rng = np.random.default_rng(seed)
-    reps = []
-    for _ in range(n_boot):
-        w = {g: rng.multinomial(n, np.full(n, 1.0 / n)).astype(float) for g, n in sizes.items()}
-        d = diff(w)
-        if d is not None and math.isfinite(d):
-            reps.append(d)
+    reps = bootstrap_values(stat, a, sizes, n_boot=n_boot, seed=seed)
+    if b is not None:
+        reps = reps - bootstrap_values(stat, b, sizes, n_boot=n_boot, seed=seed)
+    reps = reps[np.isfinite(reps)]
     if len(reps) < n_boot // 2:
         return None
     lo, hi = np.quantile(reps, [(1 - level) / 2, (1 + level) / 2])
     return Interval(float(value), float(lo), float(hi), 1, "paired bootstrap over test examples")
+
+
+#: Bootstrap replicates for the test-set variance of :func:`t_with_test_noise` (a variance,
+#: not a tail quantile: its relative standard error is about sqrt(2 / 400) = 7%).
+N_BOOT_VAR = 400
+
+
+def t_with_test_noise(values: Sequence[float], test_var: float, level: float = LEVEL) -> Interval:
+    """Mean of per-seed ``values`` with an interval for both sources of noise.
+
+    The seeds' spread gives the training noise of the mean (``s^2 / k``); ``test_var`` is
+    the test-set noise of the same mean, its variance over bootstrap resamples of the test
+    examples, which every seed shares (one test set), so it does not shrink with ``k``, and
+    the seeds' spread shows only the part in which the seeds' models differ. The interval is
+    ``mean +- t(k - 1) * sqrt(s^2 / k + test_var)``: never narrower than the seeds' own
+    t-interval. It errs wide: that shared part is counted twice, and Welch-Satterthwaite
+    degrees of freedom (more than ``k - 1`` when ``test_var`` is a large share) would be
+    narrower, but they assume the two parts independent, which they are not here.
+    """
+    x = np.asarray(values, float)
+    k = len(x)
+    if k < 2:
+        raise ValueError("t_with_test_noise needs two or more seeds")
+    if not math.isfinite(test_var) or test_var < 0:
+        raise ValueError(f"test_var must be a finite variance, got {test_var}")
+    mean = float(x.mean())
+    seed_var = float(x.var(ddof=1)) / k
+    total = seed_var + test_var
+    if total <= 1e-18 * max(1.0, mean * mean):
+        how = f"no spread over {k} seeds nor over test examples: no interval"
+        return Interval(mean, None, None, k, how)
+    half = t_quantile((1 + level) / 2, k - 1) * math.sqrt(total)
+    share = 100 * test_var / total
+    how = f"t over {k} seeds + test-set bootstrap ({share:.0f}% of the variance)"
+    return Interval(mean, mean - half, mean + half, k, how)
 
 
 # -- weighted versions of the metrics (weights = bootstrap counts) -----------------------------
@@ -205,12 +258,28 @@ def w_quantile(x: np.ndarray, w: np.ndarray, q: float) -> float | None:
     return float(x[order][min(i, len(x) - 1)])
 
 
-def w_auroc(s_in: np.ndarray, w_in: np.ndarray, s_ood: np.ndarray, w_ood: np.ndarray) -> float:
-    """Weighted Mann-Whitney AUROC, OOD positive: ``P(s_ood > s_in) + P(equal) / 2``."""
+def auroc_ranks(s_in: np.ndarray, s_ood: np.ndarray) -> tuple[np.ndarray, int]:
+    """The rank of every score among the distinct scores of both sets (in-set first), and
+    how many distinct scores there are: what :func:`w_auroc` needs beyond the weights."""
     values, inverse = np.unique(np.concatenate([s_in, s_ood]), return_inverse=True)
+    return inverse, len(values)
+
+
+def w_auroc(
+    s_in: np.ndarray,
+    w_in: np.ndarray,
+    s_ood: np.ndarray,
+    w_ood: np.ndarray,
+    ranks: tuple[np.ndarray, int] | None = None,
+) -> float:
+    """Weighted Mann-Whitney AUROC, OOD positive: ``P(s_ood > s_in) + P(equal) / 2``.
+
+    ``ranks``: :func:`auroc_ranks` of the same scores, when computed once for many weights.
+    """
+    inverse, n_values = auroc_ranks(s_in, s_ood) if ranks is None else ranks
     n_in = len(s_in)
-    win = np.bincount(inverse[:n_in], weights=w_in, minlength=len(values))
-    wood = np.bincount(inverse[n_in:], weights=w_ood, minlength=len(values))
+    win = np.bincount(inverse[:n_in], weights=w_in, minlength=n_values)
+    wood = np.bincount(inverse[n_in:], weights=w_ood, minlength=n_values)
     below = np.cumsum(win) - win
     return float(np.dot(wood, below + win / 2) / (win.sum() * wood.sum()))
 

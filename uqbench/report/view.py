@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,9 @@ class ResultsView:
     :meth:`method_order`.
     """
 
-    def __init__(self, results: dict[str, Any], base_dir: Path | None = None) -> None:
+    def __init__(
+        self, results: dict[str, Any], base_dir: Path | None = None, *, test_noise: bool = False
+    ) -> None:
         runs = results.get("runs")
         if not isinstance(runs, list):
             raise ResultsError("results have no 'runs' list; is this a merged results.json?")
@@ -65,17 +67,27 @@ class ResultsView:
         self._outputs: dict[str, Any] = {}
         #: Coverage of the intervals :mod:`uqbench.compare` computes on this view.
         self.level = S.LEVEL
+        #: Widen the intervals over seeds by the test set's noise (from saved outputs).
+        self.test_noise = test_noise
 
-    @contextmanager
-    def at_level(self, level: float) -> Iterator[ResultsView]:
+    def at_level(self, level: float) -> AbstractContextManager[ResultsView]:
         """Compute intervals at ``level`` inside the block (a multiplicity correction)."""
         if not 0 < level < 1:
             raise ValueError(f"interval level must lie in (0, 1), got {level}")
-        saved, self.level = self.level, level
+        return self._setting("level", level)
+
+    def with_test_noise(self) -> AbstractContextManager[ResultsView]:
+        """Widen the intervals over seeds by the test set's noise inside the block."""
+        return self._setting("test_noise", True)
+
+    @contextmanager
+    def _setting(self, name: str, value: Any) -> Iterator[ResultsView]:
+        saved = getattr(self, name)
+        setattr(self, name, value)
         try:
             yield self
         finally:
-            self.level = saved
+            setattr(self, name, saved)
 
     def outputs(self, run: dict[str, Any]) -> dict[str, np.ndarray] | None:
         """The run's saved per-example outputs, or None (none saved, or file missing)."""
