@@ -745,10 +745,16 @@ def against_paper(
     )
     discussion = results.get("discussion") or {}
     counts: dict[str, int] = defaultdict(int)
+    noisy_counts: dict[str, int] = defaultdict(int)
     items = []
     for claim in CLAIMS:
         verdict = claim.verdict(view)
         counts[verdict.status] += 1
+        noisy = None
+        if view.has_outputs(claim.task):  # the test set's noise needs the saved outputs
+            with view.with_test_noise():
+                noisy = claim.verdict(view)
+            noisy_counts[noisy.status] += 1
         ours = sorted(k for k in figures if k.startswith(claim.plot))
         where = claim.figure + (
             " (ours: " + ", ".join(f"figures/{figures[k].name}" for k in ours) + ")" if ours else ""
@@ -758,6 +764,10 @@ def against_paper(
             f"[{verdict.status}] `{claim.id}` (Section {claim.section}; {where}): "
             f"{claim.text} Numbers: {verdict.evidence}.{label}"
         )
+        if noisy is not None and noisy.status == verdict.status:
+            text += f" With the test set's noise too: {noisy.status}."
+        elif noisy is not None:
+            text += f" With the test set's noise too: **{noisy.status}** ({noisy.evidence})."
         if isinstance(discussion, dict) and discussion.get(claim.id):
             text += _discussion_note(view, claim.task, verdict.status, discussion[claim.id])
         items.append(text)
@@ -769,6 +779,19 @@ def against_paper(
         "run it rests on converged; a claim of k > 1 conditions differs only when one is "
         "still resolved against it at 1 − 0.05/k (Holm's correction)."
     )
+    if noisy_counts:
+        n = sum(noisy_counts.values())
+        doc.p(
+            f"With the test set's noise too ({n} claims whose runs saved per-example outputs): "
+            f"{noisy_counts['agrees']} agree, {noisy_counts['differs']} differ, "
+            f"{noisy_counts['inconclusive']} inconclusive, {noisy_counts['not run']} not run. "
+            "The intervals over seeds above leave out that every seed is scored on the same "
+            "test set, itself a sample; this check adds the variance of the seeds' mean over "
+            "bootstrap resamples of the shared test examples (the same resample for every "
+            "seed and method) to the seeds' own, with the seeds' t quantile "
+            "(`uqbench.stats.t_with_test_noise`). A verdict that changes here rests on a "
+            "difference about as large as the test set's own sampling noise."
+        )
     doc.items(items)
 
 
