@@ -54,8 +54,9 @@ def test_unknown_method_task_or_statistic_is_one_clear_error(
 def test_test_noise_widens_by_the_shared_test_sets_variance(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    # Independently: the test-set variance of the seeds' mean difference is var(v) / n, v
-    # being each test example's mean (over seeds) of MNF's minus FFG's error indicator.
+    # Independently: the test-set noise common to the seeds is the mean over pairs of seeds
+    # s != t of cov(x_s, x_t) / n, x_s being each test example's MNF minus FFG error
+    # indicator under seed s (closed form of the covariance of two resampled means).
     runs = {
         (r["method"], r["seed"]): r
         for r in json.loads((FOLDER / "results.json").read_text())["runs"]
@@ -66,8 +67,10 @@ def test_test_noise_widens_by_the_shared_test_sets_variance(
             with np.load(FOLDER / "runs" / r["predictions"]) as z:
                 wrong[m, s] = 100.0 * (z["test.pred"] != z["test.y"])
     d = np.array([wrong["mnf", s].mean() - wrong["ffg", s].mean() for s in range(5)])
-    v = np.mean([wrong["mnf", s] - wrong["ffg", s] for s in range(5)], axis=0)
-    half = stats.t.ppf(0.975, 4) * np.sqrt(d.var(ddof=1) / 5 + v.var() / len(v))
+    x = np.array([wrong["mnf", s] - wrong["ffg", s] for s in range(5)])
+    cov = np.cov(x, bias=True)
+    shared = max(0.0, (cov.sum() - np.trace(cov)) / 20) / x.shape[1]
+    half = stats.t.ppf(0.975, 4) * np.sqrt(d.var(ddof=1) / 5 + shared)
     argv = [str(FOLDER), "mnist", "mnf", "ffg", "error_pct", "--test-noise"]
     assert pairwise.main(argv) == 0
     row = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("| error_pct"))

@@ -291,6 +291,13 @@ def test_each_ordering_of_the_l2_overconfidence_claim_is_its_own_condition() -> 
     assert claim.check(ResultsView({"runs": runs})).conditions == 5
 
 
+def _shared(x: np.ndarray) -> float:
+    """Mean over pairs of rows s != t of the covariance of rows s and t (over columns)."""
+    c = np.cov(x, bias=True)
+    k = len(x)
+    return float((c.sum() - np.trace(c)) / (k * (k - 1)))
+
+
 def test_test_noise_adds_the_shared_test_sets_variance_to_the_seeds(tmp_path) -> None:
     # Three seeds of a and b on one shared test set of n examples. Seed s of a errs on the
     # first 20 + 5s examples, seed s of b on examples 10 .. 10 + 60 + 10s: the per-seed
@@ -320,26 +327,50 @@ def test_test_noise_adds_the_shared_test_sets_variance_to_the_seeds(tmp_path) ->
 
     view = ResultsView({"runs": runs}, tmp_path, test_noise=True)
     c = C.compare(view, "mnist", "a", "b", stat)
-    # The bootstrap variance of the mean of per-example values v over n resampled
-    # examples is var(v) / n, in closed form; v is the seeds' mean difference per example.
-    v = (per_example["a"] - per_example["b"]).mean(0)
-    test_var = v.var() / n
+    # Over resampled examples two seeds' means of per-example values x_s, x_t covary by
+    # cov(x_s, x_t) / n (closed form); the noise the seeds share is its mean over pairs.
+    x = per_example["a"] - per_example["b"]
+    test_var = _shared(x) / n
     half = t2 * math.sqrt(d.var(ddof=1) / k + test_var)
     assert c.value == pytest.approx(d.mean())
     assert c.hi - c.value == pytest.approx(half, rel=0.05)
     assert c.value - c.lo == pytest.approx(half, rel=0.05)
     assert c.hi - c.lo > plain.hi - plain.lo and "test-set bootstrap" in c.how
 
-    # One method's mean: the same, with v its own per-example errors.
+    # One method's mean: the same, with x its own per-example errors.
     iv = C.interval(view, "mnist", "b", stat)
     e = per_example["b"].mean(1)
-    half = t2 * math.sqrt(e.var(ddof=1) / k + per_example["b"].mean(0).var() / n)
+    half = t2 * math.sqrt(e.var(ddof=1) / k + _shared(per_example["b"]) / n)
     assert iv.hi - iv.value == pytest.approx(half, rel=0.05)
+
+    # Seeds whose models err on different examples share no test-set noise: their spread
+    # already holds it all, and nothing is added.
+    runs_apart = []
+    for m, first in (("a", 0), ("b", 1000)):
+        for s in range(k):
+            pred = y.copy()
+            pred[first + 100 * s : first + 100 * s + 30 + 10 * s] = 1
+            np.savez_compressed(
+                tmp_path / "runs" / f"x{m}{s}.npz", **{"test.y": y, "test.pred": pred}
+            )
+            runs_apart.append(_run(m, s, 100 * (30 + 10 * s) / n, f"x{m}{s}.npz"))
+    apart = C.compare(
+        ResultsView({"runs": runs_apart}, tmp_path, test_noise=True), "mnist", "a", "b", stat
+    )
+    alone = C.compare(ResultsView({"runs": runs_apart}, tmp_path), "mnist", "a", "b", stat)
+    assert alone.lo is None  # the same difference on every seed: no interval to widen
+    iv_apart = C.interval(
+        ResultsView({"runs": runs_apart}, tmp_path, test_noise=True), "mnist", "a", stat
+    )
+    iv_alone = C.interval(ResultsView({"runs": runs_apart}, tmp_path), "mnist", "a", stat)
+    assert (iv_apart.lo, iv_apart.hi) == pytest.approx((iv_alone.lo, iv_alone.hi))
+    assert "0% of the variance" in iv_apart.how and apart.lo is None
 
     # A run without saved outputs: the seeds' interval, saying why.
     runs[0] = {k_: v_ for k_, v_ in runs[0].items() if k_ != "predictions"}
     c = C.compare(ResultsView({"runs": runs}, tmp_path, test_noise=True), "mnist", "a", "b", stat)
-    assert (c.lo, c.hi) == (plain.lo, plain.hi) and "seeds only" in c.how
+    assert (c.lo, c.hi) == (plain.lo, plain.hi)
+    assert "seeds only: a seed 0 saved no per-example outputs" in c.how
 
 
 def test_t_with_test_noise_by_hand() -> None:

@@ -277,39 +277,60 @@ def _replicates(view: ResultsView, run: dict[str, Any], stat: Stat) -> np.ndarra
 
 def _test_variance(
     view: ResultsView, task: str, seeds: list[int], a: str, b: str | None, stat: Stat
-) -> float | None:
-    """Test-set variance of ``stat``'s mean over ``seeds`` (of ``a - b`` when ``b`` is given):
-    its variance over bootstrap resamples of the test examples, the same resample for every
-    seed and both methods, as they share one test set. None when a run has no saved outputs
-    or the runs' example counts differ."""
-    parts = []
-    for m, sign in ((a, 1.0), (b, -1.0)):
-        if m is None:
-            continue
-        for s in seeds:
+) -> float | str:
+    """The test-set noise of ``stat``'s mean over ``seeds`` (of ``a - b`` when ``b`` is
+    given) that the seeds' spread cannot show, or why it cannot be had.
+
+    Each seed's value (difference) is recomputed on bootstrap resamples of the test
+    examples, the same resample for every seed and both methods. Its variance over
+    resamples holds a part particular to the seed (the examples on which that seed's models
+    happen to differ), which the seeds' spread already shows, and a part common to all
+    seeds (examples every seed's models find hard or easy), which it cannot, as every seed
+    is scored on the one test set. The common part is the covariance of two seeds'
+    replicates: its mean over pairs of seeds, at least 0. Where each seed draws its own
+    test set (the toy task, a subset drawn per seed) there is no common part and it is ~0.
+    """
+    rows, shapes = [], set()
+    for s in seeds:
+        row = 0.0
+        for m, sign in ((a, 1.0), (b, -1.0)):
+            if m is None:
+                continue
             run = _run(view, task, m, s)
-            reps = None if run is None else _replicates(view, run, stat)
+            out = None if run is None else view.outputs(run)
+            if out is None:
+                return f"{m} seed {s} saved no per-example outputs"
+            if stat.weighted is None:
+                return "not recomputable from per-example outputs"
+            reps = _replicates(view, run, stat)
             if reps is None:
-                return None
-            parts.append((sign, reps, _sizes(stat, view.outputs(run) or {})))
-    if len({tuple(sorted(z.items())) for _, _, z in parts}) != 1:
-        return None
-    mean = sum(sign * reps for sign, reps, _ in parts) / len(seeds)
-    mean = mean[np.isfinite(mean)]
-    return float(np.var(mean, ddof=1)) if len(mean) >= S.N_BOOT_VAR // 2 else None
+                return f"{m} seed {s}'s outputs lack this statistic's examples"
+            shapes.add(tuple((_sizes(stat, out) or {}).items()))
+            row = row + sign * reps
+        rows.append(row)
+    if len(shapes) != 1:
+        return "the runs hold different numbers of examples"
+    r = np.vstack(rows)
+    r = r[:, np.all(np.isfinite(r), axis=0)]
+    if r.shape[1] < S.N_BOOT_VAR // 2:
+        return "too few bootstrap replicates defined"
+    cov = np.cov(r, ddof=1)
+    k = len(seeds)
+    return max(0.0, float((cov.sum() - np.trace(cov)) / (k * (k - 1))))
 
 
 def _with_test_noise(
     view: ResultsView, task: str, seeds: list[int], a: str, b: str | None, stat: Stat,
     values: list[float], seeds_only: S.Interval,
 ) -> S.Interval:  # fmt: skip
-    """``seeds_only`` widened by the test-set noise when ``view.test_noise`` asks for it and
-    every run saved its outputs; else ``seeds_only``, saying so when it was asked for."""
-    if not view.test_noise:
+    """``seeds_only`` widened by the test-set noise common to the seeds
+    (:func:`_test_variance`) when ``view.test_noise`` asks for it; else, or when there is no
+    interval to widen or the noise cannot be had, ``seeds_only``, saying why."""
+    if not view.test_noise or seeds_only.lo is None:
         return seeds_only
     var = _test_variance(view, task, seeds, a, b, stat)
-    if var is None:
-        how = f"{seeds_only.how}; no saved outputs for the test-set part: seeds only"
+    if isinstance(var, str):
+        how = f"{seeds_only.how}; seeds only: {var}"
         return S.Interval(seeds_only.value, seeds_only.lo, seeds_only.hi, seeds_only.n, how)
     return S.t_with_test_noise(values, var, view.level)
 

@@ -10,8 +10,9 @@ Two sources of noise (``/docs/statistics.md`` of the project brief):
   resampled examples are applied to both models).
 
 Both at once (:func:`t_with_test_noise`): the seeds' t-interval widened by the test-set
-variance of the seeds' mean, from a bootstrap of the test examples all seeds share; the
-report states each claim's verdict with it too.
+noise common to all seeds, from a bootstrap of the test examples they share; the report
+states each claim's verdict with it too. It widens only an interval there is: a difference
+equal on every seed stays without one.
 
 A difference is *resolved* when its 95% interval excludes zero. With one seed and no saved
 outputs there is no interval, and nothing is resolved; nor for a difference equal on every
@@ -156,8 +157,8 @@ def bootstrap_values(
 
     Each replicate resamples every group of examples (``sizes``: group -> number of
     examples) with replacement, as multinomial counts. The counts depend only on ``seed``
-    and ``sizes``, so two runs' values with the same arguments are paired replicate by
-    replicate: the same resampled examples for both.
+    and ``sizes`` (its groups in their order), so two runs' values with the same arguments
+    are paired replicate by replicate: the same resampled examples for both.
     """
     rng = np.random.default_rng(seed)
     out = np.full(n_boot, np.nan)
@@ -207,14 +208,13 @@ N_BOOT_VAR = 400
 def t_with_test_noise(values: Sequence[float], test_var: float, level: float = LEVEL) -> Interval:
     """Mean of per-seed ``values`` with an interval for both sources of noise.
 
-    The seeds' spread gives the training noise of the mean (``s^2 / k``); ``test_var`` is
-    the test-set noise of the same mean, its variance over bootstrap resamples of the test
-    examples, which every seed shares (one test set), so it does not shrink with ``k``, and
-    the seeds' spread shows only the part in which the seeds' models differ. The interval is
-    ``mean +- t(k - 1) * sqrt(s^2 / k + test_var)``: never narrower than the seeds' own
-    t-interval. It errs wide: that shared part is counted twice, and Welch-Satterthwaite
-    degrees of freedom (more than ``k - 1`` when ``test_var`` is a large share) would be
-    narrower, but they assume the two parts independent, which they are not here.
+    The seeds' spread gives the training noise of the mean (``s^2 / k``), and with it the
+    test-set noise particular to each seed; ``test_var`` is the test-set noise common to
+    every seed (they are all scored on one test set), which does not shrink with ``k`` and
+    which the spread cannot show (:func:`uqbench.compare._test_variance` estimates it). The
+    interval is ``mean +- t(k - 1) * sqrt(s^2 / k + test_var)``: never narrower than the
+    seeds' own t-interval, and erring wide (Welch-Satterthwaite degrees of freedom, more
+    than ``k - 1`` when ``test_var`` is a large share, would give a narrower one).
     """
     x = np.asarray(values, float)
     k = len(x)

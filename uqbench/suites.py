@@ -144,7 +144,9 @@ class Suite:
                         f"task {t!r}: unknown OOD set {name!r}; known: "
                         f"{', '.join(OOD_SETS.names()) or 'none'}"
                     )
-                shapes = OOD_SETS.get(name).in_shapes
+                shapes = getattr(
+                    OOD_SETS.get(name), "in_shapes", None
+                )  # plug-ins need not subclass
                 if shapes is not None and tuple(task_cls.in_shape) not in map(tuple, shapes):
                     raise ConfigError(
                         f"task {t!r}: OOD set {name!r} gives inputs of shape "
