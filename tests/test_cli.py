@@ -155,3 +155,21 @@ def test_readme_quickstart_main_command_is_the_quick_suite(capsys):
     assert len(runs) == 3 * (6 * 3 + 1)
     assert {key.rsplit("-seed", 1)[1] for key in runs} == {"0", "1", "2"}
     assert "dropout-learned-toy-cubic-seed2" in runs
+
+
+def test_a_failing_report_says_the_results_are_saved(tmp_path, tiny_task, capsys, monkeypatch):
+    import uqbench.report
+
+    def broken(results, out_dir):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(uqbench.report, "write_report", broken)
+    suite = tmp_path / "tiny.toml"
+    suite.write_text('name = "tiny"\nmethods = ["l2"]\ntasks = ["tiny-blobs"]\nseeds = [0]\n')
+    out = tmp_path / "results"
+    with pytest.raises(RuntimeError, match="boom"):
+        main(["run", "--suite", str(suite), "--out", str(out), "--quiet"])
+    err = capsys.readouterr().err
+    assert f"the results are saved in {out / 'tiny' / 'results.json'}" in err
+    assert f"uqbench report {out / 'tiny'}" in err
+    assert len(load_results(out / "tiny")["runs"]) == 1

@@ -340,7 +340,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"left out of results.json: {item['file']}: {item['reason']}", file=sys.stderr)
     print(f"results: {runner.out / 'results.json'} ({len(results['runs'])} runs)")
     if not args.no_report:
-        paths = write_report(results, runner.out)
+        try:
+            paths = write_report(results, runner.out)
+        except Exception:
+            # Hours of runs are safe in results.json: say so before the report's own error.
+            print(
+                f"the report could not be written; the results are saved in "
+                f"{runner.out / 'results.json'}, and `uqbench report {runner.out}` rebuilds it",
+                file=sys.stderr,
+            )
+            raise
         print("report: " + ", ".join(str(p) for p in paths if p.suffix in (".md", ".html")))
     failed = results.get("failed", [])
     if failed:
