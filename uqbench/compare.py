@@ -290,6 +290,8 @@ def _test_variance(
     replicates: its mean over pairs of seeds, at least 0. Where each seed draws its own
     test set (the toy task, a subset drawn per seed) there is no common part and it is ~0.
     """
+    if stat.weighted is None:
+        return "not recomputable from per-example outputs"
     rows, shapes = [], set()
     for s in seeds:
         row = 0.0
@@ -300,8 +302,6 @@ def _test_variance(
             out = None if run is None else view.outputs(run)
             if out is None:
                 return f"{m} seed {s} saved no per-example outputs"
-            if stat.weighted is None:
-                return "not recomputable from per-example outputs"
             reps = _replicates(view, run, stat)
             if reps is None:
                 return f"{m} seed {s}'s outputs lack this statistic's examples"

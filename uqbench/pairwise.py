@@ -41,8 +41,8 @@ def paired_table(view: ResultsView, task: str, a: str, b: str, names: list[str])
         f"| {task}: {a} - {b} | difference | 95% interval | resolved | from |",
         "|---|--:|--:|---|---|",
     ]
+    runs = [r for m in view.methods(task) for r in view.runs_for(task, m)]
     for name, stat in zip(names, stats, strict=True):
-        runs = [r for m in view.methods(task) for r in view.runs_for(task, m)]
         if all(stat.value(r.get("metrics") or {}) is None for r in runs):
             # A typo (``erorr_pct``) reads as a path no run has: say so, not "no value".
             raise ResultsError(
