@@ -485,3 +485,69 @@ def test_beyond_paper_section(tmp_path: Path) -> None:
     # AURC of MNF: seeds 0, 1, 2 -> MNIST runs 3, 4, 5: (0.04 + 0.05 + 0.06) / 3.
     mnf_row = next(line for line in md.splitlines() if line.startswith("| MNFG | 0.0500"))
     assert "0.600" in mnf_row and "0.750" in mnf_row
+
+
+def test_test_noise_flag_widens_every_interval_over_seeds_by_the_shared_test_noise(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Three seeds of FFG and MNF scored on one test set of n examples (saved outputs): seed s
+    # of FFG errs on the first 20 + 5s examples, of MNF on examples 10 .. 70 + 10s.
+    import json
+
+    from scipy import stats
+
+    from uqbench.cli import main
+
+    n, k = 2000, 3
+    y = np.zeros(n, dtype=np.int64)
+    (tmp_path / "runs").mkdir()
+    results = _results(tasks=("mnist",), methods=("ffg", "mnf"))
+    wrong = {"ffg": [range(20 + 5 * s) for s in range(k)]}
+    wrong["mnf"] = [range(10, 70 + 10 * s) for s in range(k)]
+    for r in results["runs"]:
+        pred = y.copy()
+        pred[list(wrong[r["method"]][r["seed"]])] = 1
+        name = f"{r['method']}-{r['seed']}.npz"
+        ok = pred == y
+        outputs = {
+            "test.y": y,
+            "test.pred": pred,
+            "test.conf": np.full(n, 0.9),
+            "test.logp_true": np.where(ok, math.log(0.9), math.log(0.05)),
+            "test.entropy": np.full(n, 0.4),
+            "test.brier": np.where(ok, 0.0125, 1.7),
+        }
+        np.savez_compressed(tmp_path / "runs" / name, **outputs)
+        r["predictions"] = name
+        r["metrics"]["error_pct"] = 100.0 * float(np.mean(pred != y))
+    (tmp_path / "results.json").write_text(json.dumps(results))
+
+    def table2_halves(md: str) -> list[float]:
+        row = next(line for line in md.splitlines() if line.startswith("| MNIST (ours)"))
+        return [float(c.split("±")[1].strip(" *†")) for c in row.split("|")[2:-1] if "±" in c]
+
+    t2 = stats.t.ppf(0.975, k - 1)
+    seeds_only, with_noise = [], []
+    for m in ("ffg", "mnf"):
+        x = np.zeros((k, n))
+        for s, idx in enumerate(wrong[m]):
+            x[s, list(idx)] = 100.0
+        e = x.mean(1)
+        c = np.cov(x, bias=True)  # two seeds' resampled means covary by cov(x_s, x_t) / n
+        shared = (c.sum() - np.trace(c)) / (k * (k - 1)) / n
+        seeds_only.append(t2 * e.std(ddof=1) / math.sqrt(k))
+        with_noise.append(t2 * math.sqrt(e.var(ddof=1) / k + shared))
+
+    assert main(["report", str(tmp_path)]) == 0
+    plain = (tmp_path / "report.md").read_text()
+    assert table2_halves(plain) == pytest.approx(seeds_only, abs=0.006)
+    assert "--test-noise" not in plain and "With the test set's noise too" in plain
+
+    assert main(["report", str(tmp_path), "--test-noise"]) == 0
+    noisy = (tmp_path / "report.md").read_text()
+    assert table2_halves(noisy) == pytest.approx(with_noise, rel=0.05, abs=0.006)
+    assert all(w > s + 0.1 for w, s in zip(with_noise, seeds_only, strict=True))
+    assert "**Intervals with the test set's noise** (`uqbench report --test-noise`)" in noisy
+    assert "(over seeds, with the test set's noise they share)" in noisy
+    assert "With the test set's noise too" not in noisy  # every verdict has it already
+    capsys.readouterr()

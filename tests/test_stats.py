@@ -366,6 +366,15 @@ def test_test_noise_adds_the_shared_test_sets_variance_to_the_seeds(tmp_path) ->
     assert (iv_apart.lo, iv_apart.hi) == pytest.approx((iv_alone.lo, iv_alone.hi))
     assert "0% of the variance" in iv_apart.how and apart.lo is None
 
+    # Outputs without the arrays a statistic reads (a task that saves fewer): the seeds'
+    # interval, saying why.
+    with_ece = [
+        {**r, "metrics": {**r["metrics"], "ece": 0.01 * (1 + i)}} for i, r in enumerate(runs)
+    ]
+    view = ResultsView({"runs": with_ece}, tmp_path, test_noise=True)
+    ece = C.interval(view, "mnist", "a", C.STATS["ece"])
+    assert ece.lo is not None and "seeds only: a seed 0's outputs lack" in ece.how
+
     # A run without saved outputs: the seeds' interval, saying why.
     runs[0] = {k_: v_ for k_, v_ in runs[0].items() if k_ != "predictions"}
     c = C.compare(ResultsView({"runs": runs}, tmp_path, test_noise=True), "mnist", "a", "b", stat)

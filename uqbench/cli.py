@@ -120,6 +120,12 @@ def build_parser(with_extras: bool = True) -> argparse.ArgumentParser:
 
     rep = sub.add_parser("report", help="rebuild the report from stored results alone")
     rep.add_argument("results_dir", help="a results/<suite> folder (or its results.json)")
+    rep.add_argument(
+        "--test-noise",
+        action="store_true",
+        help="every interval over seeds also covers the test set's noise the seeds share "
+        "(from the runs' saved outputs; slower); default: over seeds alone",
+    )
 
     chk = sub.add_parser(
         "check",
@@ -367,7 +373,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     out = Path(args.results_dir)
     if out.name == "results.json":
         out = out.parent
-    paths = write_report(load_results(out), out)
+    paths = write_report(load_results(out), out, test_noise=args.test_noise)
     print("report: " + ", ".join(str(p) for p in paths if p.suffix in (".md", ".html")))
     return 0
 

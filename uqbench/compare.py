@@ -271,7 +271,10 @@ def _replicates(view: ResultsView, run: dict[str, Any], stat: Stat) -> np.ndarra
         return None
     key = ("replicates", run.get("predictions"), stat.name, tuple(sorted(sizes.items())))
     if key not in view.cache:
-        view.cache[key] = S.bootstrap_values(stat.weighted, out, sizes, n_boot=S.N_BOOT_VAR)
+        try:
+            view.cache[key] = S.bootstrap_values(stat.weighted, out, sizes, n_boot=S.N_BOOT_VAR)
+        except KeyError:  # outputs of a task that saves fewer per-example arrays
+            view.cache[key] = None
     return view.cache[key]
 
 

@@ -32,8 +32,13 @@ from uqbench.results import READABLE_RESULTS_SCHEMAS
 __all__ = ["ResultsView", "write_report"]
 
 
-def write_report(results: dict[str, Any], out_dir: Path) -> list[Path]:
+def write_report(results: dict[str, Any], out_dir: Path, *, test_noise: bool = False) -> list[Path]:
     """Write ``report.md``, ``report.html`` and ``figures/*.png`` under ``out_dir``.
+
+    ``test_noise``: every interval over seeds also covers the test set's noise that the
+    seeds share (:func:`uqbench.stats.t_with_test_noise`, from the runs' saved outputs);
+    by default the tables' intervals are over seeds alone and only the claims' verdicts
+    are given a second time with it.
 
     Notes in ``out_dir/discussion.toml`` (claim id -> text) go under their claims in
     "Against the paper".
@@ -53,7 +58,7 @@ def write_report(results: dict[str, Any], out_dir: Path) -> list[Path]:
         )
     out_dir = Path(out_dir)
     results = sections.with_discussion(results, out_dir / sections.DISCUSSION_FILE)
-    view = ReportView(results, out_dir)
+    view = ReportView(results, out_dir, test_noise=test_noise)
     fig_dir = out_dir / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
 

@@ -54,6 +54,13 @@ def header(doc: Doc, view: ReportView, results: dict[str, Any]) -> None:
         "Louizos & Welling (ICML 2017), *Multiplicative Normalizing Flows for Variational "
         "Bayesian Neural Networks*."
     )
+    if view.test_noise:
+        doc.p(
+            "**Intervals with the test set's noise** (`uqbench report --test-noise`): every "
+            "interval over seeds in this report also covers the noise of the test set that "
+            "all seeds share, where the runs saved per-example outputs (section Against the "
+            "paper says how). The default report's intervals are over seeds alone."
+        )
 
 
 def environment(doc: Doc, view: ReportView, results: dict[str, Any]) -> None:
@@ -155,8 +162,10 @@ def summary(doc: Doc, view: ReportView) -> None:
         ["for", "task", "value (best mean)", "best"],
         rows,
         "Best mean per criterion; named best only when its 95% interval of the difference "
-        "to every other method excludes 0 (no correction for the many comparisons). "
-        "† = not converged." + note + view.data_label(view.tasks()),
+        f"to every other method{_NOISE_TOO if view.test_noise else ''} excludes 0 (no "
+        "correction for the many comparisons). † = not converged."
+        + note
+        + view.data_label(view.tasks()),
     )
 
 
@@ -292,6 +301,18 @@ def provenance(doc: Doc, view: ReportView) -> None:
         doc.items(list(notes))
 
 
+#: Said of an interval that ``uqbench report --test-noise`` widened.
+_NOISE_SHARED = " with the test set's noise they share"
+_NOISE_TOO = f" (over seeds,{_NOISE_SHARED})"
+#: How the test set's noise enters an interval over seeds.
+_NOISE_HOW = (
+    "(the covariance of two seeds' values over bootstrap resamples of the shared test "
+    "examples, the same resample for every seed and method) to the seeds' own variance, "
+    "with the seeds' t quantile (`uqbench.stats.t_with_test_noise`); where each seed draws "
+    "its own test set (the toy task; CIFAR-5's subsets) it is about 0"
+)
+
+
 def _table_methods(view: ReportView, tasks: list[str]) -> list[str]:
     present: set[str] = set()
     for t in tasks:
@@ -336,7 +357,13 @@ def _declared_cells(
 def _stats_note(view: ReportView, tasks: list[str]) -> str:
     """Caption sentence saying how the intervals of ``tasks`` were made, and what is missing."""
     seeds = max((view.n_seeds(t) for t in tasks), default=0)
-    if seeds >= 2:
+    if seeds >= 2 and view.test_noise:
+        how = (
+            f"mean ± half-width of the 95% interval over seeds (up to {seeds}) widened by the "
+            "test set's noise the seeds share, where the runs saved per-example outputs; best "
+            "marks from paired per-seed differences, so widened too"
+        )
+    elif seeds >= 2:
         how = (
             f"mean ± half-width of the 95% t-interval over seeds (up to {seeds}); "
             "best marks from paired per-seed differences"
@@ -752,7 +779,8 @@ def against_paper(
         counts[verdict.status] += 1
         noisy = None
         runs = [r for m in view.methods(claim.task) for r in view.runs_for(claim.task, m)]
-        if runs and all(view.outputs(r) is not None for r in runs):  # the noise needs them
+        has_outputs = runs and all(view.outputs(r) is not None for r in runs)
+        if has_outputs and not view.test_noise:  # the noise needs them; has it already
             with view.with_test_noise():
                 noisy = claim.verdict(view)
             noisy_counts[noisy.status] += 1
@@ -776,10 +804,18 @@ def against_paper(
         f"Summary: {counts['agrees']} agree, {counts['differs']} differ, "
         f"{counts['inconclusive']} inconclusive, {counts['not run']} not run. A claim agrees "
         "or differs only when the differences it states are resolved at 95% (paired over "
-        "seeds, or over test examples where each method ran one seed) and, to agree, every "
-        "run it rests on converged; a claim of k > 1 conditions differs only when one is "
-        "still resolved against it at 1 − 0.05/k (Holm's correction)."
+        f"seeds{_NOISE_SHARED if view.test_noise else ''}, or over test examples where each "
+        "method ran one seed) and, to agree, every run it rests on converged; a claim of "
+        "k > 1 conditions differs only when one is still resolved against it at 1 − 0.05/k "
+        "(Holm's correction)."
     )
+    if view.test_noise:
+        doc.p(
+            "The test set's noise in these verdicts: every seed is scored on one test set, "
+            "itself a sample, so the seeds share its noise (examples that every seed's "
+            f"models find hard or easy), which their spread cannot show. It is added {_NOISE_HOW}"
+            ", and where a run saved no per-example outputs the interval is over seeds alone."
+        )
     if noisy_counts:
         n = sum(noisy_counts.values())
         doc.p(
@@ -788,12 +824,9 @@ def against_paper(
             f"{noisy_counts['inconclusive']} inconclusive, {noisy_counts['not run']} not run. "
             "The intervals over seeds above leave out the test-set noise common to all "
             "seeds, which are scored on one test set, itself a sample: examples that every "
-            "seed's models find hard or easy. This check adds it (the covariance of two "
-            "seeds' values over bootstrap resamples of the shared test examples, the same "
-            "resample for every seed and method) to the seeds' own variance, with the seeds' "
-            "t quantile (`uqbench.stats.t_with_test_noise`); where each seed draws its own "
-            "test set (the toy task; CIFAR-5's subsets) it is about 0. A verdict that changes "
-            "here rests on a difference about as large as the test set's own sampling noise."
+            f"seed's models find hard or easy. This check adds it {_NOISE_HOW}. A verdict "
+            "that changes here rests on a difference about as large as the test set's own "
+            "sampling noise."
         )
     doc.items(items)
 

@@ -40,8 +40,10 @@ class ReportView(ResultsView):
     """The results view with the report's presentation: task and method order (the paper's
     columns first), names, fixed colours and the labels of unverified data."""
 
-    def __init__(self, results: dict[str, Any], base_dir: Path | None = None) -> None:
-        super().__init__(results, base_dir)
+    def __init__(
+        self, results: dict[str, Any], base_dir: Path | None = None, *, test_noise: bool = False
+    ) -> None:
+        super().__init__(results, base_dir, test_noise=test_noise)
         self._colors: dict[str, Any] = {}
 
     def task_order(self) -> tuple[str, ...]:
