@@ -551,3 +551,30 @@ def test_test_noise_flag_widens_every_interval_over_seeds_by_the_shared_test_noi
     assert "(over seeds, with the test set's noise they share)" in noisy
     assert "With the test set's noise too" not in noisy  # every verdict has it already
     capsys.readouterr()
+
+
+def test_toy_band_widths_are_each_runs_own_range_averaged_over_seeds(full_report) -> None:
+    # Each seed draws its own training inputs, so "inside" is judged per run, then averaged:
+    # the table and the toy-mnf-widens claim give the same numbers as this by-hand average.
+    out, _, results = full_report
+    md = (out / "report.md").read_text()
+    section = md.split("### Toy cubic", 1)[1]
+    header = next(ln for ln in section.splitlines() if ln.startswith("| method"))
+    cols = [c.strip() for c in header.split("|")]
+    i_in, i_out = cols.index("mean std in"), cols.index("mean std out")
+    for method in ("mnf", "dropout"):
+        per_run = []
+        for r in results["runs"]:
+            if r["task"] == "toy-cubic" and r["method"] == method:
+                x, std = (np.asarray(r["metrics"]["bands"][k]) for k in ("x", "std"))
+                xt = np.asarray(r["metrics"]["train_points"]["x"])
+                inside = (x >= xt.min()) & (x <= xt.max())
+                per_run.append((std[inside].mean(), std[~inside].mean()))
+        want_in, want_out = np.mean(per_run, axis=0)
+        row = next(ln for ln in section.splitlines() if ln.startswith(f"| {DISPLAY[method]} |"))
+        cells = [c.strip() for c in row.split("|")]
+        assert float(cells[i_in].split("±")[0]) == pytest.approx(want_in, abs=0.006)
+        assert float(cells[i_out].split("±")[0]) == pytest.approx(want_out, abs=0.006)
+        if method == "mnf":
+            claim = md.split("`toy-mnf-widens`", 1)[1].split("\n", 1)[0]
+            assert f"inside its training range {want_in:.2f}, outside {want_out:.2f}" in claim

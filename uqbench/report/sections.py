@@ -24,7 +24,7 @@ from uqbench.paper import (
     PAPER_METHODS,
     TABLE2,
     TABLE2_ROWS,
-    band_stats,
+    band_stat,
     stat_named,
 )
 from uqbench.report import figures as F
@@ -347,10 +347,17 @@ def _declared_cells(
     stat = C.metric_stat(metric.name)
     if metric.better is not None and metric.ranked:
         return _cells(view, task, methods, stat, metric.digits)
+    return _plain_cells(view, task, methods, stat, metric.digits)
+
+
+def _plain_cells(
+    view: ReportView, task: str, methods: list[str], stat: C.Stat, digits: int
+) -> list[str]:
+    """One cell per method: mean with its 95% interval, no best mark; — where it did not run."""
     out = []
     for m in methods:
         iv = C.interval(view, task, m, stat)
-        out.append("—" if iv is None else interval_text(iv, metric.digits))
+        out.append("—" if iv is None else interval_text(iv, digits))
     return out
 
 
@@ -456,13 +463,9 @@ def calibration(doc: Doc, view: ReportView) -> None:
         ]
         cols = [_cells(view, t, methods, stat, d) for _, stat, d in stat_cols]
         rows = []
+        cols += [_plain_cells(view, t, methods, band_stat(w), 2) for w in ("inside", "outside")]
         for i, m in enumerate(methods):
-            stats = band_stats(view, t, m)
-            rows.append(
-                [view.name(m), str(len(view.runs_for(t, m)))]
-                + [c[i] for c in cols]
-                + [fmt(stats[0] if stats else None, 2), fmt(stats[1] if stats else None, 2)]
-            )
+            rows.append([view.name(m), str(len(view.runs_for(t, m)))] + [c[i] for c in cols])
         doc.h(3, view.task_name(t))
         doc.table(
             ["method", "seeds"] + [h for h, _, _ in stat_cols] + ["mean std in", "mean std out"],
@@ -470,7 +473,7 @@ def calibration(doc: Doc, view: ReportView) -> None:
             f"{view.task_name(t)}: held-out points inside / outside the training range. "
             "loglik = mean Gaussian predictive log density (higher is better); cover 3σ = "
             "share within mean ± 3 std (0.997 if calibrated); mean std on the plotting "
-            "grid inside / outside the training inputs' range. "
+            "grid inside / outside the run's own training inputs' range (not ranked). "
             + _stats_note(view, [t])
             + view.data_label([t]),
         )
