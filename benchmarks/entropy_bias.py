@@ -34,6 +34,7 @@ import uqbench
 from uqbench import metrics as M
 from uqbench.data.source import as_source
 from uqbench.registry import TASKS
+from uqbench.report.style import ReportView
 
 SAMPLE_COUNTS = (1, 2, 5, 10, 20, 50, 100)
 
@@ -207,6 +208,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['h_by_samples'].get(s, float('nan')):.4f} | {r['h_inf']:.4f} | "
             f"{r['bias_at_suite_samples']:+.4f} | {'-' if hw is None else f'{hw:.4f}'} | {below} |"
         )
+    label = ReportView(results).data_label(dict.fromkeys(r["task"] for r in rows))
+    if label:
+        lines += ["", f"*{label.strip()}*"]
     (args.results / "entropy-bias.md").write_text("\n".join(lines) + "\n")
     print(f"wrote {args.results / 'entropy-bias.md'}")
     return 0

@@ -275,6 +275,19 @@ def test_cifar_unverified_label_everywhere(full_report, tmp_path: Path) -> None:
     # Every CIFAR caption (tables and figures) carries the label.
     captions = [line for line in md.splitlines() if line.startswith("*") and "CIFAR" in line]
     assert captions and all(CIFAR_UNVERIFIED in c for c in captions)
+    # So does the caption of every table with a CIFAR row (convergence, MNF mechanism, ...).
+    lines = md.splitlines()
+    tables = 0
+    for i, line in enumerate(lines):
+        if line.startswith("|") and not lines[i + 1].startswith("|"):  # a table's last row
+            j = i
+            while lines[j].startswith("|"):
+                j -= 1
+            if any("CIFAR" in row for row in lines[j + 1 : i + 1]):
+                tables += 1
+                caption = next(x for x in lines[i + 1 :] if x.strip())
+                assert CIFAR_UNVERIFIED in caption, lines[j + 1]
+    assert tables >= 5
     # With verified CIFAR data there is no such label.
     clean = tmp_path / "clean"
     write_report(_results(tasks=("cifar5",), cifar_verified=True), clean)

@@ -248,7 +248,8 @@ def convergence(doc: Doc, view: ReportView) -> None:
     doc.table(
         ["method", "task", "seed", "epochs", "converged (relative fall)"],
         rows,
-        f"{bad} of {len(rows)} runs are not converged by this criterion.",
+        f"{bad} of {len(rows)} runs are not converged by this criterion."
+        + view.data_label(view.tasks()),
     )
 
 
@@ -669,7 +670,7 @@ def per_run(doc: Doc, view: ReportView) -> None:
 def mechanism(doc: Doc, view: ReportView) -> None:
     """Per-layer terms of q for the Gaussian families: does MNF's z do anything?"""
     families = ("ffg", "mnf")
-    rows = []
+    rows, shown = [], set()
     for t in view.tasks():
         for m in view.methods(t):
             if m not in families:
@@ -682,6 +683,7 @@ def mechanism(doc: Doc, view: ReportView) -> None:
                             layers[name][k].append(float(x))
             for name, d in layers.items():
                 mean = {k: float(np.mean(v)) for k, v in d.items()}
+                shown.add(t)
                 rows.append(
                     [view.task_name(t), view.name(m), name]
                     + [
@@ -726,7 +728,8 @@ def mechanism(doc: Doc, view: ReportView) -> None:
         rows,
         "Means over seeds of 32 draws after training. FFG is MNF with z = 1 (no z terms). "
         "KL bound = KL(q(W|z)‖p) + log q(z) − log r(z|W) (eq. 13-16, in nats, for the whole "
-        "layer). A spread of z near 0 means z is a fixed rescaling and MNF is FFG in effect.",
+        "layer). A spread of z near 0 means z is a fixed rescaling and MNF is FFG in effect."
+        + view.data_label([t for t in view.tasks() if t in shown]),
     )
 
 
