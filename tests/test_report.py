@@ -125,7 +125,7 @@ def _cls_metrics(
 
 def _toy_metrics(method: str, rng: np.random.Generator) -> dict[str, Any]:
     x = np.linspace(-6, 6, 121)
-    std = 3 + WIDEN[method] * np.clip(np.abs(x) - 4, 0, None) ** 2
+    std = 3 + 0.3 * np.abs(x) + WIDEN[method] * np.clip(np.abs(x) - 4, 0, None) ** 2
     xt = rng.uniform(-4, 4, 20)
     return {
         "rmse": 5.0,
@@ -503,8 +503,9 @@ def test_beyond_paper_section(tmp_path: Path) -> None:
 def test_test_noise_flag_widens_every_interval_over_seeds_by_the_shared_test_noise(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # Three seeds of FFG and MNF scored on one test set of n examples (saved outputs): seed s
-    # of FFG errs on the first 20 + 5s examples, of MNF on examples 10 .. 70 + 10s.
+    # Three seeds of FFG, FFLU and MNF scored on one test set of n examples (saved outputs):
+    # seed s of FFG errs on the first 20 + 5s examples, of FFLU on examples 5 .. 45 + 5s, of
+    # MNF on examples 10 .. 70 + 10s.
     import json
 
     from scipy import stats
@@ -514,8 +515,9 @@ def test_test_noise_flag_widens_every_interval_over_seeds_by_the_shared_test_noi
     n, k = 2000, 3
     y = np.zeros(n, dtype=np.int64)
     (tmp_path / "runs").mkdir()
-    results = _results(tasks=("mnist",), methods=("ffg", "mnf"))
+    results = _results(tasks=("mnist",), methods=("ffg", "fflu", "mnf"))
     wrong = {"ffg": [range(20 + 5 * s) for s in range(k)]}
+    wrong["fflu"] = [range(5, 45 + 5 * s) for s in range(k)]
     wrong["mnf"] = [range(10, 70 + 10 * s) for s in range(k)]
     for r in results["runs"]:
         pred = y.copy()
@@ -541,7 +543,7 @@ def test_test_noise_flag_widens_every_interval_over_seeds_by_the_shared_test_noi
 
     t2 = stats.t.ppf(0.975, k - 1)
     seeds_only, with_noise = [], []
-    for m in ("ffg", "mnf"):
+    for m in ("ffg", "fflu", "mnf"):  # Table 2's order
         x = np.zeros((k, n))
         for s, idx in enumerate(wrong[m]):
             x[s, list(idx)] = 100.0
@@ -561,8 +563,27 @@ def test_test_noise_flag_widens_every_interval_over_seeds_by_the_shared_test_noi
     assert table2_halves(noisy) == pytest.approx(with_noise, rel=0.05, abs=0.006)
     assert all(w > s + 0.1 for w, s in zip(with_noise, seeds_only, strict=True))
     assert "**Intervals with the test set's noise** (`uqbench report --test-noise`)" in noisy
-    assert "(over seeds, with the test set's noise they share)" in noisy
+    assert "(over seeds, with the test set's noise they share where it can be had)" in noisy
     assert "With the test set's noise too" not in noisy  # every verdict has it already
+    # The summary's best (FFG, the lower error) and the claims read the same intervals.
+    summary = next(ln for ln in noisy.splitlines() if ln.startswith("| accuracy (test error"))
+    assert float(summary.split("|")[3].split("±")[1]) == table2_halves(noisy)[0]
+    claim = next(ln for ln in noisy.splitlines() if "`mnist-mnf-beats-mean-field`" in ln)
+    assert "t over 3 seeds + test-set bootstrap" in claim
+
+    # A run without saved outputs: its method's interval stays over seeds alone, the other's
+    # is still widened.
+    results["runs"] = [
+        {k: v for k, v in r.items() if k != "predictions"}
+        if (r["method"], r["seed"]) == ("mnf", 0)
+        else r
+        for r in results["runs"]
+    ]
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    assert main(["report", str(tmp_path), "--test-noise"]) == 0
+    mixed = (tmp_path / "report.md").read_text()
+    want = [*with_noise[:2], seeds_only[2]]
+    assert table2_halves(mixed) == pytest.approx(want, rel=0.05, abs=0.006)
     capsys.readouterr()
 
 

@@ -367,13 +367,16 @@ def test_test_noise_adds_the_shared_test_sets_variance_to_the_seeds(tmp_path) ->
     assert "0% of the variance" in iv_apart.how and apart.lo is None
 
     # Outputs without the arrays a statistic reads (a task that saves fewer): the seeds'
-    # interval, saying why.
+    # interval, saying why; with one seed, no interval rather than a KeyError.
     with_ece = [
         {**r, "metrics": {**r["metrics"], "ece": 0.01 * (1 + i)}} for i, r in enumerate(runs)
     ]
     view = ResultsView({"runs": with_ece}, tmp_path, test_noise=True)
     ece = C.interval(view, "mnist", "a", C.STATS["ece"])
     assert ece.lo is not None and "seeds only: a seed 0's outputs lack" in ece.how
+    one = ResultsView({"runs": [r for r in with_ece if r["seed"] == 1]}, tmp_path)
+    assert C.interval(one, "mnist", "a", C.STATS["ece"]).lo is None
+    assert C.compare(one, "mnist", "a", "b", C.STATS["ece"]).lo is None
 
     # A run without saved outputs: the seeds' interval, saying why.
     runs[0] = {k_: v_ for k_, v_ in runs[0].items() if k_ != "predictions"}

@@ -123,8 +123,9 @@ def build_parser(with_extras: bool = True) -> argparse.ArgumentParser:
     rep.add_argument(
         "--test-noise",
         action="store_true",
-        help="every interval over seeds also covers the test set's noise the seeds share "
-        "(from the runs' saved outputs; slower); default: over seeds alone",
+        help="intervals over seeds also cover the test set's noise the seeds share, for "
+        "statistics recomputable from the runs' saved outputs (slower); default: over seeds "
+        "alone",
     )
 
     chk = sub.add_parser(

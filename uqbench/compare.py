@@ -278,6 +278,17 @@ def _replicates(view: ResultsView, run: dict[str, Any], stat: Stat) -> np.ndarra
     return view.cache[key]
 
 
+def _bootstrap(
+    stat: Stat, a: Outputs, b: Outputs | None, sizes: dict[str, int], level: float
+) -> S.Interval | None:
+    """:func:`uqbench.stats.bootstrap` of ``stat`` (of ``a - b`` with ``b``); None where
+    the outputs lack an array the statistic reads (a task that saves fewer)."""
+    try:
+        return S.bootstrap(stat.weighted, a, b, sizes, level=level)
+    except KeyError:
+        return None
+
+
 def _test_variance(
     view: ResultsView, task: str, seeds: list[int], a: str, b: str | None, stat: Stat
 ) -> float | str:
@@ -327,15 +338,22 @@ def _with_test_noise(
     values: list[float], seeds_only: S.Interval,
 ) -> S.Interval:  # fmt: skip
     """``seeds_only`` widened by the test-set noise common to the seeds
-    (:func:`_test_variance`) when ``view.test_noise`` asks for it; else, or when there is no
-    interval to widen or the noise cannot be had, ``seeds_only``, saying why."""
+    (:func:`_test_variance`) when ``view.test_noise`` asks for it; else, or when the noise
+    cannot be had, ``seeds_only``, saying why.
+
+    Seeds that agree exactly get no interval either way: their spread, which carries the
+    test-set noise particular to each seed, was not measured (a quantized metric), so the
+    shared part alone would be too narrow. Where neither source varies, a zero-width
+    ``seeds_only`` keeps its width of 0.
+    """
     if not view.test_noise or seeds_only.lo is None:
         return seeds_only
     var = _test_variance(view, task, seeds, a, b, stat)
     if isinstance(var, str):
         how = f"{seeds_only.how}; seeds only: {var}"
         return S.Interval(seeds_only.value, seeds_only.lo, seeds_only.hi, seeds_only.n, how)
-    return S.t_with_test_noise(values, var, view.level)
+    both = S.t_with_test_noise(values, var, view.level)
+    return seeds_only if both.lo is None else both
 
 
 def interval(view: ResultsView, task: str, method: str, stat: Stat) -> S.Interval | None:
@@ -358,7 +376,7 @@ def interval(view: ResultsView, task: str, method: str, stat: Stat) -> S.Interva
         out = view.outputs(run) if run else None
         sizes = _sizes(stat, out) if out is not None and stat.weighted else None
         if sizes:
-            b = S.bootstrap(stat.weighted, out, None, sizes, level=view.level)
+            b = _bootstrap(stat, out, None, sizes, view.level)
             if b is not None:
                 result = S.Interval(x, b.lo, b.hi, 1, "bootstrap over test examples, one seed")
     view.cache[key] = result
@@ -402,7 +420,7 @@ def compare(view: ResultsView, task: str, a: str, b: str, stat: Stat) -> S.Inter
         if oa is not None and ob is not None and stat.weighted is not None:
             sizes = _sizes(stat, oa)
             if sizes and sizes == _sizes(stat, ob):
-                bt = S.bootstrap(stat.weighted, oa, ob, sizes, level=view.level)
+                bt = _bootstrap(stat, oa, ob, sizes, view.level)
                 if bt is not None:
                     result = S.Interval(diff, bt.lo, bt.hi, 1, bt.how + ", one seed")
     elif va and vb:  # no common seed: unpaired, no interval

@@ -4,8 +4,8 @@
 statistic (named as in the discussion notes, :func:`uqbench.paper.stat_named`) with its 95%
 interval from :func:`uqbench.compare.compare`: the numbers the report's verdicts rest on, for
 any pair of methods. ``--test-noise`` widens each interval over seeds by the test set's noise
-(:func:`uqbench.stats.t_with_test_noise`), which the report's tables leave out (its
-verdicts are given with it too).
+(:func:`uqbench.stats.t_with_test_noise`), which the default report's tables leave out (its
+verdicts are given with it too; ``uqbench report --test-noise`` puts it everywhere).
 """
 
 from __future__ import annotations

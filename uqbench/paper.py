@@ -615,13 +615,12 @@ FIGURE6_METHODS: tuple[str, ...] = ("dropout", "dropout-learned", "fflu", "mnf")
 
 
 def _toy_mnf_widens(v: ResultsView) -> Verdict:
-    ratio = band_stat("ratio")
-    iv = C.interval(v, "toy-cubic", "mnf", ratio)
-    if iv is None:
+    if not v.runs_for("toy-cubic", "mnf"):
         return _not_run("a toy-cubic run of MNFG")
+    iv = C.interval(v, "toy-cubic", "mnf", band_stat("ratio"))
     inside = C.interval(v, "toy-cubic", "mnf", band_stat("inside"))
     outside = C.interval(v, "toy-cubic", "mnf", band_stat("outside"))
-    if inside is None or outside is None:
+    if iv is None or inside is None or outside is None:  # runs without recorded bands
         return _not_run("MNFG's toy-cubic predictive bands")
     return _decide(
         v,

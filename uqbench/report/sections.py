@@ -54,13 +54,23 @@ def header(doc: Doc, view: ReportView, results: dict[str, Any]) -> None:
         "Louizos & Welling (ICML 2017), *Multiplicative Normalizing Flows for Variational "
         "Bayesian Neural Networks*."
     )
-    if view.test_noise:
+    if _widened(view):
         doc.p(
             "**Intervals with the test set's noise** (`uqbench report --test-noise`): every "
-            "interval over seeds in this report also covers the noise of the test set that "
-            "all seeds share, where the runs saved per-example outputs (section Against the "
-            "paper says how). The default report's intervals are over seeds alone."
+            "interval over seeds of a statistic that can be recomputed from the runs' saved "
+            "per-example outputs also covers the noise of the test set that all seeds share "
+            "(section Against the paper says how); the others (the toy band widths, AURC, the "
+            "shift metrics, runs without saved outputs) stay over seeds alone, and each "
+            "claim's numbers say which they are. The default report's intervals, which the "
+            "discussion notes quote, are over seeds alone."
         )
+    elif view.test_noise:
+        why = (
+            "one seed: its intervals are over test examples already"
+            if view.n_seeds() < 2
+            else ("no run saved per-example outputs")
+        )
+        doc.p(f"`--test-noise` was asked for, but no interval could be widened ({why}).")
 
 
 def environment(doc: Doc, view: ReportView, results: dict[str, Any]) -> None:
@@ -162,7 +172,7 @@ def summary(doc: Doc, view: ReportView) -> None:
         ["for", "task", "value (best mean)", "best"],
         rows,
         "Best mean per criterion; named best only when its 95% interval of the difference "
-        f"to every other method{_NOISE_TOO if view.test_noise else ''} excludes 0 (no "
+        f"to every other method{_NOISE_TOO if _widened(view) else ''} excludes 0 (no "
         "correction for the many comparisons). † = not converged."
         + note
         + view.data_label(view.tasks()),
@@ -304,7 +314,7 @@ def provenance(doc: Doc, view: ReportView) -> None:
 
 #: Said of an interval that ``uqbench report --test-noise`` widened.
 _NOISE_SHARED = " with the test set's noise they share"
-_NOISE_TOO = f" (over seeds,{_NOISE_SHARED})"
+_NOISE_TOO = f" (over seeds,{_NOISE_SHARED} where it can be had)"
 #: How the test set's noise enters an interval over seeds.
 _NOISE_HOW = (
     "(the covariance of two seeds' values over bootstrap resamples of the shared test "
@@ -312,6 +322,11 @@ _NOISE_HOW = (
     "with the seeds' t quantile (`uqbench.stats.t_with_test_noise`); where each seed draws "
     "its own test set (the toy task; CIFAR-5's subsets) it is about 0"
 )
+
+
+def _widened(view: ReportView) -> bool:
+    """Whether ``--test-noise`` widens intervals here: asked for, 2+ seeds, saved outputs."""
+    return view.test_noise and view.n_seeds() >= 2 and view.has_outputs()
 
 
 def _table_methods(view: ReportView, tasks: list[str]) -> list[str]:
@@ -365,11 +380,12 @@ def _plain_cells(
 def _stats_note(view: ReportView, tasks: list[str]) -> str:
     """Caption sentence saying how the intervals of ``tasks`` were made, and what is missing."""
     seeds = max((view.n_seeds(t) for t in tasks), default=0)
-    if seeds >= 2 and view.test_noise:
+    if seeds >= 2 and _widened(view):
         how = (
-            f"mean ± half-width of the 95% interval over seeds (up to {seeds}) widened by the "
-            "test set's noise the seeds share, where the runs saved per-example outputs; best "
-            "marks from paired per-seed differences, so widened too"
+            f"mean ± half-width of the 95% interval over seeds (up to {seeds}), widened by the "
+            "test set's noise the seeds share where the statistic can be recomputed from the "
+            "runs' saved per-example outputs (else over seeds alone); best marks from paired "
+            "per-seed differences, widened the same way"
         )
     elif seeds >= 2:
         how = (
@@ -810,17 +826,18 @@ def against_paper(
         f"Summary: {counts['agrees']} agree, {counts['differs']} differ, "
         f"{counts['inconclusive']} inconclusive, {counts['not run']} not run. A claim agrees "
         "or differs only when the differences it states are resolved at 95% (paired over "
-        f"seeds{_NOISE_SHARED if view.test_noise else ''}, or over test examples where each "
+        f"seeds{_NOISE_SHARED if _widened(view) else ''}, or over test examples where each "
         "method ran one seed) and, to agree, every run it rests on converged; a claim of "
         "k > 1 conditions differs only when one is still resolved against it at 1 − 0.05/k "
         "(Holm's correction)."
     )
-    if view.test_noise:
+    if _widened(view):
         doc.p(
             "The test set's noise in these verdicts: every seed is scored on one test set, "
             "itself a sample, so the seeds share its noise (examples that every seed's "
             f"models find hard or easy), which their spread cannot show. It is added {_NOISE_HOW}"
-            ", and where a run saved no per-example outputs the interval is over seeds alone."
+            "; a statistic that cannot be recomputed from per-example outputs, or a run that "
+            "saved none, keeps the interval over seeds alone (the claim's numbers say which)."
         )
     if noisy_counts:
         n = sum(noisy_counts.values())
