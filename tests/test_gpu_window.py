@@ -127,3 +127,47 @@ def test_stage_data_refuses_a_damaged_part_and_an_unknown_set(tmp_path: Path) ->
     assert out.returncode == 2
     assert "part2-of-2 arrived damaged" in out.stderr
     assert not (tmp_path / ".cache" / "gpu-data").exists()
+
+
+def test_slim_keeps_results_here_and_out_of_the_tree_that_travels(tmp_path: Path) -> None:
+    """The committed results would fill a call by themselves: `slim` leaves the files in
+    place but untracked and ignored (what travels is tracked plus untracked-not-ignored
+    files), so pack's parts get the room; `unslim` tracks them again, the index as before."""
+
+    def git(*args: str) -> str:
+        out = subprocess.run(
+            ["git", *args], cwd=tmp_path, capture_output=True, text=True, check=True
+        )
+        return out.stdout
+
+    git("init", "-q")
+    git("config", "user.email", "t@example.org")
+    git("config", "user.name", "t")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    (tmp_path / "results" / "quick").mkdir(parents=True)
+    (tmp_path / "results" / "quick" / "results.json").write_bytes(b"r" * 3_000_000)
+    git("add", ".")
+    git("commit", "-q", "-m", "c")
+
+    def travels() -> set[str]:
+        listed = git("ls-files") + git("ls-files", "-o", "--exclude-standard")
+        return set(listed.split())
+
+    slim = _stage(["slim"], tmp_path)
+    assert slim.returncode == 0, slim.stderr
+    assert travels() == {"code.py"}
+    assert (tmp_path / "results" / "quick" / "results.json").stat().st_size == 3_000_000
+    assert "the tree that travels is 6 bytes" in slim.stdout
+    assert _stage(["slim"], tmp_path).stdout.strip() == "already slim"
+    packed = _stage(["pack", str(tmp_path / "data")], tmp_path)  # tree_bytes sees the slim tree
+    assert packed.returncode == 2  # (no data here: refused, but not for the tree's size)
+    assert "leaves only" not in packed.stderr
+
+    unslim = _stage(["unslim"], tmp_path)
+    assert unslim.returncode == 0, unslim.stderr
+    assert travels() == {"code.py", "results/quick/results.json"}
+    assert git("status", "--porcelain") == ""
+    (tmp_path / "code.py").write_text("x = 2\n")
+    git("add", "code.py")
+    refused = _stage(["slim"], tmp_path)
+    assert refused.returncode == 2 and "staged changes" in refused.stderr

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Data for a GPU window whose calls each move at most 64 MiB: the repository's working tree
-# (tracked and untracked-not-ignored files, ~18 MB today) plus the folders the call carries.
+# (tracked and untracked-not-ignored files) plus the folders the call carries.
 # The data sets go as one archive cut into parts that fit beside the tree, one part per call;
 # the GPU machine keeps the parts that arrived (in .cache/, which stays while the machine is
 # held), and unpacks the archive, after checking its sha256, once every part is there.
@@ -11,6 +11,12 @@
 #     (cifar10: its tarball only). Writes .gpu-stage/1, 2, ..., each one call's carry, and
 #     prints them. PART_BYTES overrides the part size (default: 64 MiB minus the working tree
 #     minus 2 MiB).
+# The committed results (results/: run files, reports; ~65 MB) would by themselves fill a call,
+# and a GPU run needs none of them, so for the window they stay here:
+#   bash benchmarks/gpu/stage_data.sh slim     # before pack: results/ untracked and ignored
+#   bash benchmarks/gpu/stage_data.sh unslim   # after the window: results/ tracked again
+#   (slim leaves every file in place: it drops results/ from the index and lists it in
+#   .git/info/exclude, so that it neither travels nor counts; commit nothing while slim.)
 # On the GPU machine, first thing in every call (cheap when nothing was carried):
 #   bash benchmarks/gpu/stage_data.sh unpack
 #     prints "ready: <set>" for each data set unpacked into .cache/gpu-data, and how many parts
@@ -28,7 +34,28 @@ tree_bytes() {  # what every call moves besides its carry
     | xargs -0 -r stat -c %s 2>/dev/null | awk '{s += $1} END {print s + 0}'
 }
 
+exclude=$(git rev-parse --git-path info/exclude 2>/dev/null || echo .git/info/exclude)
+marker="/results/"
+note="# stage_data.sh slim (unslim removes these two lines)"
+
 case "$cmd" in
+slim)
+  grep -qxF "$marker" "$exclude" 2>/dev/null && { echo "already slim"; exit 0; }
+  git diff --cached --quiet \
+    || { echo "stage_data.sh slim: commit or unstage the staged changes first" >&2; exit 2; }
+  git rm -r -q --cached results
+  mkdir -p "$(dirname "$exclude")" && printf '%s\n%s\n' "$note" "$marker" >>"$exclude"
+  echo "slim: results/ stays here, untracked; the tree that travels is $(tree_bytes) bytes" \
+    "(bash benchmarks/gpu/stage_data.sh unslim after the window)"
+  ;;
+unslim)
+  git reset -q -- results
+  if [ -f "$exclude" ]; then
+    grep -vxF -e "$marker" -e "$note" "$exclude" >"$exclude.tmp" || true
+    mv "$exclude.tmp" "$exclude"
+  fi
+  echo "unslim: results/ tracked again"
+  ;;
 pack)
   src=${2:-${UQBENCH_DATA_DIR:-}}
   sets=${3:-"mnist notmnist fashion-mnist cifar10"}
@@ -96,7 +123,7 @@ unpack)
   true
   ;;
 *)
-  echo "usage: bash benchmarks/gpu/stage_data.sh pack [DATA_DIR] [SETS] | unpack" >&2
+  echo "usage: bash benchmarks/gpu/stage_data.sh slim | pack [DATA_DIR] [SETS] | unpack | unslim" >&2
   exit 2
   ;;
 esac
