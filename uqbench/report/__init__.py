@@ -35,10 +35,10 @@ __all__ = ["ResultsView", "write_report"]
 def write_report(results: dict[str, Any], out_dir: Path, *, test_noise: bool = False) -> list[Path]:
     """Write ``report.md``, ``report.html`` and ``figures/*.png`` under ``out_dir``.
 
-    ``test_noise``: every interval over seeds also covers the test set's noise that the
-    seeds share (:func:`uqbench.stats.t_with_test_noise`, from the runs' saved outputs);
-    by default the tables' intervals are over seeds alone and only the claims' verdicts
-    are given a second time with it.
+    ``test_noise``: the intervals over seeds of statistics recomputable from the runs' saved
+    per-example outputs also cover the test set's noise that the seeds share
+    (:func:`uqbench.stats.t_with_test_noise`); by default the tables' intervals are over
+    seeds alone and only the claims' verdicts are given a second time with it.
 
     Notes in ``out_dir/discussion.toml`` (claim id -> text) go under their claims in
     "Against the paper".

@@ -68,7 +68,7 @@ def header(doc: Doc, view: ReportView, results: dict[str, Any]) -> None:
         why = (
             "one seed: its intervals are over test examples already"
             if view.n_seeds() < 2
-            else ("no run saved per-example outputs")
+            else "no run saved per-example outputs"
         )
         doc.p(f"`--test-noise` was asked for, but no interval could be widened ({why}).")
 
@@ -479,8 +479,8 @@ def calibration(doc: Doc, view: ReportView) -> None:
             for m, header in catalog.table_columns("regression")
         ]
         cols = [_cells(view, t, methods, stat, d) for _, stat, d in stat_cols]
-        rows = []
         cols += [_plain_cells(view, t, methods, band_stat(w), 2) for w in ("inside", "outside")]
+        rows = []
         for i, m in enumerate(methods):
             rows.append([view.name(m), str(len(view.runs_for(t, m)))] + [c[i] for c in cols])
         doc.h(3, view.task_name(t))
