@@ -11,7 +11,7 @@
 #     (cifar10: its tarball only). Writes .gpu-stage/1, 2, ..., each one call's carry, and
 #     prints them. PART_BYTES overrides the part size (default: 64 MiB minus the working tree
 #     minus 2 MiB).
-# The committed results (results/: run files, reports; ~65 MB) would by themselves fill a call,
+# The committed results (results/: run files, reports; ~70 MB) would by themselves fill a call,
 # and a GPU run needs none of them, so for the window they stay here:
 #   bash benchmarks/gpu/stage_data.sh slim     # before pack: results/ untracked and ignored
 #   bash benchmarks/gpu/stage_data.sh unslim   # after the window: results/ tracked again
@@ -43,12 +43,15 @@ slim)
   grep -qxF "$marker" "$exclude" 2>/dev/null && { echo "already slim"; exit 0; }
   git diff --cached --quiet \
     || { echo "stage_data.sh slim: commit or unstage the staged changes first" >&2; exit 2; }
-  git rm -r -q --cached results
+  # The exclude first: an interrupted slim is then still one that unslim undoes.
   mkdir -p "$(dirname "$exclude")" && printf '%s\n%s\n' "$note" "$marker" >>"$exclude"
+  git rm -r -q --cached results
   echo "slim: results/ stays here, untracked; the tree that travels is $(tree_bytes) bytes" \
     "(bash benchmarks/gpu/stage_data.sh unslim after the window)"
   ;;
 unslim)
+  # Only after a slim: a reset would also unstage changes under results/ made since.
+  grep -qxF "$marker" "$exclude" 2>/dev/null || { echo "not slim"; exit 0; }
   git reset -q -- results
   if [ -f "$exclude" ]; then
     grep -vxF -e "$marker" -e "$note" "$exclude" >"$exclude.tmp" || true
