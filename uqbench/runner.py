@@ -229,10 +229,25 @@ class Runner:
     def expected_specs(self) -> list[RunSpec]:
         """The runs whose files may be merged: the suite's runs with this command's setting
         overrides, plus the runs it selected (``--methods`` etc. choose what to make now,
-        not what the results hold)."""
+        not what the results hold).
+
+        A family the suite does not name (a plug-in added with ``--methods``) counts as one
+        of its methods once the runs folder holds a file of it: its runs on the suite's
+        tasks and seeds, with the same settings, stay in the results of later commands.
+        """
         settings = {k: v for k, v in self.overrides.items() if k in ("train", "eval")}
         specs = {s.key: s for s in self.suite.runs(settings)}
         specs.update({s.key: s for s in self.specs})
+        named = {s.method for s in specs.values()}
+        for method in POSTERIORS.names():
+            if method in named:
+                continue
+            try:
+                extra = self.suite.runs({**settings, "methods": [method]})
+            except UQBenchError:  # the family does not fit the suite's tasks: not its run
+                continue
+            if any((self.runs_dir / f"{s.key}.json").exists() for s in extra):
+                specs.update({s.key: s for s in extra})
         return list(specs.values())
 
     def write_run(
