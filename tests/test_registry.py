@@ -138,3 +138,97 @@ def test_plugin_registered_by_a_decorator_needs_no_entry_point_name_match(
     assert cls.__module__ == "uqbench_test_named"
     spec = uqbench.ModelSpec("mlp", (2,), 2, "classification", 10, {"hidden": 4})
     assert cls(spec).sample_outputs(torch.zeros(3, 2), 2).shape == (2, 3, 2)
+
+
+def test_a_name_that_cannot_be_a_file_name_is_refused(clean_registry) -> None:
+    class Slashed(Posterior):
+        pass
+
+    for bad in ("my/slash", "../up", "", "with space", "-dash"):
+        with pytest.raises(RegistryError, match="file names"):
+            register_posterior(bad)(Slashed)
+
+
+def test_a_class_that_is_no_posterior_is_refused_at_registration(clean_registry) -> None:
+    class Oops:
+        pass
+
+    with pytest.raises(RegistryError, match="not a subclass of uqbench.posterior.Posterior"):
+        register_posterior("uqbench-test-oops")(Oops)
+    assert "uqbench-test-oops" not in uqbench.list_posteriors()
+
+
+def test_a_failed_discovery_fails_again_instead_of_leaving_the_registry_short(
+    clean_registry, tmp_path, monkeypatch
+) -> None:
+    # "aaa" sorts before every built-in name: the old registry stopped there for good.
+    write_distribution(
+        tmp_path,
+        "uqbench-test-early",
+        """
+        [uqbench.posteriors]
+        aaa-broken = uqbench_test_early
+        """,
+        {"uqbench_test_early": "import a_module_that_does_not_exist_xyz  # noqa: F401\n"},
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    clean_registry.reset_discovery()
+    for _ in range(2):
+        with pytest.raises(RegistryError, match="'aaa-broken'"):
+            uqbench.list_posteriors()
+        with pytest.raises(RegistryError, match="'aaa-broken'"):
+            uqbench.get_posterior("l2")
+
+
+@pytest.mark.parametrize(
+    ("entry_point", "module"),
+    [
+        # a module entry point that sorts first and registers a built-in's name
+        (
+            "aaa-l2 = uqbench_test_clash",
+            """
+            import uqbench
+
+            @uqbench.register_posterior("l2")
+            class MyL2(uqbench.Posterior):
+                pass
+            """,
+        ),
+        # a class entry point named like a built-in (it used to be skipped silently)
+        (
+            "l2 = uqbench_test_clash:MyL2",
+            """
+            import uqbench
+
+            class MyL2(uqbench.Posterior):
+                pass
+            """,
+        ),
+    ],
+)
+def test_a_plugin_reusing_a_built_in_name_is_the_one_named(
+    clean_registry, tmp_path, monkeypatch, entry_point, module
+) -> None:
+    write_distribution(
+        tmp_path,
+        "uqbench-test-clash",
+        f"""
+        [uqbench.posteriors]
+        {entry_point}
+        """,
+        {"uqbench_test_clash": module},
+    )
+    for prepend in (True, False):  # before or after uqbench's own distribution on sys.path
+        with monkeypatch.context() as m:
+            if prepend:
+                m.syspath_prepend(str(tmp_path))
+            else:
+                m.setattr("sys.path", [*__import__("sys").path, str(tmp_path)])
+            clean_registry.reset_discovery()
+            with pytest.raises(RegistryError) as err:
+                uqbench.list_posteriors()
+        msg = str(err.value)
+        assert "uqbench-test-clash" in msg and "duplicate posterior name 'l2'" in msg
+        assert msg.startswith(f"posterior plug-in '{entry_point.split(' ')[0]}'")
+        sys_modules = __import__("sys").modules
+        sys_modules.pop("uqbench_test_clash", None)

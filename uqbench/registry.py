@@ -8,8 +8,10 @@ points are loaded lazily, the first time a registry is asked for its contents.
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
 import inspect
+import re
 import traceback
 from collections.abc import Callable
 from typing import Generic, TypeVar
@@ -18,16 +20,25 @@ from uqbench.errors import RegistryError
 
 T = TypeVar("T")
 
+#: What a registered name may look like: it becomes part of run and checkpoint file names.
+NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")
+#: The distribution whose entry points are uqbench's own (loaded before any plug-in's).
+OWN_DISTRIBUTION = "uqbench"
+
 
 class Registry(Generic[T]):
     """A registry of classes of one kind, filled by decorators and entry points."""
 
-    def __init__(self, kind: str, group: str) -> None:
+    def __init__(self, kind: str, group: str, base: str | None = None) -> None:
+        """``base`` (``"module:Class"``, imported on first use): the class every entry must
+        subclass; ``None``: any class."""
         self.kind = kind
         self.group = group
+        self.base = base
         self._entries: dict[str, type[T]] = {}
         self._origin: dict[str, str] = {}
         self._discovered = False
+        self._loaded: set[tuple[str, str]] = set()
 
     def register(self, name: str) -> Callable[[type[T]], type[T]]:
         """Class decorator registering ``cls`` under ``name``."""
@@ -40,9 +51,13 @@ class Registry(Generic[T]):
 
     def add(self, name: str, cls: type[T], origin: str | None = None) -> None:
         """Register ``cls`` under ``name``; re-registering the same class is a no-op."""
-        if not isinstance(name, str) or not name:
-            raise RegistryError(f"{self.kind} name must be a non-empty string, got {name!r}")
-        origin = origin or f"{cls.__module__}.{cls.__qualname__}"
+        if not isinstance(name, str) or not NAME.fullmatch(name):
+            raise RegistryError(
+                f"{self.kind} name must be letters, digits and . _ + - (not starting with "
+                f". + -), as it becomes part of file names; got {name!r}"
+            )
+        origin = origin or (_qualname(cls) if inspect.isclass(cls) else repr(cls))
+        self._check_base(name, cls, origin)
         existing = self._entries.get(name)
         if existing is not None and _qualname(existing) != _qualname(cls):
             raise RegistryError(
@@ -56,23 +71,47 @@ class Registry(Generic[T]):
         except (AttributeError, TypeError):
             pass
 
+    def _check_base(self, name: str, cls: type, origin: str) -> None:
+        if self.base is None:
+            return
+        module, _, attr = self.base.partition(":")
+        base = getattr(importlib.import_module(module), attr)
+        if not (inspect.isclass(cls) and issubclass(cls, base)):
+            raise RegistryError(
+                f"{self.kind} {name!r} ({origin}) is not a subclass of {module}.{attr}"
+            )
+
     def discover(self) -> None:
-        """Load every entry point of the group once; a broken plug-in names itself."""
+        """Load every entry point of the group; a broken plug-in names itself.
+
+        uqbench's own entry points load first, so that a plug-in that reuses a built-in
+        name is the one named. A failure is raised again on every later call (the
+        registry stays incomplete, so nothing may use it); entry points already loaded
+        are not loaded twice.
+        """
         if self._discovered:
             return
-        self._discovered = True
-        for ep in sorted(importlib.metadata.entry_points(group=self.group), key=lambda e: e.name):
-            dist = ep.dist.name if ep.dist is not None else "unknown distribution"
+
+        def dist_of(ep: importlib.metadata.EntryPoint) -> str:
+            return ep.dist.name if ep.dist is not None else "unknown distribution"
+
+        eps = importlib.metadata.entry_points(group=self.group)
+        for ep in sorted(eps, key=lambda e: (dist_of(e) != OWN_DISTRIBUTION, e.name)):
+            if (ep.name, ep.value) in self._loaded:
+                continue
+            dist = dist_of(ep)
+            where = f"{self.kind} plug-in {ep.name!r} ({ep.value}, from {dist})"
             try:
                 obj = ep.load()
+                if inspect.isclass(obj):
+                    self.add(ep.name, obj, origin=f"entry point {ep.name} = {ep.value} ({dist})")
+            except RegistryError as exc:  # it registered a name already taken, or a bad one
+                raise RegistryError(f"{where}: {exc}") from exc
             except Exception as exc:  # noqa: BLE001 - any import failure names the plug-in
                 tb = traceback.format_exception_only(type(exc), exc)[-1].strip()
-                raise RegistryError(
-                    f"{self.kind} plug-in {ep.name!r} ({ep.value}, from {dist}) failed to "
-                    f"import: {tb}"
-                ) from exc
-            if inspect.isclass(obj) and ep.name not in self._entries:
-                self.add(ep.name, obj, origin=f"entry point {ep.name} = {ep.value} ({dist})")
+                raise RegistryError(f"{where} failed to import: {tb}") from exc
+            self._loaded.add((ep.name, ep.value))
+        self._discovered = True
 
     def get(self, name: str) -> type[T]:
         """The class registered as ``name``; an unknown name lists the known ones."""
@@ -91,27 +130,33 @@ class Registry(Generic[T]):
     def reset_discovery(self) -> None:
         """Forget that entry points were loaded (for tests that add plug-ins)."""
         self._discovered = False
+        self._loaded = set()
 
-    def snapshot(self) -> tuple[dict[str, type[T]], dict[str, str], bool]:
+    def snapshot(self) -> tuple[dict[str, type[T]], dict[str, str], bool, set[tuple[str, str]]]:
         """The registry's state, for :meth:`restore` (tests that register temporarily).
 
         Entry points are loaded first: their modules register only on first import.
         """
         self.discover()
-        return dict(self._entries), dict(self._origin), self._discovered
+        return dict(self._entries), dict(self._origin), self._discovered, set(self._loaded)
 
-    def restore(self, state: tuple[dict[str, type[T]], dict[str, str], bool]) -> None:
+    def restore(
+        self, state: tuple[dict[str, type[T]], dict[str, str], bool, set[tuple[str, str]]]
+    ) -> None:
         """Return to a state taken with :meth:`snapshot`."""
-        entries, origin, discovered = state
+        entries, origin, discovered, loaded = state
         self._entries = dict(entries)
         self._origin = dict(origin)
         self._discovered = discovered
+        self._loaded = set(loaded)
 
 
 def _qualname(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-POSTERIORS: Registry = Registry("posterior", "uqbench.posteriors")
+POSTERIORS: Registry = Registry(
+    "posterior", "uqbench.posteriors", base="uqbench.posterior:Posterior"
+)
 TASKS: Registry = Registry("task", "uqbench.tasks")
 OOD_SETS: Registry = Registry("OOD set", "uqbench.ood_sets")
