@@ -4,10 +4,12 @@ Two identities are recorded with every run:
 
 * ``code_version`` - what run files are keyed on: ``"t<T>.e<E>"``, uqbench's
   :data:`TRAIN_VERSION` and :data:`EVAL_VERSION`, plus, for a run of a plug-in posterior or
-  task (a class defined outside uqbench's own packages), ``-`` and a digest of the files
-  defining it. Results are reused only when it matches, so a commit that does not change
-  behaviour (a refactoring, a new report table, a docstring) keeps every result already
-  computed, and a change to a plug-in's code redoes that plug-in's runs. Checkpoints are
+  task (a class defined outside uqbench's own packages), ``-`` and a digest of the plug-in's
+  source files (every ``*.py`` of the distribution or package that defines it, and of any
+  plug-in it derives from). Results are reused only when it matches, so a commit that does
+  not change behaviour (a refactoring, a new report table, a docstring) keeps every result
+  already computed, and a change to a plug-in's code, in any of its files, redoes that
+  plug-in's runs. Checkpoints are
   keyed on :func:`train_version` alone: a change to the evaluation (a new metric) re-evaluates
   the trained models instead of retraining them.
 * ``source_version`` - informational: ``"src-"`` + a digest of every ``*.py`` of uqbench's
@@ -32,10 +34,12 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.metadata
 import inspect
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -87,16 +91,54 @@ def _own_files() -> tuple[tuple[str, str], ...]:
 
 
 def _plugin_files(classes: tuple[type, ...], own_paths: set[str]) -> list[tuple[str, str]]:
-    """(name, path) of the files defining ``classes`` that lie outside uqbench's own packages."""
-    entries = []
+    """(name, path) of the plug-in source files behind ``classes``: see :func:`_plugin_scope`.
+
+    For each class, and each base class it derives from before one of uqbench's own
+    (a plug-in may derive from another plug-in's family), the files of the plug-in that
+    defines it.
+    """
+    entries: list[tuple[str, str]] = []
     for cls in classes:
-        try:
-            src = inspect.getsourcefile(cls)
-        except TypeError:
-            src = None
-        if src and src not in own_paths:
-            entries.append((f"{cls.__module__}:{Path(src).name}", src))
+        for k in inspect.getmro(cls) if inspect.isclass(cls) else ():
+            try:
+                src = inspect.getsourcefile(k)
+            except TypeError:  # a built-in class
+                src = None
+            if src is None or src in own_paths or k.__module__.split(".")[0] == "uqbench":
+                break
+            entries += _plugin_scope(k.__module__.split(".")[0], src)
     return entries
+
+
+@functools.cache
+def _plugin_scope(top: str, src: str) -> tuple[tuple[str, str], ...]:
+    """Every ``*.py`` file of the plug-in whose top-level module or package is ``top``
+    (``src``: the file defining the class), named relative to where ``top`` lies.
+
+    That is the files of the installed distribution that provides ``top`` (a helper
+    module of the same distribution counts), plus those of the package ``top`` itself
+    (an editable install or a folder on ``sys.path``); a lone module is its own file.
+    """
+    files: dict[str, str] = {}
+    for dist_name in importlib.metadata.packages_distributions().get(top, []):
+        try:
+            dist = importlib.metadata.distribution(dist_name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        for f in dist.files or []:
+            if f.suffix == ".py" and not str(f).startswith(".."):  # not scripts in bin/
+                path = Path(str(f.locate()))
+                if path.is_file():
+                    files.setdefault(f.as_posix(), str(path))
+    module = sys.modules.get(top)
+    roots = list(getattr(module, "__path__", []) or [])
+    for root in roots:
+        base = Path(root)
+        for path in sorted(base.rglob("*.py")):
+            files.setdefault(path.relative_to(base.parent).as_posix(), str(path))
+    if not files or not roots:
+        files.setdefault(Path(src).name, src)
+    return tuple(sorted((f"{top}:{name}", path) for name, path in files.items()))
 
 
 def _digest(entries: list[tuple[str, str]]) -> str:
