@@ -70,6 +70,18 @@ def test_runs_not_selected_but_matching_stay_in_the_results(tmp_path, tiny_task)
     assert len(res["runs"]) == 4 and res["left_out"] == []
 
 
+def test_runs_of_a_family_the_suite_does_not_name_stay_in_later_results(tmp_path, tiny_task):
+    """A plug-in added with --methods is not dropped by the next command without it."""
+    runner_for(tmp_path, overrides={"methods": ["dropout"], "seeds": [0]}).run()
+    res = runner_for(tmp_path, overrides={"methods": ["l2"]}).run()
+    assert sorted((r["method"], r["seed"]) for r in res["runs"]) == [
+        ("dropout", 0),
+        ("l2", 0),
+        ("l2", 1),
+    ]
+    assert res["left_out"] == []
+
+
 def test_copied_and_duplicate_run_files_are_not_merged(tmp_path, tiny_task):
     other = SUITE.replace("test_samples = 4", "test_samples = 3")
     first = runner_for(tmp_path / "other", other)
@@ -172,6 +184,41 @@ def test_code_version_covers_a_plug_ins_source(tmp_path, monkeypatch):
     cls = importlib.import_module("uqbench_probe_plugin").P
     assert code_version(cls) != code_version()
     assert code_version(cls).startswith(code_version() + "-")
+
+
+def test_code_version_covers_every_file_of_a_plug_in_package(tmp_path, monkeypatch):
+    """An edit to a helper module of the plug-in (not the file defining the family) counts,
+    and so does one to another plug-in's family it derives from."""
+    import importlib
+
+    from uqbench import provenance
+
+    pkg = tmp_path / "uqbench_probe_pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "layers.py").write_text("SCALE = 0.5\n")
+    (pkg / "family.py").write_text("from .layers import SCALE\n\nclass Base:\n    s = SCALE\n")
+    (tmp_path / "uqbench_probe_child.py").write_text(
+        "from uqbench_probe_pkg.family import Base\n\nclass Child(Base):\n    pass\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    child = importlib.import_module("uqbench_probe_child").Child
+
+    def version() -> str:
+        provenance._file_digest.cache_clear()
+        provenance._plugin_scope.cache_clear()
+        return provenance.code_version(child)
+
+    before = version()
+    (pkg / "layers.py").write_text("SCALE = 50.0\n")
+    assert version() != before
+    after_helper = version()
+    (tmp_path / "uqbench_probe_child.py").write_text(
+        "from uqbench_probe_pkg.family import Base\n\nclass Child(Base):\n    x = 1\n"
+    )
+    assert version() != after_helper
+    for name in ("uqbench_probe_child", "uqbench_probe_pkg.family", "uqbench_probe_pkg"):
+        __import__("sys").modules.pop(name, None)
 
 
 # -- 3. non-finite numbers: found at the step, recorded as a failure, the suite goes on ------

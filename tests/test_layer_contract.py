@@ -12,6 +12,7 @@ import math
 import pytest
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 import uqbench
 from uqbench import ModelSpec
@@ -225,3 +226,137 @@ def test_load_posterior_on_a_file_that_is_no_model_says_so(tmp_path) -> None:
     torch.save([1, 2], tmp_path / "junk.pt")
     with pytest.raises(ConfigError, match="not a uqbench model file"):
         uqbench.load_posterior(tmp_path / "junk.pt")
+
+
+# -- what evaluation gets back from a family ---------------------------------------------------
+class Reshaped(uqbench.Posterior):
+    """A plain MAP network whose ``sample_outputs`` can be bent out of the contract."""
+
+    bend: str = "none"
+
+    def layer_factory(self):
+        return uqbench.PlainLayers()
+
+    def sample_outputs(self, x: Tensor, n_samples: int, chunk_rows: int | None = None):
+        out = self(x).unsqueeze(0).expand(n_samples, -1, -1)
+        if self.bend == "swapped":
+            return out.transpose(0, 1)  # [batch, S, out]
+        if self.bend == "wide":
+            return torch.cat([out, out[..., :1]], -1)  # one output too many
+        if self.bend == "no-sample-axis":
+            return out[0]
+        if self.bend == "no-grad":
+            return out.detach()
+        return out
+
+
+@pytest.mark.parametrize(
+    ("bend", "shown"),
+    [("swapped", "[5, 4, 2]"), ("wide", "[4, 5, 3]"), ("no-sample-axis", "[5, 2]")],
+)
+def test_outputs_of_the_wrong_shape_are_refused_naming_the_family(bend, shown):
+    from uqbench.evaluate import sample_outputs
+
+    model = Reshaped(spec())
+    model.bend = bend
+    with pytest.raises(PluginError) as err:
+        sample_outputs(model, torch.randn(5, 3), 4, n_out=2)
+    msg = str(err.value)
+    assert f"returned shape {shown}" in msg and "expected [S, 5, 2]" in msg
+    assert "Reshaped" in msg
+
+
+def test_identical_samples_of_a_family_that_is_not_deterministic_warn():
+    from uqbench.evaluate import sample_outputs
+
+    model = Reshaped(spec())  # every sample the same network, yet not deterministic
+    x = torch.randn(5, 3)
+    with pytest.warns(UserWarning, match="samples are identical"):
+        sample_outputs(model, x, 4, n_out=2, check_spread=True)
+    model.deterministic = True
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert sample_outputs(model, x, 4, n_out=2, check_spread=True).shape == (4, 5, 2)
+
+
+def test_fgsm_names_outputs_without_a_gradient():
+    from uqbench.attacks import fgsm
+
+    model = Reshaped(spec())
+    model.bend = "no-grad"
+    x, y = torch.rand(5, 3), torch.randint(2, (5,))
+    with pytest.raises(PluginError, match="no gradient to the input"):
+        fgsm(model, x, y, 0.1, 2)
+
+
+class LossBent(uqbench.Posterior):
+    """A MAP network whose ``loss`` or ``kl`` can be bent out of the contract."""
+
+    bend: str = "none"
+
+    def layer_factory(self):
+        return uqbench.PlainLayers()
+
+    def loss(self, x: Tensor, y: Tensor):
+        out = self(x)
+        if self.bend == "per-example":
+            nll = F.cross_entropy(out, y, reduction="none")
+            return nll, {"nll": nll.mean().detach(), "kl": torch.zeros(())}
+        nll = F.cross_entropy(out, y)
+        if self.bend == "no-parts":
+            return nll
+        if self.bend == "no-nll":
+            return nll, {"kl": torch.zeros(())}
+        return nll, {"nll": nll.detach(), "kl": torch.zeros(())}
+
+
+@pytest.mark.parametrize(
+    ("bend", "said"),
+    [
+        ("per-example", "the loss is [16], not a scalar tensor"),
+        ("no-parts", "loss returned Tensor"),
+        ("no-nll", "the loss's parts are ['kl']"),
+    ],
+)
+def test_a_loss_out_of_contract_is_named_at_the_first_step(bend, said):
+    model = LossBent(spec())
+    model.bend = bend
+    with pytest.raises(PluginError) as err:
+        train(model, data(), epochs=1, batch_size=16, lr=1e-3, seed=0, progress=False)
+    assert said in str(err.value) and "LossBent" in str(err.value)
+
+
+class FloatKL(nn.Linear):
+    """A layer whose prior term lost its gradient (``.item()``)."""
+
+    def kl(self):
+        return 0.5 * float(self.weight.pow(2).sum().item())
+
+
+class FloatKLLayers(uqbench.PlainLayers):
+    def linear(self, in_features: int, out_features: int, *, index: int, last: bool):
+        return FloatKL(in_features, out_features)
+
+
+class FloatKLFamily(uqbench.Posterior):
+    def layer_factory(self):
+        return FloatKLLayers()
+
+
+class FloatFamilyKL(uqbench.Posterior):
+    """A family-wide ``kl()`` that returns a Python float."""
+
+    def layer_factory(self):
+        return uqbench.PlainLayers()
+
+    def kl(self):
+        return 0.5 * sum(float(p.detach().pow(2).sum()) for p in self.parameters())
+
+
+@pytest.mark.parametrize("family", [FloatKLFamily, FloatFamilyKL])
+def test_a_kl_without_a_gradient_is_named(family):
+    with pytest.raises(PluginError, match=r"no gradient to the module's parameters") as err:
+        train(family(spec()), data(), epochs=1, batch_size=16, lr=1e-3, seed=0, progress=False)
+    assert "float" in str(err.value) or "kl()" in str(err.value)

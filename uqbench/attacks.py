@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from uqbench.errors import PluginError
 from uqbench.metrics import predictive_log_probs
 
 
@@ -37,7 +38,15 @@ def fgsm(
         return x.detach()
     x_in = x.detach().clone().requires_grad_(True)
     with torch.enable_grad():
-        log_p = predictive_log_probs(model.sample_outputs(x_in, n_samples))
+        out = model.sample_outputs(x_in, n_samples)
+        if not out.requires_grad:
+            raise PluginError(
+                f"posterior {getattr(model, 'name', None) or type(model).__name__}: "
+                "sample_outputs gave outputs with no gradient to the input, which FGSM needs "
+                "(is it wrapped in torch.no_grad? evaluation already calls it under no_grad "
+                "where no gradient is needed)"
+            )
+        log_p = predictive_log_probs(out)
         # Summed (not averaged) over the batch: the sign is the same and tiny per-example
         # gradients do not underflow to zero.
         loss = F.nll_loss(log_p, y.to(log_p.device), reduction="sum")

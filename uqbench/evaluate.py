@@ -9,6 +9,7 @@ train/eval modes: MC dropout samples regardless of mode by its own design.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import numpy as np
@@ -21,7 +22,7 @@ from uqbench import shift as S
 from uqbench.architectures import CLASSIFICATION
 from uqbench.attacks import fgsm as fgsm_attack
 from uqbench.data.subset import stratified_subset
-from uqbench.errors import DataError
+from uqbench.errors import DataError, PluginError
 from uqbench.settings import EvalSettings
 from uqbench.tasks.base import Split, Task, TaskData
 
@@ -38,9 +39,65 @@ def _n_batches(n: int, batch_size: int) -> int:
     return math.ceil(n / batch_size) if n else 0
 
 
+def _family(model: Any) -> str:
+    return f"posterior {getattr(model, 'name', None) or type(model).__name__}"
+
+
+def sample_outputs(
+    model: Any, x: Tensor, n_samples: int, n_out: int | None = None, check_spread: bool = False
+) -> Tensor:
+    """``model.sample_outputs(x, n_samples)``, checked: ``[S, batch, n_out]`` with S >= 1
+    (``n_out=None``: any number of outputs).
+
+    A wrong shape would otherwise be averaged over the wrong axis and give plausible but
+    wrong metrics; it raises :class:`PluginError` naming the family. With
+    ``check_spread``, S samples that are all the same from a family that is not
+    ``deterministic`` warn: sampling that depends on train/eval mode (``nn.Dropout``)
+    while evaluation runs in eval mode.
+    """
+    out = model.sample_outputs(x, n_samples)
+    width = "K" if n_out is None else n_out
+    want = f"[S, {len(x)}, {width}] (S >= 1 samples, the batch, the task's outputs)"
+    if not isinstance(out, Tensor):
+        raise PluginError(
+            f"{_family(model)}: sample_outputs returned {type(out).__name__}, expected a "
+            f"tensor of shape {want}"
+        )
+    if (
+        out.dim() != 3
+        or out.shape[0] < 1
+        or out.shape[1] != len(x)
+        or (n_out is not None and out.shape[2] != n_out)
+    ):
+        raise PluginError(
+            f"{_family(model)}: sample_outputs returned shape {list(out.shape)}, expected {want}"
+        )
+    if (
+        check_spread
+        and not getattr(model, "deterministic", False)
+        and out.shape[0] > 1
+        and len(x) > 0
+        and bool((out == out[:1]).all())
+    ):
+        warnings.warn(
+            f"{_family(model)}: its {out.shape[0]} samples are identical, as a point estimate's "
+            "would be; evaluation runs in eval mode, so sampling must not depend on it (e.g. "
+            "nn.Dropout samples only in train mode). A deterministic family says "
+            "deterministic = True",
+            stacklevel=2,
+        )
+    return out
+
+
 @torch.no_grad()
 def _predict(
-    model: Any, x: Tensor, n_samples: int, batch_size: int, device: torch.device, bar: Any
+    model: Any,
+    x: Tensor,
+    n_samples: int,
+    batch_size: int,
+    device: torch.device,
+    bar: Any,
+    n_out: int | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Log MC predictive ``[N, K]`` and expected entropy ``mean_s H[p_s]`` ``[N]`` of ``x``.
 
@@ -49,8 +106,8 @@ def _predict(
     predictive entropy (see :func:`uqbench.metrics.entropy_decomposition`).
     """
     out, expected = [], []
-    for sl in _batches(len(x), batch_size):
-        logits = model.sample_outputs(x[sl].to(device), n_samples)
+    for i, sl in enumerate(_batches(len(x), batch_size)):
+        logits = sample_outputs(model, x[sl].to(device), n_samples, n_out, check_spread=i == 0)
         out.append(M.predictive_log_probs(logits).float())
         expected.append(M.expected_entropy(logits))
         bar.update(1)
@@ -148,7 +205,7 @@ def evaluate_classification(
     total += shift_sets * _n_batches(len(shift_idx), batch_size)
     bar = tqdm(total=total, desc=f"eval {task.name}", leave=False, disable=not progress)
     try:
-        log_p, hexp_in = _predict(model, test.x, test_samples, batch_size, device, bar)
+        log_p, hexp_in = _predict(model, test.x, test_samples, batch_size, device, bar, k)
         probs = log_p.exp()
         y = test.y.cpu().long()
         h_in = M.entropy(probs)
@@ -165,7 +222,7 @@ def evaluate_classification(
         for name, x_ood in data.ood.items():
             if len(x_ood) == 0:
                 continue
-            lp_ood, hexp_ood = _predict(model, x_ood, test_samples, batch_size, device, bar)
+            lp_ood, hexp_ood = _predict(model, x_ood, test_samples, batch_size, device, bar, k)
             h_ood = M.entropy(lp_ood.exp())
             result["ood"][name] = {
                 "auroc": M.auroc(h_in, h_ood),
@@ -332,7 +389,7 @@ def _fgsm_curve(
             x_adv = fgsm_attack(model, xb, yb, eps, n_samples, tuple(task.input_range))
             moved += (x_adv - xb).abs().double().sum()
             with torch.no_grad():
-                probs = M.predictive_probs(model.sample_outputs(x_adv, n_samples))
+                probs = M.predictive_probs(sample_outputs(model, x_adv, n_samples))
             hits += (probs.argmax(-1) == yb).sum()
             h_sum += M.entropy(probs).double().sum()
             if keep is not None:
@@ -395,6 +452,13 @@ def _predict_regression(
     means, variances = [], []
     for sl in _batches(len(x), batch_size):
         m, v = model.predict_regression(_column(x[sl]).to(device), n_samples)
+        n = sl.stop - sl.start
+        if not all(isinstance(t, Tensor) and t.numel() == n for t in (m, v)):
+            got = [list(t.shape) if isinstance(t, Tensor) else type(t).__name__ for t in (m, v)]
+            raise PluginError(
+                f"{_family(model)}: predict_regression returned {got}, expected the predictive "
+                f"mean and variance of the {n} inputs (two tensors of {n} values)"
+            )
         means.append(m.reshape(-1).double().cpu())
         variances.append(v.reshape(-1).double().cpu())
     if not means:

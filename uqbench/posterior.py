@@ -120,6 +120,8 @@ class Posterior(nn.Module):
         """One-sample training objective: mean NLL + KL / N, and its detached parts."""
         nll = self.nll(self(x), y)
         kl = self.kl()
+        if type(self).kl is not Posterior.kl:  # a family's own kl(): held to the layers' rules
+            kl = _kl_term(kl, "model", self, getattr(self, "_check_contract", False))
         loss = nll + kl / self.spec.n_data
         return loss, {"nll": nll.detach(), "kl": kl.detach()}
 
@@ -230,7 +232,9 @@ def _kl_term(value: Any, name: str, module: nn.Module, strict: bool) -> Tensor:
     """One module's ``kl()`` as a 0-d tensor, or :class:`PluginError` naming the module.
 
     The shape is checked every step (no device sync); with ``strict`` (the first training
-    step) also that the value is finite.
+    step) also that the value is finite, and that a non-zero value of a module with
+    trainable parameters has a gradient (a Python float or a detached tensor would leave
+    the prior without effect).
     """
     where = f"module {name} ({type(module).__name__})"
     if not isinstance(value, Tensor):
@@ -249,6 +253,18 @@ def _kl_term(value: Any, name: str, module: nn.Module, strict: bool) -> Tensor:
     if strict and not bool(torch.isfinite(value).all()):
         raise PluginError(
             f"{where}: kl() returned {float(value.detach())}, expected a finite number"
+        )
+    if (
+        strict
+        and not value.requires_grad
+        and torch.is_grad_enabled()
+        and any(p.requires_grad for p in module.parameters())
+        and float(value) != 0.0
+    ):
+        raise PluginError(
+            f"{where}: kl() returned {float(value)} with no gradient to the module's "
+            "parameters (a Python float, .item() or detach()), so the prior would have no "
+            "effect; return the tensor computed from them"
         )
     return value.reshape(())
 
@@ -304,15 +320,37 @@ def layer_contract_check(model: Posterior) -> Iterator[None]:
             h.remove()
 
 
-def check_loss_parts(model: Posterior, stats: Mapping[str, Tensor]) -> None:
-    """After a checked step: the loss's KL part must be a finite scalar."""
+def check_loss(model: Posterior, result: Any) -> tuple[Tensor, Mapping[str, Tensor]]:
+    """After a checked step: ``model.loss`` must return ``(loss, parts)``, the loss a scalar
+    tensor with a gradient and ``parts`` holding the scalar ``nll`` and a finite scalar
+    ``kl``; a breach raises :class:`PluginError` naming the family. Returns the pair."""
+    who = f"posterior {model.name or type(model).__name__}"
+    contract = (
+        "loss(x, y) must return (loss, parts): the loss a scalar tensor (mean NLL + KL / N) "
+        "and parts a dict with its detached scalars 'nll' and 'kl'"
+    )
+    if not (isinstance(result, tuple | list) and len(result) == 2):
+        raise PluginError(f"{who}: loss returned {type(result).__name__}; {contract}")
+    loss, stats = result
+    if not isinstance(loss, Tensor) or loss.numel() != 1:
+        shown = list(loss.shape) if isinstance(loss, Tensor) else type(loss).__name__
+        raise PluginError(f"{who}: the loss is {shown}, not a scalar tensor; {contract}")
+    if not loss.requires_grad:
+        raise PluginError(f"{who}: the loss has no gradient (computed under no_grad?); {contract}")
+    if not isinstance(stats, Mapping) or not all(k in stats for k in ("nll", "kl")):
+        keys = sorted(stats) if isinstance(stats, Mapping) else type(stats).__name__
+        raise PluginError(f"{who}: the loss's parts are {keys}; {contract}")
+    nll = stats["nll"]
+    if not isinstance(nll, Tensor) or nll.numel() != 1:
+        raise PluginError(f"{who}: the loss's 'nll' part is not a scalar tensor; {contract}")
     kl = stats.get("kl")
     if not isinstance(kl, Tensor) or kl.numel() != 1 or not bool(torch.isfinite(kl).all()):
         shown = list(kl.shape) if isinstance(kl, Tensor) and kl.numel() != 1 else kl
         raise PluginError(
-            f"posterior {model.name or type(model).__name__}: the KL of the first training "
-            f"step is {shown}, expected a finite scalar (kl() summed in nats)"
+            f"{who}: the KL of the first training step is {shown}, expected a finite scalar "
+            "(kl() summed in nats)"
         )
+    return loss, stats
 
 
 def load_posterior(path: str | Path, map_location: str | torch.device = "cpu") -> Posterior:

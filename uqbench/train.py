@@ -16,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from uqbench.errors import ConfigError, TrainingError
-from uqbench.posterior import Posterior, check_loss_parts, layer_contract_check
+from uqbench.posterior import Posterior, check_loss, layer_contract_check
 from uqbench.results import unique_tmp
 from uqbench.tasks.base import Split
 
@@ -161,8 +161,7 @@ def train(
             opt.zero_grad(set_to_none=True)
             if epoch == start_epoch and i == first:  # the layer contract, checked once
                 with layer_contract_check(model):
-                    loss, stats = model.loss(x, y)
-                check_loss_parts(model, stats)
+                    loss, stats = check_loss(model, model.loss(x, y))
             else:
                 loss, stats = loss_of(x, y)
             loss.backward()
