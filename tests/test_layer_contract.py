@@ -360,3 +360,11 @@ def test_a_kl_without_a_gradient_is_named(family):
     with pytest.raises(PluginError, match=r"no gradient to the module's parameters") as err:
         train(family(spec()), data(), epochs=1, batch_size=16, lr=1e-3, seed=0, progress=False)
     assert "float" in str(err.value) or "kl()" in str(err.value)
+
+
+def test_a_family_without_layers_says_so():
+    class NoLayers(uqbench.Posterior):
+        pass
+
+    with pytest.raises(PluginError, match="defines neither layer_factory"):
+        NoLayers(spec())

@@ -83,7 +83,11 @@ class Posterior(nn.Module):
     # -- what a family provides -------------------------------------------------
     def layer_factory(self) -> LayerFactory:
         """The family's layers; override unless ``build`` is overridden."""
-        raise NotImplementedError
+        raise PluginError(
+            f"posterior {self.name or type(self).__name__} ({type(self).__module__}."
+            f"{type(self).__qualname__}) defines neither layer_factory() nor build(): a family "
+            "returns its layers from layer_factory() (see README, 'Posteriors')"
+        )
 
     def build(self) -> nn.Module:
         """Build the network for ``self.spec``; default: the architecture with our layers."""
