@@ -612,3 +612,39 @@ def test_toy_band_widths_are_each_runs_own_range_averaged_over_seeds(full_report
         if method == "mnf":
             claim = md.split("`toy-mnf-widens`", 1)[1].split("\n", 1)[0]
             assert f"inside its training range {want_in:.2f}, outside {want_out:.2f}" in claim
+
+
+def test_toy_figure_shows_each_seeds_own_training_points(tmp_path: Path) -> None:
+    # Seeds draw different inputs: averaging them point by point invents data.
+    from matplotlib.collections import PathCollection
+
+    import uqbench.report.figures as figures
+    from uqbench.report.style import ReportView
+
+    results = _results(tasks=("toy-cubic",), methods=("mnf",))
+    runs = [r for r in results["runs"] if r["method"] == "mnf"]
+    saved = {}
+
+    def keep(fig, path, view, task):
+        saved["fig"] = fig
+        return path
+
+    original = figures.save_figure
+    figures.save_figure = keep
+    try:
+        figures.toy_figure(ReportView(results), "toy-cubic", tmp_path / "toy.png")
+    finally:
+        figures.save_figure = original
+    ax = saved["fig"].axes[0]
+    (points,) = [c for c in ax.collections if isinstance(c, PathCollection)]
+    shown = np.asarray(points.get_offsets())
+    given = np.concatenate(
+        [np.c_[r["metrics"]["train_points"]["x"], r["metrics"]["train_points"]["y"]] for r in runs]
+    )
+    assert shown.shape == given.shape and np.allclose(shown, given)
+    xs = [np.asarray(r["metrics"]["train_points"]["x"]) for r in runs]
+    lo, hi = max(x.min() for x in xs), min(x.max() for x in xs)
+    (span,) = ax.patches  # the shaded range every seed's inputs cover
+    assert span.get_x() == pytest.approx(lo) and span.get_x() + span.get_width() == pytest.approx(
+        hi
+    )

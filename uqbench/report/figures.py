@@ -193,7 +193,8 @@ def fgsm_figure(view: ReportView, task: str, path: Path) -> Path | None:
 
 
 def toy_figure(view: ReportView, task: str, path: Path) -> Path | None:
-    """Predictive mean +- 3 std of the toy regression, one panel per method."""
+    """Predictive mean +- 3 std of the toy regression (averaged over seeds on the common grid),
+    one panel per method, with every seed's own training points."""
     methods = [m for m in view.methods(task) if view.curve(task, m, "bands", "x") is not None]
     if not methods:
         return None
@@ -202,10 +203,14 @@ def toy_figure(view: ReportView, task: str, path: Path) -> Path | None:
         x = view.curve(task, m, "bands", "x")
         mean = view.curve(task, m, "bands", "mean")
         std = view.curve(task, m, "bands", "std")
-        xt = view.curve(task, m, "train_points", "x")
-        yt = view.curve(task, m, "train_points", "y")
-        if xt is not None and len(xt):
-            ax.axvspan(xt.min(), xt.max(), color="0.92", zorder=0, label="training range")
+        # Each seed draws its own training inputs: its points as they are, never averaged.
+        seeds = [_train_points(r) for r in view.runs_for(task, m)]
+        seeds = [pts for pts in seeds if pts is not None]
+        if seeds:
+            lo = max(float(xs.min()) for xs, _ in seeds)
+            hi = min(float(xs.max()) for xs, _ in seeds)
+            if lo < hi:
+                ax.axvspan(lo, hi, color="0.92", zorder=0, label="training range (every seed)")
         ax.plot(x, x**3, color="black", lw=1, ls="--", label="true $x^3$")
         if mean is not None and std is not None and len(mean) == len(x) == len(std):
             ax.fill_between(
@@ -217,8 +222,16 @@ def toy_figure(view: ReportView, task: str, path: Path) -> Path | None:
                 label="mean ± 3 std",
             )
             ax.plot(x, mean, color=view.color(m), lw=2, label="predictive mean")
-        if xt is not None and yt is not None and len(xt) == len(yt):
-            ax.scatter(xt, yt, s=12, color="black", zorder=3, label="training points")
+        if seeds:
+            ax.scatter(
+                np.concatenate([xs for xs, _ in seeds]),
+                np.concatenate([ys for _, ys in seeds]),
+                s=6 if len(seeds) > 1 else 12,
+                color="black",
+                alpha=0.5 if len(seeds) > 1 else 1.0,
+                zorder=3,
+                label="training points" + (f" ({len(seeds)} seeds)" if len(seeds) > 1 else ""),
+            )
         ax.set(
             xlim=(x.min(), x.max()),
             ylim=(-300, 300),
@@ -229,6 +242,15 @@ def toy_figure(view: ReportView, task: str, path: Path) -> Path | None:
         ax.grid(alpha=0.3)
     axes[0].legend(loc="upper left", fontsize=7)
     return save_figure(fig, path, view, task)
+
+
+def _train_points(run: dict[str, Any]) -> tuple[np.ndarray, np.ndarray] | None:
+    """One run's toy training inputs and targets (``metrics.train_points``), if recorded."""
+    pts = (run.get("metrics") or {}).get("train_points") or {}
+    xs, ys = pts.get("x"), pts.get("y")
+    if not (isinstance(xs, list) and isinstance(ys, list) and xs and len(xs) == len(ys)):
+        return None
+    return np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)
 
 
 def reliability_figure(view: ReportView, task: str, path: Path) -> Path | None:
