@@ -396,3 +396,17 @@ def test_t_with_test_noise_by_hand() -> None:
     assert S.t_with_test_noise([0.5, 0.5], 0.0).lo is None
     with pytest.raises(ValueError):
         S.t_with_test_noise([0.5], 0.01)
+
+
+def test_an_interval_is_clipped_to_the_values_the_statistic_can_take():
+    # three seeds of an error rate near 0: the t-interval reaches below 0
+    iv = S.t_interval([0.001, 0.004, 0.019])
+    assert iv.lo < 0
+    c = S.clipped(iv, 0.0, 1.0)
+    assert c.lo == 0.0 and c.hi == iv.hi and c.value == iv.value and c.n == 3
+    assert S.clipped(iv, None, None) is iv
+    assert S.clipped(S.Interval(0.5, None, None, 1, "x"), 0.0, 1.0).lo is None
+    from uqbench.report.style import interval_text
+
+    assert interval_text(iv, 3).startswith("0.008 ± ")
+    assert interval_text(c, 3) == f"0.008 [0.000, {iv.hi:.3f}]"

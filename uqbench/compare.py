@@ -39,7 +39,8 @@ class Stat:
     """A per-run number: ``value`` from a run's metrics, ``weighted`` from its saved outputs.
 
     ``groups`` names the groups of examples ``weighted`` resamples ("test", "ood:<set>",
-    "fgsm", "inside", "outside"); ``lower_better`` is None when neither direction is better.
+    "fgsm", "inside", "outside"); ``lower_better`` is None when neither direction is better;
+    ``bounds``: the values it can take (a method's interval is clipped to them).
     """
 
     name: str
@@ -47,6 +48,7 @@ class Stat:
     weighted: Callable[[Outputs, Weights], float | None] | None = None
     groups: tuple[str, ...] = ()
     lower_better: bool | None = None
+    bounds: tuple[float | None, float | None] = (None, None)
 
 
 def _num(x: Any) -> float | None:
@@ -85,7 +87,9 @@ def _declared(
     """The Stat of the test-set metric ``name`` as declared in :mod:`uqbench.metric_catalog`
     (its path and direction), recomputed under bootstrap weights by ``weighted``."""
     m = catalog.metric(name)
-    return Stat(name, _path(*m.path), weighted, ("test",) if weighted else (), m.lower_better)
+    return Stat(
+        name, _path(*m.path), weighted, ("test",) if weighted else (), m.lower_better, m.bounds
+    )
 
 
 STATS: dict[str, Stat] = {
@@ -161,10 +165,10 @@ def ood_stat(ood: str, what: str, h_max: float = math.log(10)) -> Stat:
         def area(o: Outputs, w: Weights) -> float | None:
             return S.ecdf_area(h(o), w[g], h_max)
 
-        return Stat(name, _ecdf_area_value(ood, h_max), area, ("test", g), True)
+        return Stat(name, _ecdf_area_value(ood, h_max), area, ("test", g), True, (0.0, h_max))
     m = catalog.metric(what)
     value = _path("ood", ood, *m.path)
-    return Stat(name, value, weighted.get(what), ("test", g), m.lower_better)
+    return Stat(name, value, weighted.get(what), ("test", g), m.lower_better, m.bounds)
 
 
 def _fgsm_value(what: str) -> Callable[[dict[str, Any]], float | None]:
@@ -195,7 +199,8 @@ def fgsm_stat(what: str) -> Stat:
         return S.w_mean(e[-1] if what == "last_entropy" else c[-1], w["fgsm"])
 
     lower = {"adv_accuracy": False, "last_accuracy": False, "last_entropy": None}[what]
-    return Stat(f"fgsm.{what}", _fgsm_value(what), weighted, ("fgsm",), lower)
+    bounds = (0.0, None) if what == "last_entropy" else (0.0, 1.0)
+    return Stat(f"fgsm.{what}", _fgsm_value(what), weighted, ("fgsm",), lower, bounds)
 
 
 def regression_stat(what: str) -> Stat:
@@ -208,7 +213,8 @@ def regression_stat(what: str) -> Stat:
             return S.w_mean(-0.5 * (np.log(2 * math.pi * v) + (y - m) ** 2 / v), w[where])
         return S.w_mean((np.abs(y - m) <= 3 * np.sqrt(v)).astype(float), w[where])
 
-    return Stat(what, _path(what), weighted, (where,), catalog.metric(what).lower_better)
+    m = catalog.metric(what)
+    return Stat(what, _path(what), weighted, (where,), m.lower_better, m.bounds)
 
 
 def metric_stat(name: str, ood: str | None = None, h_max: float = math.log(10)) -> Stat:
@@ -223,7 +229,7 @@ def metric_stat(name: str, ood: str | None = None, h_max: float = math.log(10)) 
         return STATS[name]
     if name.startswith(("loglik_", "coverage_3std_")):
         return regression_stat(name)
-    return Stat(name, _path(*m.path), None, (), m.lower_better)
+    return Stat(name, _path(*m.path), None, (), m.lower_better, m.bounds)
 
 
 # -- on a results view --------------------------------------------------------------------------
@@ -302,7 +308,10 @@ def _test_variance(
     seeds (examples every seed's models find hard or easy), which it cannot, as every seed
     is scored on the one test set. The common part is the covariance of two seeds'
     replicates: its mean over pairs of seeds, at least 0. Where each seed draws its own
-    test set (the toy task, a subset drawn per seed) there is no common part and it is ~0.
+    test set (the toy task) there is no common part and it is ~0. Where each seed draws its
+    own subset of one test pool (CIFAR-5: 2,000 of 5,000 images, ~40% shared by two seeds),
+    the i-th examples of two seeds are different images, so the common part is not measured
+    and comes out ~0 although it is not (the runs do not record which images they scored).
     """
     if stat.weighted is None:
         return "not recomputable from per-example outputs"
@@ -379,6 +388,8 @@ def interval(view: ResultsView, task: str, method: str, stat: Stat) -> S.Interva
             b = _bootstrap(stat, out, None, sizes, view.level)
             if b is not None:
                 result = S.Interval(x, b.lo, b.hi, 1, "bootstrap over test examples, one seed")
+    if result is not None:
+        result = S.clipped(result, *stat.bounds)
     view.cache[key] = result
     return result
 

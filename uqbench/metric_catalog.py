@@ -59,6 +59,9 @@ class MetricDef:
     #: Whether its seed spread scales with its level, so that spreads are pooled across
     #: methods relative to the level (uqbench.tolerances --pool).
     relative_spread: bool = False
+    #: The values it can take (None: unbounded that way); a method's interval is clipped to
+    #: them (a t-interval over 3 seeds of an error near 0 would otherwise reach below 0).
+    bounds: tuple[float | None, float | None] = (None, None)
 
     def __post_init__(self) -> None:
         if self.scope not in SCOPES:
@@ -100,17 +103,60 @@ METRICS: tuple[MetricDef, ...] = (
         floor=0.5,
         useful_max=3.0,
         relative_spread=True,
-    ),
-    MetricDef("nll", ("nll",), "lower", "NLL", 3, floor=0.02, useful_max=0.2, relative_spread=True),
-    MetricDef(
-        "brier", ("brier",), "lower", "Brier", 3, floor=0.01, useful_max=0.05, relative_spread=True
+        bounds=(0.0, 100.0),
     ),
     MetricDef(
-        "ece", ("ece",), "lower", "ECE", 3, floor=0.01, useful_max=0.05, relative_spread=True
+        "nll",
+        ("nll",),
+        "lower",
+        "NLL",
+        3,
+        floor=0.02,
+        useful_max=0.2,
+        relative_spread=True,
+        bounds=(0.0, None),
     ),
-    MetricDef("test_median_entropy", ("test_entropy", "median"), None, "median H test", 3),
+    MetricDef(
+        "brier",
+        ("brier",),
+        "lower",
+        "Brier",
+        3,
+        floor=0.01,
+        useful_max=0.05,
+        relative_spread=True,
+        bounds=(0.0, 2.0),
+    ),
+    MetricDef(
+        "ece",
+        ("ece",),
+        "lower",
+        "ECE",
+        3,
+        floor=0.01,
+        useful_max=0.05,
+        relative_spread=True,
+        bounds=(0.0, 1.0),
+    ),
+    MetricDef(
+        "test_median_entropy",
+        ("test_entropy", "median"),
+        None,
+        "median H test",
+        3,
+        bounds=(0.0, None),
+    ),
     # -- regression (toy task)
-    MetricDef("rmse", ("rmse",), "lower", "RMSE", 2, floor=0.05, useful_max=10.0),
+    MetricDef(
+        "rmse",
+        ("rmse",),
+        "lower",
+        "RMSE",
+        2,
+        floor=0.05,
+        useful_max=10.0,
+        bounds=(0.0, None),
+    ),
     MetricDef(
         "loglik_inside", ("loglik_inside",), "higher", "loglik in", 2, floor=0.05, useful_max=3.0
     ),
@@ -128,6 +174,7 @@ METRICS: tuple[MetricDef, ...] = (
         floor=0.02,
         ranked=False,
         useful_max=0.1,
+        bounds=(0.0, 1.0),
     ),
     MetricDef(
         "coverage_3std_outside",
@@ -138,10 +185,19 @@ METRICS: tuple[MetricDef, ...] = (
         floor=0.02,
         ranked=False,
         useful_max=0.1,
+        bounds=(0.0, 1.0),
     ),
     # -- beyond the paper (issue 18): selective prediction, entropy split, dataset shift
     MetricDef(
-        "aurc", ("aurc",), "lower", "AURC", 4, floor=0.005, useful_max=0.05, relative_spread=True
+        "aurc",
+        ("aurc",),
+        "lower",
+        "AURC",
+        4,
+        floor=0.005,
+        useful_max=0.05,
+        relative_spread=True,
+        bounds=(0.0, 1.0),
     ),
     # the epistemic part of the test predictive (issue 16): a posterior whose samples stop
     # disagreeing (members sharing weights, entropy taken per sample) drops it to 0 while error
@@ -156,8 +212,16 @@ METRICS: tuple[MetricDef, ...] = (
         ranked=False,
         useful_max=0.05,
         relative_spread=True,
+        bounds=(0.0, None),
     ),
-    MetricDef("test_expected_entropy_mean", ("test_expected_entropy_mean",), None, "E[H] test", 4),
+    MetricDef(
+        "test_expected_entropy_mean",
+        ("test_expected_entropy_mean",),
+        None,
+        "E[H] test",
+        4,
+        bounds=(0.0, None),
+    ),
     MetricDef(
         "rotated_accuracy_mean",
         ("rotated_accuracy_mean",),
@@ -165,6 +229,7 @@ METRICS: tuple[MetricDef, ...] = (
         "acc rotated",
         floor=0.01,
         useful_max=0.1,
+        bounds=(0.0, 1.0),
     ),
     MetricDef(
         "corrupted_accuracy_mean",
@@ -173,6 +238,7 @@ METRICS: tuple[MetricDef, ...] = (
         "acc corrupted",
         floor=0.01,
         useful_max=0.1,
+        bounds=(0.0, 1.0),
     ),
     # -- per OOD set: detection with the predictive entropy as score (OOD positive)
     MetricDef(
@@ -185,8 +251,16 @@ METRICS: tuple[MetricDef, ...] = (
         required=True,
         note="total predictive entropy",
         useful_max=0.1,
+        bounds=(0.0, 1.0),
     ),
-    MetricDef("fpr95_in", ("fpr95_in",), "lower", "FPR95 {set} (in+)", scope="ood"),
+    MetricDef(
+        "fpr95_in",
+        ("fpr95_in",),
+        "lower",
+        "FPR95 {set} (in+)",
+        scope="ood",
+        bounds=(0.0, 1.0),
+    ),
     MetricDef(
         "fpr95",
         ("fpr95",),
@@ -197,6 +271,7 @@ METRICS: tuple[MetricDef, ...] = (
         required=True,
         useful_max=0.25,
         relative_spread=True,
+        bounds=(0.0, 1.0),
     ),
     # Higher is the paper's "more honest" on OOD data, but AUROC is the ranking score: the
     # tables show it unmarked (``ranked=False``); the claims compare it in both directions.
@@ -207,8 +282,16 @@ METRICS: tuple[MetricDef, ...] = (
         "median H {set}",
         scope="ood",
         ranked=False,
+        bounds=(0.0, None),
     ),
-    MetricDef("mean_entropy", ("mean_entropy",), "higher", "mean H {set}", scope="ood"),
+    MetricDef(
+        "mean_entropy",
+        ("mean_entropy",),
+        "higher",
+        "mean H {set}",
+        scope="ood",
+        bounds=(0.0, None),
+    ),
     MetricDef(
         "auroc_mutual_info",
         ("auroc_mutual_info",),
@@ -218,6 +301,7 @@ METRICS: tuple[MetricDef, ...] = (
         scope="ood",
         note="mutual information (epistemic)",
         useful_max=0.15,
+        bounds=(0.0, 1.0),
     ),
     MetricDef(
         "auroc_expected_entropy",
@@ -228,6 +312,7 @@ METRICS: tuple[MetricDef, ...] = (
         scope="ood",
         note="expected entropy (aleatoric)",
         useful_max=0.1,
+        bounds=(0.0, 1.0),
     ),
     MetricDef(
         "aupr_in",
@@ -238,6 +323,7 @@ METRICS: tuple[MetricDef, ...] = (
         scope="ood",
         note="total entropy, in-distribution positive",
         useful_max=0.1,
+        bounds=(0.0, 1.0),
     ),
     MetricDef(
         "aupr_out",
@@ -248,6 +334,7 @@ METRICS: tuple[MetricDef, ...] = (
         scope="ood",
         note="total entropy, OOD positive",
         useful_max=0.1,
+        bounds=(0.0, 1.0),
     ),
     # -- FGSM: accuracy averaged over the eps grid (an area under the accuracy-vs-eps curve)
     MetricDef(
@@ -258,6 +345,7 @@ METRICS: tuple[MetricDef, ...] = (
         floor=0.02,
         scope="fgsm",
         useful_max=0.15,
+        bounds=(0.0, 1.0),
     ),
     # -- FGSM: the share of the eps budget the attack spent (issue 16): below 1 because the
     # step is clipped to the input range, 1 without the clipping (where no gradient is 0).
@@ -271,6 +359,7 @@ METRICS: tuple[MetricDef, ...] = (
         floor=0.01,
         ranked=False,
         useful_max=0.1,
+        bounds=(0.0, 1.0),
     ),
     # -- MNF's q(z) (issue 16): the share by which z rescales a weight, mean over layers; 0
     # when q(z) has no variance left, lower when the flows are off
@@ -285,6 +374,7 @@ METRICS: tuple[MetricDef, ...] = (
         ranked=False,
         useful_max=0.2,
         relative_spread=True,
+        bounds=(0.0, None),
     ),
 )
 

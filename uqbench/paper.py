@@ -575,7 +575,7 @@ def band_stat(what: str) -> C.Stat:
 
     Computed on the plotting grid (no test examples), so its interval comes from seeds only.
     """
-    return C.Stat(f"band.{what}", lambda m: _run_band(m, what))
+    return C.Stat(f"band.{what}", lambda m: _run_band(m, what), bounds=(0.0, None))
 
 
 def stat_named(name: str, h_max: float = math.log(10)) -> C.Stat:

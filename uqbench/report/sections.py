@@ -320,7 +320,8 @@ _NOISE_HOW = (
     "(the covariance of two seeds' values over bootstrap resamples of the shared test "
     "examples, the same resample for every seed and method) to the seeds' own variance, "
     "with the seeds' t quantile (`uqbench.stats.t_with_test_noise`); where each seed draws "
-    "its own test set (the toy task; CIFAR-5's subsets) it is about 0"
+    "its own test set (the toy task) it is about 0; on CIFAR-5, whose seeds score different "
+    "subsets of one test pool, it is not measured (it comes out about 0, an underestimate)"
 )
 
 

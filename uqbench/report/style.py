@@ -104,12 +104,14 @@ def fmt(x: float | None, digits: int = 3) -> str:
 
 
 def interval_text(iv: S.Interval, digits: int) -> str:
-    """``mean ± half-width`` (t over seeds) or ``value [lo, hi]`` (bootstrap, one seed)."""
+    """``mean ± half-width`` (t over seeds) or ``value [lo, hi]`` (bootstrap, one seed, or a
+    t-interval clipped to the metric's range, no longer symmetric)."""
     v = f"{iv.value:.{digits}f}"
     if iv.lo is None or iv.hi is None:
         return v
-    if iv.n >= 2:
-        return f"{v} ± {(iv.hi - iv.lo) / 2:.{digits}f}"
+    half = (iv.hi - iv.lo) / 2
+    if iv.n >= 2 and math.isclose(iv.value - iv.lo, half, rel_tol=1e-9, abs_tol=1e-12):
+        return f"{v} ± {half:.{digits}f}"
     return f"{v} [{iv.lo:.{digits}f}, {iv.hi:.{digits}f}]"
 
 
