@@ -648,3 +648,16 @@ def test_toy_figure_shows_each_seeds_own_training_points(tmp_path: Path) -> None
     assert span.get_x() == pytest.approx(lo) and span.get_x() + span.get_width() == pytest.approx(
         hi
     )
+
+
+def test_a_best_mark_names_the_methods_it_was_not_compared_with(tmp_path: Path) -> None:
+    # The Deep Ensemble is not attacked by default: "every other" must not include it.
+    results = _results(tasks=("mnist",))
+    for run in results["runs"]:
+        if run["method"] == "ensemble":
+            run["metrics"].pop("fgsm", None)
+    write_report(results, tmp_path)
+    (row,) = [
+        ln for ln in (tmp_path / "report.md").read_text().splitlines() if "| adversarial" in ln
+    ]
+    assert "**Dropout** (resolved against every other; no value for D.Ensem.)" in row

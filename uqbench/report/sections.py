@@ -126,7 +126,14 @@ def summary(doc: Doc, view: ReportView) -> None:
         iv = C.interval(view, task, top, stat)
         value = interval_text(iv, digits) if iv is not None else "—"
         if resolved:
-            verdict = f"**{view.name(top)}** (resolved against every other)"
+            absent = [
+                view.name(m)
+                for m in view.methods(task)
+                if m not in methods or C.interval(view, task, m, stat) is None
+            ]
+            verdict = f"**{view.name(top)}** (resolved against every other" + (
+                f"; no value for {', '.join(absent)})" if absent else ")"
+            )
         else:
             rivals = [
                 view.name(m)
