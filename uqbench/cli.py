@@ -290,10 +290,19 @@ def cmd_run(args: argparse.Namespace) -> int:
             command="",
             overrides=overrides,
         )
-        todo = len(dry.todo())
+        pending = dry.todo()
+        todo = len(pending)
+        replaced = [s.key for s in pending if dry.superseded(s) is not None]
         print(
             f"{len(specs)} runs: {len(specs) - todo} already done in {dry.runs_dir}, "
-            f"{todo} would run",
+            f"{todo} would run"
+            + (
+                f"; {len(replaced)} of them would replace finished runs made with other "
+                f"settings ({', '.join(replaced[:5])}{', ...' if len(replaced) > 5 else ''}), "
+                f"which are kept in {dry.runs_dir / 'superseded'}"
+                if replaced
+                else ""
+            ),
             file=sys.stderr,
         )
         return 0

@@ -16,6 +16,7 @@ import socket
 import sys
 import time
 import traceback
+import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -231,35 +232,72 @@ class Runner:
         overrides, plus the runs it selected (``--methods`` etc. choose what to make now,
         not what the results hold).
 
-        A family the suite does not name (a plug-in added with ``--methods``) counts as one
-        of its methods once the runs folder holds a file of it: its runs on the suite's
-        tasks and seeds, with the same settings, stay in the results of later commands.
+        A run file of a seed, task or family the suite does not name (made by an earlier
+        command with ``--seeds``, ``--tasks`` or ``--methods``, a plug-in say) counts too, as
+        the run the suite's settings give that (family, task, seed): when it was made with
+        them, it stays in the results of later commands.
         """
         settings = {k: v for k, v in self.overrides.items() if k in ("train", "eval")}
         specs = {s.key: s for s in self.suite.runs(settings)}
         specs.update({s.key: s for s in self.specs})
-        named = {s.method for s in specs.values()}
-        for method in POSTERIORS.names():
-            if method in named:
+        found: dict[tuple[str, str], list[int]] = {}
+        methods, tasks = POSTERIORS.names(), set(TASKS.names())
+        stems = [p.stem for p in self.runs_dir.glob("*.json")] if self.runs_dir.is_dir() else []
+        for stem in stems:
+            if stem in specs:
                 continue
+            for method in methods:
+                task, sep, seed = stem.removeprefix(f"{method}-").rpartition("-seed")
+                if stem.startswith(f"{method}-") and sep and task in tasks and seed.isdigit():
+                    found.setdefault((method, task), []).append(int(seed))
+        for (method, task), seeds in sorted(found.items()):
+            over = {**settings, "methods": [method], "tasks": [task], "seeds": sorted(seeds)}
             try:
-                extra = self.suite.runs({**settings, "methods": [method]})
-            except UQBenchError:  # the family does not fit the suite's tasks: not its run
+                extra = self.suite.runs(over)
+            except UQBenchError:  # not a run this suite can make: left out, with the reason
                 continue
-            if any((self.runs_dir / f"{s.key}.json").exists() for s in extra):
-                specs.update({s.key: s for s in extra})
+            specs.update({s.key: s for s in extra if s.key not in specs})
         return list(specs.values())
 
     def write_run(
         self, run: RunSpec, record: dict[str, Any], outputs: dict[str, Any] | None = None
     ) -> Path:
         """Write one run's file, and its per-example ``outputs`` compressed beside it (the
-        driver alone does, whatever the executor)."""
+        driver alone does, whatever the executor). A finished run of the same name made
+        with other settings is kept, not overwritten (:meth:`supersede`)."""
         path = self.runs_dir / f"{run.key}.json"
+        self.supersede(run)
         if outputs:
             record["predictions"] = _write_outputs(self.runs_dir / f"{run.key}.npz", outputs)
         _write_json(path, record)
         return path
+
+    def superseded(self, run: RunSpec) -> dict[str, Any] | None:
+        """The finished run file of ``run``'s name made with other settings (a quick test
+        with ``--epochs 1`` in a folder of real results), which writing ``run`` would
+        replace; None when there is none."""
+        record, _ = _load_run_file(self.runs_dir / f"{run.key}.json")
+        if record is None or record.get("status", "ok") != "ok":
+            return None
+        return record if record.get("run_hash") != run.run_hash() else None
+
+    def supersede(self, run: RunSpec) -> Path | None:
+        """Move a finished run of ``run``'s name made with other settings (and its saved
+        outputs) to ``runs/superseded/``, named with its run hash, before ``run`` replaces
+        it: nothing computed is lost, and the merge does not read that folder."""
+        record = self.superseded(run)
+        if record is None:
+            return None
+        dest = self.runs_dir / "superseded"
+        dest.mkdir(exist_ok=True)
+        tag = str(record.get("run_hash", "unknown"))[:12]
+        moved = dest / f"{run.key}.{tag}.json"
+        preds = record.get("predictions")
+        if isinstance(preds, str) and (self.runs_dir / Path(preds).name).is_file():
+            os.replace(self.runs_dir / Path(preds).name, dest / f"{run.key}.{tag}.npz")
+        os.replace(self.runs_dir / f"{run.key}.json", moved)
+        self.log(f"    kept the finished {run.key} made with other settings as {moved}")
+        return moved
 
     def code_version(self, run: RunSpec) -> str:
         """Version of the code that makes ``run``: see :mod:`uqbench.provenance`."""
@@ -281,6 +319,11 @@ class Runner:
             return False
         if not isinstance(record, dict) or record.get("status", "ok") != "ok":
             return False
+        preds = record.get("predictions")
+        if isinstance(preds, str):  # its saved outputs must be there too (else re-evaluated)
+            npz = self.runs_dir / Path(preds).name
+            if not (npz.is_file() and zipfile.is_zipfile(npz)):
+                return False
         same_code = record.get("code_version") == self.code_version(run)
         return record.get("run_hash") == run.run_hash() and same_code
 
