@@ -667,3 +667,77 @@ def test_ctrl_c_during_the_torch_import_waits_for_the_import_then_interrupts(tmp
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     assert out.stdout.splitlines() == ["import finished", "interrupt after import"], out.stderr
+
+
+def test_a_run_with_other_settings_keeps_the_finished_one_it_replaces(tmp_path, tiny_task):
+    """A quick test with changed settings in a folder of real results loses nothing."""
+    runner_for(tmp_path).run()
+    runs = tmp_path / "results" / "tiny" / "runs"
+    before = (runs / "l2-tiny-blobs-seed0.json").read_text()
+    old = json.loads(before)
+    quick = runner_for(
+        tmp_path, overrides={"methods": ["l2"], "seeds": [0], "train": {"epochs": 1}}
+    )
+    (pending,) = quick.todo()
+    assert quick.superseded(pending)["run_hash"] == old["run_hash"]
+    quick.run()
+    kept = runs / "superseded" / f"l2-tiny-blobs-seed0.{old['run_hash'][:12]}.json"
+    assert kept.read_text() == before
+    assert kept.with_suffix(".npz").is_file() == bool(old.get("predictions"))
+    new = json.loads((runs / "l2-tiny-blobs-seed0.json").read_text())
+    assert new["run_hash"] != old["run_hash"]
+
+
+def test_a_run_whose_saved_outputs_are_missing_is_evaluated_again(tmp_path, tiny_task):
+    runner_for(tmp_path).run()
+    runs = tmp_path / "results" / "tiny" / "runs"
+    record = json.loads((runs / "l2-tiny-blobs-seed0.json").read_text())
+    assert record.get("predictions")
+    npz = runs / record["predictions"]
+    npz.write_bytes(npz.read_bytes()[:300])  # truncated: not a readable archive
+    runner = runner_for(tmp_path)
+    assert [s.key for s in runner.todo()] == ["l2-tiny-blobs-seed0"]
+    from uqbench.report import write_report
+
+    results = json.loads((tmp_path / "results" / "tiny" / "results.json").read_text())
+    out = tmp_path / "results" / "tiny"
+    write_report(results, out)  # the report reads the outputs beside it
+    md = (out / "report.md").read_text()
+    assert (
+        "Saved per-example outputs missing or unreadable** for 1 run(s): l2-tiny-blobs-seed0" in md
+    )
+    runner.run()
+    import zipfile
+
+    assert zipfile.is_zipfile(npz)
+
+
+def test_runs_of_seeds_the_suite_does_not_name_stay_in_later_results(tmp_path, tiny_task):
+    """The more-seeds workflow: seeds added with --seeds survive a later plain command."""
+    runner_for(tmp_path, overrides={"seeds": [0, 1, 2]}).run()
+    res = runner_for(tmp_path, overrides={"methods": ["l2"], "seeds": [0]}).run()
+    assert sorted((r["method"], r["seed"]) for r in res["runs"]) == [
+        (m, s) for m in ("ffg", "l2") for s in (0, 1, 2)
+    ]
+    assert res["left_out"] == []
+
+
+def test_binary_suite_and_results_files_are_one_line_errors(tmp_path, capsys):
+    blob = bytes(range(256)) * 4
+    suite = tmp_path / "bin.toml"
+    suite.write_bytes(blob)
+    assert main(["run", "--suite", str(suite), "--dry-run"]) == 2
+    res = tmp_path / "r" / "results.json"
+    res.parent.mkdir()
+    res.write_bytes(blob)
+    assert main(["report", str(res.parent)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert "not a text file" in err and "not a text (UTF-8 JSON) file" in err
+
+
+def test_a_method_or_task_named_twice_is_refused(tmp_path, tiny_task):
+    with pytest.raises(ConfigError, match="method.s. named twice: l2"):
+        runner_for(tmp_path, overrides={"methods": ["l2", "l2"]})
+    with pytest.raises(ConfigError, match="task.s. named twice: tiny-blobs"):
+        runner_for(tmp_path, overrides={"tasks": ["tiny-blobs", "tiny-blobs"]})

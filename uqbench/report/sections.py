@@ -71,6 +71,15 @@ def header(doc: Doc, view: ReportView, results: dict[str, Any]) -> None:
             else "no run saved per-example outputs"
         )
         doc.p(f"`--test-noise` was asked for, but no interval could be widened ({why}).")
+    bad = view.unreadable_outputs()
+    if bad:
+        doc.p(
+            f"**Saved per-example outputs missing or unreadable** for {len(bad)} run(s): "
+            f"{', '.join(bad)}. What needs them (one-seed bootstrap intervals, the test-set "
+            "noise) falls back as if they had not been saved, so intervals and best marks "
+            "that involve these runs can differ from a complete report; `uqbench run` with "
+            "the suite's command evaluates these runs again."
+        )
 
 
 def environment(doc: Doc, view: ReportView, results: dict[str, Any]) -> None:

@@ -8,6 +8,7 @@ Pure data: no colours, no display names, no ordering beyond the alphabetical (th
 from __future__ import annotations
 
 import math
+import zipfile
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -99,9 +100,23 @@ class ResultsView:
             try:
                 with np.load(path) as z:
                     self._outputs[name] = {k: z[k] for k in z.files}
-            except (OSError, ValueError):
+            except (OSError, ValueError, zipfile.BadZipFile, EOFError):  # missing or damaged
                 self._outputs[name] = None
         return self._outputs[name]
+
+    def unreadable_outputs(self) -> list[str]:
+        """Runs (``method-task-seedN``) whose record names saved outputs that are missing or
+        not a readable archive: their statistics fall back as if none had been saved."""
+        if self.base_dir is None:
+            return []
+        bad = []
+        for r in self.runs:
+            name = r.get("predictions")
+            if isinstance(name, str):
+                path = self.base_dir / "runs" / Path(name).name
+                if not (path.is_file() and zipfile.is_zipfile(path)):
+                    bad.append(f"{r.get('method')}-{r.get('task')}-seed{r.get('seed')}")
+        return bad
 
     def has_outputs(self, task: str | None = None) -> bool:
         """True when some run (of ``task``) names saved per-example outputs that exist."""
