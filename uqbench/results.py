@@ -85,6 +85,8 @@ def read_json(path: Path, what: str = "file") -> Any:
         raise ResultsError(f"{what} {path} does not exist") from None
     except (OSError, json.JSONDecodeError) as exc:
         raise ResultsError(f"cannot read {what} {path}: {exc}") from None
+    except UnicodeDecodeError:
+        raise ResultsError(f"cannot read {what} {path}: not a text (UTF-8 JSON) file") from None
 
 
 def load_results(path: str | Path) -> dict[str, Any]:

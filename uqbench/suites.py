@@ -101,6 +101,14 @@ class Suite:
         tasks = o.get("tasks") or self.tasks
         seeds = o.get("seeds") or self.seeds
         known_m, known_t = POSTERIORS.names(), TASKS.names()
+        for what, names, given in (
+            ("method", methods, o.get("methods")),
+            ("task", tasks, o.get("tasks")),
+        ):
+            twice = sorted({n for n in names if list(names).count(n) > 1})
+            if twice:
+                where = "command line" if given else str(self.path)
+                raise ConfigError(f"{where}: {what}(s) named twice: {', '.join(twice)}")
         for m in methods:
             if m not in known_m:
                 raise ConfigError(f"unknown method {m!r}; known: {', '.join(known_m)}")
@@ -195,9 +203,11 @@ def load_suite(name_or_path: str | Path) -> Suite:
     if not p.exists():
         raise ConfigError(f"suite file {p} does not exist")
     try:
-        raw = tomllib.loads(p.read_text())
+        raw = tomllib.loads(p.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{p}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p}: not a text file (a suite file is UTF-8 TOML)") from None
     return parse_suite(raw, p)
 
 
