@@ -741,3 +741,28 @@ def test_a_method_or_task_named_twice_is_refused(tmp_path, tiny_task):
         runner_for(tmp_path, overrides={"methods": ["l2", "l2"]})
     with pytest.raises(ConfigError, match="task.s. named twice: tiny-blobs"):
         runner_for(tmp_path, overrides={"tasks": ["tiny-blobs", "tiny-blobs"]})
+
+
+@pytest.mark.parametrize(
+    ("table", "said"),
+    [
+        ("[method.ensemble]\nmembers = 0", "members must be >= 1, got 0"),
+        ("[method.dropout]\np = 1.5", "p must be in [0, 1), got 1.5"),
+        ("[method.ffg]\nmax_std = -1.0", "max_std must be positive"),
+    ],
+)
+def test_a_family_value_it_refuses_stops_the_command_before_any_run(
+    tmp_path, tiny_task, capsys, table, said
+):
+    suite = tmp_path / "bad.toml"
+    suite.write_text(
+        SUITE.replace('methods = ["l2", "ffg"]', 'methods = ["ensemble", "dropout", "ffg"]')
+        + table
+        + "\n"
+    )
+    out = tmp_path / "out"
+    for dry in ([], ["--dry-run"]):
+        assert main(["run", "--suite", str(suite), "--out", str(out), "--quiet", *dry]) == 2
+        err = capsys.readouterr().err
+        assert str(suite) in err and said in err and "Traceback" not in err
+    assert not (out / "tiny" / "runs").exists() or not list((out / "tiny" / "runs").iterdir())

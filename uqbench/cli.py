@@ -246,7 +246,7 @@ def _flag_values(args: argparse.Namespace, settings: Any) -> dict[str, Any]:
 def cmd_run(args: argparse.Namespace) -> int:
     from uqbench.cpu import tune_malloc
     from uqbench.report import write_report
-    from uqbench.runner import Runner, argv_command, describe
+    from uqbench.runner import Runner, argv_command, check_family_values, describe
     from uqbench.suites import load_suite
 
     tune_malloc()
@@ -277,6 +277,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise ConfigError("--address and --gpus-per-run need --executor ray")
     if args.executor == "local" and args.cpus_per_run != 1:
         raise ConfigError("--cpus-per-run needs --executor processes or ray")
+    check_family_values(suite.runs(overrides), str(suite.path))
     if args.dry_run:
         specs = suite.runs(overrides)
         if args.executor != "ray":  # Ray's workers, not this machine, provide the device

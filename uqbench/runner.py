@@ -27,7 +27,7 @@ from uqbench.architectures import CLASSIFICATION
 from uqbench.compiling import CompiledLoss
 from uqbench.data import DataSource
 from uqbench.environment import cache_dir, environment
-from uqbench.errors import OutputError, TrainingError, UQBenchError
+from uqbench.errors import ConfigError, OutputError, TrainingError, UQBenchError
 from uqbench.evaluate import evaluate_run
 from uqbench.paper import PAPER_METHODS
 from uqbench.provenance import code_version, source_version, train_version
@@ -383,6 +383,34 @@ class Runner:
         if run.key in self.vectorized:  # how it was trained; not part of what the run is
             record["vectorized_seeds"] = self.vectorized[run.key]
         return record
+
+
+def check_family_values(specs: Iterable[RunSpec], where: str) -> None:
+    """Build each distinct (family, task, config, arch) of ``specs`` once on the meta device
+    (no memory, no data, no random draw), so that a value the family refuses (``members =
+    0``, ``p = 1.5``, ``max_std = -1``) is one :class:`ConfigError` naming ``where`` before
+    anything runs, not a failed run when its turn comes. A family that cannot be built
+    this way (it needs its data or a real device) is left to its run."""
+    from types import SimpleNamespace
+
+    seen: set[str] = set()
+    rng = torch.get_rng_state()
+    try:
+        for run in specs:
+            key = json.dumps([run.method, run.task, run.posterior, run.arch], default=str)
+            if key in seen:
+                continue
+            seen.add(key)
+            try:
+                spec = TASKS.get(run.task)().model_spec(SimpleNamespace(train=range(1)), run.arch)
+                with torch.device("meta"):
+                    POSTERIORS.get(run.method)(spec, **run.posterior)
+            except UQBenchError as exc:
+                raise ConfigError(f"{where}: {run.method} on {run.task}: {exc}") from None
+            except Exception:  # noqa: BLE001, S112 - not buildable off its data: its run says
+                continue
+    finally:
+        torch.set_rng_state(rng)
 
 
 def build_run_model(
