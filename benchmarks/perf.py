@@ -251,7 +251,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "grouped, compiled, graphed; none: all), with its own options: "
         "python -m uqbench.benchmarks.gpu_throughput -h",
     )
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    for flag, value in (("--repeats", args.repeats), ("--pred-repeats", args.pred_repeats)):
+        if value is not None and value < 1:
+            p.error(f"{flag} must be at least 1, got {value}")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -412,8 +412,15 @@ def test_bad_checkpoint_is_named_set_aside_and_retrained(kind, tmp_path, tiny_ta
     assert not marker.exists()  # nothing in the file was executed
     assert ckpt.with_name(ckpt.name + ".bad").exists() and ckpt.exists()
     assert any(str(ckpt) in m and "cannot be used" in m for m in messages)
+    assert not any("weights_only=False" in m for m in messages)  # torch's unsafe advice
     second = json.loads((runner.runs_dir / "ffg-tiny-blobs-seed0.json").read_text())
     assert second["metrics"] == first["metrics"]  # retrained from the start, same seed
+    if kind == "crafted":  # a second bad checkpoint does not overwrite the first's copy
+        ckpt.write_bytes(pickle.dumps({"model": _Payload(marker)}))
+        (runner.runs_dir / "ffg-tiny-blobs-seed0.json").unlink()
+        runner_for(tmp_path, overrides={"methods": ["ffg"], "seeds": [0]}).run()
+        assert ckpt.with_name(ckpt.name + ".bad1").exists()
+        assert ckpt.with_name(ckpt.name + ".bad").exists() and not marker.exists()
 
 
 def test_load_posterior_refuses_a_crafted_file_without_running_it(tmp_path):
@@ -766,3 +773,14 @@ def test_a_family_value_it_refuses_stops_the_command_before_any_run(
         err = capsys.readouterr().err
         assert str(suite) in err and said in err and "Traceback" not in err
     assert not (out / "tiny" / "runs").exists() or not list((out / "tiny" / "runs").iterdir())
+
+
+def test_dry_run_refuses_what_a_real_run_refuses(tmp_path, tiny_task, capsys):
+    suite = tmp_path / "tiny.toml"
+    suite.write_text(SUITE)
+    base = ["run", "--suite", str(suite), "--out", str(tmp_path / "o"), "--dry-run"]
+    assert main([*base, "--executor", "processes", "--jobs", "0"]) == 2
+    assert main([*base, "--executor", "processes", "--cpus-per-run", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "--jobs must be a positive whole number, got 0" in err
+    assert "--cpus-per-run must be a positive whole number, got 0" in err

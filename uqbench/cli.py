@@ -265,6 +265,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     }
     if args.jobs is not None and args.executor != "processes":
         raise ConfigError("--jobs needs --executor processes")
+    for flag, value in (("--jobs", args.jobs), ("--cpus-per-run", args.cpus_per_run)):
+        if value is not None and value < 1:  # the executors say so too; --dry-run must as well
+            raise ConfigError(f"{flag} must be a positive whole number, got {value}")
     if args.compile != "off" and args.executor != "local":
         raise ConfigError(
             f"--compile needs --executor local ({args.executor} workers train eagerly)"

@@ -279,8 +279,17 @@ def _load_checkpoint(
         if cuda_before is not None:
             torch.cuda.set_rng_state(cuda_before, device)
         bad = path.with_name(path.name + ".bad")
+        for i in range(1, 1000):  # an earlier bad copy stays
+            if not bad.exists():
+                break
+            bad = path.with_name(f"{path.name}.bad{i}")
         os.replace(path, bad)
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "Weights only load failed" in str(exc):  # torch's text goes on to unsafe advice
+            reason = (
+                "it holds objects other than tensors and plain values, which "
+                "torch.load(weights_only=True) refuses: nothing in it ran"
+            )
         if log_message is not None:
             log_message(
                 f"    checkpoint {path} cannot be used ({type(exc).__name__}: {reason[:200]}); "
