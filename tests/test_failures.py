@@ -714,9 +714,27 @@ def test_a_run_whose_saved_outputs_are_missing_is_evaluated_again(tmp_path, tiny
         "Saved per-example outputs missing or unreadable** for 1 run(s): l2-tiny-blobs-seed0" in md
     )
     runner.run()
-    import zipfile
+    from uqbench.results import readable_archive
 
-    assert zipfile.is_zipfile(npz)
+    assert readable_archive(npz)
+    kept = list((runs / "superseded").glob("l2-tiny-blobs-seed0.*.json"))
+    assert len(kept) == 1 and json.loads(kept[0].read_text()) == record
+
+
+def test_outputs_damaged_inside_the_archive_are_unreadable_not_a_crash(tmp_path, tiny_task):
+    runner_for(tmp_path).run()
+    runs = tmp_path / "results" / "tiny" / "runs"
+    record = json.loads((runs / "l2-tiny-blobs-seed0.json").read_text())
+    npz = runs / record["predictions"]
+    data = bytearray(npz.read_bytes())
+    data[200:400] = bytes(200)  # inside the compressed data; the archive's index intact
+    npz.write_bytes(bytes(data))
+    from uqbench.report import ResultsView
+
+    view = ResultsView(json.loads((runs.parent / "results.json").read_text()), runs.parent)
+    assert view.outputs(record) is None  # zlib.error, not a traceback
+    assert "l2-tiny-blobs-seed0" in view.unreadable_outputs()
+    assert "l2-tiny-blobs-seed0" in [s.key for s in runner_for(tmp_path).todo()]
 
 
 def test_runs_of_seeds_the_suite_does_not_name_stay_in_later_results(tmp_path, tiny_task):

@@ -232,3 +232,31 @@ def test_a_plugin_reusing_a_built_in_name_is_the_one_named(
         assert msg.startswith(f"posterior plug-in '{entry_point.split(' ')[0]}'")
         sys_modules = __import__("sys").modules
         sys_modules.pop("uqbench_test_clash", None)
+
+
+def test_a_class_entry_point_may_use_the_registry_while_it_is_imported(
+    clean_registry, tmp_path, monkeypatch
+) -> None:
+    # A family derived from a built-in through the public API, shipped as a class entry point.
+    write_distribution(
+        tmp_path,
+        "uqbench-test-derived",
+        """
+        [uqbench.posteriors]
+        uqbench-test-derived = uqbench_test_derived:Derived
+        """,
+        {
+            "uqbench_test_derived": """
+            import uqbench
+
+            FFG = uqbench.get_posterior("ffg")
+
+            class Derived(FFG):
+                display_name = "Derived"
+            """
+        },
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    clean_registry.reset_discovery()
+    assert "uqbench-test-derived" in uqbench.list_posteriors()
+    assert issubclass(uqbench.get_posterior("uqbench-test-derived"), uqbench.get_posterior("ffg"))

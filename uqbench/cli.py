@@ -301,8 +301,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"{len(specs)} runs: {len(specs) - todo} already done in {dry.runs_dir}, "
             f"{todo} would run"
             + (
-                f"; {len(replaced)} of them would replace finished runs made with other "
-                f"settings ({', '.join(replaced[:5])}{', ...' if len(replaced) > 5 else ''}), "
+                f"; {len(replaced)} of them would replace finished runs (made with other "
+                f"settings, or with their saved outputs missing: "
+                f"{', '.join(replaced[:5])}{', ...' if len(replaced) > 5 else ''}), "
                 f"which are kept in {dry.runs_dir / 'superseded'}"
                 if replaced
                 else ""

@@ -336,7 +336,7 @@ def check_loss(model: Posterior, result: Any) -> tuple[Tensor, Mapping[str, Tens
     if not (isinstance(result, tuple | list) and len(result) == 2):
         raise PluginError(f"{who}: loss returned {type(result).__name__}; {contract}")
     loss, stats = result
-    if not isinstance(loss, Tensor) or loss.numel() != 1:
+    if not isinstance(loss, Tensor) or loss.dim() != 0:
         shown = list(loss.shape) if isinstance(loss, Tensor) else type(loss).__name__
         raise PluginError(f"{who}: the loss is {shown}, not a scalar tensor; {contract}")
     if not loss.requires_grad:
@@ -345,7 +345,7 @@ def check_loss(model: Posterior, result: Any) -> tuple[Tensor, Mapping[str, Tens
         keys = sorted(stats) if isinstance(stats, Mapping) else type(stats).__name__
         raise PluginError(f"{who}: the loss's parts are {keys}; {contract}")
     nll = stats["nll"]
-    if not isinstance(nll, Tensor) or nll.numel() != 1:
+    if not isinstance(nll, Tensor) or nll.dim() != 0:
         raise PluginError(f"{who}: the loss's 'nll' part is not a scalar tensor; {contract}")
     kl = stats.get("kl")
     if not isinstance(kl, Tensor) or kl.numel() != 1 or not bool(torch.isfinite(kl).all()):

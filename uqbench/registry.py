@@ -38,6 +38,7 @@ class Registry(Generic[T]):
         self._entries: dict[str, type[T]] = {}
         self._origin: dict[str, str] = {}
         self._discovered = False
+        self._discovering = False
         self._loaded: set[tuple[str, str]] = set()
 
     def register(self, name: str) -> Callable[[type[T]], type[T]]:
@@ -89,9 +90,15 @@ class Registry(Generic[T]):
         registry stays incomplete, so nothing may use it); entry points already loaded
         are not loaded twice.
         """
-        if self._discovered:
+        if self._discovered or self._discovering:  # a plug-in asking while it is imported
             return
+        self._discovering = True
+        try:
+            self._discover()
+        finally:
+            self._discovering = False
 
+    def _discover(self) -> None:
         def dist_of(ep: importlib.metadata.EntryPoint) -> str:
             return ep.dist.name if ep.dist is not None else "unknown distribution"
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,16 @@ def resolve_results_path(path: Path, what: str = "results file") -> Path:
     if not path.is_file():
         raise ResultsError(f"no {what} at {path}")
     return path
+
+
+def readable_archive(path: Path) -> bool:
+    """Whether ``path`` is a zip archive (a run's saved ``.npz``) whose every member reads
+    back with its checksum intact: a damaged one is not the run's outputs."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            return z.testzip() is None
+    except Exception:  # noqa: BLE001 - missing, truncated, corrupt: all the same here
+        return False
 
 
 def read_json(path: Path, what: str = "file") -> Any:

@@ -16,7 +16,6 @@ import socket
 import sys
 import time
 import traceback
-import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,12 +26,12 @@ from uqbench.architectures import CLASSIFICATION
 from uqbench.compiling import CompiledLoss
 from uqbench.data import DataSource
 from uqbench.environment import cache_dir, environment
-from uqbench.errors import ConfigError, OutputError, TrainingError, UQBenchError
+from uqbench.errors import ConfigError, OutputError, PluginError, TrainingError, UQBenchError
 from uqbench.evaluate import evaluate_run
 from uqbench.paper import PAPER_METHODS
 from uqbench.provenance import code_version, source_version, train_version
 from uqbench.registry import POSTERIORS, TASKS
-from uqbench.results import RESULTS_SCHEMA, RUN_SCHEMA, unique_tmp
+from uqbench.results import RESULTS_SCHEMA, RUN_SCHEMA, readable_archive, unique_tmp
 from uqbench.settings import EvalSettings
 from uqbench.suites import RunSpec, Suite
 from uqbench.tasks.base import Split, TaskData
@@ -272,19 +271,26 @@ class Runner:
         _write_json(path, record)
         return path
 
+    def _outputs_readable(self, record: dict[str, Any]) -> bool:
+        """Whether the saved per-example outputs a run record names (if any) read back."""
+        preds = record.get("predictions")
+        return not isinstance(preds, str) or readable_archive(self.runs_dir / Path(preds).name)
+
     def superseded(self, run: RunSpec) -> dict[str, Any] | None:
-        """The finished run file of ``run``'s name made with other settings (a quick test
-        with ``--epochs 1`` in a folder of real results), which writing ``run`` would
-        replace; None when there is none."""
+        """The finished run file of ``run``'s name that writing ``run`` would replace while
+        it holds results: made with other settings (a quick test with ``--epochs 1`` in a
+        folder of real results), or with its saved outputs missing or damaged (the run is
+        made again). None when there is none."""
         record, _ = _load_run_file(self.runs_dir / f"{run.key}.json")
         if record is None or record.get("status", "ok") != "ok":
             return None
-        return record if record.get("run_hash") != run.run_hash() else None
+        other = record.get("run_hash") != run.run_hash()
+        return record if other or not self._outputs_readable(record) else None
 
     def supersede(self, run: RunSpec) -> Path | None:
-        """Move a finished run of ``run``'s name made with other settings (and its saved
-        outputs) to ``runs/superseded/``, named with its run hash, before ``run`` replaces
-        it: nothing computed is lost, and the merge does not read that folder."""
+        """Move a finished run that ``run`` replaces (:meth:`superseded`; with its saved
+        outputs) to ``runs/superseded/``, named with its run hash: nothing computed is
+        lost, and the merge does not read that folder."""
         record = self.superseded(run)
         if record is None:
             return None
@@ -296,7 +302,7 @@ class Runner:
         if isinstance(preds, str) and (self.runs_dir / Path(preds).name).is_file():
             os.replace(self.runs_dir / Path(preds).name, dest / f"{run.key}.{tag}.npz")
         os.replace(self.runs_dir / f"{run.key}.json", moved)
-        self.log(f"    kept the finished {run.key} made with other settings as {moved}")
+        self.log(f"    kept the finished {run.key} it replaces as {moved}")
         return moved
 
     def code_version(self, run: RunSpec) -> str:
@@ -319,11 +325,8 @@ class Runner:
             return False
         if not isinstance(record, dict) or record.get("status", "ok") != "ok":
             return False
-        preds = record.get("predictions")
-        if isinstance(preds, str):  # its saved outputs must be there too (else re-evaluated)
-            npz = self.runs_dir / Path(preds).name
-            if not (npz.is_file() and zipfile.is_zipfile(npz)):
-                return False
+        if not self._outputs_readable(record):  # run again; supersede() keeps this record
+            return False
         same_code = record.get("code_version") == self.code_version(run)
         return record.get("run_hash") == run.run_hash() and same_code
 
@@ -405,8 +408,11 @@ def check_family_values(specs: Iterable[RunSpec], where: str) -> None:
                 spec = TASKS.get(run.task)().model_spec(SimpleNamespace(train=range(1)), run.arch)
                 with torch.device("meta"):
                     POSTERIORS.get(run.method)(spec, **run.posterior)
-            except UQBenchError as exc:
-                raise ConfigError(f"{where}: {run.method} on {run.task}: {exc}") from None
+            except (ConfigError, PluginError) as exc:
+                raise ConfigError(
+                    f"{where}: {run.method} on {run.task} with {run.posterior or 'its defaults'}"
+                    f" (the suite's tables, the task's method_defaults or --set): {exc}"
+                ) from None
             except Exception:  # noqa: BLE001, S112 - not buildable off its data: its run says
                 continue
     finally:

@@ -75,10 +75,11 @@ def header(doc: Doc, view: ReportView, results: dict[str, Any]) -> None:
     if bad:
         doc.p(
             f"**Saved per-example outputs missing or unreadable** for {len(bad)} run(s): "
-            f"{', '.join(bad)}. What needs them (one-seed bootstrap intervals, the test-set "
-            "noise) falls back as if they had not been saved, so intervals and best marks "
-            "that involve these runs can differ from a complete report; `uqbench run` with "
-            "the suite's command evaluates these runs again."
+            f"{', '.join(bad[:10])}{', ...' if len(bad) > 10 else ''}. What needs them "
+            "(one-seed bootstrap intervals, the test-set noise) falls back as if they had "
+            "not been saved, so intervals and best marks that involve these runs can differ "
+            "from a complete report; `uqbench run` with the suite's command makes these runs "
+            "again (the earlier records are kept in runs/superseded/)."
         )
 
 

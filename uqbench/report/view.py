@@ -8,7 +8,6 @@ Pure data: no colours, no display names, no ordering beyond the alphabetical (th
 from __future__ import annotations
 
 import math
-import zipfile
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -19,7 +18,7 @@ import numpy as np
 
 from uqbench import stats as S
 from uqbench.errors import ResultsError
-from uqbench.results import validate_runs
+from uqbench.results import readable_archive, validate_runs
 
 
 def get_path(d: Any, path: Iterable[str]) -> Any:
@@ -100,7 +99,7 @@ class ResultsView:
             try:
                 with np.load(path) as z:
                     self._outputs[name] = {k: z[k] for k in z.files}
-            except (OSError, ValueError, zipfile.BadZipFile, EOFError):  # missing or damaged
+            except Exception:  # noqa: BLE001 - missing or damaged (zlib.error, BadZipFile, ...)
                 self._outputs[name] = None
         return self._outputs[name]
 
@@ -114,7 +113,7 @@ class ResultsView:
             name = r.get("predictions")
             if isinstance(name, str):
                 path = self.base_dir / "runs" / Path(name).name
-                if not (path.is_file() and zipfile.is_zipfile(path)):
+                if not readable_archive(path):
                     bad.append(f"{r.get('method')}-{r.get('task')}-seed{r.get('seed')}")
         return bad
 
