@@ -15,6 +15,7 @@ from torch.nn import functional as F
 
 from uqbench.errors import PluginError
 from uqbench.metrics import predictive_log_probs
+from uqbench.posterior import family
 
 
 def fgsm(
@@ -41,10 +42,9 @@ def fgsm(
         out = model.sample_outputs(x_in, n_samples)
         if not out.requires_grad:
             raise PluginError(
-                f"posterior {getattr(model, 'name', None) or type(model).__name__}: "
-                "sample_outputs gave outputs with no gradient to the input, which FGSM needs "
-                "(is it wrapped in torch.no_grad? evaluation already calls it under no_grad "
-                "where no gradient is needed)"
+                f"{family(model)}: sample_outputs gave outputs with no gradient to the input, "
+                "which FGSM needs (is it wrapped in torch.no_grad? evaluation already calls it "
+                "under no_grad where no gradient is needed)"
             )
         log_p = predictive_log_probs(out)
         # Summed (not averaged) over the batch: the sign is the same and tiny per-example

@@ -280,9 +280,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise ConfigError("--address and --gpus-per-run need --executor ray")
     if args.executor == "local" and args.cpus_per_run != 1:
         raise ConfigError("--cpus-per-run needs --executor processes or ray")
-    check_family_values(suite.runs(overrides), str(suite.path))
+    specs = suite.runs(overrides)
+    check_family_values(specs, str(suite.path))
     if args.dry_run:
-        specs = suite.runs(overrides)
         if args.executor != "ray":  # Ray's workers, not this machine, provide the device
             resolve_device(args.device or "cpu")
         print(describe(specs))

@@ -23,6 +23,7 @@ from uqbench.architectures import CLASSIFICATION
 from uqbench.attacks import fgsm as fgsm_attack
 from uqbench.data.subset import stratified_subset
 from uqbench.errors import DataError, PluginError
+from uqbench.posterior import family
 from uqbench.settings import EvalSettings
 from uqbench.tasks.base import Split, Task, TaskData
 
@@ -37,10 +38,6 @@ def _batches(n: int, batch_size: int) -> list[slice]:
 
 def _n_batches(n: int, batch_size: int) -> int:
     return math.ceil(n / batch_size) if n else 0
-
-
-def _family(model: Any) -> str:
-    return f"posterior {getattr(model, 'name', None) or type(model).__name__}"
 
 
 def sample_outputs(
@@ -60,7 +57,7 @@ def sample_outputs(
     want = f"[S, {len(x)}, {width}] (S >= 1 samples, the batch, the task's outputs)"
     if not isinstance(out, Tensor):
         raise PluginError(
-            f"{_family(model)}: sample_outputs returned {type(out).__name__}, expected a "
+            f"{family(model)}: sample_outputs returned {type(out).__name__}, expected a "
             f"tensor of shape {want}"
         )
     if (
@@ -70,7 +67,7 @@ def sample_outputs(
         or (n_out is not None and out.shape[2] != n_out)
     ):
         raise PluginError(
-            f"{_family(model)}: sample_outputs returned shape {list(out.shape)}, expected {want}"
+            f"{family(model)}: sample_outputs returned shape {list(out.shape)}, expected {want}"
         )
     if (
         check_spread
@@ -80,7 +77,7 @@ def sample_outputs(
         and bool((out == out[:1]).all())
     ):
         warnings.warn(
-            f"{_family(model)}: its {out.shape[0]} samples are identical, as a point estimate's "
+            f"{family(model)}: its {out.shape[0]} samples are identical, as a point estimate's "
             "would be; evaluation runs in eval mode, so sampling must not depend on it (e.g. "
             "nn.Dropout samples only in train mode). A deterministic family says "
             "deterministic = True",
@@ -456,7 +453,7 @@ def _predict_regression(
         if not all(isinstance(t, Tensor) and t.numel() == n for t in (m, v)):
             got = [list(t.shape) if isinstance(t, Tensor) else type(t).__name__ for t in (m, v)]
             raise PluginError(
-                f"{_family(model)}: predict_regression returned {got}, expected the predictive "
+                f"{family(model)}: predict_regression returned {got}, expected the predictive "
                 f"mean and variance of the {n} inputs (two tensors of {n} values)"
             )
         means.append(m.reshape(-1).double().cpu())

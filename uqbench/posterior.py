@@ -84,7 +84,7 @@ class Posterior(nn.Module):
     def layer_factory(self) -> LayerFactory:
         """The family's layers; override unless ``build`` is overridden."""
         raise PluginError(
-            f"posterior {self.name or type(self).__name__} ({type(self).__module__}."
+            f"{family(self)} ({type(self).__module__}."
             f"{type(self).__qualname__}) defines neither layer_factory() nor build(): a family "
             "returns its layers from layer_factory() (see README, 'Posteriors')"
         )
@@ -217,6 +217,12 @@ class Posterior(nn.Module):
         return p.device if p is not None else torch.device("cpu")
 
 
+def family(model: Any) -> str:
+    """``"posterior <name>"`` of a model (its class name when it is not registered), to
+    name the family in an error."""
+    return f"posterior {getattr(model, 'name', None) or type(model).__name__}"
+
+
 def kl_modules(module: nn.Module, prefix: str = "") -> list[tuple[str, nn.Module]]:
     """The outermost modules under (and including) ``module`` with a callable ``kl``.
 
@@ -328,7 +334,7 @@ def check_loss(model: Posterior, result: Any) -> tuple[Tensor, Mapping[str, Tens
     """After a checked step: ``model.loss`` must return ``(loss, parts)``, the loss a scalar
     tensor with a gradient and ``parts`` holding the scalar ``nll`` and a finite scalar
     ``kl``; a breach raises :class:`PluginError` naming the family. Returns the pair."""
-    who = f"posterior {model.name or type(model).__name__}"
+    who = family(model)
     contract = (
         "loss(x, y) must return (loss, parts): the loss a scalar tensor (mean NLL + KL / N) "
         "and parts a dict with its detached scalars 'nll' and 'kl'"

@@ -137,9 +137,7 @@ def summary(doc: Doc, view: ReportView) -> None:
         value = interval_text(iv, digits) if iv is not None else "—"
         if resolved:
             absent = [
-                view.name(m)
-                for m in view.methods(task)
-                if m not in methods or C.interval(view, task, m, stat) is None
+                view.name(m) for m in view.methods(task) if C.interval(view, task, m, stat) is None
             ]
             verdict = f"**{view.name(top)}** (resolved against every other" + (
                 f"; no value for {', '.join(absent)})" if absent else ")"

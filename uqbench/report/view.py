@@ -18,7 +18,7 @@ import numpy as np
 
 from uqbench import stats as S
 from uqbench.errors import ResultsError
-from uqbench.results import readable_archive, validate_runs
+from uqbench.results import validate_runs
 
 
 def get_path(d: Any, path: Iterable[str]) -> Any:
@@ -105,17 +105,14 @@ class ResultsView:
 
     def unreadable_outputs(self) -> list[str]:
         """Runs (``method-task-seedN``) whose record names saved outputs that are missing or
-        not a readable archive: their statistics fall back as if none had been saved."""
+        cannot be read (:meth:`outputs`): their statistics fall back as if none were saved."""
         if self.base_dir is None:
             return []
-        bad = []
-        for r in self.runs:
-            name = r.get("predictions")
-            if isinstance(name, str):
-                path = self.base_dir / "runs" / Path(name).name
-                if not readable_archive(path):
-                    bad.append(f"{r.get('method')}-{r.get('task')}-seed{r.get('seed')}")
-        return bad
+        return [
+            f"{r.get('method')}-{r.get('task')}-seed{r.get('seed')}"
+            for r in self.runs
+            if isinstance(r.get("predictions"), str) and self.outputs(r) is None
+        ]
 
     def has_outputs(self, task: str | None = None) -> bool:
         """True when some run (of ``task``) names saved per-example outputs that exist."""
