@@ -221,6 +221,99 @@ def test_code_version_covers_every_file_of_a_plug_in_package(tmp_path, monkeypat
         __import__("sys").modules.pop(name, None)
 
 
+PROBE_OOD = """
+import torch
+from uqbench.ood import OODData, OODSet
+
+class ProbeFar(OODSet):
+    in_shapes = ((2,),)
+
+    def load(self, source, *, in_shape, n, seed, stream):
+        g = torch.Generator().manual_seed(seed)
+        return OODData(torch.randn(n or 50, 2, generator=g) * SCALE + torch.tensor([0.0, 8.0]))
+"""
+
+
+def test_an_edited_plug_in_ood_set_redoes_the_evaluation_not_the_training(
+    tmp_path, tiny_task, monkeypatch
+):
+    """A run's code_version covers the plug-in OOD sets it is evaluated on: editing one
+    redoes the run, while its checkpoint (train_version) is reused."""
+    import importlib
+
+    from uqbench import provenance
+    from uqbench.registry import OOD_SETS
+
+    mod = tmp_path / "uqbench_probe_ood.py"
+    mod.write_text("SCALE = 1.0\n" + PROBE_OOD)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    state = OOD_SETS.snapshot()
+    OOD_SETS.add("probe-far", importlib.import_module("uqbench_probe_ood").ProbeFar)
+    suite = (
+        SUITE.replace('methods = ["l2", "ffg"]', 'methods = ["l2"]').replace(
+            "seeds = [0, 1]", "seeds = [0]"
+        )
+        + '[task.tiny-blobs]\nood = ["probe-far"]\n'
+    )
+    try:
+        runner = runner_for(tmp_path, suite)
+        results = runner.run()
+        (spec,) = runner.specs
+        record = results["runs"][0]
+        assert set(record["metrics"]["ood"]) == {"far", "probe-far"}
+        assert record["plugins"] == [
+            {"class": "conftest:TinyBlobs", "distribution": None, "version": None},
+            {"class": "uqbench_probe_ood:ProbeFar", "distribution": None, "version": None},
+        ]
+        from uqbench.report import write_report
+
+        write_report(results, runner.out)
+        report = (runner.out / "report.md").read_text()
+        assert "| uqbench_probe_ood:ProbeFar | — | — | l2/tiny-blobs |" in report
+        before_train = provenance.train_version(*spec.train_classes())
+        mod.write_text("SCALE = 3.0\n" + PROBE_OOD)
+        provenance._file_digest.cache_clear()
+        provenance._plugin_scope.cache_clear()
+        assert provenance.code_version(*spec.code_classes()) != record["code_version"]
+        assert provenance.train_version(*spec.train_classes()) == before_train
+        assert not runner_for(tmp_path, suite)._is_done(spec)
+    finally:
+        OOD_SETS.restore(state)
+        __import__("sys").modules.pop("uqbench_probe_ood", None)
+        provenance._file_digest.cache_clear()
+        provenance._plugin_scope.cache_clear()
+
+
+def test_a_plug_in_posterior_names_its_distribution_and_version(
+    tmp_path, clean_registry, monkeypatch
+):
+    """``plugins`` names the installed distribution behind a plug-in family; uqbench's own
+    families name none."""
+    from uqbench.provenance import plugin_sources
+
+    (tmp_path / "uqbench_probe_family.py").write_text(
+        "from uqbench.baselines.ffg import FFGPosterior\n\nclass Wide(FFGPosterior):\n    pass\n"
+    )
+    info = tmp_path / "uqbench_probe_family-2.5.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: uqbench-probe-family\nVersion: 2.5.1\n"
+    )
+    (info / "RECORD").write_text("uqbench_probe_family.py,,\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import importlib
+
+    wide = importlib.import_module("uqbench_probe_family").Wide
+    assert plugin_sources(wide) == [
+        {
+            "class": "uqbench_probe_family:Wide",
+            "distribution": "uqbench-probe-family",
+            "version": "2.5.1",
+        }
+    ]
+    assert plugin_sources(POSTERIORS.get("ffg"), POSTERIORS.get("mnf")) == []
+
+
 # -- 3. non-finite numbers: found at the step, recorded as a failure, the suite goes on ------
 def tiny_data(n: int = 200) -> Split:
     g = torch.Generator().manual_seed(0)

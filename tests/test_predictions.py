@@ -16,7 +16,7 @@ from uqbench.report import write_report
 def test_saved_outputs_reproduce_the_recorded_metrics(tmp_path, tiny_task):
     results = tiny_runner(tmp_path).run()
     run = next(r for r in results["runs"] if r["method"] == "ffg" and r["seed"] == 0)
-    assert run["schema"] == "uqbench.run/5" and run["predictions"] == "ffg-tiny-blobs-seed0.npz"
+    assert run["schema"] == "uqbench.run/6" and run["predictions"] == "ffg-tiny-blobs-seed0.npz"
     with np.load(tmp_path / "results" / "tiny" / "runs" / run["predictions"]) as z:
         o = {k: z[k] for k in z.files}
     m = run["metrics"]

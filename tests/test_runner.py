@@ -33,7 +33,7 @@ def test_interrupted_suite_resumes_without_redoing_finished_runs(tmp_path, tiny_
         ("ffg", 0),
         ("ffg", 1),
     }
-    assert json.loads((runner.out / "results.json").read_text())["schema"] == "uqbench.results/5"
+    assert json.loads((runner.out / "results.json").read_text())["schema"] == "uqbench.results/6"
 
     calls.clear()
     tiny_runner(tmp_path).run()

@@ -3,15 +3,16 @@
 Two identities are recorded with every run:
 
 * ``code_version`` - what run files are keyed on: ``"t<T>.e<E>"``, uqbench's
-  :data:`TRAIN_VERSION` and :data:`EVAL_VERSION`, plus, for a run of a plug-in posterior or
-  task (a class defined outside uqbench's own packages), ``-`` and a digest of the plug-in's
-  source files (every ``*.py`` of the distribution or package that defines it, and of any
-  plug-in it derives from). Results are reused only when it matches, so a commit that does
-  not change behaviour (a refactoring, a new report table, a docstring) keeps every result
-  already computed, and a change to a plug-in's code, in any of its files, redoes that
-  plug-in's runs. Checkpoints are
-  keyed on :func:`train_version` alone: a change to the evaluation (a new metric) re-evaluates
-  the trained models instead of retraining them.
+  :data:`TRAIN_VERSION` and :data:`EVAL_VERSION`, plus, for a run of a plug-in posterior,
+  task or OOD set (a class defined outside uqbench's own packages), ``-`` and a digest of
+  the plug-in's source files (every ``*.py`` of the distribution or package that defines
+  it, and of any plug-in it derives from). Results are reused only when it matches, so a
+  commit that does not change behaviour (a refactoring, a new report table, a docstring)
+  keeps every result already computed, and a change to a plug-in's code, in any of its
+  files, redoes that plug-in's runs. Checkpoints are keyed on :func:`train_version` alone
+  (no OOD set): a change to the evaluation (a new metric, an edited plug-in OOD set)
+  re-evaluates the trained models instead of retraining them. Run files also name the
+  plug-ins, with their distributions and versions (:func:`plugin_sources`).
 * ``source_version`` - informational: ``"src-"`` + a digest of every ``*.py`` of uqbench's
   own packages as imported (``uqbench`` and ``uqbench.baselines``, not
   ``uqbench.benchmarks``) plus the plug-in files; it changes with any edit.
@@ -90,14 +91,11 @@ def _own_files() -> tuple[tuple[str, str], ...]:
     return tuple(sorted(files.items()))
 
 
-def _plugin_files(classes: tuple[type, ...], own_paths: set[str]) -> list[tuple[str, str]]:
-    """(name, path) of the plug-in source files behind ``classes``: see :func:`_plugin_scope`.
-
-    For each class, and each base class it derives from before one of uqbench's own
-    (a plug-in may derive from another plug-in's family), the files of the plug-in that
-    defines it.
-    """
-    entries: list[tuple[str, str]] = []
+def _plugin_classes(classes: tuple[type, ...], own_paths: set[str]) -> list[tuple[type, str]]:
+    """(class, source file) of each plug-in class behind ``classes``: each class, and each
+    base class it derives from before one of uqbench's own (a plug-in may derive from
+    another plug-in's family)."""
+    found: list[tuple[type, str]] = []
     for cls in classes:
         for k in inspect.getmro(cls) if inspect.isclass(cls) else ():
             try:
@@ -106,7 +104,46 @@ def _plugin_files(classes: tuple[type, ...], own_paths: set[str]) -> list[tuple[
                 src = None
             if src is None or src in own_paths or k.__module__.split(".")[0] == "uqbench":
                 break
-            entries += _plugin_scope(k.__module__.split(".")[0], src)
+            found.append((k, src))
+    return found
+
+
+def _plugin_files(classes: tuple[type, ...], own_paths: set[str]) -> list[tuple[str, str]]:
+    """(name, path) of the plug-in source files behind ``classes``: for each plug-in class
+    (:func:`_plugin_classes`), the files of the plug-in that defines it
+    (:func:`_plugin_scope`)."""
+    entries: list[tuple[str, str]] = []
+    for k, src in _plugin_classes(classes, own_paths):
+        entries += _plugin_scope(k.__module__.split(".")[0], src)
+    return entries
+
+
+def plugin_sources(*classes: type) -> list[dict[str, str | None]]:
+    """Which plug-ins a run's code came from, for people to read (``code_version``'s digest
+    is what results are reused under).
+
+    One entry per plug-in class behind ``classes`` (uqbench's own add none): ``class``
+    (``module:qualname``), ``distribution`` (the installed distribution providing its
+    top-level module) and that distribution's ``version``; both None for a module that
+    no installed distribution provides (a folder on ``sys.path``).
+    """
+    own_paths = {p for _, p in _own_files()}
+    entries: list[dict[str, str | None]] = []
+    for k, _ in _plugin_classes(classes, own_paths):
+        name = f"{k.__module__}:{k.__qualname__}"
+        if any(e["class"] == name for e in entries):
+            continue
+        dist_name = version = None
+        for candidate in importlib.metadata.packages_distributions().get(
+            k.__module__.split(".")[0], []
+        ):
+            try:
+                version = importlib.metadata.version(candidate)
+            except importlib.metadata.PackageNotFoundError:
+                continue
+            dist_name = candidate
+            break
+        entries.append({"class": name, "distribution": dist_name, "version": version})
     return entries
 
 

@@ -1,6 +1,6 @@
-"""The results files (schema ``uqbench.results/5``): reading and validating them.
+"""The results files (schema ``uqbench.results/6``): reading and validating them.
 
-``results/<suite>/runs/*.json`` hold one run each (schema ``uqbench.run/5``);
+``results/<suite>/runs/*.json`` hold one run each (schema ``uqbench.run/6``);
 ``results/<suite>/results.json`` merges them. Both schemas are a public contract:
 a change bumps the version and is noted in the README. Version 2 added, per run,
 ``status``, ``code_version`` and ``checkpoint``, and at the top ``failed`` and
@@ -8,8 +8,9 @@ a change bumps the version and is noted in the README. Version 2 added, per run,
 under and added ``source_version`` (:mod:`uqbench.provenance`); version 4 added
 ``metrics.fgsm.perturbation`` and ``budget_share`` and ``data.class_counts``; version 5
 added each run's ``train_steps`` (how its training steps ran: eager or compiled) and, for
-runs trained together by ``--vectorize-seeds``, ``vectorized_seeds``. Files of versions 1
-to 4 are still read.
+runs trained together by ``--vectorize-seeds``, ``vectorized_seeds``; version 6 added each
+run's ``plugins`` (the plug-in classes, distributions and versions behind it). Files of
+versions 1 to 5 are still read.
 """
 
 from __future__ import annotations
@@ -23,14 +24,15 @@ from typing import Any
 
 from uqbench.errors import ResultsError
 
-RESULTS_SCHEMA = "uqbench.results/5"
-RUN_SCHEMA = "uqbench.run/5"
+RESULTS_SCHEMA = "uqbench.results/6"
+RUN_SCHEMA = "uqbench.run/6"
 #: Schemas that can still be read: each version only adds to the one before (README, schema).
 READABLE_RESULTS_SCHEMAS = (
     "uqbench.results/1",
     "uqbench.results/2",
     "uqbench.results/3",
     "uqbench.results/4",
+    "uqbench.results/5",
     RESULTS_SCHEMA,
 )
 

@@ -29,7 +29,7 @@ from uqbench.environment import cache_dir, environment
 from uqbench.errors import ConfigError, OutputError, PluginError, TrainingError, UQBenchError
 from uqbench.evaluate import evaluate_run
 from uqbench.paper import PAPER_METHODS
-from uqbench.provenance import code_version, source_version, train_version
+from uqbench.provenance import code_version, plugin_sources, source_version, train_version
 from uqbench.registry import POSTERIORS, TASKS
 from uqbench.results import RESULTS_SCHEMA, RUN_SCHEMA, readable_archive, unique_tmp
 from uqbench.settings import EvalSettings
@@ -307,7 +307,7 @@ class Runner:
 
     def code_version(self, run: RunSpec) -> str:
         """Version of the code that makes ``run``: see :mod:`uqbench.provenance`."""
-        return code_version(POSTERIORS.get(run.method), TASKS.get(run.task))
+        return code_version(*run.code_classes())
 
     def _is_done(self, run: RunSpec) -> bool:
         """A finished run file with the same settings, made by the same code.
@@ -347,6 +347,7 @@ class Runner:
             "status": "failed",
             "run_hash": run.run_hash(),
             "code_version": self.code_version(run),
+            "plugins": plugin_sources(*run.code_classes()),
             "method": run.method,
             "task": run.task,
             "seed": run.seed,
@@ -436,7 +437,7 @@ def build_run_model(
     ckpt_key = _digest(
         {
             "train": run.train_hash(),
-            "train_version": train_version(POSTERIORS.get(run.method), TASKS.get(run.task)),
+            "train_version": train_version(*run.train_classes()),
             "spec": model_spec.to_dict(),
             "resolved_posterior": _jsonable(model.config),
         }
@@ -466,7 +467,7 @@ def make_run(
     checkpoints (under :func:`cache_dir`); the caller writes the run file.
     """
     task, model_spec, model, ckpt = build_run_model(run, data, device)
-    version = code_version(POSTERIORS.get(run.method), TASKS.get(run.task))
+    version = code_version(*run.code_classes())
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     log = train(
@@ -507,7 +508,8 @@ def make_run(
         "status": "ok",
         "run_hash": run.run_hash(),
         "code_version": version,
-        "source_version": source_version(POSTERIORS.get(run.method), TASKS.get(run.task)),
+        "source_version": source_version(*run.code_classes()),
+        "plugins": plugin_sources(*run.code_classes()),
         "checkpoint": str(ckpt),  # a model file: uqbench.load_posterior(path)
         "method": run.method,
         "display_name": model.display_name or run.method,
@@ -699,9 +701,7 @@ def merge_results(
                 why = "not a run of this suite and command"
             elif record.get("run_hash") != run.run_hash():
                 why = f"made with other settings: {_settings_diff(record, run)}"
-            elif record.get("code_version") != code_version(
-                POSTERIORS.get(run.method), TASKS.get(run.task)
-            ):
+            elif record.get("code_version") != code_version(*run.code_classes()):
                 why = "made by another version of the code (code_version differs)"
             if why:
                 left_out.append({"file": path.name, "reason": why})

@@ -64,6 +64,19 @@ class RunSpec:
             "posterior": self.posterior,
         }
 
+    def train_classes(self) -> tuple[type, ...]:
+        """The registered classes whose code trains this run's model: posterior and task."""
+        return POSTERIORS.get(self.method), TASKS.get(self.task)
+
+    def code_classes(self) -> tuple[type, ...]:
+        """Every registered class whose code makes this run: :meth:`train_classes`, then the
+        OOD sets it is evaluated on (a plug-in OOD set's code changes only the evaluation)."""
+        task_cls = TASKS.get(self.task)
+        names = self.eval.get("ood")
+        if names is None:
+            names = getattr(task_cls, "ood_sets", ())
+        return (*self.train_classes(), *(OOD_SETS.get(n) for n in names))
+
     def train_hash(self) -> str:
         """Identity of the trained model: everything but the evaluation settings."""
         ident = {k: v for k, v in self.config().items() if k != "eval"}

@@ -43,7 +43,7 @@ def write_report(results: dict[str, Any], out_dir: Path, *, test_noise: bool = F
     Notes in ``out_dir/discussion.toml`` (claim id -> text) go under their claims in
     "Against the paper".
 
-    ``results`` is a merged results dict (schema ``uqbench.results/1`` or ``/2``); saved
+    ``results`` is a merged results dict (any readable ``uqbench.results`` schema); saved
     per-example outputs are read from ``out_dir/runs``. Returns the
     paths written. Raises :class:`ResultsError` for a dict that is not such a file.
     """

@@ -43,6 +43,8 @@ from uqbench.report.view import finite, get_path
 ERROR_DIGITS = catalog.metric("error_pct").digits
 #: The paper's figure each task's (or notMNIST's) entropy ECDF corresponds to.
 PAPER_FIGURE = {"notmnist": "Figure 2", "cifar5": "Figure 3"}
+#: The fields of a run file's ``plugins`` entries, as the report's columns.
+PLUGIN_KEYS = ("class", "distribution", "version")
 
 
 def header(doc: Doc, view: ReportView, results: dict[str, Any]) -> None:
@@ -104,6 +106,18 @@ def environment(doc: Doc, view: ReportView, results: dict[str, Any]) -> None:
     if finite(results.get("wall_seconds")) is not None:
         line += f" Wall time of the whole command: {seconds(results['wall_seconds'])}."
     doc.p(line)
+    plugins: dict[tuple[str, ...], set[str]] = {}
+    for r in view.runs:
+        for p in r.get("plugins") or []:
+            key = tuple("—" if p.get(k) is None else str(p.get(k)) for k in PLUGIN_KEYS)
+            plugins.setdefault(key, set()).add(f"{r.get('method')}/{r.get('task')}")
+    if plugins:
+        doc.table(
+            ["plug-in class", "distribution", "version", "used by (method/task)"],
+            [[*key, ", ".join(sorted(used))] for key, used in sorted(plugins.items())],
+            "Code from outside uqbench behind these runs (run files' `plugins`; "
+            "—: not from an installed distribution).",
+        )
     failed = results.get("failed") or []
     if failed:
         doc.p(f"**{len(failed)} run(s) FAILED** and are not in any table:")
