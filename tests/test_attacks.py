@@ -116,6 +116,22 @@ def test_stratified_subset_keeps_class_shares() -> None:
     assert len(stratified_subset(y, None)) == 100
 
 
+def test_saved_outputs_say_where_each_example_lies_when_the_data_does() -> None:
+    """``Split.index`` and ``TaskData.ood_index`` reach the saved outputs (``test.index``,
+    ``ood.<set>.index``): what pairs seeds that scored different subsets of one pool."""
+    model, data = _model(), _data()
+    data.test.index = torch.arange(100, 160)
+    data.ood_index["noise"] = torch.arange(40) * 3
+    keep: dict[str, np.ndarray] = {}
+    kw = dict(test_samples=1, fgsm=True, fgsm_samples=1, fgsm_n=10, progress=False)
+    evaluate_classification(model, TinyTask(), data, keep=keep, **kw)
+    assert keep["test.index"].tolist() == list(range(100, 160))
+    assert keep["ood.noise.index"].tolist() == list(range(0, 120, 3))
+    bare: dict[str, np.ndarray] = {}
+    evaluate_classification(model, TinyTask(), _data(), keep=bare, **kw)
+    assert "test.index" not in bare and "ood.noise.index" not in bare
+
+
 def test_evaluate_classification_deterministic_model() -> None:
     model, data, task = _model(), _data(), TinyTask()
     model.eval()

@@ -102,6 +102,31 @@ def test_cifar5_with_opt_in(cifar5) -> None:
     assert any("UNVERIFIED" in n and "JPEG" in n for n in cifar5.notes)
 
 
+def test_cifar5_subsets_record_where_their_images_lie(cifar5, cache: Path) -> None:
+    """Each seed's 200-image subsets say which upstream test images they hold, so that seeds
+    can be paired image by image; the positions are checked against the raw batches."""
+    from uqbench.data import load_cifar10
+
+    raw = load_cifar10(source(cache, allow_unverified=True)).arrays
+    task = uqbench.get_task("cifar5")()
+    subsets = {}
+    for seed in (0, 1):
+        data = task.load_with_ood(
+            source(cache, allow_unverified=True), n_test=200, n_ood=200, seed=seed
+        )
+        idx, ood_idx = data.test.index.numpy(), data.ood_index["cifar5-hidden"].numpy()
+        assert len(set(idx)) == 200 and len(set(ood_idx)) == 200
+        assert torch.equal(data.test.x, torch.from_numpy(raw["test_x"][idx]).float() / 255)
+        hidden = torch.from_numpy(raw["test_x"][ood_idx]).float() / 255
+        assert torch.equal(data.ood["cifar5-hidden"], hidden)
+        assert not set(idx) & set(ood_idx)  # the seen and the hidden classes' images
+        subsets[seed] = set(idx)
+    assert subsets[0] != subsets[1] and subsets[0] & subsets[1]
+    # All of the test split: every seen-class image once, in upstream order.
+    assert np.array_equal(np.sort(cifar5.test.index.numpy()), cifar5.test.index.numpy())
+    assert len(cifar5.test.index) == 5000
+
+
 def test_cifar_refused_without_opt_in(cache: Path) -> None:
     with pytest.raises(DataError) as exc:
         load_cifar10(source(cache, allow_unverified=False))

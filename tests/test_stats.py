@@ -385,6 +385,62 @@ def test_test_noise_adds_the_shared_test_sets_variance_to_the_seeds(tmp_path) ->
     assert "seeds only: a seed 0 saved no per-example outputs" in c.how
 
 
+def test_test_noise_pairs_seeds_that_scored_different_subsets_of_one_pool(tmp_path) -> None:
+    # CIFAR-5's shape: each seed scores its own 2,000 of a pool of 5,000 test images, and
+    # every seed's model errs on the same hard images (plus some of its own). Saved
+    # positions in the pool pair the seeds image by image; by order they are different
+    # images, and the shared noise comes out about 0.
+    pool, n, k = 5000, 2000, 3
+    rng = np.random.default_rng(1)
+    hard = rng.random(pool) < 0.3  # the images every seed's model gets wrong
+    (tmp_path / "runs").mkdir()
+    runs, values, subsets = [], [], []
+    for s in range(k):
+        idx = np.sort(rng.choice(pool, n, replace=False))
+        wrong = hard[idx] | (rng.random(n) < 0.05 + 0.005 * s)
+        pred = wrong.astype(np.int64)  # label 0 everywhere: a 1 is an error
+        y = np.zeros(n, dtype=np.int64)
+        for tag, extra in (("with", {"test.index": idx}), ("without", {})):
+            np.savez_compressed(
+                tmp_path / "runs" / f"{tag}{s}.npz", **{"test.y": y, "test.pred": pred}, **extra
+            )
+        runs.append(_run("a", s, 100 * wrong.mean(), f"with{s}.npz"))
+        values.append(100.0 * wrong)
+        subsets.append(idx)
+    stat = C.STATS["error_pct"]
+    # Closed form of the Poisson bootstrap (linearised): the means of seeds s and t covary
+    # by the sum over the images both scored of (x_s - mean_s)(x_t - mean_t) / (n_s n_t).
+    shared = []
+    for s in range(k):
+        for t in range(k):
+            if s != t:
+                _, i_s, i_t = np.intersect1d(subsets[s], subsets[t], return_indices=True)
+                a = values[s][i_s] - values[s].mean()
+                b = values[t][i_t] - values[t].mean()
+                shared.append(float((a * b).sum()) / (n * n))
+    seeds_var = np.var([v.mean() for v in values], ddof=1) / k
+    half = scipy_stats.t.ppf(0.975, k - 1) * math.sqrt(seeds_var + np.mean(shared))
+    assert np.mean(shared) > 0.3 * seeds_var  # a share the seeds' spread cannot show
+
+    iv = C.interval(ResultsView({"runs": runs}, tmp_path, test_noise=True), "mnist", "a", stat)
+    # 400 replicates estimate a covariance to about 7% (stats.N_BOOT_VAR), the half-width
+    # to about half that.
+    assert iv.hi - iv.value == pytest.approx(half, rel=0.08)
+    assert C.pooled_positions(ResultsView({"runs": runs}, tmp_path), "mnist")
+
+    by_order = [{**r, "predictions": f"without{r['seed']}.npz"} for r in runs]
+    view = ResultsView({"runs": by_order}, tmp_path, test_noise=True)
+    plain = C.interval(ResultsView({"runs": by_order}, tmp_path), "mnist", "a", stat)
+    unpaired = C.interval(view, "mnist", "a", stat)
+    assert unpaired.hi - unpaired.value < 1.1 * (plain.hi - plain.value) < iv.hi - iv.value
+    assert not C.pooled_positions(view, "mnist")
+
+    # Runs of which only some saved positions are paired by order (the "without" files).
+    mixed = [runs[0], *by_order[1:]]
+    got = C.interval(ResultsView({"runs": mixed}, tmp_path, test_noise=True), "mnist", "a", stat)
+    assert got.hi - got.value < 1.1 * (plain.hi - plain.value)
+
+
 def test_t_with_test_noise_by_hand() -> None:
     # values (1, 2, 3): s^2 / k = 1/3; with test_var 1/6 the se is sqrt(1/2).
     iv = S.t_with_test_noise([1.0, 2.0, 3.0], 1 / 6)

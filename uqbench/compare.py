@@ -268,20 +268,60 @@ def _run(view: ResultsView, task: str, method: str, seed: int) -> dict[str, Any]
     return None
 
 
-def _replicates(view: ResultsView, run: dict[str, Any], stat: Stat) -> np.ndarray | None:
+def _replicates(
+    view: ResultsView, run: dict[str, Any], stat: Stat, pools: dict[str, int] | None = None
+) -> np.ndarray | None:
     """``stat`` of ``run`` under each bootstrap resample of its examples (cached; None
-    without saved outputs). Runs with as many examples per group get the same resamples."""
+    without saved outputs). Runs with as many examples per group get the same resamples;
+    with ``pools`` (pool -> size, :func:`_pool_positions`), runs get the same counts per
+    pool member, whichever of its members they scored."""
     out = view.outputs(run)
     sizes = _sizes(stat, out) if out is not None and stat.weighted else None
     if not sizes or any(n == 0 for n in sizes.values()):
         return None
-    key = ("replicates", run.get("predictions"), stat.name, tuple(sorted(sizes.items())))
+    pooled = None
+    if pools is not None:
+        positions = _pool_positions(stat, out)
+        if positions is None:
+            return None
+        pooled = S.Pooled(pools, positions)
+    key = (
+        "replicates",
+        run.get("predictions"),
+        stat.name,
+        tuple(sorted(sizes.items())),
+        None if pools is None else tuple(sorted(pools.items())),
+    )
     if key not in view.cache:
         try:
-            view.cache[key] = S.bootstrap_values(stat.weighted, out, sizes, n_boot=S.N_BOOT_VAR)
+            view.cache[key] = S.bootstrap_values(
+                stat.weighted, out, sizes, n_boot=S.N_BOOT_VAR, pooled=pooled
+            )
         except KeyError:  # outputs of a task that saves fewer per-example arrays
             view.cache[key] = None
     return view.cache[key]
+
+
+def _pool_positions(stat: Stat, out: Outputs) -> dict[str, tuple[str, np.ndarray]] | None:
+    """Per group of ``stat``: the pool its examples come from and each one's position there
+    (``test.index``, ``ood.<set>.index``; FGSM's points are test examples), or None when
+    the run did not record them (runs made before they were saved, a task without them)."""
+    found: dict[str, tuple[str, np.ndarray]] = {}
+    for g in stat.groups:
+        if g == "test" or g == "fgsm":
+            pos = out.get("test.index")
+            if pos is not None and g == "fgsm":
+                pos = None if "fgsm.index" not in out else pos[out["fgsm.index"]]
+            pool = "test"
+        elif g.startswith("ood:"):
+            pool = g
+            pos = out.get(f"ood.{g[4:]}.index")
+        else:
+            return None
+        if pos is None:
+            return None
+        found[g] = (pool, np.asarray(pos, dtype=np.int64))
+    return found
 
 
 def _bootstrap(
@@ -308,16 +348,19 @@ def _test_variance(
     seeds (examples every seed's models find hard or easy), which it cannot, as every seed
     is scored on the one test set. The common part is the covariance of two seeds'
     replicates: its mean over pairs of seeds, at least 0. Where each seed draws its own
-    test set (the toy task) there is no common part and it is ~0. Where each seed draws its
-    own subset of one test pool (CIFAR-5: 2,000 of 5,000 images, ~40% shared by two seeds),
-    the i-th examples of two seeds are different images, so the common part is not measured
-    and comes out ~0 although it is not (the runs do not record which images they scored).
+    test set (the toy task) there is no common part and it is ~0.
+
+    Where each seed draws its own subset of one test pool (CIFAR-5: 2,000 of 5,000 images,
+    ~40% shared by two seeds), the positions the runs saved of their examples in the pool
+    (``test.index``, ``ood.<set>.index``) pair them image by image, through a Poisson
+    bootstrap over the pool's members (:class:`uqbench.stats.Pooled`). Runs made before
+    positions were saved are paired by order, which for such subsets pairs different images
+    and gives ~0 although the common part is not (:func:`pooled_positions` tells which).
     """
     if stat.weighted is None:
         return "not recomputable from per-example outputs"
-    rows, shapes = [], set()
+    runs = []
     for s in seeds:
-        row = 0.0
         for m, sign in ((a, 1.0), (b, -1.0)):
             if m is None:
                 continue
@@ -325,21 +368,39 @@ def _test_variance(
             out = None if run is None else view.outputs(run)
             if out is None:
                 return f"{m} seed {s} saved no per-example outputs"
-            reps = _replicates(view, run, stat)
-            if reps is None:
-                return f"{m} seed {s}'s outputs lack this statistic's examples"
-            shapes.add(tuple((_sizes(stat, out) or {}).items()))
-            row = row + sign * reps
-        rows.append(row)
-    if len(shapes) != 1:
+            runs.append((s, m, sign, run, out))
+    positions = [_pool_positions(stat, out) for *_, out in runs]
+    pools: dict[str, int] | None = None
+    if all(found is not None for found in positions):
+        pools = {}
+        for found in positions:
+            for pool, pos in (found or {}).values():
+                pools[pool] = max(pools.get(pool, 0), int(pos.max(initial=-1)) + 1)
+    by_seed: dict[int, Any] = {}
+    shapes = set()
+    for s, m, sign, run, out in runs:
+        reps = _replicates(view, run, stat, pools)
+        if reps is None:
+            return f"{m} seed {s}'s outputs lack this statistic's examples"
+        shapes.add(tuple((_sizes(stat, out) or {}).items()))
+        by_seed[s] = by_seed.get(s, 0.0) + sign * reps
+    if pools is None and len(shapes) != 1:
         return "the runs hold different numbers of examples"
-    r = np.vstack(rows)
+    r = np.vstack(list(by_seed.values()))
     r = r[:, np.all(np.isfinite(r), axis=0)]
     if r.shape[1] < S.N_BOOT_VAR // 2:
         return "too few bootstrap replicates defined"
     cov = np.cov(r, ddof=1)
     k = len(seeds)
     return max(0.0, float((cov.sum() - np.trace(cov)) / (k * (k - 1))))
+
+
+def pooled_positions(view: ResultsView, task: str) -> bool:
+    """Whether every run of ``task`` saved where its test examples lie in their pool
+    (``test.index``), so that :func:`_test_variance` pairs seeds image by image."""
+    runs = [r for m in view.methods(task) for r in view.runs_for(task, m)]
+    outs = [view.outputs(r) for r in runs]
+    return bool(runs) and all(o is not None and "test.index" in o for o in outs)
 
 
 def _with_test_noise(

@@ -232,8 +232,12 @@ def evaluate_classification(
             }
             if keep is not None:
                 keep[f"ood.{name}.entropy"] = h_ood.numpy().astype(np.float32)
+                if name in data.ood_index:
+                    keep[f"ood.{name}.index"] = _positions(data.ood_index[name])
         if keep is not None:
             keep.update(per_example_classification(log_p, y))
+            if test.index is not None:
+                keep["test.index"] = _positions(test.index)
         result["fgsm"] = (
             _fgsm_curve(
                 model, task, test, fgsm_idx, eps_list, fgsm_samples, fgsm_bs, device, bar, keep
@@ -434,6 +438,11 @@ def per_example_classification(log_p: Tensor, y: Tensor) -> dict[str, np.ndarray
         "test.entropy": M.entropy(probs).numpy().astype(np.float32),
         "test.brier": (probs - onehot).pow(2).sum(-1).numpy().astype(np.float32),
     }
+
+
+def _positions(index: Tensor) -> np.ndarray:
+    """Where each example lies in its data set's files (``Split.index``), as saved."""
+    return index.cpu().numpy().astype(np.int64)
 
 
 def _column(t: Tensor) -> Tensor:

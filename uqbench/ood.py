@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
+import torch
 from torch import Tensor
 
 from uqbench.data import (
@@ -36,13 +37,15 @@ class OODData:
 
     ``labels`` (optional): each input's class within its own set (a notMNIST letter, a
     clothing class), so that the run records the subset's class counts and the regression
-    check sees a subset drawn differently.
+    check sees a subset drawn differently. ``index`` (optional): each input's position in
+    the set's files, so that seeds scoring different subsets can be paired input by input.
     """
 
     x: Tensor
     files: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     labels: Tensor | None = None
+    index: Tensor | None = None
 
 
 class OODSet:
@@ -66,6 +69,11 @@ class OODSet:
         with ``seed`` makes the subset's draw reproducible and independent of the others.
         """
         raise NotImplementedError
+
+
+def _index(idx: np.ndarray) -> Tensor:
+    """Positions in a set's files as :attr:`OODData.index`."""
+    return torch.from_numpy(np.asarray(idx, dtype=np.int64))
 
 
 def load_ood_set(
@@ -108,7 +116,7 @@ class NotMNIST(OODSet):
         raw = load_notmnist(source)
         idx = stratified_indices(raw.arrays["y"], n, seed, stream=stream)
         x, y = images_to_tensor(raw.arrays["x"][idx]), labels_to_tensor(raw.arrays["y"][idx])
-        return OODData(x, raw.files, raw.notes, labels=y)
+        return OODData(x, raw.files, raw.notes, labels=y, index=_index(idx))
 
 
 @OOD_SETS.register("fashion-mnist")
@@ -130,7 +138,7 @@ class FashionMNIST(OODSet):
             images_to_tensor(raw.arrays["test_x"][idx]),
             labels_to_tensor(raw.arrays["test_y"][idx]),
         )
-        return OODData(x, raw.files, raw.notes, labels=y)
+        return OODData(x, raw.files, raw.notes, labels=y, index=_index(idx))
 
 
 #: The CIFAR-10 classes CIFAR-5 holds out (its OOD set).
@@ -162,4 +170,4 @@ class Cifar5Hidden(OODSet):
         pool = np.flatnonzero(np.isin(test_y, hidden))
         idx = pool[stratified_indices(test_y[pool], n, seed, stream=stream)]
         x, y = images_to_tensor(raw.arrays["test_x"][idx]), labels_to_tensor(test_y[idx])
-        return OODData(x, raw.files, raw.notes, labels=y)
+        return OODData(x, raw.files, raw.notes, labels=y, index=_index(idx))

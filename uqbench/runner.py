@@ -58,7 +58,7 @@ def _to_device(data: TaskData, device: torch.device) -> TaskData:
         if isinstance(v, torch.Tensor):
             return v.to(device)
         if isinstance(v, Split):
-            return Split(v.x.to(device), v.y.to(device))
+            return Split(v.x.to(device), v.y.to(device), v.index)  # index: host-side
         return v
 
     return TaskData(
@@ -69,6 +69,7 @@ def _to_device(data: TaskData, device: torch.device) -> TaskData:
         data.notes,
         {k: move(v) for k, v in data.extra.items()},
         data.ood_labels,  # only counted, never fed to a model: they stay on the host
+        data.ood_index,
     )
 
 

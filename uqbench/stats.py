@@ -160,6 +160,18 @@ def paired_t(a: Sequence[float], b: Sequence[float], level: float = LEVEL) -> In
 WeightedStat = Callable[[Mapping[str, np.ndarray], Mapping[str, np.ndarray]], float | None]
 
 
+@dataclass(frozen=True)
+class Pooled:
+    """Which pool member each example of a run is, for :func:`bootstrap_values`.
+
+    ``sizes``: pool name -> members (the same for every run to be paired);
+    ``positions``: group -> (pool name, each example's member index in that pool).
+    """
+
+    sizes: Mapping[str, int]
+    positions: Mapping[str, tuple[str, np.ndarray]]
+
+
 def bootstrap_values(
     stat: WeightedStat,
     outputs: Mapping[str, np.ndarray],
@@ -167,6 +179,7 @@ def bootstrap_values(
     *,
     n_boot: int = N_BOOT,
     seed: int = BOOT_SEED,
+    pooled: Pooled | None = None,
 ) -> np.ndarray:
     """``stat(outputs)`` under each of ``n_boot`` bootstrap resamples (NaN where undefined).
 
@@ -174,11 +187,21 @@ def bootstrap_values(
     examples) with replacement, as multinomial counts. The counts depend only on ``seed``
     and ``sizes`` (its groups in their order), so two runs' values with the same arguments
     are paired replicate by replicate: the same resampled examples for both.
+
+    ``pooled`` pairs examples by identity instead of by position: each pool of examples
+    (an upstream test split) gets one Poisson(1) count per member in each replicate (a
+    Poisson bootstrap), and every example weighs its member's count (see :class:`Pooled`).
+    Runs that scored different subsets of one pool then share the counts of the examples
+    they have in common, given the same ``seed`` and pool sizes.
     """
     rng = np.random.default_rng(seed)
     out = np.full(n_boot, np.nan)
     for i in range(n_boot):
-        w = {g: rng.multinomial(n, np.full(n, 1.0 / n)).astype(float) for g, n in sizes.items()}
+        if pooled is None:
+            w = {g: rng.multinomial(n, np.full(n, 1.0 / n)).astype(float) for g, n in sizes.items()}
+        else:
+            counts = {p: rng.poisson(1.0, n).astype(float) for p, n in sorted(pooled.sizes.items())}
+            w = {g: counts[p][pos] for g, (p, pos) in pooled.positions.items()}
         x = stat(outputs, w)
         if x is not None and math.isfinite(x):
             out[i] = x

@@ -350,8 +350,20 @@ _NOISE_HOW = (
     "examples, the same resample for every seed and method) to the seeds' own variance, "
     "with the seeds' t quantile (`uqbench.stats.t_with_test_noise`); where each seed draws "
     "its own test set (the toy task) it is about 0; on CIFAR-5, whose seeds score different "
-    "subsets of one test pool, it is not measured (it comes out about 0, an underestimate)"
+    "subsets of one test pool, "
 )
+#: How CIFAR-5's seeds are paired: by each image's saved position in the pool, or not at all
+#: (runs made before positions were saved).
+_NOISE_POOLED = {
+    True: "the seeds are paired image by image through each image's saved position in the "
+    "pool (a Poisson bootstrap over the pool's images, `uqbench.stats.Pooled`)",
+    False: "it is not measured (it comes out about 0, an underestimate)",
+}
+
+
+def _noise_how(view: ReportView) -> str:
+    """:data:`_NOISE_HOW`, finished by how this report's CIFAR-5 runs were paired."""
+    return _NOISE_HOW + _NOISE_POOLED[C.pooled_positions(view, "cifar5")]
 
 
 def _widened(view: ReportView) -> bool:
@@ -865,9 +877,10 @@ def against_paper(
         doc.p(
             "The test set's noise in these verdicts: every seed is scored on one test set, "
             "itself a sample, so the seeds share its noise (examples that every seed's "
-            f"models find hard or easy), which their spread cannot show. It is added {_NOISE_HOW}"
-            "; a statistic that cannot be recomputed from per-example outputs, or a run that "
-            "saved none, keeps the interval over seeds alone (the claim's numbers say which)."
+            "models find hard or easy), which their spread cannot show. It is added "
+            f"{_noise_how(view)}; a statistic that cannot be recomputed from per-example "
+            "outputs, or a run that saved none, keeps the interval over seeds alone (the "
+            "claim's numbers say which)."
         )
     if noisy_counts:
         n = sum(noisy_counts.values())
@@ -877,7 +890,7 @@ def against_paper(
             f"{noisy_counts['inconclusive']} inconclusive, {noisy_counts['not run']} not run. "
             "The intervals over seeds above leave out the test-set noise common to all "
             "seeds, which are scored on one test set, itself a sample: examples that every "
-            f"seed's models find hard or easy. This check adds it {_NOISE_HOW}. A verdict "
+            f"seed's models find hard or easy. This check adds it {_noise_how(view)}. A verdict "
             "that changes here rests on a difference about as large as the test set's own "
             "sampling noise."
         )

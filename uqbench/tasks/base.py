@@ -23,10 +23,16 @@ from uqbench.errors import ConfigError, PluginError
 
 @dataclass
 class Split:
-    """Inputs and targets of one split (classification: int64 labels; regression: float)."""
+    """Inputs and targets of one split (classification: int64 labels; regression: float).
+
+    ``index`` (optional): where each input lies in the data set it was taken from (its
+    position in the upstream test split, say), so that runs scoring different subsets of
+    one pool can be paired image by image (:func:`uqbench.compare._test_variance`).
+    """
 
     x: Tensor
     y: Tensor
+    index: Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
@@ -51,6 +57,7 @@ class TaskData:
     notes: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
     ood_labels: dict[str, Tensor] = field(default_factory=dict)
+    ood_index: dict[str, Tensor] = field(default_factory=dict)
 
     @property
     def verified(self) -> bool:
@@ -101,7 +108,8 @@ def image_splits(
             keep = np.flatnonzero(label_map[y] >= 0)
             idx = keep[stratified_indices(label_map[y[keep]], n, seed, stream=f"{stream}/{split}")]
             y = label_map[y]
-        splits.append(Split(images_to_tensor(arrays[f"{split}_x"][idx]), labels_to_tensor(y[idx])))
+        x, labels = images_to_tensor(arrays[f"{split}_x"][idx]), labels_to_tensor(y[idx])
+        splits.append(Split(x, labels, torch.from_numpy(np.asarray(idx, dtype=np.int64))))
     return splits[0], splits[1]
 
 
@@ -184,6 +192,8 @@ class Task:
             data.ood[name] = got.x
             if got.labels is not None:
                 data.ood_labels[name] = got.labels
+            if got.index is not None:
+                data.ood_index[name] = got.index
             # A set read from the task's own files (cifar5-hidden) adds no new record.
             data.files = data.files + [f for f in got.files if f not in data.files]
             data.notes = data.notes + [n for n in got.notes if n not in data.notes]
