@@ -113,3 +113,25 @@ def test_notmnist_wrong_split_changes_the_subset_the_ood_registry_takes():
     assert np.array_equal(
         other, ood.stratified_indices(labels, 10, 0, stream="cifar5/ood/cifar5-hidden")
     )
+
+
+def test_a_rerun_with_another_seed_checks_only_that_seed(tmp_path, tiny_task):
+    """Runs of an earlier seed in the same ``--out`` stay on disk (the runner keeps them)
+    but are not averaged into the next seed's check."""
+    from helpers import TINY_SUITE
+
+    from uqbench.mutation import _run, _runs_made
+
+    suite = tmp_path / "tiny.toml"
+    suite.write_text(TINY_SUITE.replace('["l2", "ffg"]', '["l2"]'))
+    out, cache = tmp_path / "m", tmp_path / "cache"
+    first = _run(str(suite), out, cache, None, ["tiny-blobs"], 0)
+    second = _run(str(suite), out, cache, None, ["tiny-blobs"], 1)
+    assert [r["seed"] for r in first["runs"]] == [0]
+    assert [r["seed"] for r in second["runs"]] == [1]
+    assert sorted(p.stem for p in (out / "tiny" / "runs").glob("*.json")) == [
+        "l2-tiny-blobs-seed0",
+        "l2-tiny-blobs-seed1",
+    ]
+    made = _runs_made(out / "tiny", ["l2"], ["tiny-blobs"], 1)
+    assert [r["seed"] for r in made["runs"]] == [1]

@@ -325,7 +325,9 @@ def _run(
     tasks: list[str],
     seed: int,
 ) -> dict[str, Any]:
-    """``uqbench run`` in-process (so that patches apply), resumable in ``out``."""
+    """``uqbench run`` in-process (so that patches apply), resumable in ``out``; the results
+    of the runs asked for only (``out`` may also hold runs of other seeds, tasks or methods,
+    from an earlier command, which the runner's merge keeps)."""
     from uqbench.data import DataSource
     from uqbench.environment import resolve_device
     from uqbench.runner import Runner
@@ -347,7 +349,10 @@ def _run(
             progress=False,
             log=lambda msg: print("   ", msg, flush=True),
         )
-        return runner.run()
+        results = runner.run()
+        asked = {(spec.method, spec.task, spec.seed) for spec in runner.specs}
+        runs = [r for r in results["runs"] if (r["method"], r["task"], r["seed"]) in asked]
+        return {**results, "runs": runs}
     finally:
         if old is None:
             os.environ.pop("UQBENCH_CACHE_DIR", None)
@@ -436,7 +441,7 @@ def run_mutants(
         cache = out / "cache" / (m.name if m.trains else "clean-models")
         t0 = time.perf_counter()
         if check_only:
-            results = _runs_made(out / "mutants" / m.name / suite, m_methods, m_tasks)
+            results = _runs_made(out / "mutants" / m.name / suite, m_methods, m_tasks, seed)
             if not results["runs"]:
                 rows.append({**row, "caught": None, "note": "not run yet"})
                 continue
@@ -455,12 +460,13 @@ def run_mutants(
     return rows
 
 
-def _runs_made(suite_out: Path, methods: list[str], tasks: list[str]) -> dict[str, Any]:
-    """The finished runs of ``methods`` x ``tasks`` in ``suite_out/runs``, as results."""
+def _runs_made(suite_out: Path, methods: list[str], tasks: list[str], seed: int) -> dict[str, Any]:
+    """The finished runs of ``methods`` x ``tasks`` with ``seed`` in ``suite_out/runs``, as
+    results."""
     runs = []
     for path in sorted((suite_out / "runs").glob("*.json")):
         run = json.loads(path.read_text())
-        if run["method"] in methods and run["task"] in tasks:
+        if run["method"] in methods and run["task"] in tasks and run.get("seed") == seed:
             runs.append(run)
     return {"schema": RESULTS_SCHEMA, "suite": suite_out.name, "runs": runs}
 
