@@ -82,6 +82,29 @@ def test_runs_of_a_family_the_suite_does_not_name_stay_in_later_results(tmp_path
     assert res["left_out"] == []
 
 
+def test_a_run_whose_file_name_parses_two_ways_stays(tmp_path, tiny_task, clean_registry):
+    """``l2-x-tiny-blobs-seed0`` is family l2-x on tiny-blobs, or l2 on a task x-tiny-blobs:
+    the run file says which, and the run stays in later results."""
+    from conftest import TinyBlobs
+
+    from uqbench.registry import TASKS
+
+    state = TASKS.snapshot()
+    POSTERIORS.add("l2-x", type("L2X", (POSTERIORS.get("l2"),), {}))
+    TASKS.add("x-tiny-blobs", type("XTinyBlobs", (TinyBlobs,), {}))
+    try:
+        runner_for(tmp_path, overrides={"methods": ["l2-x"], "seeds": [0]}).run()
+        res = runner_for(tmp_path, overrides={"methods": ["l2"]}).run()
+    finally:
+        TASKS.restore(state)
+    assert sorted((r["method"], r["task"], r["seed"]) for r in res["runs"]) == [
+        ("l2", "tiny-blobs", 0),
+        ("l2", "tiny-blobs", 1),
+        ("l2-x", "tiny-blobs", 0),
+    ]
+    assert res["left_out"] == []
+
+
 def test_copied_and_duplicate_run_files_are_not_merged(tmp_path, tiny_task):
     other = SUITE.replace("test_samples = 4", "test_samples = 3")
     first = runner_for(tmp_path / "other", other)

@@ -241,15 +241,19 @@ class Runner:
         specs = {s.key: s for s in self.suite.runs(settings)}
         specs.update({s.key: s for s in self.specs})
         found: dict[tuple[str, str], list[int]] = {}
-        methods, tasks = POSTERIORS.names(), set(TASKS.names())
-        stems = [p.stem for p in self.runs_dir.glob("*.json")] if self.runs_dir.is_dir() else []
-        for stem in stems:
-            if stem in specs:
+        methods, tasks = set(POSTERIORS.names()), set(TASKS.names())
+        paths = sorted(self.runs_dir.glob("*.json")) if self.runs_dir.is_dir() else []
+        for path in paths:
+            if path.stem in specs:
                 continue
-            for method in methods:
-                task, sep, seed = stem.removeprefix(f"{method}-").rpartition("-seed")
-                if stem.startswith(f"{method}-") and sep and task in tasks and seed.isdigit():
-                    found.setdefault((method, task), []).append(int(seed))
+            # The file says which run it is (its name would not: names may hold "-").
+            record, _ = _load_run_file(path)
+            if record is None:
+                continue
+            method, task, seed = record["method"], record["task"], record["seed"]
+            names = isinstance(method, str) and isinstance(task, str)
+            if names and method in methods and task in tasks and type(seed) is int:
+                found.setdefault((method, task), []).append(seed)
         for (method, task), seeds in sorted(found.items()):
             over = {**settings, "methods": [method], "tasks": [task], "seeds": sorted(seeds)}
             try:
