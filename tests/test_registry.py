@@ -234,6 +234,44 @@ def test_a_plugin_reusing_a_built_in_name_is_the_one_named(
         sys_modules.pop("uqbench_test_clash", None)
 
 
+def test_built_ins_load_first_from_an_empty_registry(clean_registry, tmp_path, monkeypatch):
+    """The load order itself: from an empty registry, with a clashing plug-in whose entry
+    point sorts first and whose distribution lies first on sys.path, uqbench's own ``l2``
+    still registers first, so the plug-in is the one named."""
+    import sys
+
+    write_distribution(
+        tmp_path,
+        "aaa-uqbench-clash",
+        """
+        [uqbench.posteriors]
+        aaa = uqbench_test_first
+        """,
+        {
+            "uqbench_test_first": """
+            import uqbench
+
+            @uqbench.register_posterior("l2")
+            class First(uqbench.Posterior):
+                pass
+            """
+        },
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    # Forget the built-in l2 entirely: its module registers again when it is imported.
+    monkeypatch.delitem(sys.modules, "uqbench.baselines.l2")
+    monkeypatch.delattr(sys.modules["uqbench.baselines"], "l2")
+    monkeypatch.setattr(clean_registry, "_entries", {})
+    monkeypatch.setattr(clean_registry, "_origin", {})
+    clean_registry.reset_discovery()
+    with pytest.raises(RegistryError) as err:
+        uqbench.list_posteriors()
+    msg = str(err.value)
+    assert msg.startswith("posterior plug-in 'aaa' (uqbench_test_first, from aaa-uqbench-clash)")
+    assert "already registered by uqbench.baselines.l2" in msg
+    sys.modules.pop("uqbench_test_first", None)
+
+
 def test_a_class_entry_point_may_use_the_registry_while_it_is_imported(
     clean_registry, tmp_path, monkeypatch
 ) -> None:
