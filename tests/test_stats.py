@@ -385,60 +385,147 @@ def test_test_noise_adds_the_shared_test_sets_variance_to_the_seeds(tmp_path) ->
     assert "seeds only: a seed 0 saved no per-example outputs" in c.how
 
 
-def test_test_noise_pairs_seeds_that_scored_different_subsets_of_one_pool(tmp_path) -> None:
-    # CIFAR-5's shape: each seed scores its own 2,000 of a pool of 5,000 test images, and
-    # every seed's model errs on the same hard images (plus some of its own). Saved
-    # positions in the pool pair the seeds image by image; by order they are different
-    # images, and the shared noise comes out about 0.
-    pool, n, k = 5000, 2000, 3
+def _pool_runs(tmp_path, methods: dict[str, float], k: int = 3, pool: int = 5000, n: int = 2000):
+    """CIFAR-5's shape: each seed scores its own ``n`` of a pool of test images (every method
+    of a seed the same ones), and every model errs on the same hard images plus some of its
+    own (rate per method). Saved with and without ``test.index`` (and an OOD set's entropies
+    and positions, a pool of its own); returns the runs and each run's per-example errors."""
     rng = np.random.default_rng(1)
-    hard = rng.random(pool) < 0.3  # the images every seed's model gets wrong
-    (tmp_path / "runs").mkdir()
-    runs, values, subsets = [], [], []
+    hard = rng.random(pool) < 0.3
+    (tmp_path / "runs").mkdir(exist_ok=True)
+    runs, values, subsets = [], {}, {}
     for s in range(k):
         idx = np.sort(rng.choice(pool, n, replace=False))
-        wrong = hard[idx] | (rng.random(n) < 0.05 + 0.005 * s)
-        pred = wrong.astype(np.int64)  # label 0 everywhere: a 1 is an error
-        y = np.zeros(n, dtype=np.int64)
-        for tag, extra in (("with", {"test.index": idx}), ("without", {})):
-            np.savez_compressed(
-                tmp_path / "runs" / f"{tag}{s}.npz", **{"test.y": y, "test.pred": pred}, **extra
-            )
-        runs.append(_run("a", s, 100 * wrong.mean(), f"with{s}.npz"))
-        values.append(100.0 * wrong)
-        subsets.append(idx)
-    stat = C.STATS["error_pct"]
-    # Closed form of the Poisson bootstrap (linearised): the means of seeds s and t covary
-    # by the sum over the images both scored of (x_s - mean_s)(x_t - mean_t) / (n_s n_t).
-    shared = []
-    for s in range(k):
-        for t in range(k):
+        ood_idx = np.sort(rng.choice(pool, n, replace=False))
+        subsets[s] = idx
+        for m, rate in methods.items():
+            wrong = hard[idx] | (rng.random(n) < rate + 0.005 * s)
+            arrays = {
+                "test.y": np.zeros(n, dtype=np.int64),
+                "test.pred": wrong.astype(np.int64),  # label 0 everywhere: a 1 is an error
+                "test.entropy": np.where(wrong, 1.0, 0.2) + 0.01 * rng.random(n),
+                "ood.far.entropy": 0.5 + hard[ood_idx] + 0.01 * rng.random(n),
+            }
+            for tag, extra in (
+                ("with", {"test.index": idx, "ood.far.index": ood_idx}),
+                ("test-only", {"test.index": idx}),
+                ("without", {}),
+            ):
+                np.savez_compressed(tmp_path / "runs" / f"{tag}-{m}{s}.npz", **arrays, **extra)
+            runs.append(_run(m, s, 100 * wrong.mean(), f"with-{m}{s}.npz"))
+            auroc = M.auroc(arrays["test.entropy"], arrays["ood.far.entropy"])
+            runs[-1]["metrics"]["ood"] = {"far": {"auroc": auroc}}
+            values[m, s] = 100.0 * wrong
+    return runs, values, subsets
+
+
+def _saved_as(runs: list[dict], tag: str) -> list[dict]:
+    return [{**r, "predictions": r["predictions"].replace("with-", f"{tag}-")} for r in runs]
+
+
+def _shared_closed_form(x: dict[int, np.ndarray], subsets: dict[int, np.ndarray]) -> float:
+    """The Poisson bootstrap's covariance of two seeds' means (linearised), averaged over
+    pairs: the sum over the images both scored of (x_s - mean_s)(x_t - mean_t) / (n_s n_t)."""
+    out = []
+    for s in x:
+        for t in x:
             if s != t:
                 _, i_s, i_t = np.intersect1d(subsets[s], subsets[t], return_indices=True)
-                a = values[s][i_s] - values[s].mean()
-                b = values[t][i_t] - values[t].mean()
-                shared.append(float((a * b).sum()) / (n * n))
-    seeds_var = np.var([v.mean() for v in values], ddof=1) / k
-    half = scipy_stats.t.ppf(0.975, k - 1) * math.sqrt(seeds_var + np.mean(shared))
-    assert np.mean(shared) > 0.3 * seeds_var  # a share the seeds' spread cannot show
+                a, b = x[s][i_s] - x[s].mean(), x[t][i_t] - x[t].mean()
+                out.append(float((a * b).sum()) / (len(x[s]) * len(x[t])))
+    return float(np.mean(out))
 
-    iv = C.interval(ResultsView({"runs": runs}, tmp_path, test_noise=True), "mnist", "a", stat)
-    # 400 replicates estimate a covariance to about 7% (stats.N_BOOT_VAR), the half-width
-    # to about half that.
-    assert iv.hi - iv.value == pytest.approx(half, rel=0.08)
-    assert C.pooled_positions(ResultsView({"runs": runs}, tmp_path), "mnist")
 
-    by_order = [{**r, "predictions": f"without{r['seed']}.npz"} for r in runs]
-    view = ResultsView({"runs": by_order}, tmp_path, test_noise=True)
-    plain = C.interval(ResultsView({"runs": by_order}, tmp_path), "mnist", "a", stat)
-    unpaired = C.interval(view, "mnist", "a", stat)
+def test_test_noise_pairs_seeds_that_scored_different_subsets_of_one_pool(tmp_path) -> None:
+    # Saved positions pair the seeds image by image; by order they are different images,
+    # and the shared noise comes out about 0.
+    runs, values, subsets = _pool_runs(tmp_path, {"a": 0.05, "b": 0.12})
+    stat, k = C.STATS["error_pct"], 3
+    t2 = scipy_stats.t.ppf(0.975, k - 1)
+    view = ResultsView({"runs": runs}, tmp_path, test_noise=True)
+
+    x = {s: values["a", s] for s in range(k)}
+    seeds_var = np.var([v.mean() for v in x.values()], ddof=1) / k
+    shared = _shared_closed_form(x, subsets)
+    assert shared > 0.3 * seeds_var  # a share the seeds' spread cannot show
+    iv = C.interval(view, "mnist", "a", stat)
+    # 400 replicates estimate a small covariance to about 20%, the half-width to about 10%.
+    assert iv.hi - iv.value == pytest.approx(t2 * math.sqrt(seeds_var + shared), rel=0.1)
+    assert "paired by order" not in iv.how
+
+    # A paired difference: both methods of a seed scored the same images.
+    d = {s: values["a", s] - values["b", s] for s in range(k)}
+    d_var = np.var([v.mean() for v in d.values()], ddof=1) / k
+    c = C.compare(view, "mnist", "a", "b", stat)
+    half = t2 * math.sqrt(d_var + _shared_closed_form(d, subsets))
+    assert c.hi - c.value == pytest.approx(half, rel=0.1)
+
+    # By order (runs saved before positions were): about the seeds' interval alone.
+    plain = C.interval(ResultsView({"runs": runs}, tmp_path), "mnist", "a", stat)
+    by_order = ResultsView({"runs": _saved_as(runs, "without")}, tmp_path, test_noise=True)
+    unpaired = C.interval(by_order, "mnist", "a", stat)
     assert unpaired.hi - unpaired.value < 1.1 * (plain.hi - plain.value) < iv.hi - iv.value
-    assert not C.pooled_positions(view, "mnist")
-
-    # Runs of which only some saved positions are paired by order (the "without" files).
-    mixed = [runs[0], *by_order[1:]]
+    assert C.unpaired_tasks(by_order) == ["mnist"] and C.unpaired_tasks(view) == []
+    # Runs of which only some saved positions: the group is paired by order for all.
+    mixed = [runs[0], *_saved_as(runs, "without")[1:]]
     got = C.interval(ResultsView({"runs": mixed}, tmp_path, test_noise=True), "mnist", "a", stat)
     assert got.hi - got.value < 1.1 * (plain.hi - plain.value)
+
+
+def test_test_noise_pairs_each_group_its_own_way(tmp_path) -> None:
+    """An AUROC reads the test and an OOD set's examples: each group is paired by identity
+    where every run saved its positions, else by order, and ``how`` says which."""
+    runs, _, _ = _pool_runs(tmp_path, {"a": 0.05})
+    auroc = C.ood_stat("far", "auroc")
+    both = C.interval(ResultsView({"runs": runs}, tmp_path, test_noise=True), "mnist", "a", auroc)
+    view = ResultsView({"runs": _saved_as(runs, "test-only")}, tmp_path, test_noise=True)
+    part = C.interval(view, "mnist", "a", auroc)
+    assert "paired by order" not in both.how
+    assert "ood:far paired by order (no saved positions)" in part.how
+    # The OOD entropies follow the hard images of the OOD pool, which seeds share: pairing
+    # them by order loses that part of the shared noise.
+    assert part.hi - part.value < both.hi - both.value
+
+
+def test_test_noise_by_identity_equals_by_order_on_one_whole_test_set(tmp_path) -> None:
+    # MNIST's shape: every seed scores the whole test set, so position i is image i and
+    # both pairings estimate the same shared noise (different resamples: within their noise).
+    n, k = 3000, 3
+    rng = np.random.default_rng(2)
+    hard = rng.random(n) < 0.1
+    (tmp_path / "runs").mkdir()
+    runs = []
+    for s in range(k):
+        wrong = hard | (rng.random(n) < 0.02)
+        base = {"test.y": np.zeros(n, dtype=np.int64), "test.pred": wrong.astype(np.int64)}
+        np.savez_compressed(tmp_path / "runs" / f"o{s}.npz", **base)
+        np.savez_compressed(tmp_path / "runs" / f"i{s}.npz", **base, **{"test.index": np.arange(n)})
+        runs.append(_run("a", s, 100 * wrong.mean(), f"o{s}.npz"))
+    stat = C.STATS["error_pct"]
+    order = C._test_variance(
+        ResultsView({"runs": runs}, tmp_path), "mnist", [0, 1, 2], "a", None, stat
+    )
+    runs_i = [{**r, "predictions": r["predictions"].replace("o", "i")} for r in runs]
+    ident = C._test_variance(
+        ResultsView({"runs": runs_i}, tmp_path), "mnist", [0, 1, 2], "a", None, stat
+    )
+    assert ident[0] == pytest.approx(order[0], rel=0.25) and ident[1] == order[1] == ""
+
+
+def test_saved_positions_that_do_not_fit_their_examples_are_not_used(tmp_path) -> None:
+    runs, _, _ = _pool_runs(tmp_path, {"a": 0.05}, k=2, pool=300, n=100)
+    bad = tmp_path / "runs" / "with-a1.npz"
+    with np.load(bad) as z:
+        arrays = {key: z[key] for key in z.files}
+    arrays["test.index"] = arrays["test.index"][:-1]  # one position short
+    np.savez_compressed(bad, **arrays)
+    iv = C.interval(
+        ResultsView({"runs": runs}, tmp_path, test_noise=True), "mnist", "a", C.STATS["error_pct"]
+    )
+    assert "seeds only: saved positions of the test examples do not match them" in iv.how
+    # FGSM's points are test examples: their positions are the attacked test examples'.
+    out = {"test.index": np.array([7, 3, 9]), "fgsm.index": np.array([2, 0])}
+    assert C._positions("fgsm", out).tolist() == [9, 7]
 
 
 def test_t_with_test_noise_by_hand() -> None:

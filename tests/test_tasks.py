@@ -109,9 +109,34 @@ def test_mnist_task_preprocessing_and_subsets(monkeypatch) -> None:
     # The subset keeps each image with its own label.
     src_index = (sub.train.x[:, 0, 0, 0] * 255).round().long()
     assert torch.equal(sub.train.y, src_index % 10)
+    assert torch.equal(sub.train.index, src_index)  # where each image lies in the file
+    assert len(sub.ood_index["notmnist"]) == 33
     assert sub.ood["notmnist"].shape[0] == 33
     again = task.load_with_ood(DataSource(), n_train=50, n_test=20, n_ood=33, seed=5)
     assert torch.equal(again.train.x, sub.train.x) and torch.equal(again.test.y, sub.test.y)
+
+
+@pytest.mark.parametrize(
+    "index",
+    [torch.arange(19), torch.arange(20.0), -torch.arange(20), torch.arange(20).reshape(4, 5)],
+)
+def test_positions_that_cannot_say_where_inputs_lie_are_a_plugin_error(monkeypatch, index):
+    from uqbench.errors import PluginError
+    from uqbench.tasks.base import Split
+
+    monkeypatch.setattr(mnist_mod, "load_mnist", lambda src: fake_mnist())
+    monkeypatch.setattr(ood_mod, "load_notmnist", lambda src: fake_notmnist())
+    task = uqbench.get_task("mnist")()
+    original = task.load
+
+    def load(*args, **kw):
+        data = original(*args, **kw)
+        data.test = Split(data.test.x, data.test.y, index)
+        return data
+
+    monkeypatch.setattr(task, "load", load)
+    with pytest.raises(PluginError, match="task 'mnist': its test split: index must be"):
+        task.load_with_ood(DataSource(), n_test=20)
 
 
 def test_notmnist_ood_subset_stratified_by_letter(monkeypatch) -> None:

@@ -17,6 +17,7 @@ widened by the test set's noise (:func:`uqbench.stats.t_with_test_noise`).
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -235,21 +236,38 @@ def metric_stat(name: str, ood: str | None = None, h_max: float = math.log(10)) 
 # -- on a results view --------------------------------------------------------------------------
 
 
+def _group_arrays(group: str) -> tuple[str, str | None]:
+    """The saved outputs array holding one entry per example of ``group`` (a statistic's
+    group of examples), and the one holding their positions in their data set (None: never
+    saved). FGSM's points are test examples: their positions are ``test.index[fgsm.index]``."""
+    if group == "test":
+        return "test.y", "test.index"
+    if group.startswith("ood:"):
+        return f"ood.{group[4:]}.entropy", f"ood.{group[4:]}.index"
+    if group == "fgsm":
+        return "fgsm.index", "test.index"
+    return f"{group}.y", None
+
+
 def _sizes(stat: Stat, outputs: Outputs) -> dict[str, int] | None:
     sizes = {}
     for g in stat.groups:
-        if g == "test":
-            key = "test.y"
-        elif g.startswith("ood:"):
-            key = f"ood.{g[4:]}.entropy"
-        elif g == "fgsm":
-            key = "fgsm.index"
-        else:
-            key = f"{g}.y"
+        key = _group_arrays(g)[0]
         if key not in outputs:
             return None
         sizes[g] = len(outputs[key])
     return sizes
+
+
+def _positions(group: str, out: Outputs) -> np.ndarray | None:
+    """Where each example of ``group`` lies in its data set, as the run saved it, or None."""
+    key = _group_arrays(group)[1]
+    if key is None or key not in out:
+        return None
+    pos = np.asarray(out[key], dtype=np.int64)
+    if group == "fgsm":
+        pos = pos[np.asarray(out["fgsm.index"], dtype=np.int64)]
+    return pos
 
 
 def _by_seed(view: ResultsView, task: str, method: str, stat: Stat) -> dict[int, float]:
@@ -269,59 +287,88 @@ def _run(view: ResultsView, task: str, method: str, seed: int) -> dict[str, Any]
 
 
 def _replicates(
-    view: ResultsView, run: dict[str, Any], stat: Stat, pools: dict[str, int] | None = None
+    view: ResultsView, run: dict[str, Any], stat: Stat, plan: tuple[Any, S.Pooled] | None = None
 ) -> np.ndarray | None:
     """``stat`` of ``run`` under each bootstrap resample of its examples (cached; None
     without saved outputs). Runs with as many examples per group get the same resamples;
-    with ``pools`` (pool -> size, :func:`_pool_positions`), runs get the same counts per
-    pool member, whichever of its members they scored."""
+    with a ``plan`` (its cache key, and the run's :class:`uqbench.stats.Pooled`, from
+    :func:`_pairing`), runs get the same count for an example wherever they scored it."""
     out = view.outputs(run)
     sizes = _sizes(stat, out) if out is not None and stat.weighted else None
     if not sizes or any(n == 0 for n in sizes.values()):
         return None
-    pooled = None
-    if pools is not None:
-        positions = _pool_positions(stat, out)
-        if positions is None:
-            return None
-        pooled = S.Pooled(pools, positions)
     key = (
         "replicates",
         run.get("predictions"),
         stat.name,
         tuple(sorted(sizes.items())),
-        None if pools is None else tuple(sorted(pools.items())),
+        None if plan is None else plan[0],
     )
     if key not in view.cache:
         try:
             view.cache[key] = S.bootstrap_values(
-                stat.weighted, out, sizes, n_boot=S.N_BOOT_VAR, pooled=pooled
+                stat.weighted,
+                out,
+                sizes,
+                n_boot=S.N_BOOT_VAR,
+                pooled=None if plan is None else plan[1],
             )
         except KeyError:  # outputs of a task that saves fewer per-example arrays
             view.cache[key] = None
     return view.cache[key]
 
 
-def _pool_positions(stat: Stat, out: Outputs) -> dict[str, tuple[str, np.ndarray]] | None:
-    """Per group of ``stat``: the pool its examples come from and each one's position there
-    (``test.index``, ``ood.<set>.index``; FGSM's points are test examples), or None when
-    the run did not record them (runs made before they were saved, a task without them)."""
-    found: dict[str, tuple[str, np.ndarray]] = {}
+def _pairing(
+    stat: Stat, outs: list[Outputs]
+) -> tuple[list[tuple[Any, S.Pooled] | None], list[str]] | str:
+    """How runs' examples are paired in :func:`_test_variance`, group by group: by identity
+    where every run saved the examples' positions (:func:`_positions`), else by order.
+
+    Returns one plan per run for :func:`_replicates` (all None when every group is paired
+    by order: the plain bootstrap) and the groups paired by order; or why the runs cannot
+    be paired (a group paired by order holds different numbers of examples, positions
+    that do not match their examples).
+    """
+    sizes = [_sizes(stat, out) or {} for out in outs]
+    by_id: dict[str, list[np.ndarray]] = {}
+    by_order: list[str] = []
     for g in stat.groups:
-        if g == "test" or g == "fgsm":
-            pos = out.get("test.index")
-            if pos is not None and g == "fgsm":
-                pos = None if "fgsm.index" not in out else pos[out["fgsm.index"]]
-            pool = "test"
-        elif g.startswith("ood:"):
-            pool = g
-            pos = out.get(f"ood.{g[4:]}.index")
+        found = [_positions(g, out) for out in outs]
+        if all(pos is not None for pos in found):
+            for pos, sz in zip(found, sizes, strict=True):
+                if pos.ndim != 1 or len(pos) != sz.get(g) or (len(pos) and pos.min() < 0):
+                    return f"saved positions of the {g} examples do not match them"
+            by_id[g] = found  # type: ignore[assignment]
+        elif len({sz.get(g) for sz in sizes}) != 1:
+            return "the runs hold different numbers of examples"
         else:
-            return None
-        if pos is None:
-            return None
-        found[g] = (pool, np.asarray(pos, dtype=np.int64))
-    return found
+            by_order.append(g)
+    if not by_id:
+        return [None] * len(outs), by_order
+    # Each pool's members: the union of the positions any run saved (FGSM's points are in
+    # the test pool); a group paired by order is a pool of its own of that many members.
+    members: dict[str, np.ndarray] = {}
+    for g, found in by_id.items():
+        pool = "test" if g == "fgsm" else g
+        members[pool] = np.unique(
+            np.concatenate([members.get(pool, np.zeros(0, np.int64)), *found])
+        )
+    pool_sizes = {p: len(m) for p, m in members.items()}
+    pool_sizes.update({f"order:{g}": sizes[0][g] for g in by_order})
+    key = tuple(
+        (p, n, hashlib.sha1(members[p].tobytes()).hexdigest() if p in members else "")
+        for p, n in sorted(pool_sizes.items())
+    )
+    plans: list[tuple[Any, S.Pooled] | None] = []
+    for i in range(len(outs)):
+        where: dict[str, tuple[str, np.ndarray]] = {}
+        for g, found in by_id.items():
+            pool = "test" if g == "fgsm" else g
+            where[g] = (pool, np.searchsorted(members[pool], found[i]))
+        for g in by_order:
+            where[g] = (f"order:{g}", np.arange(sizes[0][g]))
+        plans.append((key, S.Pooled(pool_sizes, where)))
+    return plans, by_order
 
 
 def _bootstrap(
@@ -337,9 +384,10 @@ def _bootstrap(
 
 def _test_variance(
     view: ResultsView, task: str, seeds: list[int], a: str, b: str | None, stat: Stat
-) -> float | str:
+) -> tuple[float, str] | str:
     """The test-set noise of ``stat``'s mean over ``seeds`` (of ``a - b`` when ``b`` is
-    given) that the seeds' spread cannot show, or why it cannot be had.
+    given) that the seeds' spread cannot show, with a note for its ``how``; or why it
+    cannot be had.
 
     Each seed's value (difference) is recomputed on bootstrap resamples of the test
     examples, the same resample for every seed and both methods. Its variance over
@@ -350,12 +398,15 @@ def _test_variance(
     replicates: its mean over pairs of seeds, at least 0. Where each seed draws its own
     test set (the toy task) there is no common part and it is ~0.
 
-    Where each seed draws its own subset of one test pool (CIFAR-5: 2,000 of 5,000 images,
-    ~40% shared by two seeds), the positions the runs saved of their examples in the pool
-    (``test.index``, ``ood.<set>.index``) pair them image by image, through a Poisson
-    bootstrap over the pool's members (:class:`uqbench.stats.Pooled`). Runs made before
-    positions were saved are paired by order, which for such subsets pairs different images
-    and gives ~0 although the common part is not (:func:`pooled_positions` tells which).
+    Where each seed draws its own subset of one pool (CIFAR-5: 2,000 of 5,000 test images,
+    ~40% shared by two seeds), the positions the runs saved of their examples in their data
+    set (``test.index``, ``ood.<set>.index``) pair them image by image, through a Poisson
+    bootstrap over the pool's images (:class:`uqbench.stats.Pooled`, :func:`_pairing`). A
+    group of examples without saved positions is paired by order, which is right where
+    every seed scores the same examples in the same order (a whole test set) and finds ~0
+    where seeds score different subsets (runs made before positions were saved; ``python -m
+    uqbench.migrate`` adds them); the note names such groups when others were paired by
+    position.
     """
     if stat.weighted is None:
         return "not recomputable from per-example outputs"
@@ -368,39 +419,40 @@ def _test_variance(
             out = None if run is None else view.outputs(run)
             if out is None:
                 return f"{m} seed {s} saved no per-example outputs"
-            runs.append((s, m, sign, run, out))
-    positions = [_pool_positions(stat, out) for *_, out in runs]
-    pools: dict[str, int] | None = None
-    if all(found is not None for found in positions):
-        pools = {}
-        for found in positions:
-            for pool, pos in (found or {}).values():
-                pools[pool] = max(pools.get(pool, 0), int(pos.max(initial=-1)) + 1)
+            sizes = _sizes(stat, out)
+            if not sizes or any(n == 0 for n in sizes.values()):
+                return f"{m} seed {s}'s outputs lack this statistic's examples"
+            runs.append((s, m, sign, run))
+    pairing = _pairing(stat, [view.outputs(run) for *_, run in runs])
+    if isinstance(pairing, str):
+        return pairing
+    plans, by_order = pairing
     by_seed: dict[int, Any] = {}
-    shapes = set()
-    for s, m, sign, run, out in runs:
-        reps = _replicates(view, run, stat, pools)
+    for (s, m, sign, run), plan in zip(runs, plans, strict=True):
+        reps = _replicates(view, run, stat, plan)
         if reps is None:
             return f"{m} seed {s}'s outputs lack this statistic's examples"
-        shapes.add(tuple((_sizes(stat, out) or {}).items()))
         by_seed[s] = by_seed.get(s, 0.0) + sign * reps
-    if pools is None and len(shapes) != 1:
-        return "the runs hold different numbers of examples"
     r = np.vstack(list(by_seed.values()))
     r = r[:, np.all(np.isfinite(r), axis=0)]
     if r.shape[1] < S.N_BOOT_VAR // 2:
         return "too few bootstrap replicates defined"
     cov = np.cov(r, ddof=1)
     k = len(seeds)
-    return max(0.0, float((cov.sum() - np.trace(cov)) / (k * (k - 1))))
+    mixed = by_order and plans[0] is not None
+    note = f"; {', '.join(by_order)} paired by order (no saved positions)" if mixed else ""
+    return max(0.0, float((cov.sum() - np.trace(cov)) / (k * (k - 1)))), note
 
 
-def pooled_positions(view: ResultsView, task: str) -> bool:
-    """Whether every run of ``task`` saved where its test examples lie in their pool
-    (``test.index``), so that :func:`_test_variance` pairs seeds image by image."""
-    runs = [r for m in view.methods(task) for r in view.runs_for(task, m)]
-    outs = [view.outputs(r) for r in runs]
-    return bool(runs) and all(o is not None and "test.index" in o for o in outs)
+def unpaired_tasks(view: ResultsView) -> list[str]:
+    """Classification tasks some of whose runs saved per-example outputs without the
+    examples' positions (``test.index``): :func:`_test_variance` pairs those by order."""
+    tasks = []
+    for task in view.tasks():
+        outs = [view.outputs(r) for m in view.methods(task) for r in view.runs_for(task, m)]
+        if any(o is not None and "test.y" in o and "test.index" not in o for o in outs):
+            tasks.append(task)
+    return tasks
 
 
 def _with_test_noise(
@@ -418,12 +470,15 @@ def _with_test_noise(
     """
     if not view.test_noise or seeds_only.lo is None:
         return seeds_only
-    var = _test_variance(view, task, seeds, a, b, stat)
-    if isinstance(var, str):
-        how = f"{seeds_only.how}; seeds only: {var}"
+    got = _test_variance(view, task, seeds, a, b, stat)
+    if isinstance(got, str):
+        how = f"{seeds_only.how}; seeds only: {got}"
         return S.Interval(seeds_only.value, seeds_only.lo, seeds_only.hi, seeds_only.n, how)
+    var, note = got
     both = S.t_with_test_noise(values, var, view.level)
-    return seeds_only if both.lo is None else both
+    if both.lo is None:
+        return seeds_only
+    return S.Interval(both.value, both.lo, both.hi, both.n, both.how + note)
 
 
 def interval(view: ResultsView, task: str, method: str, stat: Stat) -> S.Interval | None:

@@ -124,27 +124,36 @@ def plugin_sources(*classes: type) -> list[dict[str, str | None]]:
 
     One entry per plug-in class behind ``classes`` (uqbench's own add none): ``class``
     (``module:qualname``), ``distribution`` (the installed distribution providing its
-    top-level module) and that distribution's ``version``; both None for a module that
-    no installed distribution provides (a folder on ``sys.path``).
+    file) and that distribution's ``version``; both None for a module that no installed
+    distribution provides (a folder on ``sys.path``).
     """
     own_paths = {p for _, p in _own_files()}
     entries: list[dict[str, str | None]] = []
-    for k, _ in _plugin_classes(classes, own_paths):
+    for k, src in _plugin_classes(classes, own_paths):
         name = f"{k.__module__}:{k.__qualname__}"
         if any(e["class"] == name for e in entries):
             continue
-        dist_name = version = None
-        for candidate in importlib.metadata.packages_distributions().get(
-            k.__module__.split(".")[0], []
-        ):
-            try:
-                version = importlib.metadata.version(candidate)
-            except importlib.metadata.PackageNotFoundError:
-                continue
-            dist_name = candidate
-            break
+        dist_name, version = _distribution_of(k.__module__.split(".")[0], src)
         entries.append({"class": name, "distribution": dist_name, "version": version})
     return entries
+
+
+@functools.cache
+def _distribution_of(top: str, src: str) -> tuple[str | None, str | None]:
+    """(name, version) of the installed distribution that provides ``src``, a file of the
+    top-level module or package ``top``: the one among those providing ``top`` (several for
+    a namespace package) whose files include it, else the first; (None, None) if none."""
+    found: list[tuple[str, str]] = []
+    for dist_name in importlib.metadata.packages_distributions().get(top, []):
+        try:
+            dist = importlib.metadata.distribution(dist_name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        found.append((dist.metadata["Name"] or dist_name, dist.version))
+        target = Path(src).resolve()
+        if any(Path(str(f.locate())).resolve() == target for f in dist.files or []):
+            return found[-1]
+    return found[0] if found else (None, None)
 
 
 @functools.cache

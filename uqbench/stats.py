@@ -239,7 +239,9 @@ def bootstrap(
 
 
 #: Bootstrap replicates for the test-set variance of :func:`t_with_test_noise` (a variance,
-#: not a tail quantile: its relative standard error is about sqrt(2 / 400) = 7%).
+#: not a tail quantile: its relative standard error is about sqrt(2 / 400) = 7%; the shared
+#: part is a covariance between seeds, small against their variances, and is known less
+#: well: about 20% relative in the committed reports' comparisons, 10% in the half-width).
 N_BOOT_VAR = 400
 
 

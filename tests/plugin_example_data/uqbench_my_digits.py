@@ -73,7 +73,10 @@ class MyDigits(uqbench.Task):
                 arrays.append(arr)
             x, y = arrays
             idx = stratified_indices(y, n, seed, stream=f"my-digits/{split}")
-            splits[split] = uqbench.Split(images_to_tensor(x[idx]), labels_to_tensor(y[idx]))
+            # index: where each image lies in the file (pairs seeds' test-set noise)
+            splits[split] = uqbench.Split(
+                images_to_tensor(x[idx]), labels_to_tensor(y[idx]), torch.from_numpy(idx)
+            )
         verified = all(f["verified"] for f in files)
         if not verified and not source.allow_unverified:
             raise uqbench.DataError(

@@ -108,7 +108,9 @@ def environment(doc: Doc, view: ReportView, results: dict[str, Any]) -> None:
     doc.p(line)
     plugins: dict[tuple[str, ...], set[str]] = {}
     for r in view.runs:
-        for p in r.get("plugins") or []:
+        for p in r.get("plugins") if isinstance(r.get("plugins"), list) else []:
+            if not isinstance(p, dict):
+                continue
             key = tuple("—" if p.get(k) is None else str(p.get(k)) for k in PLUGIN_KEYS)
             plugins.setdefault(key, set()).add(f"{r.get('method')}/{r.get('task')}")
     if plugins:
@@ -349,21 +351,25 @@ _NOISE_HOW = (
     "(the covariance of two seeds' values over bootstrap resamples of the shared test "
     "examples, the same resample for every seed and method) to the seeds' own variance, "
     "with the seeds' t quantile (`uqbench.stats.t_with_test_noise`); where each seed draws "
-    "its own test set (the toy task) it is about 0; on CIFAR-5, whose seeds score different "
-    "subsets of one test pool, "
+    "its own test set (the toy task) it is about 0; where seeds score different subsets of "
+    "one pool (CIFAR-5's 2,000 of 5,000 test images), they are paired image by image through "
+    "each image's saved position in its data set (a Poisson bootstrap over the pool's images, "
+    "`uqbench.stats.Pooled`)"
 )
-#: How CIFAR-5's seeds are paired: by each image's saved position in the pool, or not at all
-#: (runs made before positions were saved).
-_NOISE_POOLED = {
-    True: "the seeds are paired image by image through each image's saved position in the "
-    "pool (a Poisson bootstrap over the pool's images, `uqbench.stats.Pooled`)",
-    False: "it is not measured (it comes out about 0, an underestimate)",
-}
 
 
 def _noise_how(view: ReportView) -> str:
-    """:data:`_NOISE_HOW`, finished by how this report's CIFAR-5 runs were paired."""
-    return _NOISE_HOW + _NOISE_POOLED[C.pooled_positions(view, "cifar5")]
+    """:data:`_NOISE_HOW`, and which tasks' runs saved no positions (paired by order)."""
+    unpaired = C.unpaired_tasks(view)
+    if not unpaired:
+        return _NOISE_HOW
+    names = ", ".join(view.task_name(t) for t in unpaired)
+    return (
+        f"{_NOISE_HOW}. Runs of {names} here saved no positions and are paired by order: "
+        "right where every seed scores the same examples (a whole test set), an underestimate "
+        "of about 0 where seeds score different subsets (`python -m uqbench.migrate` adds "
+        "the positions)"
+    )
 
 
 def _widened(view: ReportView) -> bool:

@@ -38,6 +38,21 @@ class Split:
         return int(self.x.shape[0])
 
 
+def _check_index(where: str, index: Tensor | None, n: int) -> None:
+    """Refuse positions (:attr:`Split.index`) that cannot say where ``n`` inputs lie."""
+    if index is None:
+        return
+    ok = isinstance(index, Tensor) and index.dim() == 1 and not index.is_floating_point()
+    if not ok or len(index) != n or (n and int(index.min()) < 0):
+        what = type(index).__name__
+        if isinstance(index, Tensor):
+            what = f"{index.dtype} {list(index.shape)}"
+        raise PluginError(
+            f"{where}: index must be a 1-D integer tensor of {n} positions >= 0 (one per "
+            f"input), got {what}"
+        )
+
+
 @dataclass
 class TaskData:
     """Preprocessed data of a task, plus where it came from.
@@ -181,6 +196,8 @@ class Task:
 
         src = as_source(source)
         data = self.load(src, n_train=n_train, n_test=n_test, n_ood=n_ood, seed=seed)
+        for split_name, split in (("train", data.train), ("test", data.test)):
+            _check_index(f"task {self.name!r}: its {split_name} split", split.index, len(split))
         for name in self.ood_sets if ood is None else ood:
             if name in data.ood:
                 raise ConfigError(
@@ -193,6 +210,7 @@ class Task:
             if got.labels is not None:
                 data.ood_labels[name] = got.labels
             if got.index is not None:
+                _check_index(f"OOD set {name!r}", got.index, len(got.x))
                 data.ood_index[name] = got.index
             # A set read from the task's own files (cifar5-hidden) adds no new record.
             data.files = data.files + [f for f in got.files if f not in data.files]
