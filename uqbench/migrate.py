@@ -136,10 +136,6 @@ def add_positions(
         if "test.index" in outputs:
             continue
         config = record["config"]
-        spec = RunSpec(record["method"], record["task"], record["seed"], *map(config.get, PARTS))
-        if record.get("code_version") != code_version(*spec.code_classes()):
-            refused.append(f"{path.name}: made by code version {record.get('code_version')}")
-            continue
         key = json.dumps(
             [record["task"], record["seed"], config["data"], config["eval"].get("ood")]
         )
@@ -152,6 +148,10 @@ def add_positions(
         got = found[key]
         if got.test_index is None:
             log(f"  {path.name}: skipped, its task's data says not where examples lie")
+            continue
+        spec = RunSpec(record["method"], record["task"], record["seed"], *map(config.get, PARTS))
+        if record.get("code_version") != code_version(*spec.code_classes()):
+            refused.append(f"{path.name}: made by code version {record.get('code_version')}")
             continue
         why = _mismatch(record, got, outputs)
         if why:
