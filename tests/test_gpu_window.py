@@ -49,6 +49,36 @@ def test_paper_window_script_runs_packs_and_merges_on_cpu(tmp_path: Path) -> Non
         names = sorted(Path(n).name for n in tf.getnames() if "/runs/" in n)
     assert names == ["l2-toy-cubic-seed0.json", "l2-toy-cubic-seed0.npz"], names
 
+    # Back here, one command brings the window's runs into the results and merges them.
+    def ingest(archive: Path, **extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["bash", str(SCRIPT.parent / "ingest.sh"), str(archive), str(dest)],
+            cwd=tmp_path,
+            env={**env, "REPORT": "0", **extra},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    dest = tmp_path / "results" / "smoke"
+    for archive in (out / "runs-so-far.tar.gz", out / "smoke-runs.tar.gz"):  # both layouts
+        got = ingest(archive)
+        assert got.returncode == 0, got.stdout + got.stderr
+        assert "merged 1 runs" in got.stdout, got.stdout
+    assert "copied 0 run(s)" in got.stdout and "1 already there" in got.stdout
+    merged = json.loads((dest / "results.json").read_text())
+    assert [r["method"] for r in merged["runs"]] == ["l2"] and "paper_window.sh" in merged[
+        "command"
+    ]
+    # A different run of the same name here is not overwritten unless asked.
+    mine = dest / "runs" / "l2-toy-cubic-seed0.json"
+    mine.write_text(mine.read_text().replace('"status": "ok"', '"status": "ok" '))
+    refused = ingest(out / "smoke-runs.tar.gz")
+    assert refused.returncode == 1 and "exists with other contents" in refused.stderr
+    forced = ingest(out / "smoke-runs.tar.gz", FORCE="1")
+    assert forced.returncode == 0 and mine.with_suffix(".json.bak").exists()
+    assert ingest(tmp_path / "missing.tar.gz").returncode == 2
+
 
 STAGE = SCRIPT.parent / "stage_data.sh"
 
