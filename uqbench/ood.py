@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
-import torch
 from torch import Tensor
 
 from uqbench.data import (
@@ -71,11 +70,6 @@ class OODSet:
         raise NotImplementedError
 
 
-def _index(idx: np.ndarray) -> Tensor:
-    """Positions in a set's files as :attr:`OODData.index`."""
-    return torch.from_numpy(np.asarray(idx, dtype=np.int64))
-
-
 def load_ood_set(
     name: str,
     source: Any,
@@ -116,7 +110,7 @@ class NotMNIST(OODSet):
         raw = load_notmnist(source)
         idx = stratified_indices(raw.arrays["y"], n, seed, stream=stream)
         x, y = images_to_tensor(raw.arrays["x"][idx]), labels_to_tensor(raw.arrays["y"][idx])
-        return OODData(x, raw.files, raw.notes, labels=y, index=_index(idx))
+        return OODData(x, raw.files, raw.notes, labels=y, index=labels_to_tensor(idx))
 
 
 @OOD_SETS.register("fashion-mnist")
@@ -138,7 +132,7 @@ class FashionMNIST(OODSet):
             images_to_tensor(raw.arrays["test_x"][idx]),
             labels_to_tensor(raw.arrays["test_y"][idx]),
         )
-        return OODData(x, raw.files, raw.notes, labels=y, index=_index(idx))
+        return OODData(x, raw.files, raw.notes, labels=y, index=labels_to_tensor(idx))
 
 
 #: The CIFAR-10 classes CIFAR-5 holds out (its OOD set).
@@ -170,4 +164,4 @@ class Cifar5Hidden(OODSet):
         pool = np.flatnonzero(np.isin(test_y, hidden))
         idx = pool[stratified_indices(test_y[pool], n, seed, stream=stream)]
         x, y = images_to_tensor(raw.arrays["test_x"][idx]), labels_to_tensor(test_y[idx])
-        return OODData(x, raw.files, raw.notes, labels=y, index=_index(idx))
+        return OODData(x, raw.files, raw.notes, labels=y, index=labels_to_tensor(idx))

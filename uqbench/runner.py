@@ -472,7 +472,8 @@ def make_run(
     checkpoints (under :func:`cache_dir`); the caller writes the run file.
     """
     task, model_spec, model, ckpt = build_run_model(run, data, device)
-    version = code_version(*run.code_classes())
+    classes = run.code_classes()
+    version = code_version(*classes)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     log = train(
@@ -513,8 +514,8 @@ def make_run(
         "status": "ok",
         "run_hash": run.run_hash(),
         "code_version": version,
-        "source_version": source_version(*run.code_classes()),
-        "plugins": plugin_sources(*run.code_classes()),
+        "source_version": source_version(*classes),
+        "plugins": plugin_sources(*classes),
         "checkpoint": str(ckpt),  # a model file: uqbench.load_posterior(path)
         "method": run.method,
         "display_name": model.display_name or run.method,

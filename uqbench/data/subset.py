@@ -86,5 +86,6 @@ def images_to_tensor(x: np.ndarray) -> torch.Tensor:
 
 
 def labels_to_tensor(y: np.ndarray) -> torch.Tensor:
-    """Class labels -> int64 tensor [N] (a copy)."""
+    """Class labels (or positions, :attr:`uqbench.tasks.base.Split.index`) -> int64 tensor
+    [N] (a copy)."""
     return torch.from_numpy(np.asarray(y).astype(np.int64))

@@ -124,7 +124,7 @@ def image_splits(
             idx = keep[stratified_indices(label_map[y[keep]], n, seed, stream=f"{stream}/{split}")]
             y = label_map[y]
         x, labels = images_to_tensor(arrays[f"{split}_x"][idx]), labels_to_tensor(y[idx])
-        splits.append(Split(x, labels, torch.from_numpy(np.asarray(idx, dtype=np.int64))))
+        splits.append(Split(x, labels, labels_to_tensor(idx)))
     return splits[0], splits[1]
 
 
