@@ -139,6 +139,40 @@ def test_positions_that_cannot_say_where_inputs_lie_are_a_plugin_error(monkeypat
         task.load_with_ood(DataSource(), n_test=20)
 
 
+@pytest.mark.parametrize(
+    ("own", "index", "error"),
+    [
+        ("extra", torch.arange(7), None),
+        ("extra", torch.arange(6), "its OOD set 'extra': index must be"),
+        ("extra", torch.arange(7.0), "its OOD set 'extra': index must be"),
+        ("other", torch.arange(7), "its ood_index names 'other', which is not one of"),
+    ],
+)
+def test_positions_of_a_tasks_own_ood_inputs_are_checked(monkeypatch, own, index, error):
+    """A task's ``load`` may bring OOD inputs of its own with positions; they are held to the
+    same rule as a split's and a registered OOD set's."""
+    from uqbench.errors import PluginError
+
+    monkeypatch.setattr(mnist_mod, "load_mnist", lambda src: fake_mnist())
+    monkeypatch.setattr(ood_mod, "load_notmnist", lambda src: fake_notmnist())
+    task = uqbench.get_task("mnist")()
+    original = task.load
+
+    def load(*args, **kw):
+        data = original(*args, **kw)
+        data.ood["extra"] = torch.zeros(7, 1, 28, 28)
+        data.ood_index[own] = index
+        return data
+
+    monkeypatch.setattr(task, "load", load)
+    if error is None:
+        data = task.load_with_ood(DataSource(), n_test=20)
+        assert torch.equal(data.ood_index["extra"], index) and "notmnist" in data.ood_index
+    else:
+        with pytest.raises(PluginError, match=error):
+            task.load_with_ood(DataSource(), n_test=20)
+
+
 def test_notmnist_ood_subset_stratified_by_letter(monkeypatch) -> None:
     monkeypatch.setattr(mnist_mod, "load_mnist", lambda src: fake_mnist())
     notm = fake_notmnist()

@@ -189,7 +189,9 @@ class Task:
         What the runner calls. Each set is subset to ``n_ood`` inputs (seeded, stream
         ``<task>/ood/<set>``); its inputs, file records and notes are added to those
         of the task's own data. A set whose name the task's ``load`` already used is an
-        error, as is a set whose inputs do not have the shape :attr:`in_shape`.
+        error, as is a set whose inputs do not have the shape :attr:`in_shape`. Positions
+        (``Split.index``, ``TaskData.ood_index``, a set's ``index``) that do not give one
+        position >= 0 per input are a :class:`uqbench.errors.PluginError`.
         """
         from uqbench.data import as_source
         from uqbench.ood import load_ood_set
@@ -198,6 +200,13 @@ class Task:
         data = self.load(src, n_train=n_train, n_test=n_test, n_ood=n_ood, seed=seed)
         for split_name, split in (("train", data.train), ("test", data.test)):
             _check_index(f"task {self.name!r}: its {split_name} split", split.index, len(split))
+        for name, index in data.ood_index.items():
+            if name not in data.ood:
+                raise PluginError(
+                    f"task {self.name!r}: its ood_index names {name!r}, which is not one of "
+                    f"its OOD sets ({sorted(data.ood) or 'none'})"
+                )
+            _check_index(f"task {self.name!r}: its OOD set {name!r}", index, len(data.ood[name]))
         for name in self.ood_sets if ood is None else ood:
             if name in data.ood:
                 raise ConfigError(
