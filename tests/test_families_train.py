@@ -157,3 +157,17 @@ def test_variance_lr_for_a_family_whose_optimizer_takes_none_is_a_config_error()
     with pytest.raises(ConfigError, match="takes no variance_lr"):
         train(model, Split(x, y), epochs=1, batch_size=10, lr=1e-3, variance_lr=1e-2,
               seed=0, progress=False)  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "said"), [("l2", True), ("ffg", False)])
+def test_variance_lr_that_moves_no_parameter_is_said_in_the_log(name: str, said: bool) -> None:
+    from uqbench.tasks.base import Split
+    from uqbench.train import train
+
+    model = uqbench.get_posterior(name)(blob_spec(N_TRAIN, hidden=32))
+    x, y = blobs(20, torch.Generator().manual_seed(0))
+    lines: list[str] = []
+    train(model, Split(x, y), epochs=1, batch_size=10, lr=1e-3, variance_lr=1e-2, seed=0,
+          progress=False, desc="run", log_message=lines.append)  # fmt: skip
+    hits = [line for line in lines if "variance_lr 0.01 moves no parameter" in line]
+    assert len(hits) == int(said)

@@ -103,6 +103,13 @@ def train(
         return model.configure_optimizer(lr, variance_lr=variance_lr)
 
     opt = optimizer()
+    spread = getattr(model, "variance_parameters", None)
+    if variance_lr not in (None, lr) and log_message is not None and callable(spread):
+        if not spread():
+            log_message(
+                f"    {desc}: variance_lr {variance_lr:g} moves no parameter "
+                f"({type(model).__name__}.variance_parameters() is empty): all train at lr {lr:g}"
+            )
     gen = torch.Generator(device="cpu").manual_seed(seed)
     log = TrainLog()
     start_epoch, start_step = 0, 0
