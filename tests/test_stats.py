@@ -333,15 +333,15 @@ def test_test_noise_adds_the_shared_test_sets_variance_to_the_seeds(tmp_path) ->
     test_var = _shared(x) / n
     half = t2 * math.sqrt(d.var(ddof=1) / k + test_var)
     assert c.value == pytest.approx(d.mean())
-    assert c.hi - c.value == pytest.approx(half, rel=0.05)
-    assert c.value - c.lo == pytest.approx(half, rel=0.05)
+    assert c.hi - c.value == pytest.approx(half, rel=1e-9)
+    assert c.value - c.lo == pytest.approx(half, rel=1e-9)
     assert c.hi - c.lo > plain.hi - plain.lo and "test-set bootstrap" in c.how
 
     # One method's mean: the same, with x its own per-example errors.
     iv = C.interval(view, "mnist", "b", stat)
     e = per_example["b"].mean(1)
     half = t2 * math.sqrt(e.var(ddof=1) / k + _shared(per_example["b"]) / n)
-    assert iv.hi - iv.value == pytest.approx(half, rel=0.05)
+    assert iv.hi - iv.value == pytest.approx(half, rel=1e-9)
 
     # Seeds whose models err on different examples share no test-set noise: their spread
     # already holds it all, and nothing is added.
@@ -449,8 +449,7 @@ def test_test_noise_pairs_seeds_that_scored_different_subsets_of_one_pool(tmp_pa
     shared = _shared_closed_form(x, subsets)
     assert shared > 0.3 * seeds_var  # a share the seeds' spread cannot show
     iv = C.interval(view, "mnist", "a", stat)
-    # 400 replicates estimate a small covariance to about 20%, the half-width to about 10%.
-    assert iv.hi - iv.value == pytest.approx(t2 * math.sqrt(seeds_var + shared), rel=0.1)
+    assert iv.hi - iv.value == pytest.approx(t2 * math.sqrt(seeds_var + shared), rel=1e-9)
     assert "paired by order" not in iv.how
 
     # A paired difference: both methods of a seed scored the same images.
@@ -458,7 +457,7 @@ def test_test_noise_pairs_seeds_that_scored_different_subsets_of_one_pool(tmp_pa
     d_var = np.var([v.mean() for v in d.values()], ddof=1) / k
     c = C.compare(view, "mnist", "a", "b", stat)
     half = t2 * math.sqrt(d_var + _shared_closed_form(d, subsets))
-    assert c.hi - c.value == pytest.approx(half, rel=0.1)
+    assert c.hi - c.value == pytest.approx(half, rel=1e-9)
 
     # By order (runs saved before positions were): about the seeds' interval alone.
     plain = C.interval(ResultsView({"runs": runs}, tmp_path), "mnist", "a", stat)
@@ -470,6 +469,73 @@ def test_test_noise_pairs_seeds_that_scored_different_subsets_of_one_pool(tmp_pa
     mixed = [runs[0], *_saved_as(runs, "without")[1:]]
     got = C.interval(ResultsView({"runs": mixed}, tmp_path, test_noise=True), "mnist", "a", stat)
     assert got.hi - got.value < 1.1 * (plain.hi - plain.value)
+
+
+def test_closed_form_test_noise_is_what_many_bootstrap_replicates_estimate(
+    tmp_path, monkeypatch
+) -> None:
+    """For a mean over examples the shared noise is computed in closed form; it must be the
+    covariance the Poisson bootstrap itself estimates, here from 20,000 replicates."""
+    import dataclasses
+
+    runs, _, _ = _pool_runs(tmp_path, {"a": 0.05, "b": 0.12}, k=3, pool=600, n=250)
+    view = ResultsView({"runs": runs}, tmp_path)
+    # (Differences are in the closed-form tests above; here both methods err on the same hard
+    # images, so a difference shares no noise.)
+    cases = [("a", None, C.STATS["error_pct"]), ("b", None, C.ood_stat("far", "mean_entropy"))]
+    closed = [C._test_variance(view, "mnist", [0, 1, 2], a, b, st) for a, b, st in cases]
+    monkeypatch.setattr(S, "N_BOOT_VAR", 20_000)
+    for (a, b, st), (var, note) in zip(cases, closed, strict=True):
+        mc, mc_note = C._test_variance(
+            view, "mnist", [0, 1, 2], a, b, dataclasses.replace(st, linear=None)
+        )
+        assert note == "; its covariance in closed form" and mc_note == ""
+        # Monte Carlo error of a covariance of correlated replicates: a few percent here.
+        assert var > 0 and var == pytest.approx(mc, rel=0.1)
+
+
+def _linear_outputs(rng: np.random.Generator, n: int = 40) -> dict[str, np.ndarray]:
+    y = rng.integers(0, 3, n)
+    mean, var = rng.normal(size=n), rng.uniform(0.1, 2.0, n)
+    return {
+        "test.y": y,
+        "test.pred": np.where(rng.random(n) < 0.7, y, (y + 1) % 3),
+        "test.logp_true": np.log(rng.uniform(0.05, 1.0, n)),
+        "test.brier": rng.uniform(0.0, 2.0, n),
+        "test.entropy": rng.uniform(0.0, 1.0, n),
+        "ood.far.entropy": rng.uniform(0.0, 1.0, n + 3),
+        "fgsm.correct": rng.random((4, 15)) < 0.5,
+        "fgsm.entropy": rng.uniform(0.0, 1.0, (4, 15)),
+        "inside.y": mean + rng.normal(size=n) * np.sqrt(var),
+        "inside.mean": mean,
+        "inside.var": var,
+    }
+
+
+def test_a_statistic_with_a_closed_form_is_the_mean_of_its_per_example_values() -> None:
+    """``Stat.linear``'s contract, under random bootstrap weights, for every such statistic."""
+    rng = np.random.default_rng(7)
+    out = _linear_outputs(rng)
+    stats = [
+        *C.STATS.values(),
+        C.ood_stat("far", "mean_entropy"),
+        C.ood_stat("far", "auroc"),
+        *(C.fgsm_stat(w) for w in ("adv_accuracy", "last_entropy", "last_accuracy")),
+        C.regression_stat("loglik_inside"),
+        C.regression_stat("coverage_3std_inside"),
+    ]
+    sizes = {"test": 40, "ood:far": 43, "fgsm": 15, "inside": 40}
+    linear = [st for st in stats if st.linear is not None]
+    assert {st.name for st in linear} == {
+        "error_pct", "nll", "brier", "ood.far.mean_entropy", "fgsm.adv_accuracy",
+        "fgsm.last_entropy", "fgsm.last_accuracy", "loglik_inside", "coverage_3std_inside",
+    }  # fmt: skip
+    for _ in range(5):
+        w = {g: rng.poisson(1.0, n).astype(float) for g, n in sizes.items()}
+        for st in linear:
+            group, v = st.linear(out)
+            assert group in st.groups and len(v) == sizes[group]
+            assert S.w_mean(v, w[group]) == pytest.approx(st.weighted(out, w), rel=1e-12)
 
 
 def test_test_noise_pairs_each_group_its_own_way(tmp_path) -> None:
@@ -509,7 +575,27 @@ def test_test_noise_by_identity_equals_by_order_on_one_whole_test_set(tmp_path) 
     ident = C._test_variance(
         ResultsView({"runs": runs_i}, tmp_path), "mnist", [0, 1, 2], "a", None, stat
     )
-    assert ident[0] == pytest.approx(order[0], rel=0.25) and ident[1] == order[1] == ""
+    assert ident[0] == pytest.approx(order[0], rel=1e-12)  # the same units, in closed form
+    assert ident[1] == order[1] == "; its covariance in closed form"
+    # A statistic without a closed form (the median entropy) takes the bootstrap's replicates:
+    # different resamples for the two pairings, the same within their noise.
+    for r in runs:
+        with np.load(tmp_path / "runs" / r["predictions"]) as z:
+            ent = {"test.entropy": 0.5 + z["test.pred"] + rng.random(n)}
+        for tag in ("o", "i"):
+            path = tmp_path / "runs" / r["predictions"].replace("o", tag)
+            with np.load(path) as z:
+                arrays = {key: z[key] for key in z.files}
+            np.savez_compressed(path, **arrays, **ent)
+    median = C.STATS["test_median_entropy"]
+    order = C._test_variance(
+        ResultsView({"runs": runs}, tmp_path), "mnist", [0, 1, 2], "a", None, median
+    )
+    ident = C._test_variance(
+        ResultsView({"runs": runs_i}, tmp_path), "mnist", [0, 1, 2], "a", None, median
+    )
+    assert order[0] > 0 and ident[0] == pytest.approx(order[0], rel=0.25)
+    assert ident[1] == order[1] == ""
 
 
 def test_saved_positions_that_do_not_fit_their_examples_are_not_used(tmp_path) -> None:

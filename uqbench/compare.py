@@ -42,6 +42,9 @@ class Stat:
     ``groups`` names the groups of examples ``weighted`` resamples ("test", "ood:<set>",
     "fgsm", "inside", "outside"); ``lower_better`` is None when neither direction is better;
     ``bounds``: the values it can take (a method's interval is clipped to them).
+    ``linear``: for a statistic that is a mean over one group's examples, that group and the
+    per-example values (``weighted(o, w) == w_mean(values, w[group])``; None where the
+    outputs do not give it): the test-set noise then has a closed form (:func:`_linear_shared`).
     """
 
     name: str
@@ -50,6 +53,7 @@ class Stat:
     groups: tuple[str, ...] = ()
     lower_better: bool | None = None
     bounds: tuple[float | None, float | None] = (None, None)
+    linear: Callable[[Outputs], tuple[str, np.ndarray] | None] | None = None
 
 
 def _num(x: Any) -> float | None:
@@ -74,31 +78,32 @@ def _correct(o: Outputs) -> np.ndarray:
     return (o["test.pred"] == o["test.y"]).astype(float)
 
 
-def _mean_of(key: str, scale: float = 1.0, group: str = "test") -> Callable[..., float | None]:
-    def f(o: Outputs, w: Weights) -> float | None:
-        m = S.w_mean(np.asarray(o[key], float), w[group])
-        return None if m is None else scale * m
+def _test_mean(values: Callable[[Outputs], np.ndarray]) -> dict[str, Any]:
+    """``weighted`` and ``linear`` of :class:`Stat` for the mean of per-example ``values`` of
+    the test examples."""
 
-    return f
+    def weighted(o: Outputs, w: Weights) -> float | None:
+        return S.w_mean(values(o), w["test"])
+
+    return {"weighted": weighted, "linear": lambda o: ("test", values(o))}
 
 
 def _declared(
-    name: str, weighted: Callable[[Outputs, Weights], float | None] | None = None
+    name: str,
+    weighted: Callable[[Outputs, Weights], float | None] | None = None,
+    linear: Callable[[Outputs], tuple[str, np.ndarray] | None] | None = None,
 ) -> Stat:
     """The Stat of the test-set metric ``name`` as declared in :mod:`uqbench.metric_catalog`
     (its path and direction), recomputed under bootstrap weights by ``weighted``."""
     m = catalog.metric(name)
-    return Stat(
-        name, _path(*m.path), weighted, ("test",) if weighted else (), m.lower_better, m.bounds
-    )
+    groups = ("test",) if weighted else ()
+    return Stat(name, _path(*m.path), weighted, groups, m.lower_better, m.bounds, linear)
 
 
 STATS: dict[str, Stat] = {
-    "error_pct": _declared(
-        "error_pct", lambda o, w: 100 * (1 - (S.w_mean(_correct(o), w["test"]) or math.nan))
-    ),
-    "nll": _declared("nll", _mean_of("test.logp_true", -1.0)),
-    "brier": _declared("brier", _mean_of("test.brier")),
+    "error_pct": _declared("error_pct", **_test_mean(lambda o: 100 * (1 - _correct(o)))),
+    "nll": _declared("nll", **_test_mean(lambda o: -np.asarray(o["test.logp_true"], float))),
+    "brier": _declared("brier", **_test_mean(lambda o: np.asarray(o["test.brier"], float))),
     "ece": _declared(
         "ece", lambda o, w: S.w_ece(np.asarray(o["test.conf"], float), _correct(o), w["test"])
     ),
@@ -169,7 +174,8 @@ def ood_stat(ood: str, what: str, h_max: float = math.log(10)) -> Stat:
         return Stat(name, _ecdf_area_value(ood, h_max), area, ("test", g), True, (0.0, h_max))
     m = catalog.metric(what)
     value = _path("ood", ood, *m.path)
-    return Stat(name, value, weighted.get(what), ("test", g), m.lower_better, m.bounds)
+    linear = (lambda o: (g, h(o))) if what == "mean_entropy" else None
+    return Stat(name, value, weighted.get(what), ("test", g), m.lower_better, m.bounds, linear)
 
 
 def _fgsm_value(what: str) -> Callable[[dict[str, Any]], float | None]:
@@ -199,23 +205,37 @@ def fgsm_stat(what: str) -> Stat:
             return None if None in vals else float(np.mean(vals))
         return S.w_mean(e[-1] if what == "last_entropy" else c[-1], w["fgsm"])
 
+    def linear(o: Outputs) -> tuple[str, np.ndarray] | None:
+        # The mean over eps > 0 of means with the same weights is the mean of each point's
+        # mean over eps > 0.
+        if "fgsm.correct" not in o or o["fgsm.correct"].shape[0] < 2:
+            return None
+        c, e = o["fgsm.correct"].astype(float), o["fgsm.entropy"].astype(float)
+        if what == "adv_accuracy":
+            return "fgsm", c[1:].mean(0)
+        return "fgsm", e[-1] if what == "last_entropy" else c[-1]
+
     lower = {"adv_accuracy": False, "last_accuracy": False, "last_entropy": None}[what]
     bounds = (0.0, None) if what == "last_entropy" else (0.0, 1.0)
-    return Stat(f"fgsm.{what}", _fgsm_value(what), weighted, ("fgsm",), lower, bounds)
+    return Stat(f"fgsm.{what}", _fgsm_value(what), weighted, ("fgsm",), lower, bounds, linear)
 
 
 def regression_stat(what: str) -> Stat:
     """Toy regression: ``loglik_<set>``, ``coverage_3std_<set>`` (set: inside / outside)."""
     kind, where = what.rsplit("_", 1)
 
-    def weighted(o: Outputs, w: Weights) -> float | None:
+    def values(o: Outputs) -> np.ndarray:
         y, m, v = (np.asarray(o[f"{where}.{k}"], float) for k in ("y", "mean", "var"))
         if kind == "loglik":
-            return S.w_mean(-0.5 * (np.log(2 * math.pi * v) + (y - m) ** 2 / v), w[where])
-        return S.w_mean((np.abs(y - m) <= 3 * np.sqrt(v)).astype(float), w[where])
+            return -0.5 * (np.log(2 * math.pi * v) + (y - m) ** 2 / v)
+        return (np.abs(y - m) <= 3 * np.sqrt(v)).astype(float)
+
+    def weighted(o: Outputs, w: Weights) -> float | None:
+        return S.w_mean(values(o), w[where])
 
     m = catalog.metric(what)
-    return Stat(what, _path(what), weighted, (where,), m.lower_better, m.bounds)
+    linear = lambda o: (where, values(o))  # noqa: E731
+    return Stat(what, _path(what), weighted, (where,), m.lower_better, m.bounds, linear)
 
 
 def metric_stat(name: str, ood: str | None = None, h_max: float = math.log(10)) -> Stat:
@@ -396,7 +416,9 @@ def _test_variance(
     seeds (examples every seed's models find hard or easy), which it cannot, as every seed
     is scored on the one test set. The common part is the covariance of two seeds'
     replicates: its mean over pairs of seeds, at least 0. Where each seed draws its own
-    test set (the toy task) there is no common part and it is ~0.
+    test set (the toy task) there is no common part and it is ~0. For a mean over examples
+    (``stat.linear``) that covariance is computed in closed form (:func:`_linear_rows`),
+    not from :data:`uqbench.stats.N_BOOT_VAR` replicates.
 
     Where each seed draws its own subset of one pool (CIFAR-5: 2,000 of 5,000 test images,
     ~40% shared by two seeds), the positions the runs saved of their examples in their data
@@ -423,10 +445,17 @@ def _test_variance(
             if not sizes or any(n == 0 for n in sizes.values()):
                 return f"{m} seed {s}'s outputs lack this statistic's examples"
             runs.append((s, m, sign, run))
-    pairing = _pairing(stat, [view.outputs(run) for *_, run in runs])
+    outs = [view.outputs(run) for *_, run in runs]
+    pairing = _pairing(stat, outs)
     if isinstance(pairing, str):
         return pairing
     plans, by_order = pairing
+    mixed = by_order and plans[0] is not None
+    note = f"; {', '.join(by_order)} paired by order (no saved positions)" if mixed else ""
+    if stat.linear is not None:
+        rows = _linear_rows(stat, [(s, sign) for s, _, sign, _ in runs], outs, plans)
+        if rows is not None:
+            return max(0.0, _mean_cross(rows @ rows.T)), f"; its covariance in closed form{note}"
     by_seed: dict[int, Any] = {}
     for (s, m, sign, run), plan in zip(runs, plans, strict=True):
         reps = _replicates(view, run, stat, plan)
@@ -437,11 +466,49 @@ def _test_variance(
     r = r[:, np.all(np.isfinite(r), axis=0)]
     if r.shape[1] < S.N_BOOT_VAR // 2:
         return "too few bootstrap replicates defined"
-    cov = np.cov(r, ddof=1)
-    k = len(seeds)
-    mixed = by_order and plans[0] is not None
-    note = f"; {', '.join(by_order)} paired by order (no saved positions)" if mixed else ""
-    return max(0.0, float((cov.sum() - np.trace(cov)) / (k * (k - 1)))), note
+    return max(0.0, _mean_cross(np.cov(r, ddof=1))), note
+
+
+def _mean_cross(cov: np.ndarray) -> float:
+    """Mean of the off-diagonal entries of a k x k covariance matrix (k >= 2)."""
+    k = len(cov)
+    return float((cov.sum() - np.trace(cov)) / (k * (k - 1)))
+
+
+def _linear_rows(
+    stat: Stat,
+    seeds: list[tuple[int, float]],
+    outs: list[Outputs],
+    plans: list[tuple[Any, S.Pooled] | None],
+) -> np.ndarray | None:
+    """Each seed's value (difference) as a linear function of the bootstrap's weights: one
+    row per seed, one column per resampled unit (a pool member, or an example paired by
+    order), or None where ``stat.linear`` gives no finite values.
+
+    A mean ``sum_i w_i v_i / sum_i w_i`` over a run's ``n`` examples is, to first order in
+    the weights, ``mean(v) + sum_i (w_i - 1)(v_i - mean(v)) / n``. Under the Poisson bootstrap
+    (independent unit-variance counts per member) two seeds' values then covary by the dot
+    product of their rows; under the multinomial one (paired by order) the same, the rows'
+    entries summing to 0. That is the covariance :func:`_test_variance` otherwise estimates
+    from :data:`uqbench.stats.N_BOOT_VAR` replicates, without their Monte Carlo error.
+    """
+    rows: dict[int, np.ndarray] = {}
+    for (seed, sign), out, plan in zip(seeds, outs, plans, strict=True):
+        got = stat.linear(out)  # type: ignore[misc]
+        if got is None:
+            return None
+        group, v = got[0], np.asarray(got[1], float)
+        if not len(v) or not np.all(np.isfinite(v)):
+            return None
+        if plan is None:
+            units, pos = len(v), np.arange(len(v))
+        else:
+            pool, pos = plan[1].positions[group]
+            units = plan[1].sizes[pool]
+        row = np.zeros(units)
+        np.add.at(row, pos, sign * (v - v.mean()) / len(v))
+        rows[seed] = rows[seed] + row if seed in rows else row
+    return np.vstack(list(rows.values()))
 
 
 def unpaired_tasks(view: ResultsView) -> list[str]:

@@ -349,7 +349,9 @@ _NOISE_TOO = f" (over seeds,{_NOISE_SHARED} where it can be had)"
 #: How the test set's noise enters an interval over seeds.
 _NOISE_HOW = (
     "(the covariance of two seeds' values over bootstrap resamples of the shared test "
-    "examples, the same resample for every seed and method) to the seeds' own variance, "
+    "examples, the same resample for every seed and method; for a mean over examples, such "
+    "as the error, the NLL or an FGSM accuracy, that covariance in closed form, to first "
+    "order, without the resampling's Monte Carlo error) to the seeds' own variance, "
     "with the seeds' t quantile (`uqbench.stats.t_with_test_noise`); where each seed draws "
     "its own test set (the toy task) it is about 0; where seeds score different subsets of "
     "one pool (CIFAR-5's 2,000 of 5,000 test images), they are paired image by image through "
