@@ -160,7 +160,7 @@ def test_readme_quickstart_main_command_is_the_quick_suite(capsys):
 def test_a_failing_report_says_the_results_are_saved(tmp_path, tiny_task, capsys, monkeypatch):
     import uqbench.report
 
-    def broken(results, out_dir):
+    def broken(results, out_dir, **kwargs):
         raise RuntimeError("boom")
 
     monkeypatch.setattr(uqbench.report, "write_report", broken)

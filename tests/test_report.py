@@ -661,3 +661,16 @@ def test_a_best_mark_names_the_methods_it_was_not_compared_with(tmp_path: Path) 
         ln for ln in (tmp_path / "report.md").read_text().splitlines() if "| adversarial" in ln
     ]
     assert "**Dropout** (resolved against every other; no value for D.Ensem.)" in row
+
+
+def test_report_progress_bars_go_to_stderr_only_when_asked(tmp_path, capsys) -> None:
+    results = _results(tasks=("toy-cubic",))
+    write_report(results, tmp_path / "quiet")
+    quiet = capsys.readouterr()
+    write_report(results, tmp_path / "shown", progress=True)
+    shown = capsys.readouterr()
+    assert quiet.err == "" and quiet.out == shown.out == ""
+    assert "report: claims" in shown.err and "against the paper" in shown.err
+    assert "provenance" in shown.err  # the last section
+    md = (tmp_path / "quiet" / "report.md").read_text()
+    assert md == (tmp_path / "shown" / "report.md").read_text()  # the bars change nothing

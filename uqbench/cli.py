@@ -127,6 +127,7 @@ def build_parser(with_extras: bool = True) -> argparse.ArgumentParser:
         "statistics recomputable from the runs' saved outputs (slower); default: over seeds "
         "alone",
     )
+    rep.add_argument("--quiet", action="store_true", help="no progress bar")
 
     chk = sub.add_parser(
         "check",
@@ -362,7 +363,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"results: {runner.out / 'results.json'} ({len(results['runs'])} runs)")
     if not args.no_report:
         try:
-            paths = write_report(results, runner.out)
+            paths = write_report(results, runner.out, progress=not args.quiet)
         except Exception:
             # Hours of runs are safe in results.json: say so before the report's own error.
             print(
@@ -388,7 +389,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     out = Path(args.results_dir)
     if out.name == "results.json":
         out = out.parent
-    paths = write_report(load_results(out), out, test_noise=args.test_noise)
+    paths = write_report(
+        load_results(out), out, test_noise=args.test_noise, progress=not args.quiet
+    )
     print("report: " + ", ".join(str(p) for p in paths if p.suffix in (".md", ".html")))
     return 0
 

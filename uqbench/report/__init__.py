@@ -22,6 +22,7 @@ written.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +33,14 @@ from uqbench.results import READABLE_RESULTS_SCHEMAS
 __all__ = ["ResultsView", "write_report"]
 
 
-def write_report(results: dict[str, Any], out_dir: Path, *, test_noise: bool = False) -> list[Path]:
+def write_report(
+    results: dict[str, Any], out_dir: Path, *, test_noise: bool = False, progress: bool = False
+) -> list[Path]:
     """Write ``report.md``, ``report.html`` and ``figures/*.png`` under ``out_dir``.
+
+    ``progress``: progress bars on stderr, over the sections and over the claims' verdicts
+    (the slow part of a default report; with ``test_noise``, the summary and the
+    calibration tables are).
 
     ``test_noise``: the intervals over seeds of statistics recomputable from the runs' saved
     per-example outputs also cover the test set's noise that the seeds share
@@ -47,6 +54,8 @@ def write_report(results: dict[str, Any], out_dir: Path, *, test_noise: bool = F
     per-example outputs are read from ``out_dir/runs``. Returns the
     paths written. Raises :class:`ResultsError` for a dict that is not such a file.
     """
+    from tqdm.auto import tqdm
+
     from uqbench.report import sections
     from uqbench.report.document import Doc, write_text
     from uqbench.report.style import ReportView
@@ -63,20 +72,30 @@ def write_report(results: dict[str, Any], out_dir: Path, *, test_noise: bool = F
     fig_dir.mkdir(parents=True, exist_ok=True)
 
     doc = Doc()
-    sections.header(doc, view, results)
-    sections.summary(doc, view)
-    sections.settings(doc, view)
-    sections.table2(doc, view)
-    sections.calibration(doc, view)
-    figures = sections.figures(doc, view, fig_dir)
-    figures.update(sections.beyond_paper(doc, view, fig_dir))
-    sections.convergence(doc, view)
-    sections.per_run(doc, view)
-    sections.mechanism(doc, view)
-    sections.sparsity(doc, view)
-    sections.against_paper(doc, view, figures, results)
-    sections.environment(doc, view, results)
-    sections.provenance(doc, view)
+    figures: dict[str, Path] = {}
+    steps: list[tuple[str, Callable[[], object]]] = [
+        ("header", lambda: sections.header(doc, view, results)),
+        ("summary", lambda: sections.summary(doc, view)),
+        ("settings", lambda: sections.settings(doc, view)),
+        ("table 2", lambda: sections.table2(doc, view)),
+        ("calibration", lambda: sections.calibration(doc, view)),
+        ("figures", lambda: figures.update(sections.figures(doc, view, fig_dir))),
+        ("beyond the paper", lambda: figures.update(sections.beyond_paper(doc, view, fig_dir))),
+        ("convergence", lambda: sections.convergence(doc, view)),
+        ("per run", lambda: sections.per_run(doc, view)),
+        ("mechanism", lambda: sections.mechanism(doc, view)),
+        ("sparsity", lambda: sections.sparsity(doc, view)),
+        (
+            "against the paper",
+            lambda: sections.against_paper(doc, view, figures, results, progress=progress),
+        ),
+        ("environment", lambda: sections.environment(doc, view, results)),
+        ("provenance", lambda: sections.provenance(doc, view)),
+    ]
+    bar = tqdm(steps, desc="report", unit="section", leave=False, disable=not progress)
+    for name, write in bar:
+        bar.set_postfix_str(name, refresh=True)
+        write()
 
     md_path, html_path = out_dir / "report.md", out_dir / "report.html"
     write_text(md_path, doc.markdown())

@@ -834,9 +834,20 @@ def sparsity(doc: Doc, view: ReportView) -> None:
 
 
 def against_paper(
-    doc: Doc, view: ReportView, figures: dict[str, Path], results: dict[str, Any]
+    doc: Doc,
+    view: ReportView,
+    figures: dict[str, Path],
+    results: dict[str, Any],
+    *,
+    progress: bool = False,
 ) -> None:
-    """Each qualitative claim of the paper's Section 4 with its verdict here."""
+    """Each qualitative claim of the paper's Section 4 with its verdict here.
+
+    The report's slow part (each verdict is computed twice, the second time with the test
+    set's noise): ``progress`` shows a bar over the claims on stderr.
+    """
+    from tqdm.auto import tqdm
+
     doc.h(2, "Against the paper")
     doc.p(
         "Each qualitative claim of the paper's Section 4, checked on these results (means "
@@ -846,7 +857,8 @@ def against_paper(
     counts: dict[str, int] = defaultdict(int)
     noisy_counts: dict[str, int] = defaultdict(int)
     items = []
-    for claim in CLAIMS:
+    bar = tqdm(CLAIMS, desc="report: claims", unit="claim", leave=False, disable=not progress)
+    for claim in bar:
         verdict = claim.verdict(view)
         counts[verdict.status] += 1
         noisy = None
