@@ -116,6 +116,23 @@ def test_mnist_task_preprocessing_and_subsets(monkeypatch) -> None:
     assert torch.equal(again.train.x, sub.train.x) and torch.equal(again.test.y, sub.test.y)
 
 
+def _mnist_loading_also(monkeypatch, change):
+    """The MNIST task on fake files, whose ``load`` then applies ``change`` to its data (as a
+    plug-in task's ``load`` might have made it)."""
+    monkeypatch.setattr(mnist_mod, "load_mnist", lambda src: fake_mnist())
+    monkeypatch.setattr(ood_mod, "load_notmnist", lambda src: fake_notmnist())
+    task = uqbench.get_task("mnist")()
+    original = task.load
+
+    def load(*args, **kw):
+        data = original(*args, **kw)
+        change(data)
+        return data
+
+    monkeypatch.setattr(task, "load", load)
+    return task
+
+
 @pytest.mark.parametrize(
     "index",
     [torch.arange(19), torch.arange(20.0), -torch.arange(20), torch.arange(20).reshape(4, 5)],
@@ -124,17 +141,10 @@ def test_positions_that_cannot_say_where_inputs_lie_are_a_plugin_error(monkeypat
     from uqbench.errors import PluginError
     from uqbench.tasks.base import Split
 
-    monkeypatch.setattr(mnist_mod, "load_mnist", lambda src: fake_mnist())
-    monkeypatch.setattr(ood_mod, "load_notmnist", lambda src: fake_notmnist())
-    task = uqbench.get_task("mnist")()
-    original = task.load
-
-    def load(*args, **kw):
-        data = original(*args, **kw)
+    def change(data):
         data.test = Split(data.test.x, data.test.y, index)
-        return data
 
-    monkeypatch.setattr(task, "load", load)
+    task = _mnist_loading_also(monkeypatch, change)
     with pytest.raises(PluginError, match="task 'mnist': its test split: index must be"):
         task.load_with_ood(DataSource(), n_test=20)
 
@@ -153,18 +163,11 @@ def test_positions_of_a_tasks_own_ood_inputs_are_checked(monkeypatch, own, index
     same rule as a split's and a registered OOD set's."""
     from uqbench.errors import PluginError
 
-    monkeypatch.setattr(mnist_mod, "load_mnist", lambda src: fake_mnist())
-    monkeypatch.setattr(ood_mod, "load_notmnist", lambda src: fake_notmnist())
-    task = uqbench.get_task("mnist")()
-    original = task.load
-
-    def load(*args, **kw):
-        data = original(*args, **kw)
+    def change(data):
         data.ood["extra"] = torch.zeros(7, 1, 28, 28)
         data.ood_index[own] = index
-        return data
 
-    monkeypatch.setattr(task, "load", load)
+    task = _mnist_loading_also(monkeypatch, change)
     if error is None:
         data = task.load_with_ood(DataSource(), n_test=20)
         assert torch.equal(data.ood_index["extra"], index) and "notmnist" in data.ood_index
