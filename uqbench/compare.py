@@ -44,7 +44,7 @@ class Stat:
     ``bounds``: the values it can take (a method's interval is clipped to them).
     ``linear``: for a statistic that is a mean over one group's examples, that group and the
     per-example values (``weighted(o, w) == w_mean(values, w[group])``; None where the
-    outputs do not give it): the test-set noise then has a closed form (:func:`_linear_shared`).
+    outputs do not give it): the test-set noise then has a closed form (:func:`_linear_rows`).
     """
 
     name: str
