@@ -494,6 +494,49 @@ def test_closed_form_test_noise_is_what_many_bootstrap_replicates_estimate(
         assert var > 0 and var == pytest.approx(mc, rel=0.1)
 
 
+def test_closed_form_test_noise_of_differences_over_different_subsets_and_fgsm_points(
+    tmp_path, monkeypatch
+) -> None:
+    """The two methods of a seed scored different subsets of one pool, of different sizes,
+    one with an image twice; FGSM's points are some of the test examples (with repeats): the
+    closed form must still be what 20,000 Poisson bootstrap replicates estimate."""
+    import dataclasses
+
+    rng = np.random.default_rng(11)
+    pool, k = 300, 3
+    hard = rng.random(pool) < 0.3
+    (tmp_path / "runs").mkdir()
+    runs = []
+    for s in range(k):
+        # Only a errs on the hard images (and finds them uncertain): a - b shares their noise.
+        for m, n, rate, h in (("a", 120, 0.05, hard), ("b", 90, 0.2, np.zeros(pool, bool))):
+            idx = np.sort(rng.choice(pool, n, replace=False))
+            idx[1] = idx[0]  # one image scored twice
+            wrong = h[idx] | (rng.random(n) < rate)
+            points = rng.integers(0, n, 60)  # FGSM's attacked test examples, with repeats
+            eps_wrong = h[idx][points] | (rng.random((4, 60)) < rate + 0.2 * np.arange(4)[:, None])
+            arrays = {
+                "test.y": np.zeros(n, dtype=np.int64),
+                "test.pred": wrong.astype(np.int64),
+                "test.index": idx,
+                "fgsm.index": points,
+                "fgsm.correct": ~eps_wrong,
+                "fgsm.entropy": rng.random((4, 60)) + h[idx][points],
+            }
+            np.savez_compressed(tmp_path / "runs" / f"{m}{s}.npz", **arrays)
+            runs.append(_run(m, s, 100 * wrong.mean(), f"{m}{s}.npz"))
+    view = ResultsView({"runs": runs}, tmp_path)
+    cases = [C.STATS["error_pct"], C.fgsm_stat("adv_accuracy"), C.fgsm_stat("last_entropy")]
+    closed = [C._test_variance(view, "mnist", list(range(k)), "a", "b", st) for st in cases]
+    monkeypatch.setattr(S, "N_BOOT_VAR", 20_000)
+    for st, (var, note) in zip(cases, closed, strict=True):
+        mc, _ = C._test_variance(
+            view, "mnist", list(range(k)), "a", "b", dataclasses.replace(st, linear=None)
+        )
+        assert note == "; its covariance in closed form"
+        assert var > 0 and var == pytest.approx(mc, rel=0.1)
+
+
 def _linear_outputs(rng: np.random.Generator, n: int = 40) -> dict[str, np.ndarray]:
     y = rng.integers(0, 3, n)
     mean, var = rng.normal(size=n), rng.uniform(0.1, 2.0, n)
@@ -555,7 +598,7 @@ def test_test_noise_pairs_each_group_its_own_way(tmp_path) -> None:
 
 def test_test_noise_by_identity_equals_by_order_on_one_whole_test_set(tmp_path) -> None:
     # MNIST's shape: every seed scores the whole test set, so position i is image i and
-    # both pairings estimate the same shared noise (different resamples: within their noise).
+    # both pairings estimate the same shared noise.
     n, k = 3000, 3
     rng = np.random.default_rng(2)
     hard = rng.random(n) < 0.1

@@ -488,9 +488,10 @@ def _linear_rows(
     A mean ``sum_i w_i v_i / sum_i w_i`` over a run's ``n`` examples is, to first order in
     the weights, ``mean(v) + sum_i (w_i - 1)(v_i - mean(v)) / n``. Under the Poisson bootstrap
     (independent unit-variance counts per member) two seeds' values then covary by the dot
-    product of their rows; under the multinomial one (paired by order) the same, the rows'
-    entries summing to 0. That is the covariance :func:`_test_variance` otherwise estimates
-    from :data:`uqbench.stats.N_BOOT_VAR` replicates, without their Monte Carlo error.
+    product of their rows; under the multinomial one (every group paired by order) the same,
+    exactly, the rows' entries summing to 0. That is the covariance :func:`_test_variance`
+    otherwise estimates from :data:`uqbench.stats.N_BOOT_VAR` replicates, without their Monte
+    Carlo error.
     """
     rows: dict[int, np.ndarray] = {}
     for (seed, sign), out, plan in zip(seeds, outs, plans, strict=True):

@@ -242,8 +242,9 @@ def bootstrap(
 #: not a tail quantile: its relative standard error is about sqrt(2 / 400) = 7%; the shared
 #: part is a covariance between seeds, small against their variances, and is known less
 #: well: about 20% relative in the committed reports' comparisons, 10% in the half-width).
-#: Only statistics that are not a mean over examples use them: for a mean the covariance has
-#: a closed form (:func:`uqbench.compare._linear_rows`).
+#: Only statistics that are not a mean over examples use them (and a mean whose per-example
+#: values are not all finite): for a mean the covariance has a closed form
+#: (:func:`uqbench.compare._linear_rows`).
 N_BOOT_VAR = 400
 
 
