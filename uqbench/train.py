@@ -103,13 +103,13 @@ def train(
         return model.configure_optimizer(lr, variance_lr=variance_lr)
 
     opt = optimizer()
-    if variance_lr not in (None, lr) and log_message is not None:
-        # Asked of the optimiser itself: a plug-in may apply variance_lr its own way.
-        if not any(g["lr"] == variance_lr and g["params"] for g in opt.param_groups):
-            log_message(
-                f"    {desc}: variance_lr {variance_lr:g} moves no parameter (no parameter "
-                f"group of {type(model).__name__}'s optimiser has that rate)"
-            )
+    # Asked of the optimiser itself: a plug-in may apply variance_lr its own way.
+    unused = not any(g["lr"] == variance_lr and g["params"] for g in opt.param_groups)
+    if variance_lr not in (None, lr) and log_message is not None and unused:
+        log_message(
+            f"    {desc}: variance_lr {variance_lr:g} moves no parameter (no parameter "
+            f"group of {type(model).__name__}'s optimiser has that rate)"
+        )
     gen = torch.Generator(device="cpu").manual_seed(seed)
     log = TrainLog()
     start_epoch, start_step = 0, 0
