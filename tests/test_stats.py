@@ -409,6 +409,7 @@ def _pool_runs(tmp_path, methods: dict[str, float], k: int = 3, pool: int = 5000
             for tag, extra in (
                 ("with", {"test.index": idx, "ood.far.index": ood_idx}),
                 ("test-only", {"test.index": idx}),
+                ("ood-only", {"ood.far.index": ood_idx}),
                 ("without", {}),
             ):
                 np.savez_compressed(tmp_path / "runs" / f"{tag}-{m}{s}.npz", **arrays, **extra)
@@ -594,6 +595,29 @@ def test_test_noise_pairs_each_group_its_own_way(tmp_path) -> None:
     # The OOD entropies follow the hard images of the OOD pool, which seeds share: pairing
     # them by order loses that part of the shared noise.
     assert part.hi - part.value < both.hi - both.value
+
+
+def test_an_ood_sets_entropy_statistics_do_not_depend_on_how_the_test_set_was_saved(
+    tmp_path,
+) -> None:
+    """The median and mean entropy and the ECDF area of an OOD set read that set's examples
+    alone: whether the test examples' positions were saved changes neither their shared
+    noise nor its note. The AUROC, which reads both, pairs the test examples by order."""
+    runs, _, _ = _pool_runs(tmp_path, {"a": 0.05})
+    views = {
+        tag: ResultsView({"runs": _saved_as(runs, tag)}, tmp_path) for tag in ("with", "ood-only")
+    }
+    for what in ("median_entropy", "mean_entropy", "ecdf_area"):
+        stat = C.ood_stat("far", what)
+        got = {
+            tag: C._test_variance(v, "mnist", [0, 1, 2], "a", None, stat)
+            for tag, v in views.items()
+        }
+        assert got["ood-only"] == got["with"] and got["with"][0] > 0, what
+        assert "paired by order" not in got["with"][1]
+    auroc = C.ood_stat("far", "auroc")
+    note = C._test_variance(views["ood-only"], "mnist", [0, 1, 2], "a", None, auroc)[1]
+    assert "test paired by order (no saved positions)" in note
 
 
 def test_test_noise_by_identity_equals_by_order_on_one_whole_test_set(tmp_path) -> None:

@@ -132,6 +132,8 @@ def ood_stat(ood: str, what: str, h_max: float = math.log(10)) -> Stat:
     """A statistic of the OOD set ``ood``: auroc, fpr95, fpr95_in, median_entropy,
     mean_entropy or ecdf_area (area under the entropy ECDF over [0, ``h_max``])."""
     key, g = f"ood.{ood}.entropy", f"ood:{ood}"
+    # The groups each statistic resamples: the test examples only where it reads them.
+    groups = ("test", g) if what in ("auroc", "fpr95", "fpr95_in") else (g,)
 
     def h(o: Outputs) -> np.ndarray:
         return np.asarray(o[key], float)
@@ -171,11 +173,11 @@ def ood_stat(ood: str, what: str, h_max: float = math.log(10)) -> Stat:
         def area(o: Outputs, w: Weights) -> float | None:
             return S.ecdf_area(h(o), w[g], h_max)
 
-        return Stat(name, _ecdf_area_value(ood, h_max), area, ("test", g), True, (0.0, h_max))
+        return Stat(name, _ecdf_area_value(ood, h_max), area, groups, True, (0.0, h_max))
     m = catalog.metric(what)
     value = _path("ood", ood, *m.path)
     linear = (lambda o: (g, h(o))) if what == "mean_entropy" else None
-    return Stat(name, value, weighted.get(what), ("test", g), m.lower_better, m.bounds, linear)
+    return Stat(name, value, weighted.get(what), groups, m.lower_better, m.bounds, linear)
 
 
 def _fgsm_value(what: str) -> Callable[[dict[str, Any]], float | None]:
