@@ -79,6 +79,57 @@ def test_bootstrap_of_an_error_rate_matches_the_binomial_interval() -> None:
     assert iv.hi == pytest.approx(p + half, abs=0.12 * half)
 
 
+def test_bootstrap_weights_are_one_generators_draws_replicate_by_replicate() -> None:
+    """What each replicate weighs its examples by, against the generator drawn here: the
+    same counts on every call (the draws are kept for reuse), multinomial group by group,
+    or Poisson(1) pool by pool with each example weighing its member's count."""
+    sizes = {"test": 7, "ood:x": 5}
+    pooled = S.Pooled(
+        {"b": 4, "a": 6}, {"test": ("a", np.array([5, 0, 0])), "ood:x": ("b", np.arange(4))}
+    )
+    for how in ("multinomial", "pooled"):
+        for _ in range(2):
+            seen: list[dict[str, np.ndarray]] = []
+
+            def record(o, w, seen=seen):
+                seen.append({g: v.copy() for g, v in w.items()})
+                return 0.0
+
+            S.bootstrap_values(
+                record, {}, sizes, n_boot=6, seed=3, pooled=pooled if how == "pooled" else None
+            )
+            rng = np.random.default_rng(3)
+            assert len(seen) == 6
+            for w in seen:
+                if how == "multinomial":
+                    want = {g: rng.multinomial(n, np.full(n, 1 / n)) for g, n in sizes.items()}
+                else:
+                    a, b = rng.poisson(1.0, 6), rng.poisson(1.0, 4)  # pools in name order
+                    want = {"test": a[[5, 0, 0]], "ood:x": b}
+                for g in want:
+                    assert w[g].dtype == np.float64
+                    np.testing.assert_array_equal(w[g], want[g])
+
+
+def test_a_prepared_statistic_is_prepared_once_and_equals_the_plain_one() -> None:
+    rng = np.random.default_rng(4)
+    out = {"h": rng.gamma(2.0, 0.3, 50)}
+    prepared_for = []
+
+    def prepare(o):
+        prepared_for.append(o)
+        order = np.argsort(o["h"], kind="stable")
+        return lambda w: S.w_quantile(o["h"], w["test"], 0.3, order)
+
+    plain = lambda o, w: S.w_quantile(o["h"], w["test"], 0.3)  # noqa: E731
+    stat = S.Prepared(prepare)
+    reps = S.bootstrap_values(stat, out, {"test": 50}, n_boot=40)
+    assert len(prepared_for) == 1
+    np.testing.assert_array_equal(reps, S.bootstrap_values(plain, out, {"test": 50}, n_boot=40))
+    w = {"test": rng.poisson(1.0, 50).astype(float)}
+    assert stat(out, w) == plain(out, w)
+
+
 def test_weighted_metrics_equal_the_plain_ones_and_weights_act_as_copies() -> None:
     rng = np.random.default_rng(0)
     h_in, h_ood = rng.gamma(1, 0.3, 300), rng.gamma(3, 0.4, 200)

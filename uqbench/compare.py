@@ -109,9 +109,15 @@ STATS: dict[str, Stat] = {
     ),
     "test_median_entropy": _declared(
         "test_median_entropy",
-        lambda o, w: S.w_quantile(np.asarray(o["test.entropy"], float), w["test"], 0.5),
+        S.Prepared(lambda o: _w_quantile_of(np.asarray(o["test.entropy"], float), "test", 0.5)),
     ),
 }
+
+
+def _w_quantile_of(x: np.ndarray, group: str, q: float) -> Callable[[Weights], float | None]:
+    """The weighted ``q`` quantile of ``x`` as a function of the weights, ``x`` sorted once."""
+    order = np.argsort(x, kind="stable")
+    return lambda w: S.w_quantile(x, w[group], q, order)
 
 
 def _ecdf_area_value(ood: str, h_max: float) -> Callable[[dict[str, Any]], float | None]:
@@ -141,30 +147,38 @@ def ood_stat(ood: str, what: str, h_max: float = math.log(10)) -> Stat:
     def hin(o: Outputs) -> np.ndarray:
         return np.asarray(o["test.entropy"], float)
 
-    def fpr95(o: Outputs, w: Weights) -> float | None:
+    # Each is prepared once per run's outputs (the conversions and sorting) and then
+    # evaluated under many bootstrap weights (uqbench.stats.Prepared).
+    def fpr95(o: Outputs) -> Callable[[Weights], float | None]:
         # metrics.fpr95's threshold: the largest entropy that still flags >= 95% of the OOD
         # weight, i.e. the 95% quantile of -h (not the 5% quantile of h, one point lower).
-        neg = S.w_quantile(-h(o), w[g], 0.95)
-        return None if neg is None else S.w_mean((hin(o) >= -neg).astype(float), w["test"])
+        neg, x_in = _w_quantile_of(-h(o), g, 0.95), hin(o)
 
-    def fpr95_in(o: Outputs, w: Weights) -> float | None:
-        thr = S.w_quantile(hin(o), w["test"], 0.95)
-        return None if thr is None else S.w_mean((h(o) <= thr).astype(float), w[g])
+        def of_w(w: Weights) -> float | None:
+            thr = neg(w)
+            return None if thr is None else S.w_mean((x_in >= -thr).astype(float), w["test"])
 
-    ranks: dict[int, tuple[Outputs, tuple[np.ndarray, int]]] = {}
+        return of_w
 
-    def auroc(o: Outputs, w: Weights) -> float | None:
-        # The ranks do not depend on the weights: once per run's outputs, which the entry
-        # keeps alive so that its id is not reused.
-        if id(o) not in ranks:
-            ranks[id(o)] = (o, S.auroc_ranks(hin(o), h(o)))
-        return S.w_auroc(hin(o), w["test"], h(o), w[g], ranks[id(o)][1])
+    def fpr95_in(o: Outputs) -> Callable[[Weights], float | None]:
+        q_in, x = _w_quantile_of(hin(o), "test", 0.95), h(o)
+
+        def of_w(w: Weights) -> float | None:
+            thr = q_in(w)
+            return None if thr is None else S.w_mean((x <= thr).astype(float), w[g])
+
+        return of_w
+
+    def auroc(o: Outputs) -> Callable[[Weights], float | None]:
+        x_in, x = hin(o), h(o)
+        ranks = S.auroc_ranks(x_in, x)
+        return lambda w: S.w_auroc(x_in, w["test"], x, w[g], ranks)
 
     weighted: dict[str, Callable[..., Any]] = {
-        "auroc": auroc,
-        "fpr95": fpr95,
-        "fpr95_in": fpr95_in,
-        "median_entropy": lambda o, w: S.w_quantile(h(o), w[g], 0.5),
+        "auroc": S.Prepared(auroc),
+        "fpr95": S.Prepared(fpr95),
+        "fpr95_in": S.Prepared(fpr95_in),
+        "median_entropy": S.Prepared(lambda o: _w_quantile_of(h(o), g, 0.5)),
         "mean_entropy": lambda o, w: S.w_mean(h(o), w[g]),
     }
     name = f"ood.{ood}.{what}"

@@ -24,6 +24,7 @@ Everything here is deterministic (fixed bootstrap seed), so a report rebuilds by
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -160,6 +161,29 @@ def paired_t(a: Sequence[float], b: Sequence[float], level: float = LEVEL) -> In
 WeightedStat = Callable[[Mapping[str, np.ndarray], Mapping[str, np.ndarray]], float | None]
 
 
+class Prepared:
+    """A :data:`WeightedStat` split in two: ``prepare(outputs)`` does the work that depends on
+    the outputs alone (conversions, sorting) and returns the function of the weights.
+
+    :func:`bootstrap_values` prepares once and calls that function for each of its
+    hundreds of weightings of the same outputs; called as ``stat(outputs, w)`` it is the
+    plain statistic.
+    """
+
+    def __init__(
+        self,
+        prepare: Callable[
+            [Mapping[str, np.ndarray]], Callable[[Mapping[str, np.ndarray]], float | None]
+        ],
+    ) -> None:
+        self.prepare = prepare
+
+    def __call__(
+        self, outputs: Mapping[str, np.ndarray], w: Mapping[str, np.ndarray]
+    ) -> float | None:
+        return self.prepare(outputs)(w)
+
+
 @dataclass(frozen=True)
 class Pooled:
     """Which pool member each example of a run is, for :func:`bootstrap_values`.
@@ -194,18 +218,61 @@ def bootstrap_values(
     Runs that scored different subsets of one pool then share the counts of the examples
     they have in common, given the same ``seed`` and pool sizes.
     """
-    rng = np.random.default_rng(seed)
+    of_w = stat.prepare(outputs) if isinstance(stat, Prepared) else functools.partial(stat, outputs)
+    if pooled is None:
+        counts = _multinomial_counts(seed, n_boot, tuple(sizes.items()))
+    else:
+        pools = tuple(sorted(pooled.sizes.items()))
+        by_pool = dict(
+            zip([p for p, _ in pools], _poisson_counts(seed, n_boot, pools), strict=True)
+        )
     out = np.full(n_boot, np.nan)
     for i in range(n_boot):
         if pooled is None:
-            w = {g: rng.multinomial(n, np.full(n, 1.0 / n)).astype(float) for g, n in sizes.items()}
+            w = {g: c[i].astype(float) for g, c in zip(sizes, counts, strict=True)}
         else:
-            counts = {p: rng.poisson(1.0, n).astype(float) for p, n in sorted(pooled.sizes.items())}
-            w = {g: counts[p][pos] for g, (p, pos) in pooled.positions.items()}
-        x = stat(outputs, w)
+            w = {g: by_pool[p][i][pos].astype(float) for g, (p, pos) in pooled.positions.items()}
+        x = of_w(w)
         if x is not None and math.isfinite(x):
             out[i] = x
     return out
+
+
+def _compact(counts: list[np.ndarray]) -> np.ndarray:
+    """Bootstrap counts stacked ``[n_boot, n]`` in the smallest integer type that holds them."""
+    a = np.stack(counts)
+    a = a.astype(np.min_scalar_type(int(a.max()) if a.size else 0))
+    a.setflags(write=False)  # shared by every caller of the cache
+    return a
+
+
+# The draws depend only on these arguments, and a report resamples runs of the same sizes
+# many times (every run of a task, for every statistic): drawn once, kept for a few sizes.
+@functools.lru_cache(maxsize=8)
+def _multinomial_counts(
+    seed: int, n_boot: int, sizes: tuple[tuple[str, int], ...]
+) -> tuple[np.ndarray, ...]:
+    """Each group's multinomial counts ``[n_boot, n]``, drawn replicate by replicate and
+    group by group in ``sizes``' order (what :func:`bootstrap_values` has always drawn)."""
+    rng = np.random.default_rng(seed)
+    rows: list[list[np.ndarray]] = [[] for _ in sizes]
+    for _ in range(n_boot):
+        for row, (_, n) in zip(rows, sizes, strict=True):
+            row.append(rng.multinomial(n, np.full(n, 1.0 / n)))
+    return tuple(_compact(row) for row in rows)
+
+
+@functools.lru_cache(maxsize=8)
+def _poisson_counts(
+    seed: int, n_boot: int, pools: tuple[tuple[str, int], ...]
+) -> tuple[np.ndarray, ...]:
+    """Each pool's Poisson(1) counts ``[n_boot, n]``, drawn as :func:`_multinomial_counts`."""
+    rng = np.random.default_rng(seed)
+    rows: list[list[np.ndarray]] = [[] for _ in pools]
+    for _ in range(n_boot):
+        for row, (_, n) in zip(rows, pools, strict=True):
+            row.append(rng.poisson(1.0, n))
+    return tuple(_compact(row) for row in rows)
 
 
 def bootstrap(
@@ -286,19 +353,23 @@ def w_mean(x: np.ndarray, w: np.ndarray) -> float | None:
     return float(np.dot(x, w) / total) if total > 0 else None
 
 
-def w_quantile(x: np.ndarray, w: np.ndarray, q: float) -> float | None:
+def w_quantile(
+    x: np.ndarray, w: np.ndarray, q: float, order: np.ndarray | None = None
+) -> float | None:
     """Weighted ``q`` quantile: the value at which the cumulative weight first reaches q.
 
-    With unit weights and an odd count, ``q = 0.5`` is the ordinary median.
+    With unit weights and an odd count, ``q = 0.5`` is the ordinary median. ``order``:
+    ``np.argsort(x, kind="stable")``, when computed once for many weights.
     """
-    order = np.argsort(x, kind="stable")
+    if order is None:
+        order = np.argsort(x, kind="stable")
     cw = np.cumsum(w[order])
     if cw[-1] <= 0:
         return None
     if q == 0.5 and np.allclose(w, 1.0) and len(x) % 2 == 0:
         return float(np.median(x))
     i = int(np.searchsorted(cw, q * cw[-1] - 1e-9))
-    return float(x[order][min(i, len(x) - 1)])
+    return float(x[order[min(i, len(x) - 1)]])
 
 
 def auroc_ranks(s_in: np.ndarray, s_ood: np.ndarray) -> tuple[np.ndarray, int]:
