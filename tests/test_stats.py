@@ -79,10 +79,15 @@ def test_bootstrap_of_an_error_rate_matches_the_binomial_interval() -> None:
     assert iv.hi == pytest.approx(p + half, abs=0.12 * half)
 
 
-def test_bootstrap_weights_are_one_generators_draws_replicate_by_replicate() -> None:
+@pytest.mark.parametrize("keep_max", [S._KEEP_MAX, 0])
+def test_bootstrap_weights_are_one_generators_draws_replicate_by_replicate(
+    keep_max: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """What each replicate weighs its examples by, against the generator drawn here: the
-    same counts on every call (the draws are kept for reuse), multinomial group by group,
-    or Poisson(1) pool by pool with each example weighing its member's count."""
+    same counts on every call, whether the draws are kept for reuse or (too many to keep)
+    drawn anew; multinomial group by group, or Poisson(1) pool by pool with each example
+    weighing its member's count."""
+    monkeypatch.setattr(S, "_KEEP_MAX", keep_max)
     sizes = {"test": 7, "ood:x": 5}
     pooled = S.Pooled(
         {"b": 4, "a": 6}, {"test": ("a", np.array([5, 0, 0])), "ood:x": ("b", np.arange(4))}

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -220,59 +220,64 @@ def bootstrap_values(
     """
     of_w = stat.prepare(outputs) if isinstance(stat, Prepared) else functools.partial(stat, outputs)
     if pooled is None:
-        counts = _multinomial_counts(seed, n_boot, tuple(sizes.items()))
+        draws = _replicate_counts(seed, n_boot, tuple(sizes.items()), poisson=False)
     else:
-        pools = tuple(sorted(pooled.sizes.items()))
-        by_pool = dict(
-            zip([p for p, _ in pools], _poisson_counts(seed, n_boot, pools), strict=True)
-        )
+        draws = _replicate_counts(seed, n_boot, tuple(sorted(pooled.sizes.items())), poisson=True)
     out = np.full(n_boot, np.nan)
-    for i in range(n_boot):
+    for i, counts in enumerate(draws):
         if pooled is None:
-            w = {g: c[i].astype(float) for g, c in zip(sizes, counts, strict=True)}
+            w = {g: c.astype(float) for g, c in zip(sizes, counts, strict=True)}
         else:
-            w = {g: by_pool[p][i][pos].astype(float) for g, (p, pos) in pooled.positions.items()}
+            by_pool = dict(zip(sorted(pooled.sizes), counts, strict=True))
+            w = {g: by_pool[p][pos].astype(float) for g, (p, pos) in pooled.positions.items()}
         x = of_w(w)
         if x is not None and math.isfinite(x):
             out[i] = x
     return out
 
 
-def _compact(counts: list[np.ndarray]) -> np.ndarray:
-    """Bootstrap counts stacked ``[n_boot, n]`` in the smallest integer type that holds them."""
-    a = np.stack(counts)
-    a = a.astype(np.min_scalar_type(int(a.max()) if a.size else 0))
-    a.setflags(write=False)  # shared by every caller of the cache
-    return a
+#: Most counts (replicates x examples) whose draws :func:`_replicate_counts` keeps.
+_KEEP_MAX = 1 << 26
 
 
-# The draws depend only on these arguments, and a report resamples runs of the same sizes
-# many times (every run of a task, for every statistic): drawn once, kept for a few sizes.
-@functools.lru_cache(maxsize=8)
-def _multinomial_counts(
-    seed: int, n_boot: int, sizes: tuple[tuple[str, int], ...]
-) -> tuple[np.ndarray, ...]:
-    """Each group's multinomial counts ``[n_boot, n]``, drawn replicate by replicate and
-    group by group in ``sizes``' order (what :func:`bootstrap_values` has always drawn)."""
+def _draws(
+    seed: int, n_boot: int, sizes: tuple[tuple[str, int], ...], poisson: bool
+) -> Iterator[tuple[np.ndarray, ...]]:
+    """Each replicate's counts, group by group in ``sizes``' order: multinomial over each
+    group's examples, or (``poisson``) Poisson(1) per member of each pool."""
     rng = np.random.default_rng(seed)
-    rows: list[list[np.ndarray]] = [[] for _ in sizes]
     for _ in range(n_boot):
-        for row, (_, n) in zip(rows, sizes, strict=True):
-            row.append(rng.multinomial(n, np.full(n, 1.0 / n)))
-    return tuple(_compact(row) for row in rows)
+        yield tuple(
+            rng.poisson(1.0, n) if poisson else rng.multinomial(n, np.full(n, 1.0 / n))
+            for _, n in sizes
+        )
 
 
 @functools.lru_cache(maxsize=8)
-def _poisson_counts(
-    seed: int, n_boot: int, pools: tuple[tuple[str, int], ...]
+def _kept_draws(
+    seed: int, n_boot: int, sizes: tuple[tuple[str, int], ...], poisson: bool
 ) -> tuple[np.ndarray, ...]:
-    """Each pool's Poisson(1) counts ``[n_boot, n]``, drawn as :func:`_multinomial_counts`."""
-    rng = np.random.default_rng(seed)
-    rows: list[list[np.ndarray]] = [[] for _ in pools]
-    for _ in range(n_boot):
-        for row, (_, n) in zip(rows, pools, strict=True):
-            row.append(rng.poisson(1.0, n))
-    return tuple(_compact(row) for row in rows)
+    """:func:`_draws` stacked ``[n_boot, n]`` per group, in the smallest integer type that
+    holds them, read-only (every caller of the cache shares them)."""
+    kept = []
+    for rows in zip(*_draws(seed, n_boot, sizes, poisson), strict=True):
+        a = np.stack(rows)
+        a = a.astype(np.min_scalar_type(int(a.max()) if a.size else 0))
+        a.setflags(write=False)
+        kept.append(a)
+    return tuple(kept)
+
+
+def _replicate_counts(
+    seed: int, n_boot: int, sizes: tuple[tuple[str, int], ...], poisson: bool
+) -> Iterator[tuple[np.ndarray, ...]]:
+    """:func:`_draws`, kept for reuse where they fit :data:`_KEEP_MAX`: they depend only on
+    these arguments, and a report resamples runs of the same sizes many times (every run of
+    a task, for every statistic)."""
+    if n_boot * sum(n for _, n in sizes) > _KEEP_MAX or not sizes:
+        return _draws(seed, n_boot, sizes, poisson)
+    kept = _kept_draws(seed, n_boot, sizes, poisson)
+    return (tuple(a[i] for a in kept) for i in range(n_boot))
 
 
 def bootstrap(
