@@ -89,14 +89,20 @@ def test_bootstrap_weights_are_one_generators_draws_replicate_by_replicate(
     weighing its member's count."""
     monkeypatch.setattr(S, "_KEEP_MAX", keep_max)
     sizes = {"test": 7, "ood:x": 5}
+    # Pools of the groups' sizes: the multinomial and Poisson draws must not be mistaken
+    # for each other.
     pooled = S.Pooled(
-        {"b": 4, "a": 6}, {"test": ("a", np.array([5, 0, 0])), "ood:x": ("b", np.arange(4))}
+        {"b": 5, "a": 7}, {"test": ("a", np.array([6, 0, 0])), "ood:x": ("b", np.arange(5))}
     )
     for how in ("multinomial", "pooled"):
         for _ in range(2):
             seen: list[dict[str, np.ndarray]] = []
 
-            def record(o, w, seen=seen):
+            def record(
+                o: dict[str, np.ndarray],
+                w: dict[str, np.ndarray],
+                seen: list[dict[str, np.ndarray]] = seen,
+            ) -> float:
                 seen.append({g: v.copy() for g, v in w.items()})
                 return 0.0
 
@@ -109,30 +115,35 @@ def test_bootstrap_weights_are_one_generators_draws_replicate_by_replicate(
                 if how == "multinomial":
                     want = {g: rng.multinomial(n, np.full(n, 1 / n)) for g, n in sizes.items()}
                 else:
-                    a, b = rng.poisson(1.0, 6), rng.poisson(1.0, 4)  # pools in name order
-                    want = {"test": a[[5, 0, 0]], "ood:x": b}
+                    a, b = rng.poisson(1.0, 7), rng.poisson(1.0, 5)  # pools in name order
+                    want = {"test": a[[6, 0, 0]], "ood:x": b}
                 for g in want:
                     assert w[g].dtype == np.float64
                     np.testing.assert_array_equal(w[g], want[g])
 
 
-def test_a_prepared_statistic_is_prepared_once_and_equals_the_plain_one() -> None:
+def test_a_prepared_statistic_is_prepared_once_per_outputs_and_equals_the_plain_one() -> None:
     rng = np.random.default_rng(4)
-    out = {"h": rng.gamma(2.0, 0.3, 50)}
-    prepared_for = []
+    prepared_for: list[dict[str, np.ndarray]] = []
 
-    def prepare(o):
+    def prepare(o: dict[str, np.ndarray]) -> S.OfWeights:
         prepared_for.append(o)
         order = np.argsort(o["h"], kind="stable")
         return lambda w: S.w_quantile(o["h"], w["test"], 0.3, order)
 
-    plain = lambda o, w: S.w_quantile(o["h"], w["test"], 0.3)  # noqa: E731
+    def plain(o: dict[str, np.ndarray], w: dict[str, np.ndarray]) -> float | None:
+        return S.w_quantile(o["h"], w["test"], 0.3)
+
     stat = S.Prepared(prepare)
-    reps = S.bootstrap_values(stat, out, {"test": 50}, n_boot=40)
-    assert len(prepared_for) == 1
-    np.testing.assert_array_equal(reps, S.bootstrap_values(plain, out, {"test": 50}, n_boot=40))
-    w = {"test": rng.poisson(1.0, 50).astype(float)}
-    assert stat(out, w) == plain(out, w)
+    for scale in (1.0, 5.0):  # two runs' outputs, one after the other
+        out = {"h": rng.gamma(2.0, scale, 50)}
+        reps = S.bootstrap_values(stat, out, {"test": 50}, n_boot=40)
+        assert prepared_for[-1] is out
+        plain_reps = S.bootstrap_values(plain, out, {"test": 50}, n_boot=40)
+        np.testing.assert_array_equal(reps, plain_reps)
+        w = {"test": rng.poisson(1.0, 50).astype(float)}
+        assert stat(out, w) == plain(out, w)
+    assert len(prepared_for) == 4  # once per bootstrap_values call, once per plain call
 
 
 def test_weighted_metrics_equal_the_plain_ones_and_weights_act_as_copies() -> None:
@@ -616,9 +627,11 @@ def test_a_statistic_with_a_closed_form_is_the_mean_of_its_per_example_values() 
     """``Stat.linear``'s contract, under random bootstrap weights, for every such statistic."""
     rng = np.random.default_rng(7)
     out = _linear_outputs(rng)
+    out["ood.far.entropy"][:3] = 2.5  # past the ECDF area's range [0, ln 10]: clipped there
     stats = [
         *C.STATS.values(),
         C.ood_stat("far", "mean_entropy"),
+        C.ood_stat("far", "ecdf_area"),
         C.ood_stat("far", "auroc"),
         *(C.fgsm_stat(w) for w in ("adv_accuracy", "last_entropy", "last_accuracy")),
         C.regression_stat("loglik_inside"),
@@ -627,8 +640,9 @@ def test_a_statistic_with_a_closed_form_is_the_mean_of_its_per_example_values() 
     sizes = {"test": 40, "ood:far": 43, "fgsm": 15, "inside": 40}
     linear = [st for st in stats if st.linear is not None]
     assert {st.name for st in linear} == {
-        "error_pct", "nll", "brier", "ood.far.mean_entropy", "fgsm.adv_accuracy",
-        "fgsm.last_entropy", "fgsm.last_accuracy", "loglik_inside", "coverage_3std_inside",
+        "error_pct", "nll", "brier", "ood.far.mean_entropy", "ood.far.ecdf_area",
+        "fgsm.adv_accuracy", "fgsm.last_entropy", "fgsm.last_accuracy", "loglik_inside",
+        "coverage_3std_inside",
     }  # fmt: skip
     for _ in range(5):
         w = {g: rng.poisson(1.0, n).astype(float) for g, n in sizes.items()}

@@ -187,7 +187,13 @@ def ood_stat(ood: str, what: str, h_max: float = math.log(10)) -> Stat:
         def area(o: Outputs, w: Weights) -> float | None:
             return S.ecdf_area(h(o), w[g], h_max)
 
-        return Stat(name, _ecdf_area_value(ood, h_max), area, groups, True, (0.0, h_max))
+        def per_example(
+            o: Outputs,
+        ) -> tuple[str, np.ndarray]:  # the area is h_max - E[min(h, h_max)]
+            return g, h_max - np.clip(h(o), 0.0, h_max)
+
+        value = _ecdf_area_value(ood, h_max)
+        return Stat(name, value, area, groups, True, (0.0, h_max), per_example)
     m = catalog.metric(what)
     value = _path("ood", ood, *m.path)
     linear = (lambda o: (g, h(o))) if what == "mean_entropy" else None

@@ -159,6 +159,8 @@ def paired_t(a: Sequence[float], b: Sequence[float], level: float = LEVEL) -> In
 #: A statistic of one model's per-example outputs under bootstrap weights (one weight
 #: vector per group of examples, e.g. "test", "ood:notmnist"); None when not computable.
 WeightedStat = Callable[[Mapping[str, np.ndarray], Mapping[str, np.ndarray]], float | None]
+#: A weighted statistic's function of the weights alone, for one run's outputs.
+OfWeights = Callable[[Mapping[str, np.ndarray]], float | None]
 
 
 class Prepared:
@@ -170,12 +172,7 @@ class Prepared:
     plain statistic.
     """
 
-    def __init__(
-        self,
-        prepare: Callable[
-            [Mapping[str, np.ndarray]], Callable[[Mapping[str, np.ndarray]], float | None]
-        ],
-    ) -> None:
+    def __init__(self, prepare: Callable[[Mapping[str, np.ndarray]], OfWeights]) -> None:
         self.prepare = prepare
 
     def __call__(
@@ -220,15 +217,16 @@ def bootstrap_values(
     """
     of_w = stat.prepare(outputs) if isinstance(stat, Prepared) else functools.partial(stat, outputs)
     if pooled is None:
-        draws = _replicate_counts(seed, n_boot, tuple(sizes.items()), poisson=False)
+        draws = _replicate_counts(seed, n_boot, tuple(sizes.values()), poisson=False)
     else:
-        draws = _replicate_counts(seed, n_boot, tuple(sorted(pooled.sizes.items())), poisson=True)
+        pools = sorted(pooled.sizes)
+        draws = _replicate_counts(seed, n_boot, tuple(pooled.sizes[p] for p in pools), True)
     out = np.full(n_boot, np.nan)
     for i, counts in enumerate(draws):
         if pooled is None:
             w = {g: c.astype(float) for g, c in zip(sizes, counts, strict=True)}
         else:
-            by_pool = dict(zip(sorted(pooled.sizes), counts, strict=True))
+            by_pool = dict(zip(pools, counts, strict=True))
             w = {g: by_pool[p][pos].astype(float) for g, (p, pos) in pooled.positions.items()}
         x = of_w(w)
         if x is not None and math.isfinite(x):
@@ -236,48 +234,53 @@ def bootstrap_values(
     return out
 
 
-#: Most counts (replicates x examples) whose draws :func:`_replicate_counts` keeps.
-_KEEP_MAX = 1 << 26
+#: Most counts (replicates x examples) whose draws :func:`_replicate_counts` keeps: 32 MB
+#: as bytes; a set of sizes with more (a single-seed interval on a large test set) is drawn
+#: anew on each call.
+_KEEP_MAX = 1 << 25
 
 
 def _draws(
-    seed: int, n_boot: int, sizes: tuple[tuple[str, int], ...], poisson: bool
-) -> Iterator[tuple[np.ndarray, ...]]:
+    seed: int, n_boot: int, sizes: tuple[int, ...], poisson: bool
+) -> Iterator[list[np.ndarray]]:
     """Each replicate's counts, group by group in ``sizes``' order: multinomial over each
     group's examples, or (``poisson``) Poisson(1) per member of each pool."""
     rng = np.random.default_rng(seed)
     for _ in range(n_boot):
-        yield tuple(
+        yield [
             rng.poisson(1.0, n) if poisson else rng.multinomial(n, np.full(n, 1.0 / n))
-            for _, n in sizes
-        )
+            for n in sizes
+        ]
 
 
-@functools.lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=16)
 def _kept_draws(
-    seed: int, n_boot: int, sizes: tuple[tuple[str, int], ...], poisson: bool
+    seed: int, n_boot: int, sizes: tuple[int, ...], poisson: bool
 ) -> tuple[np.ndarray, ...]:
-    """:func:`_draws` stacked ``[n_boot, n]`` per group, in the smallest integer type that
-    holds them, read-only (every caller of the cache shares them)."""
-    kept = []
-    for rows in zip(*_draws(seed, n_boot, sizes, poisson), strict=True):
-        a = np.stack(rows)
-        a = a.astype(np.min_scalar_type(int(a.max()) if a.size else 0))
+    """:func:`_draws` as one ``[n_boot, n]`` array per group, filled row by row (bytes
+    unless a count exceeds 255), read-only: every caller of the cache shares them."""
+    kept = [np.empty((n_boot, n), np.uint8) for n in sizes]
+    for i, counts in enumerate(_draws(seed, n_boot, sizes, poisson)):
+        for j, c in enumerate(counts):
+            if c.size and c.max() > np.iinfo(kept[j].dtype).max:
+                kept[j] = kept[j].astype(np.int64)
+            kept[j][i] = c
+    for a in kept:
         a.setflags(write=False)
-        kept.append(a)
     return tuple(kept)
 
 
 def _replicate_counts(
-    seed: int, n_boot: int, sizes: tuple[tuple[str, int], ...], poisson: bool
-) -> Iterator[tuple[np.ndarray, ...]]:
+    seed: int, n_boot: int, sizes: tuple[int, ...], poisson: bool
+) -> Iterator[Sequence[np.ndarray]]:
     """:func:`_draws`, kept for reuse where they fit :data:`_KEEP_MAX`: they depend only on
-    these arguments, and a report resamples runs of the same sizes many times (every run of
-    a task, for every statistic)."""
-    if n_boot * sum(n for _, n in sizes) > _KEEP_MAX or not sizes:
+    these arguments (not on the groups' names), and a report resamples runs of the same
+    sizes many times (every run of a task, for every statistic)."""
+    seed, sizes = int(seed), tuple(int(n) for n in sizes)
+    if n_boot * sum(sizes) > _KEEP_MAX or not sizes:
         return _draws(seed, n_boot, sizes, poisson)
     kept = _kept_draws(seed, n_boot, sizes, poisson)
-    return (tuple(a[i] for a in kept) for i in range(n_boot))
+    return ([a[i] for a in kept] for i in range(n_boot))
 
 
 def bootstrap(
