@@ -22,6 +22,7 @@ from uqbench.check import (
     run_check,
     settings_differences,
 )
+from uqbench.cli import main as cli_main
 from uqbench.errors import ResultsError
 from uqbench.tolerances import derive_tolerances
 from uqbench.tolerances import main as tolerances_main
@@ -448,6 +449,34 @@ def test_tolerances_script_writes_a_loadable_file(tmp_path: Path, capsys):
     # a check of repeat 0 against itself passes with the derived tolerances
     report = run_check(files[0], files[0], out)
     assert report.passed, format_report(report)
+
+
+def test_a_reference_of_several_files_is_their_runs_and_must_match_its_tolerances(
+    tmp_path: Path, capsys
+):
+    """Tolerances derived against the mean of the repeats hold against all of them: the check
+    merges the files given to --reference and refuses a reference of fewer runs."""
+    files = [
+        _write(tmp_path / f"r{i}" / "results.json", make_results(seeds=(i,))) for i in range(3)
+    ]
+    out = tmp_path / "mean-tolerances.json"
+    assert tolerances_main([str(out), *map(str, files), "--alpha", "0.01", "--reference-mean"]) == 0
+    cur = _write(tmp_path / "cur.json", make_results(seeds=(7,)))
+    report = run_check(cur, files, out, seeds="any")
+    # rmse = 3.0 + 0.1 * seed: the reference is the mean of 3.0, 3.1, 3.2
+    row = next(
+        r for r in report.rows if r.method == "l2" and r.task == "toy-cubic" and r.metric == "rmse"
+    )
+    assert row.reference == pytest.approx(3.1) and row.current == pytest.approx(3.7)
+    k = math.sqrt(1 + 1 / 3) * 9.925  # t_2(0.995), from a t table
+    assert row.tolerance == pytest.approx(max(k * 0.1, 0.05), rel=1e-3)
+    with pytest.raises(ResultsError, match="mean of 3 runs of l2/mnist.*holds 1"):
+        run_check(cur, files[0], out, seeds="any")
+    with pytest.raises(ResultsError, match="is in both"):
+        run_check(cur, [files[0], files[0]], out, seeds="any")
+    argv = ["check", str(cur), "--reference", *map(str, files), "--tolerance", str(out)]
+    assert cli_main([*argv, "--any-seeds"]) == 0
+    assert f"{3 * 2 * len(METHODS)} reference runs compared" in capsys.readouterr().out
 
 
 def test_beyond_paper_metrics_are_checked_only_where_the_reference_has_them():

@@ -11,6 +11,7 @@ import copy
 import math
 import statistics
 
+import numpy as np
 import pytest
 
 from uqbench.check import check_results, format_check_table, validate_tolerances
@@ -44,6 +45,50 @@ def _tol(per_run: dict, unchecked: dict | None = None) -> dict:
 )
 def test_k_is_the_prediction_bound_of_a_difference_of_two_runs(n, alpha, t_quantile):
     assert k_for_repeats(n, alpha) == pytest.approx(math.sqrt(2) * t_quantile, abs=2e-3)
+
+
+def test_k_against_the_mean_of_the_repeats_is_the_prediction_bound_of_a_new_value():
+    # From the t table: sqrt(1 + 1/5) t_4(0.9995), and the one-run case is sqrt(2) t.
+    assert k_for_repeats(5, 0.001, reference_runs=5) == pytest.approx(
+        math.sqrt(1.2) * 8.610, abs=2e-3
+    )
+    assert k_for_repeats(5, 0.001, reference_runs=1) == k_for_repeats(5, 0.001)
+    # Monte Carlo: a new draw lies outside mean +- k s of n draws (s from those n) with
+    # probability alpha.
+    rng = np.random.default_rng(0)
+    n, alpha, sims = 5, 0.1, 200_000
+    x = rng.normal(size=(sims, n))
+    new = rng.normal(size=sims)
+    k = k_for_repeats(n, alpha, reference_runs=n)
+    outside = np.abs(new - x.mean(1)) > k * x.std(1, ddof=1)
+    assert outside.mean() == pytest.approx(alpha, abs=0.003)
+    with pytest.raises(ResultsError, match="at least 1 run"):
+        k_for_repeats(5, 0.001, reference_runs=0)
+
+
+def test_tolerances_against_the_repeats_mean_are_narrower_by_sqrt_of_0_6_for_5():
+    vals = [0.91, 0.94, 0.90, 0.95, 0.93]
+    repeats = [
+        _results([_run("ffg", "mnist", s, **{"ood": {"x": {"auroc": vals[s]}}})]) for s in range(5)
+    ]
+    one = derive_tolerances(repeats, floor={}, alpha=0.001, useful={})
+    mean = derive_tolerances(repeats, floor={}, alpha=0.001, useful={}, reference_mean=True)
+    path = "ood.x.auroc"
+    assert one["per_run"]["ffg/mnist"][path] == pytest.approx(
+        math.sqrt(2) * 8.610 * statistics.stdev(vals), rel=1e-3
+    )
+    assert mean["per_run"]["ffg/mnist"][path] == pytest.approx(
+        math.sqrt(1.2) * 8.610 * statistics.stdev(vals), rel=1e-3
+    )
+    assert mean["reference"] == "mean of the repeats" and "reference" not in one
+    # A uqbench that predates the mean would hold it against one run: a new schema version.
+    assert (one["schema"], mean["schema"]) == ("uqbench.tolerances/1", "uqbench.tolerances/2")
+    validate_tolerances(mean)
+    with pytest.raises(ResultsError, match="schema 'uqbench.tolerances/1' with reference"):
+        validate_tolerances({**mean, "schema": "uqbench.tolerances/1"})
+    assert "1 + 1/n" in mean["derived_from"]
+    with pytest.raises(ResultsError, match="needs --alpha"):
+        derive_tolerances(repeats, reference_mean=True)
 
 
 def test_alpha_tolerance_is_k_of_n_times_std_and_noisy_metrics_are_unchecked():

@@ -62,6 +62,10 @@ from uqbench.results import (  # noqa: F401 - re-exported
 )
 
 TOLERANCES_SCHEMA = "uqbench.tolerances/1"
+#: A tolerance file derived against the mean of its repeats (``"reference": "mean of the
+#: repeats"``): version 2, so that a uqbench that predates it, which would hold it against
+#: one reference run (too tight), refuses it instead.
+TOLERANCES_SCHEMA_MEAN = "uqbench.tolerances/2"
 
 # What is checked, and in which direction, comes from the metric declarations
 # (uqbench.metric_catalog): every metric with a tolerance floor, in declaration order
@@ -345,7 +349,7 @@ def group_runs(results: dict, what: str = "results") -> dict[tuple[str, str], di
 
 
 def load_tolerances(path: Path | str) -> dict:
-    """Read and validate a tolerance file (schema ``uqbench.tolerances/1``)."""
+    """Read and validate a tolerance file (schema ``uqbench.tolerances/1`` or ``/2``)."""
     tol = read_json(Path(path), "tolerance file")
     validate_tolerances(tol, str(path))
     return tol
@@ -353,9 +357,17 @@ def load_tolerances(path: Path | str) -> dict:
 
 def validate_tolerances(tol: dict, what: str = "tolerances") -> None:
     """Refuse a tolerance dict of another schema or with a bad value."""
-    if not isinstance(tol, dict) or tol.get("schema") != TOLERANCES_SCHEMA:
+    schemas = (TOLERANCES_SCHEMA, TOLERANCES_SCHEMA_MEAN)
+    if not isinstance(tol, dict) or tol.get("schema") not in schemas:
         got = tol.get("schema") if isinstance(tol, dict) else type(tol).__name__
-        raise ResultsError(f"{what} has schema {got!r}; expected {TOLERANCES_SCHEMA!r}")
+        raise ResultsError(f"{what} has schema {got!r}; expected one of {schemas}")
+    mean = tol.get("reference") == "mean of the repeats"
+    if mean != (tol["schema"] == TOLERANCES_SCHEMA_MEAN):
+        raise ResultsError(
+            f"{what}: schema {tol['schema']!r} with reference {tol.get('reference')!r} (a "
+            f"file against the repeats' mean is {TOLERANCES_SCHEMA_MEAN!r}, else "
+            f"{TOLERANCES_SCHEMA!r})"
+        )
     default = tol.get("default", {})
     per_run = tol.get("per_run", {})
     if not isinstance(default, dict) or not isinstance(per_run, dict):
@@ -861,9 +873,45 @@ def settings_differences(results: Any, reference: Any) -> list[str]:
     return found
 
 
+def merge_results(docs: list[dict], names: list[str]) -> dict:
+    """One results dict holding the runs of several results dicts of one suite (a reference
+    made of repeats with different seeds); the first one's other fields are kept."""
+    runs: list[dict] = []
+    seen: dict[tuple[str, str, int], str] = {}
+    for doc, name in zip(docs, names, strict=True):
+        validate_results(doc, name)
+        for key, run in _index_runs(doc, name).items():
+            if key in seen:
+                raise ResultsError(f"run {run_name(key)} is in both {seen[key]} and {name}")
+            seen[key] = name
+            runs.append(run)
+    suites = sorted({str(d.get("suite")) for d in docs})
+    if len(suites) != 1:
+        raise ResultsError(f"the reference files are of different suites: {suites}")
+    return {**docs[0], "runs": runs}
+
+
+def _reference_counts_match(reference: dict, tolerances: dict) -> None:
+    """Tolerances derived against the mean of n repeats (``"reference": "mean of the
+    repeats"``, ``python -m uqbench.tolerances --reference-mean``) hold only against a
+    reference of those n runs per (method, task): with fewer they are too tight."""
+    if tolerances.get("reference") != "mean of the repeats":
+        return
+    held: dict[str, int] = {}
+    for method, task, _ in _index_runs(reference, "reference"):
+        held[f"{method}/{task}"] = held.get(f"{method}/{task}", 0) + 1
+    for pair, n in (tolerances.get("repeats") or {}).items():
+        if pair in held and held[pair] != n:
+            raise ResultsError(
+                f"the tolerances hold against the mean of {n} runs of {pair} (the repeats they "
+                f"were derived from), but the reference holds {held[pair]}: give every repeat "
+                "to --reference"
+            )
+
+
 def run_check(
     results_path: Path,
-    reference_path: Path,
+    reference_path: Path | list[Path],
     tolerance_path: Path | None = None,
     *,
     exact: bool = False,
@@ -873,13 +921,18 @@ def run_check(
     """Load the files and run the statistical check, or with ``exact`` the tripwire.
 
     ``results_path`` and ``reference_path`` may each be a results.json or a directory holding
-    one. Without ``tolerance_path``, ``<reference stem>-tolerances.json`` beside the reference
-    is used (ResultsError when it does not exist); the tripwire needs no tolerances.
+    one; several reference paths are one reference holding all their runs
+    (:func:`merge_results`). Without ``tolerance_path``, ``<reference stem>-tolerances.json``
+    beside the (first) reference is used (ResultsError when it does not exist); the tripwire
+    needs no tolerances.
     """
     results_file = resolve_results_path(Path(results_path))
-    reference_file = resolve_results_path(Path(reference_path), "reference file")
+    paths = reference_path if isinstance(reference_path, list) else [reference_path]
+    files = [resolve_results_path(Path(p), "reference file") for p in paths]
     results = read_json(results_file, "results file")
-    reference = read_json(reference_file, "reference file")
+    docs = [read_json(f, "reference file") for f in files]
+    reference = docs[0] if len(docs) == 1 else merge_results(docs, [str(f) for f in files])
+    reference_file = files[0]
     differ = settings_differences(results, reference)
     if differ:
         more = f" (and {len(differ) - 3} more)" if len(differ) > 3 else ""
@@ -897,9 +950,9 @@ def run_check(
                 f"no tolerance file given and none at {tolerance_path}; derive one with "
                 "`python -m uqbench.tolerances OUT.json RESULTS1.json RESULTS2.json ...`"
             )
-    return check_results(
-        results, reference, load_tolerances(tolerance_path), seeds=seeds, two_sided=two_sided
-    )
+    tolerances = load_tolerances(tolerance_path)
+    _reference_counts_match(reference, tolerances)
+    return check_results(results, reference, tolerances, seeds=seeds, two_sided=two_sided)
 
 
 def format_report(report: CheckReport | ExactReport, all_rows: bool = False) -> str:

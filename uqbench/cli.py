@@ -134,7 +134,14 @@ def build_parser(with_extras: bool = True) -> argparse.ArgumentParser:
         help="compare results with a reference: exit 0 pass, 1 regression, 2 bad input",
     )
     chk.add_argument("results", help="results.json or its folder")
-    chk.add_argument("--reference", required=True, help="reference results.json")
+    chk.add_argument(
+        "--reference",
+        required=True,
+        nargs="+",
+        help="reference results.json; several: one reference of all their runs (repeats with "
+        "other seeds, whose mean tolerances from `python -m uqbench.tolerances "
+        "--reference-mean` hold against)",
+    )
     chk.add_argument("--tolerance", help="tolerance file (default: beside the reference)")
     chk.add_argument(
         "--exact",
@@ -401,7 +408,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     report = run_check(
         Path(args.results),
-        Path(args.reference),
+        [Path(p) for p in args.reference],
         Path(args.tolerance) if args.tolerance else None,
         exact=args.exact,
         seeds="any" if args.any_seeds else "same",

@@ -37,6 +37,7 @@ from pathlib import Path
 from uqbench import metric_catalog as catalog
 from uqbench.check import (
     TOLERANCES_SCHEMA,
+    TOLERANCES_SCHEMA_MEAN,
     aggregate_run_metrics,
     group_runs,
     metric_kind,
@@ -74,14 +75,18 @@ def _left_to_tripwire(task: str) -> str:
     )
 
 
-def k_for_repeats(n: int, alpha: float) -> float:
-    """``sqrt(2) * t_{n-1}(1 - alpha/2)``: the multiple of a std estimated from ``n`` repeats
-    that bounds the difference of two single-seed runs with probability ``1 - alpha``."""
+def k_for_repeats(n: int, alpha: float, reference_runs: int = 1) -> float:
+    """``sqrt(1 + 1 / reference_runs) * t_{n-1}(1 - alpha/2)``: the multiple of a std
+    estimated from ``n`` repeats that bounds, with probability ``1 - alpha``, the difference
+    between a new single-seed run and the reference: one run (``sqrt(2)``), or the mean of
+    ``reference_runs`` runs (the prediction interval of a new value around a mean)."""
     from scipy.stats import t
 
     if n < 2:
         raise ResultsError(f"a spread needs at least 2 repeats, got {n}")
-    return math.sqrt(2.0) * float(t.ppf(1.0 - alpha / 2.0, n - 1))
+    if reference_runs < 1:
+        raise ResultsError(f"the reference needs at least 1 run, got {reference_runs}")
+    return math.sqrt(1.0 + 1.0 / reference_runs) * float(t.ppf(1.0 - alpha / 2.0, n - 1))
 
 
 def derive_tolerances(
@@ -95,6 +100,7 @@ def derive_tolerances(
     min_repeats: int = 5,
     useful: dict[str, float] | None = None,
     unchecked_tasks: tuple[str, ...] = (),
+    reference_mean: bool = False,
 ) -> dict:
     """Tolerance file dict from several results dicts of one suite run with different seeds.
 
@@ -113,6 +119,10 @@ def derive_tolerances(
     given) moves a metric whose tolerance would be wider into ``unchecked``; every metric of
     ``unchecked_tasks`` goes there too (a task whose seed spread is too heavy-tailed for a
     std-based bound: it is left to the tripwire).
+    ``reference_mean`` (with ``alpha``): the reference the check compares with is the mean of
+    these repeats (every repeat given to ``uqbench check --reference``), not one of them:
+    a new single-seed run differs from it by ``sqrt(1 + 1/n)`` stds, not ``sqrt(2)``, so
+    the same repeats give tolerances ``sqrt((1 + 1/n) / 2)`` as wide (0.77 for 5 repeats).
     Raises ResultsError on fewer than two repeats, mixed suites, a seed shared between
     repeats, or a non-finite metric.
     """
@@ -121,6 +131,8 @@ def derive_tolerances(
         useful = dict(USEFUL_MAX) if alpha is not None else {}
     if alpha is not None and not 0 < alpha < 1:
         raise ResultsError(f"alpha must be in (0, 1), got {alpha!r}")
+    if reference_mean and alpha is None:
+        raise ResultsError("a reference that is the repeats' mean needs --alpha (k from n)")
     if k <= 0 or not math.isfinite(k):
         raise ResultsError(f"k must be a positive number, got {k!r}")
     if len(runs_of_repeats) < 2:
@@ -215,7 +227,8 @@ def derive_tolerances(
             if task in unchecked_tasks:
                 unchecked.setdefault(name, {})[path] = _left_to_tripwire(task)
                 continue
-            k_here = k if alpha is None else k_for_repeats(n_eff, alpha)
+            ref_runs = len(vals) if reference_mean else 1
+            k_here = k if alpha is None else k_for_repeats(n_eff, alpha, ref_runs)
             low = floor.get(path, floor.get(metric_kind(path), 0.0))
             tol = max(k_here * std, low)
             top = useful.get(path, useful.get(metric_kind(path)))
@@ -231,10 +244,12 @@ def derive_tolerances(
         per_run[name] = entry
 
     rule = f"{k:g}" if alpha is None else f"sqrt(2) t_(n-1)(1 - {alpha:g}/2)"
+    if reference_mean:
+        rule = f"sqrt(1 + 1/n) t_(n-1)(1 - {alpha:g}/2), the reference being the repeats' mean,"
     if pool:
         rule += f" (pooled over a task's methods below {min_repeats} repeats)"
     out = {
-        "schema": TOLERANCES_SCHEMA,
+        "schema": TOLERANCES_SCHEMA_MEAN if reference_mean else TOLERANCES_SCHEMA,
         "suite": suite,
         "derived_from": (
             f"max({rule} * sample std (ddof=1) across {len(runs_of_repeats)} repeats of the "
@@ -247,6 +262,8 @@ def derive_tolerances(
     if alpha is not None:
         out["alpha"] = alpha
         out["k"] = k_used
+    if reference_mean:
+        out["reference"] = "mean of the repeats"
     if unchecked:
         out["unchecked"] = unchecked
     return out
@@ -285,6 +302,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--tasks", nargs="+", help="only runs of these tasks (repeats may hold other runs too)"
     )
+    parser.add_argument(
+        "--reference-mean",
+        action="store_true",
+        help="with --alpha: the check's reference is the mean of the repeats (pass them all "
+        "to `uqbench check --reference`), so k = sqrt(1 + 1/n) t_(n-1)(1 - alpha/2)",
+    )
     args = parser.parse_args(argv)
     try:
         files = [resolve_results_path(p) for p in args.results]
@@ -301,6 +324,7 @@ def main(argv: list[str] | None = None) -> int:
             pool=args.pool,
             min_repeats=args.min_repeats,
             unchecked_tasks=tuple(args.unchecked_tasks),
+            reference_mean=args.reference_mean,
         )
     except UQBenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
