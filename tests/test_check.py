@@ -470,13 +470,28 @@ def test_a_reference_of_several_files_is_their_runs_and_must_match_its_tolerance
     assert row.reference == pytest.approx(3.1) and row.current == pytest.approx(3.7)
     k = math.sqrt(1 + 1 / 3) * 9.925  # t_2(0.995), from a t table
     assert row.tolerance == pytest.approx(max(k * 0.1, 0.05), rel=1e-3)
-    with pytest.raises(ResultsError, match="mean of 3 runs of l2/mnist.*holds 1"):
+    with pytest.raises(ResultsError, match="mean of the 3 runs of l2/mnist.*holds 1"):
         run_check(cur, files[0], out, seeds="any")
+    with pytest.raises(ResultsError, match="mean of the 3 runs"):  # the API checks it too
+        check_results(make_results(seeds=(7,)), make_results(seeds=(0,)), load_tolerances(out))
     with pytest.raises(ResultsError, match="is in both"):
         run_check(cur, [files[0], files[0]], out, seeds="any")
-    argv = ["check", str(cur), "--reference", *map(str, files), "--tolerance", str(out)]
-    assert cli_main([*argv, "--any-seeds"]) == 0
+    with pytest.raises(ResultsError, match="needs its tolerance file named"):
+        run_check(cur, files, None, seeds="any")
+    other = make_results(seeds=(9,))
+    for r in other["runs"]:
+        r["config"] = {"train": {"epochs": 99}}
+    odd = _write(tmp_path / "odd.json", other)
+    first = make_results(seeds=(0,))
+    for r in first["runs"]:
+        r["config"] = {"train": {"epochs": 3}}
+    with pytest.raises(ResultsError, match=r"other settings: .*epochs: 99 vs 3"):
+        run_check(cur, [_write(tmp_path / "first.json", first), odd], out, seeds="any")
+    refs = [a for f in files for a in ("--reference", str(f))]
+    assert cli_main(["check", str(cur), *refs, "--tolerance", str(out), "--any-seeds"]) == 0
     assert f"{3 * 2 * len(METHODS)} reference runs compared" in capsys.readouterr().out
+    # The one-file form, options before the results, works as before.
+    assert cli_main(["check", "--reference", str(files[0]), str(files[0]), "--exact"]) == 0
 
 
 def test_beyond_paper_metrics_are_checked_only_where_the_reference_has_them():

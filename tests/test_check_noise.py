@@ -87,8 +87,34 @@ def test_tolerances_against_the_repeats_mean_are_narrower_by_sqrt_of_0_6_for_5()
     with pytest.raises(ResultsError, match="schema 'uqbench.tolerances/1' with reference"):
         validate_tolerances({**mean, "schema": "uqbench.tolerances/1"})
     assert "1 + 1/n" in mean["derived_from"]
+    assert mean["reference_runs"] == {"ffg/mnist": 5}
     with pytest.raises(ResultsError, match="needs --alpha"):
         derive_tolerances(repeats, reference_mean=True)
+
+
+def test_pooled_tolerance_against_the_mean_by_hand():
+    # Two methods of one task, 3 repeats each, pooled (below 10 repeats): the std is
+    # max(own, pooled) with the pooled dof (2 + 2 = 4), the 1 + 1/n the method's own 3 runs.
+    a, b = [0.90, 0.92, 0.94], [0.80, 0.86, 0.74]
+    repeats = [
+        _results(
+            [
+                _run("ffg", "mnist", s, **{"ood": {"x": {"auroc": a[s]}}}),
+                _run("mnf", "mnist", s, **{"ood": {"x": {"auroc": b[s]}}}),
+            ]
+        )
+        for s in range(3)
+    ]
+    tol = derive_tolerances(
+        repeats, floor={}, alpha=0.001, useful={}, pool=True, min_repeats=10, reference_mean=True
+    )
+    ss = sum((v - sum(a) / 3) ** 2 for v in a) + sum((v - sum(b) / 3) ** 2 for v in b)
+    pooled = math.sqrt(ss / 4)
+    k = math.sqrt(1 + 1 / 3) * 8.610  # t_4(0.9995), from a t table
+    got = {m: tol["per_run"][f"{m}/mnist"]["ood.x.auroc"] for m in ("ffg", "mnf")}
+    assert got["ffg"] == pytest.approx(k * max(statistics.stdev(a), pooled), rel=1e-3)
+    assert got["mnf"] == pytest.approx(k * max(statistics.stdev(b), pooled), rel=1e-3)
+    assert statistics.stdev(a) < pooled < statistics.stdev(b)  # both branches of the max
 
 
 def test_alpha_tolerance_is_k_of_n_times_std_and_noisy_metrics_are_unchecked():

@@ -105,5 +105,9 @@ def test_each_committed_ci_seed_passes_against_the_mean_of_the_others():
         tol = derive_tolerances(rest, alpha=0.001, pool=True, min_repeats=10, reference_mean=True)
         reference = merge_results(rest, [n for j, n in enumerate(names) if j != i])
         report = check_results(held_out, reference, tol, seeds="any", two_sided=True)
-        checked = [r for r in report.rows if r.status in ("ok", "regressed", "improved")]
-        assert len(checked) > 100 and report.passed, format_check_table(report)
+        checked = [
+            r
+            for r in report.rows
+            if r.status in ("ok", "regressed", "improved") and r.direction != "equal"
+        ]  # metrics, not the class counts
+        assert len(checked) > 90 and report.passed, format_check_table(report)

@@ -368,6 +368,11 @@ def validate_tolerances(tol: dict, what: str = "tolerances") -> None:
             f"file against the repeats' mean is {TOLERANCES_SCHEMA_MEAN!r}, else "
             f"{TOLERANCES_SCHEMA!r})"
         )
+    runs = tol.get("reference_runs")
+    if mean and not (
+        isinstance(runs, dict) and all(isinstance(n, int) and n > 0 for n in runs.values())
+    ):
+        raise ResultsError(f"{what}: 'reference_runs' must map '<method>/<task>' to run counts")
     default = tol.get("default", {})
     per_run = tol.get("per_run", {})
     if not isinstance(default, dict) or not isinstance(per_run, dict):
@@ -504,6 +509,7 @@ def check_results(
     tol_suite = tolerances.get("suite")
     if tol_suite is not None and tol_suite != suite:
         raise ResultsError(f"tolerances are for suite {tol_suite!r}, not {suite!r}")
+    _reference_counts_match(reference, tolerances)
 
     ref_index, cur_index = _indexes(results, reference)
     if seeds == "same":
@@ -880,6 +886,12 @@ def merge_results(docs: list[dict], names: list[str]) -> dict:
     seen: dict[tuple[str, str, int], str] = {}
     for doc, name in zip(docs, names, strict=True):
         validate_results(doc, name)
+        differ = settings_differences(doc, docs[0])
+        if differ:
+            raise ResultsError(
+                f"the reference files were made with other settings: {differ[0]} ({name} vs "
+                f"{names[0]}); a reference's runs must differ by their seeds only"
+            )
         for key, run in _index_runs(doc, name).items():
             if key in seen:
                 raise ResultsError(f"run {run_name(key)} is in both {seen[key]} and {name}")
@@ -892,20 +904,21 @@ def merge_results(docs: list[dict], names: list[str]) -> dict:
 
 
 def _reference_counts_match(reference: dict, tolerances: dict) -> None:
-    """Tolerances derived against the mean of n repeats (``"reference": "mean of the
+    """Tolerances derived against the mean of the repeats (``"reference": "mean of the
     repeats"``, ``python -m uqbench.tolerances --reference-mean``) hold only against a
-    reference of those n runs per (method, task): with fewer they are too tight."""
+    reference of the repeats' runs (``reference_runs`` per (method, task)): with fewer they
+    are too tight."""
     if tolerances.get("reference") != "mean of the repeats":
         return
     held: dict[str, int] = {}
     for method, task, _ in _index_runs(reference, "reference"):
         held[f"{method}/{task}"] = held.get(f"{method}/{task}", 0) + 1
-    for pair, n in (tolerances.get("repeats") or {}).items():
+    for pair, n in tolerances["reference_runs"].items():
         if pair in held and held[pair] != n:
             raise ResultsError(
-                f"the tolerances hold against the mean of {n} runs of {pair} (the repeats they "
-                f"were derived from), but the reference holds {held[pair]}: give every repeat "
-                "to --reference"
+                f"the tolerances hold against the mean of the {n} runs of {pair} they were "
+                f"derived from, but the reference holds {held[pair]}: give every repeat to "
+                "--reference"
             )
 
 
@@ -922,9 +935,9 @@ def run_check(
 
     ``results_path`` and ``reference_path`` may each be a results.json or a directory holding
     one; several reference paths are one reference holding all their runs
-    (:func:`merge_results`). Without ``tolerance_path``, ``<reference stem>-tolerances.json``
-    beside the (first) reference is used (ResultsError when it does not exist); the tripwire
-    needs no tolerances.
+    (:func:`merge_results`), whose tolerance file must be given. Without ``tolerance_path``,
+    ``<reference stem>-tolerances.json`` beside the reference is used (ResultsError when it
+    does not exist); the tripwire needs no tolerances.
     """
     results_file = resolve_results_path(Path(results_path))
     paths = reference_path if isinstance(reference_path, list) else [reference_path]
@@ -944,15 +957,20 @@ def run_check(
     if exact:
         return check_identical(results, reference)
     if tolerance_path is None:
+        if len(files) > 1:
+            raise ResultsError(
+                "a reference of several files needs its tolerance file named (--tolerance): "
+                "the one beside the first file holds against that file's runs alone"
+            )
         tolerance_path = default_tolerance_path(reference_file)
         if not tolerance_path.is_file():
             raise ResultsError(
                 f"no tolerance file given and none at {tolerance_path}; derive one with "
                 "`python -m uqbench.tolerances OUT.json RESULTS1.json RESULTS2.json ...`"
             )
-    tolerances = load_tolerances(tolerance_path)
-    _reference_counts_match(reference, tolerances)
-    return check_results(results, reference, tolerances, seeds=seeds, two_sided=two_sided)
+    return check_results(
+        results, reference, load_tolerances(tolerance_path), seeds=seeds, two_sided=two_sided
+    )
 
 
 def format_report(report: CheckReport | ExactReport, all_rows: bool = False) -> str:

@@ -137,10 +137,10 @@ def build_parser(with_extras: bool = True) -> argparse.ArgumentParser:
     chk.add_argument(
         "--reference",
         required=True,
-        nargs="+",
-        help="reference results.json; several: one reference of all their runs (repeats with "
-        "other seeds, whose mean tolerances from `python -m uqbench.tolerances "
-        "--reference-mean` hold against)",
+        action="append",
+        help="reference results.json; given again (--reference A --reference B): one reference "
+        "of all their runs, repeats with other seeds whose mean tolerances from `python -m "
+        "uqbench.tolerances --reference-mean` hold against (name them with --tolerance)",
     )
     chk.add_argument("--tolerance", help="tolerance file (default: beside the reference)")
     chk.add_argument(

@@ -23,6 +23,14 @@ tolerance would exceed its ``USEFUL_MAX`` (the widest tolerance still worth chec
 not given that tolerance: it goes to the file's ``unchecked`` list with the numbers, and
 the check shows it but never fails on it. So does a metric only one repeat holds (no spread
 measured), and every metric of a task in ``--unchecked-tasks`` (left to the tripwire).
+
+With ``--reference-mean`` the check's reference is not one run but the mean of the repeats
+themselves (every repeat given to ``uqbench check --reference``): a new run of as many
+seeds as one repeat (one, in CI) lies within ``k = sqrt(1 + 1/n) t_dof(1 - A/2)`` stds of
+it (the prediction interval of a new value around the mean of the n the std was estimated
+from), 0.77 times ``sqrt(2) t`` for n = 5.
+The file then has schema ``uqbench.tolerances/2`` and records ``reference_runs``, the runs
+per (method, task) the reference must hold.
 """
 
 from __future__ import annotations
@@ -168,6 +176,7 @@ def derive_tolerances(
     # Each (method, task)'s seed-mean of each metric, one value per repeat holding it.
     values: dict[tuple[str, str], dict[str, list[float]]] = {}
     repeats: dict[str, int] = {}  # how many repeats each (method, task)'s spread is over
+    runs_in: dict[str, int] = {}  # and how many runs those repeats hold (the mean's runs)
     single: dict[tuple[str, str], list[str]] = {}  # metrics held by one repeat only
     for method, task in keys:
         paths: list[str] = []
@@ -186,6 +195,7 @@ def derive_tolerances(
             elif vals:  # no spread measured: the check's floor would be a guess
                 single.setdefault((method, task), []).append(path)
         repeats[f"{method}/{task}"] = len(having)
+        runs_in[f"{method}/{task}"] = sum(len(g[(method, task)]) for g in having)
 
     # Pooled variance per (task, metric) over the methods: sum of squared deviations from
     # each method's own mean over the summed dof (relative to that mean for RELATIVE_SPREAD).
@@ -245,7 +255,10 @@ def derive_tolerances(
 
     rule = f"{k:g}" if alpha is None else f"sqrt(2) t_(n-1)(1 - {alpha:g}/2)"
     if reference_mean:
-        rule = f"sqrt(1 + 1/n) t_(n-1)(1 - {alpha:g}/2), the reference being the repeats' mean,"
+        rule = (
+            f"sqrt(1 + 1/n) t_dof(1 - {alpha:g}/2) (dof: n - 1, or pooled), the reference "
+            "being the repeats' mean,"
+        )
     if pool:
         rule += f" (pooled over a task's methods below {min_repeats} repeats)"
     out = {
@@ -264,6 +277,7 @@ def derive_tolerances(
         out["k"] = k_used
     if reference_mean:
         out["reference"] = "mean of the repeats"
+        out["reference_runs"] = runs_in
     if unchecked:
         out["unchecked"] = unchecked
     return out
