@@ -187,9 +187,8 @@ def ood_stat(ood: str, what: str, h_max: float = math.log(10)) -> Stat:
         def area(o: Outputs, w: Weights) -> float | None:
             return S.ecdf_area(h(o), w[g], h_max)
 
-        def per_example(
-            o: Outputs,
-        ) -> tuple[str, np.ndarray]:  # the area is h_max - E[min(h, h_max)]
+        # The area is h_max - E[min(h, h_max)]: a mean over the set's examples.
+        def per_example(o: Outputs) -> tuple[str, np.ndarray]:
             return g, h_max - np.clip(h(o), 0.0, h_max)
 
         value = _ecdf_area_value(ood, h_max)
