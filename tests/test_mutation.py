@@ -7,6 +7,8 @@ gives, on tiny hand-sized cases; the full mutation run (which trains) is
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from helpers import toy_mlp
 
@@ -95,6 +97,19 @@ def test_fgsm_mutants_change_sign_and_clipping():
 def test_unknown_mutant_is_one_clear_error(capsys, tmp_path):
     assert main(["--out", str(tmp_path), "--mutants", "no-such-bug"]) == 2
     assert "unknown mutant(s) no-such-bug" in capsys.readouterr().err
+
+
+def test_several_reference_files_are_one_reference_with_a_named_tolerance(capsys, tmp_path):
+    # As `uqbench check --reference` given again: CI checks its mutants against the mean of
+    # the committed ci suite's 5 seeds.
+    ref = Path(__file__).resolve().parents[1] / "results" / "reference"
+    refs = ["--reference", str(ref / "ci.json")]
+    for s in (1, 2, 3, 4):
+        refs += ["--reference", str(ref / "repeats" / f"ci-seed{s}.json")]
+    base = ["--out", str(tmp_path), "--mutants", "none", "--check-only", *refs]
+    assert main(base) == 2
+    assert "several files needs --tolerance" in capsys.readouterr().err
+    assert main([*base, "--tolerance", str(ref / "ci-mean-tolerances.json")]) == 0
 
 
 def test_notmnist_wrong_split_changes_the_subset_the_ood_registry_takes():

@@ -42,6 +42,7 @@ from uqbench.check import (
     RESULTS_SCHEMA,
     check_results,
     load_tolerances,
+    merge_results,
     read_json,
     resolve_results_path,
 )
@@ -594,8 +595,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--out", type=Path, required=True, help="work folder (resumable)")
     p.add_argument("--suite", default="ci")
-    p.add_argument("--reference", type=Path, default=REF_DIR / "ci.json")
-    p.add_argument("--tolerance", type=Path, default=None, help="default: beside the reference")
+    p.add_argument(
+        "--reference",
+        type=Path,
+        action="append",
+        help="reference results (default: results/reference/ci.json); given again, one "
+        "reference of all their runs, as `uqbench check --reference`",
+    )
+    p.add_argument(
+        "--tolerance", type=Path, default=None, help="default: beside a single reference"
+    )
     p.add_argument(
         "--mutants",
         nargs="+",
@@ -634,9 +643,13 @@ def main(argv: list[str] | None = None) -> int:
             raise UQBenchError(
                 f"unknown mutant(s) {', '.join(unknown)}; known: {', '.join(MUTANT_NAMES)}"
             )
-        ref_file = resolve_results_path(args.reference)
+        ref_files = [resolve_results_path(f) for f in args.reference or [REF_DIR / "ci.json"]]
+        if len(ref_files) > 1 and args.tolerance is None:
+            raise UQBenchError("a reference of several files needs --tolerance")
+        ref_file = ref_files[0]
         tol_file = args.tolerance or ref_file.with_name(f"{ref_file.stem}-tolerances.json")
-        reference = read_json(ref_file, "reference file")
+        docs = [read_json(f, "reference file") for f in ref_files]
+        reference = docs[0] if len(docs) == 1 else merge_results(docs, list(map(str, ref_files)))
         tolerances = load_tolerances(tol_file)
         if reference.get("suite") != args.suite:
             raise ResultsError(
@@ -660,7 +673,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python -m uqbench.mutation "
         + " ".join(argv if argv is not None else sys.argv[1:]),
         "suite": args.suite,
-        "reference": str(args.reference),
+        "reference": ", ".join(map(str, ref_files)),
         "tolerances": str(tol_file),
         "seed": args.seed,
         "torch": torch.__version__,
