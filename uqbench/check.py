@@ -903,6 +903,18 @@ def merge_results(docs: list[dict], names: list[str]) -> dict:
     return {**docs[0], "runs": runs}
 
 
+def read_reference(paths: Path | list[Path]) -> tuple[dict, list[Path]]:
+    """The reference of one results file or several (one reference of all their runs,
+    :func:`merge_results`; each may be a results.json or its directory), and the files."""
+    files = [
+        resolve_results_path(Path(p), "reference file")
+        for p in (paths if isinstance(paths, list) else [paths])
+    ]
+    docs = [read_json(f, "reference file") for f in files]
+    reference = docs[0] if len(docs) == 1 else merge_results(docs, [str(f) for f in files])
+    return reference, files
+
+
 def _reference_counts_match(reference: dict, tolerances: dict) -> None:
     """Tolerances derived against the mean of the repeats (``"reference": "mean of the
     repeats"``, ``python -m uqbench.tolerances --reference-mean``) hold only against a
@@ -940,11 +952,8 @@ def run_check(
     does not exist); the tripwire needs no tolerances.
     """
     results_file = resolve_results_path(Path(results_path))
-    paths = reference_path if isinstance(reference_path, list) else [reference_path]
-    files = [resolve_results_path(Path(p), "reference file") for p in paths]
     results = read_json(results_file, "results file")
-    docs = [read_json(f, "reference file") for f in files]
-    reference = docs[0] if len(docs) == 1 else merge_results(docs, [str(f) for f in files])
+    reference, files = read_reference(reference_path)
     reference_file = files[0]
     differ = settings_differences(results, reference)
     if differ:

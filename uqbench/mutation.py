@@ -42,8 +42,8 @@ from uqbench.check import (
     RESULTS_SCHEMA,
     check_results,
     load_tolerances,
-    merge_results,
     read_json,
+    read_reference,
     resolve_results_path,
 )
 from uqbench.errors import ResultsError, UQBenchError
@@ -643,13 +643,11 @@ def main(argv: list[str] | None = None) -> int:
             raise UQBenchError(
                 f"unknown mutant(s) {', '.join(unknown)}; known: {', '.join(MUTANT_NAMES)}"
             )
-        ref_files = [resolve_results_path(f) for f in args.reference or [REF_DIR / "ci.json"]]
-        if len(ref_files) > 1 and args.tolerance is None:
+        if args.reference and len(args.reference) > 1 and args.tolerance is None:
             raise UQBenchError("a reference of several files needs --tolerance")
+        reference, ref_files = read_reference(args.reference or [REF_DIR / "ci.json"])
         ref_file = ref_files[0]
         tol_file = args.tolerance or ref_file.with_name(f"{ref_file.stem}-tolerances.json")
-        docs = [read_json(f, "reference file") for f in ref_files]
-        reference = docs[0] if len(docs) == 1 else merge_results(docs, list(map(str, ref_files)))
         tolerances = load_tolerances(tol_file)
         if reference.get("suite") != args.suite:
             raise ResultsError(
