@@ -114,7 +114,7 @@ STATS: dict[str, Stat] = {
 }
 
 
-def _w_quantile_of(x: np.ndarray, group: str, q: float) -> Callable[[Weights], float | None]:
+def _w_quantile_of(x: np.ndarray, group: str, q: float) -> S.OfWeights:
     """The weighted ``q`` quantile of ``x`` as a function of the weights, ``x`` sorted once."""
     order = np.argsort(x, kind="stable")
     return lambda w: S.w_quantile(x, w[group], q, order)
@@ -149,7 +149,7 @@ def ood_stat(ood: str, what: str, h_max: float = math.log(10)) -> Stat:
 
     # Each is prepared once per run's outputs (the conversions and sorting) and then
     # evaluated under many bootstrap weights (uqbench.stats.Prepared).
-    def fpr95(o: Outputs) -> Callable[[Weights], float | None]:
+    def fpr95(o: Outputs) -> S.OfWeights:
         # metrics.fpr95's threshold: the largest entropy that still flags >= 95% of the OOD
         # weight, i.e. the 95% quantile of -h (not the 5% quantile of h, one point lower).
         neg, x_in = _w_quantile_of(-h(o), g, 0.95), hin(o)
@@ -160,7 +160,7 @@ def ood_stat(ood: str, what: str, h_max: float = math.log(10)) -> Stat:
 
         return of_w
 
-    def fpr95_in(o: Outputs) -> Callable[[Weights], float | None]:
+    def fpr95_in(o: Outputs) -> S.OfWeights:
         q_in, x = _w_quantile_of(hin(o), "test", 0.95), h(o)
 
         def of_w(w: Weights) -> float | None:
@@ -169,7 +169,7 @@ def ood_stat(ood: str, what: str, h_max: float = math.log(10)) -> Stat:
 
         return of_w
 
-    def auroc(o: Outputs) -> Callable[[Weights], float | None]:
+    def auroc(o: Outputs) -> S.OfWeights:
         x_in, x = hin(o), h(o)
         ranks = S.auroc_ranks(x_in, x)
         return lambda w: S.w_auroc(x_in, w["test"], x, w[g], ranks)

@@ -216,18 +216,16 @@ def bootstrap_values(
     they have in common, given the same ``seed`` and pool sizes.
     """
     of_w = stat.prepare(outputs) if isinstance(stat, Prepared) else functools.partial(stat, outputs)
-    if pooled is None:
-        draws = _replicate_counts(seed, n_boot, tuple(sizes.values()), poisson=False)
-    else:
-        pools = sorted(pooled.sizes)
-        draws = _replicate_counts(seed, n_boot, tuple(pooled.sizes[p] for p in pools), True)
+    # What is drawn: each group's examples, or each pool's members (pools in name order).
+    drawn = dict(sizes) if pooled is None else {p: pooled.sizes[p] for p in sorted(pooled.sizes)}
+    draws = _replicate_counts(seed, n_boot, tuple(drawn.values()), poisson=pooled is not None)
     out = np.full(n_boot, np.nan)
     for i, counts in enumerate(draws):
+        of = dict(zip(drawn, counts, strict=True))
         if pooled is None:
-            w = {g: c.astype(float) for g, c in zip(sizes, counts, strict=True)}
+            w = {g: c.astype(float) for g, c in of.items()}
         else:
-            by_pool = dict(zip(pools, counts, strict=True))
-            w = {g: by_pool[p][pos].astype(float) for g, (p, pos) in pooled.positions.items()}
+            w = {g: of[p][pos].astype(float) for g, (p, pos) in pooled.positions.items()}
         x = of_w(w)
         if x is not None and math.isfinite(x):
             out[i] = x
