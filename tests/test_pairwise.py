@@ -81,3 +81,75 @@ def test_test_noise_widens_by_the_shared_test_sets_variance(
     lo, hi = (float(x) for x in cells[3].strip("[]").split(","))
     assert (hi - lo) / 2 == pytest.approx(half, rel=0.05)
     assert "test-set bootstrap" in cells[5]
+
+
+def _row(out: str, name: str) -> list[str]:
+    line = next(ln for ln in out.splitlines() if ln.startswith(f"| {name} "))
+    return [c.strip() for c in line.split("|")]
+
+
+def test_level_sets_the_intervals_coverage(capsys: pytest.CaptureFixture[str]) -> None:
+    runs = json.loads((FOLDER / "results.json").read_text())["runs"]
+    nll = {(r["method"], r["seed"]): r["metrics"]["nll"] for r in runs if r["task"] == "mnist"}
+    d = np.array([nll[("mnf", s)] - nll[("ffg", s)] for s in range(5)])
+    level = 1 - 0.05 / 3
+    half = stats.t.ppf(1 - (1 - level) / 2, 4) * d.std(ddof=1) / np.sqrt(5)
+    argv = [str(FOLDER), "mnist", "mnf", "ffg", "nll", "--level", str(level)]
+    assert pairwise.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "98.33% interval" in out
+    lo, hi = (float(x) for x in _row(out, "nll")[3].strip("[]").split(","))
+    assert (lo, hi) == pytest.approx((d.mean() - half, d.mean() + half), rel=1e-3)
+    assert pairwise.main([*argv[:-1], "1.5"]) == 2
+    assert "--level must lie in (0, 1)" in capsys.readouterr().err
+
+
+def _split(tmp_path: Path, seeds_b: set[int]) -> tuple[Path, Path]:
+    """The committed 5-seed folder cut in two by seed, each half with its runs' outputs."""
+    doc = json.loads((FOLDER / "results.json").read_text())
+    halves = []
+    for name, keep in (("a", lambda s: s not in seeds_b), ("b", lambda s: s in seeds_b)):
+        folder = tmp_path / name
+        (folder / "runs").mkdir(parents=True)
+        runs = [r for r in doc["runs"] if keep(r["seed"])]
+        for r in runs:
+            if isinstance(r.get("predictions"), str):
+                src = FOLDER / "runs" / r["predictions"]
+                (folder / "runs" / r["predictions"]).write_bytes(src.read_bytes())
+        (folder / "results.json").write_text(json.dumps({**doc, "runs": runs}))
+        halves.append(folder)
+    return halves[0], halves[1]
+
+
+@pytest.mark.parametrize("noise", [[], ["--test-noise"]])
+def test_with_another_folder_equals_one_folder_of_all_the_seeds(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], noise: list[str]
+) -> None:
+    # Seeds 3 and 4 run into another folder: joined by --with, the table is the one folder's,
+    # including the test-set noise read from each run's outputs in its own folder.
+    a, b = _split(tmp_path, {3, 4})
+    names = ["error_pct", "nll", "ood.notmnist.ecdf_area"]
+    assert pairwise.main([str(FOLDER), "mnist", "mnf", "ffg", *names, *noise]) == 0
+    whole = capsys.readouterr().out
+    assert pairwise.main([str(a), "mnist", "mnf", "ffg", *names, "--with", str(b), *noise]) == 0
+    joined = capsys.readouterr().out
+    assert joined == whole and "over 5 seeds" in joined
+    if noise:
+        assert "test-set bootstrap" in _row(joined, "error_pct")[5]
+    assert pairwise.main([str(a), "mnist", "mnf", "ffg", *names, *noise]) == 0
+    assert "over 3 seeds" in capsys.readouterr().out
+
+
+def test_with_refuses_the_same_run_twice_or_other_settings(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a, b = _split(tmp_path, {3, 4})
+    assert pairwise.main([str(a), "mnist", "mnf", "ffg", "--with", str(a)]) == 2
+    assert "is in both" in capsys.readouterr().err
+    doc = json.loads((b / "results.json").read_text())
+    for r in doc["runs"]:
+        r["config"]["train"]["epochs"] = 20
+    (b / "results.json").write_text(json.dumps(doc))
+    assert pairwise.main([str(a), "mnist", "mnf", "ffg", "--with", str(b)]) == 2
+    err = capsys.readouterr().err
+    assert "other settings" in err and "epochs" in err and "Traceback" not in err

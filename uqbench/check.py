@@ -881,7 +881,8 @@ def settings_differences(results: Any, reference: Any) -> list[str]:
 
 def merge_results(docs: list[dict], names: list[str]) -> dict:
     """One results dict holding the runs of several results dicts of one suite (a reference
-    made of repeats with different seeds); the first one's other fields are kept."""
+    made of repeats with different seeds, or seeds run into other folders); the first one's
+    other fields are kept."""
     runs: list[dict] = []
     seen: dict[tuple[str, str, int], str] = {}
     for doc, name in zip(docs, names, strict=True):
@@ -889,8 +890,8 @@ def merge_results(docs: list[dict], names: list[str]) -> dict:
         differ = settings_differences(doc, docs[0])
         if differ:
             raise ResultsError(
-                f"the reference files were made with other settings: {differ[0]} ({name} vs "
-                f"{names[0]}); a reference's runs must differ by their seeds only"
+                f"the results files were made with other settings: {differ[0]} ({name} vs "
+                f"{names[0]}); runs merged as one must differ by their seeds only"
             )
         for key, run in _index_runs(doc, name).items():
             if key in seen:
@@ -899,20 +900,28 @@ def merge_results(docs: list[dict], names: list[str]) -> dict:
             runs.append(run)
     suites = sorted({str(d.get("suite")) for d in docs})
     if len(suites) != 1:
-        raise ResultsError(f"the reference files are of different suites: {suites}")
+        raise ResultsError(f"the results files are of different suites: {suites}")
     return {**docs[0], "runs": runs}
 
 
-def read_reference(paths: Path | list[Path]) -> tuple[dict, list[Path]]:
-    """The reference of one results file or several (one reference of all their runs,
-    :func:`merge_results`; each may be a results.json or its directory), and the files."""
+def read_merged(paths: Path | list[Path], what: str = "results file") -> tuple[dict, list[Path]]:
+    """The validated runs of one results file or several as one results dict
+    (:func:`merge_results`; each may be a results.json or its directory), and the files;
+    ``what`` names them in errors."""
     files = [
-        resolve_results_path(Path(p), "reference file")
-        for p in (paths if isinstance(paths, list) else [paths])
+        resolve_results_path(Path(p), what) for p in (paths if isinstance(paths, list) else [paths])
     ]
-    docs = [read_json(f, "reference file") for f in files]
-    reference = docs[0] if len(docs) == 1 else merge_results(docs, [str(f) for f in files])
-    return reference, files
+    docs = [read_json(f, what) for f in files]
+    if len(docs) == 1:
+        validate_results(docs[0], str(files[0]))
+        return docs[0], files
+    return merge_results(docs, [str(f) for f in files]), files
+
+
+def read_reference(paths: Path | list[Path]) -> tuple[dict, list[Path]]:
+    """The reference of one results file or several (one reference of all their runs), and
+    the files: :func:`read_merged`."""
+    return read_merged(paths, "reference file")
 
 
 def _reference_counts_match(reference: dict, tolerances: dict) -> None:

@@ -6,6 +6,8 @@ interval from :func:`uqbench.compare.compare`: the numbers the report's verdicts
 any pair of methods. ``--test-noise`` widens each interval over seeds by the test set's noise
 (:func:`uqbench.stats.t_with_test_noise`), which the default report's tables leave out (its
 verdicts are given with it too; ``uqbench report --test-noise`` puts it everywhere).
+``--with DIR`` adds the runs of another folder of the same suite and settings (more seeds run
+elsewhere), ``--level`` sets the intervals' coverage (a multiplicity correction).
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ import sys
 from pathlib import Path
 
 from uqbench import compare as C
+from uqbench import stats as S
+from uqbench.check import read_merged
 from uqbench.errors import ResultsError, UQBenchError
 from uqbench.paper import stat_named
 from uqbench.report.view import ResultsView
-from uqbench.results import load_results
 
 #: The statistics :func:`paired_table` shows when none are named.
 PAIRED_DEFAULTS = ("error_pct", "nll", "ece", "ood.notmnist.ecdf_area", "ood.notmnist.auroc")
@@ -27,8 +30,8 @@ PAIRED_DEFAULTS = ("error_pct", "nll", "ece", "ood.notmnist.ecdf_area", "ood.not
 
 def paired_table(view: ResultsView, task: str, a: str, b: str, names: list[str]) -> str:
     """A Markdown table of ``a - b`` on ``task`` for each statistic in ``names`` (as
-    :func:`uqbench.paper.stat_named` reads them), each with its 95% interval, how it was
-    made and whether it excludes 0."""
+    :func:`uqbench.paper.stat_named` reads them), each with its interval (at ``view.level``,
+    95% unless set), how it was made and whether it excludes 0."""
     if task not in view.tasks():
         raise ResultsError(f"no runs of task {task!r} here; tasks: {', '.join(view.tasks())}")
     for m in (a, b):
@@ -38,7 +41,7 @@ def paired_table(view: ResultsView, task: str, a: str, b: str, names: list[str])
     h_max = math.log(view.n_classes(task) or 10)
     stats = [stat_named(name, h_max) for name in names]
     rows = [
-        f"| {task}: {a} - {b} | difference | 95% interval | resolved | from |",
+        f"| {task}: {a} - {b} | difference | {100 * view.level:.4g}% interval | resolved | from |",
         "|---|--:|--:|---|---|",
     ]
     runs = [r for m in view.methods(task) for r in view.runs_for(task, m)]
@@ -74,14 +77,29 @@ def main(argv: list[str] | None = None) -> int:
         help="widen the paired t-interval over seeds by the test set's noise (a bootstrap over "
         "the test examples all seeds share, from the runs' saved outputs)",
     )
+    p.add_argument(
+        "--with",
+        dest="more",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="another results/<suite> folder whose runs join these (other seeds of the same "
+        "suite and settings; repeatable)",
+    )
+    p.add_argument(
+        "--level",
+        type=float,
+        default=S.LEVEL,
+        help=f"coverage of the intervals (default {S.LEVEL}; e.g. 1 - 0.05/k for k "
+        "comparisons, Bonferroni)",
+    )
     args = p.parse_args(argv)
     try:
-        folder = Path(args.results)
-        if folder.name == "results.json":  # the file, as `uqbench report` and `check` take it
-            folder = folder.parent
-        view = ResultsView(
-            load_results(folder / "results.json"), folder, test_noise=args.test_noise
-        )
+        if not 0 < args.level < 1:
+            raise ResultsError(f"--level must lie in (0, 1), got {args.level}")
+        results, files = read_merged([Path(args.results), *map(Path, args.more)])
+        view = ResultsView(results, [f.parent for f in files], test_noise=args.test_noise)
+        view.level = args.level
         print(paired_table(view, args.task, args.a, args.b, args.stats or list(PAIRED_DEFAULTS)))
     except UQBenchError as exc:
         print(f"error: {exc}", file=sys.stderr)

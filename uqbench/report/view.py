@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
@@ -42,13 +42,18 @@ class ResultsView:
 
     Scalars and curves are averaged over seeds; anything missing reads as ``None``.
     ``base_dir`` is the results directory, where runs' saved per-example outputs live
-    (``runs/<run>.npz``); without it, intervals come from seeds alone. Tasks and methods
-    are listed alphabetically; a subclass orders them by overriding :meth:`task_order` and
-    :meth:`method_order`.
+    (``runs/<run>.npz``), or several (results merged from several folders, each run's
+    outputs in the first that holds its file); without it, intervals come from seeds alone.
+    Tasks and methods are listed alphabetically; a subclass orders them by overriding
+    :meth:`task_order` and :meth:`method_order`.
     """
 
     def __init__(
-        self, results: dict[str, Any], base_dir: Path | None = None, *, test_noise: bool = False
+        self,
+        results: dict[str, Any],
+        base_dir: Path | Sequence[Path] | None = None,
+        *,
+        test_noise: bool = False,
     ) -> None:
         runs = results.get("runs")
         if not isinstance(runs, list):
@@ -61,7 +66,10 @@ class ResultsView:
             self._by[(r["task"], r["method"])].append(r)
         for v in self._by.values():
             v.sort(key=lambda r: r["seed"])
-        self.base_dir = Path(base_dir) if base_dir is not None else None
+        dirs = [] if base_dir is None else [base_dir] if isinstance(base_dir, Path) else base_dir
+        #: Where runs' saved outputs are looked for, in order; ``base_dir`` is the first.
+        self.base_dirs = [Path(d) for d in dirs]
+        self.base_dir = self.base_dirs[0] if self.base_dirs else None
         #: Intervals and comparisons already computed (bootstraps are not free).
         self.cache: dict[tuple[Any, ...], Any] = {}
         self._outputs: dict[str, Any] = {}
@@ -95,7 +103,8 @@ class ResultsView:
         if not isinstance(name, str) or self.base_dir is None:
             return None
         if name not in self._outputs:
-            path = self.base_dir / "runs" / Path(name).name
+            paths = [d / "runs" / Path(name).name for d in self.base_dirs]
+            path = next((p for p in paths if p.exists()), paths[0])
             try:
                 with np.load(path) as z:
                     self._outputs[name] = {k: z[k] for k in z.files}
