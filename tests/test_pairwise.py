@@ -153,3 +153,11 @@ def test_with_refuses_the_same_run_twice_or_other_settings(
     assert pairwise.main([str(a), "mnist", "mnf", "ffg", "--with", str(b)]) == 2
     err = capsys.readouterr().err
     assert "other settings" in err and "epochs" in err and "Traceback" not in err
+    a, b = _split(tmp_path / "versions", {3, 4})
+    doc = json.loads((b / "results.json").read_text())
+    for r in doc["runs"]:
+        r["code_version"] = "t9.e9"
+    (b / "results.json").write_text(json.dumps(doc))
+    assert pairwise.main([str(a), "mnist", "mnf", "ffg", "--with", str(b)]) == 2
+    err = capsys.readouterr().err
+    assert "code version t9.e9" in err and "t2.e3" in err and "Traceback" not in err

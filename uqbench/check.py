@@ -885,6 +885,7 @@ def merge_results(docs: list[dict], names: list[str]) -> dict:
     other fields are kept."""
     runs: list[dict] = []
     seen: dict[tuple[str, str, int], str] = {}
+    made_by: dict[tuple[str, str], tuple[Any, tuple[str, str, int], str]] = {}
     for doc, name in zip(docs, names, strict=True):
         validate_results(doc, name)
         differ = settings_differences(doc, docs[0])
@@ -898,6 +899,15 @@ def merge_results(docs: list[dict], names: list[str]) -> dict:
                 raise ResultsError(f"run {run_name(key)} is in both {seen[key]} and {name}")
             seen[key] = name
             runs.append(run)
+            version = run.get("code_version")
+            first = made_by.setdefault(key[:2], (version, key, name)) if version else None
+            if first is not None and version != first[0]:
+                # The runner redoes such runs within one folder; across folders, say so.
+                raise ResultsError(
+                    f"run {run_name(key)} ({name}) was made by code version {version}, run "
+                    f"{run_name(first[1])} ({first[2]}) by {first[0]}; runs merged as one must "
+                    "come from the same code version"
+                )
     suites = sorted({str(d.get("suite")) for d in docs})
     if len(suites) != 1:
         raise ResultsError(f"the results files are of different suites: {suites}")
