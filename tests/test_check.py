@@ -239,6 +239,17 @@ def test_wrong_schema_and_wrong_suite_are_refused():
         check_results(copy.deepcopy(ref), ref, tol)
 
 
+def test_another_suite_is_named_before_its_settings(capsys):
+    # The quick suite's settings all differ from the ci suite's: the error says which suite
+    # to run, not "other settings".
+    root = Path(__file__).resolve().parents[1] / "results"
+    argv = ["check", str(root / "quick"), "--reference", str(root / "reference" / "ci.json")]
+    assert cli_main(argv) == 2
+    err = capsys.readouterr().err
+    assert "results are of suite 'quick' but the reference is of suite 'ci'" in err
+    assert "other settings" not in err
+
+
 @pytest.mark.parametrize(
     ("path", "change", "status"),
     [
@@ -474,8 +485,12 @@ def test_a_reference_of_several_files_is_their_runs_and_must_match_its_tolerance
         run_check(cur, files[0], out, seeds="any")
     with pytest.raises(ResultsError, match="mean of the 3 runs"):  # the API checks it too
         check_results(make_results(seeds=(7,)), make_results(seeds=(0,)), load_tolerances(out))
+    with pytest.raises(ResultsError, match="is given twice"):
+        run_check(cur, [files[0], files[0].parent], out, seeds="any")
+    copied = files[0].with_name("copy.json")
+    copied.write_bytes(files[0].read_bytes())
     with pytest.raises(ResultsError, match="is in both"):
-        run_check(cur, [files[0], files[0]], out, seeds="any")
+        run_check(cur, [files[0], copied], out, seeds="any")
     with pytest.raises(ResultsError, match="needs its tolerance file named"):
         run_check(cur, files, None, seeds="any")
     other = make_results(seeds=(9,))

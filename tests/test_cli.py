@@ -42,6 +42,8 @@ def test_list_json_names_posteriors_tasks_and_suites(capsys):
         (["run", "--device", "cuda:0", "--methods", "l2"], "no CUDA GPU"),
         (["run", "--device", "cuda", "--dry-run"], "no CUDA GPU"),
         (["run", "--device", "gpu", "--dry-run"], "bad device 'gpu'"),
+        (["run", "--device", "mps", "--dry-run"], "device 'mps' is not supported"),
+        (["run", "--device", "meta", "--methods", "l2"], "device 'meta' is not supported"),
         (["run", "--compile", "default", "--executor", "ray"], "--compile needs --executor"),
         (["run", "--cpus-per-run", "2", "--dry-run"], "--cpus-per-run needs --executor"),
         (["run", "--gpus-per-run", "0.5", "--dry-run"], "--gpus-per-run need --executor ray"),
@@ -93,6 +95,12 @@ def test_run_then_report_rebuilds_from_results_alone(tmp_path, tiny_task, capsys
         (out / "tiny" / f).unlink()
     assert main(["report", str(out / "tiny")]) == 0
     assert (out / "tiny" / "report.md").exists() and (out / "tiny" / "report.html").exists()
+    # A results file of another name: its report goes beside it.
+    copy = tmp_path / "elsewhere" / "copy.json"
+    copy.parent.mkdir()
+    copy.write_bytes((out / "tiny" / "results.json").read_bytes())
+    assert main(["report", str(copy), "--quiet"]) == 0
+    assert (copy.parent / "report.md").exists()
 
 
 def dry_run(argv: list[str], capsys) -> dict[str, dict]:

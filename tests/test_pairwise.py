@@ -144,8 +144,15 @@ def test_with_refuses_the_same_run_twice_or_other_settings(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     a, b = _split(tmp_path, {3, 4})
-    assert pairwise.main([str(a), "mnist", "mnf", "ffg", "--with", str(a)]) == 2
+    assert pairwise.main([str(a), "mnist", "mnf", "ffg", "--with", str(a / "results.json")]) == 2
+    assert f"{a / 'results.json'} is given twice" in capsys.readouterr().err
+    doc = json.loads((b / "results.json").read_text())
+    (b / "copy.json").write_text(json.dumps({**doc, "runs": doc["runs"][:1]}))
+    assert pairwise.main([str(b), "mnist", "mnf", "ffg", "--with", str(b / "copy.json")]) == 2
     assert "is in both" in capsys.readouterr().err
+    (b / "copy.json").write_text(json.dumps({**doc, "suite": "paper", "runs": []}))
+    assert pairwise.main([str(b), "mnist", "mnf", "ffg", "--with", str(b / "copy.json")]) == 2
+    assert "of different suites: ['paper', 'quick']" in capsys.readouterr().err
     doc = json.loads((b / "results.json").read_text())
     for r in doc["runs"]:
         r["config"]["train"]["epochs"] = 20

@@ -883,6 +883,9 @@ def merge_results(docs: list[dict], names: list[str]) -> dict:
     """One results dict holding the runs of several results dicts of one suite (a reference
     made of repeats with different seeds, or seeds run into other folders); the first one's
     other fields are kept."""
+    suites = sorted({str(d.get("suite")) for d in docs})
+    if len(suites) != 1:  # first: another suite's settings all differ
+        raise ResultsError(f"the results files are of different suites: {suites}")
     runs: list[dict] = []
     seen: dict[tuple[str, str, int], str] = {}
     made_by: dict[tuple[str, str], tuple[Any, tuple[str, str, int], str]] = {}
@@ -908,9 +911,6 @@ def merge_results(docs: list[dict], names: list[str]) -> dict:
                     f"{run_name(first[1])} ({first[2]}) by {first[0]}; runs merged as one must "
                     "come from the same code version"
                 )
-    suites = sorted({str(d.get("suite")) for d in docs})
-    if len(suites) != 1:
-        raise ResultsError(f"the results files are of different suites: {suites}")
     return {**docs[0], "runs": runs}
 
 
@@ -921,6 +921,9 @@ def read_merged(paths: Path | list[Path], what: str = "results file") -> tuple[d
     files = [
         resolve_results_path(Path(p), what) for p in (paths if isinstance(paths, list) else [paths])
     ]
+    for i, f in enumerate(files):
+        if f.resolve() in (g.resolve() for g in files[:i]):
+            raise ResultsError(f"{what} {f} is given twice")
     docs = [read_json(f, what) for f in files]
     if len(docs) == 1:
         validate_results(docs[0], str(files[0]))
@@ -974,6 +977,7 @@ def run_check(
     results = read_json(results_file, "results file")
     reference, files = read_reference(reference_path)
     reference_file = files[0]
+    _same_suite(results, reference)  # another suite's settings all differ: say which suite
     differ = settings_differences(results, reference)
     if differ:
         more = f" (and {len(differ) - 3} more)" if len(differ) > 3 else ""

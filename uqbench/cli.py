@@ -391,13 +391,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from uqbench.report import write_report
-    from uqbench.results import load_results
+    from uqbench.results import load_results, resolve_results_path
 
-    out = Path(args.results_dir)
-    if out.name == "results.json":
-        out = out.parent
+    # A folder, or a results file of any name: the report goes beside the file, whose runs'
+    # saved outputs are in runs/ there.
+    path = resolve_results_path(Path(args.results_dir))
     paths = write_report(
-        load_results(out), out, test_noise=args.test_noise, progress=not args.quiet
+        load_results(path), path.parent, test_noise=args.test_noise, progress=not args.quiet
     )
     print("report: " + ", ".join(str(p) for p in paths if p.suffix in (".md", ".html")))
     return 0

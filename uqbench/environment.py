@@ -41,8 +41,17 @@ def resolve_device(name: str) -> torch.device:
         device = torch.device(name)
     except RuntimeError:
         raise ConfigError(f"bad device {name!r}; use cpu, cuda, cuda:N or auto") from None
+    if device.type not in ("cpu", "cuda"):
+        # torch knows more device types (mps, xpu, meta, ...); uqbench runs and is tested on
+        # these two only, and an unbuilt backend would fail deep inside the first run.
+        raise ConfigError(f"device {name!r} is not supported; use cpu, cuda, cuda:N or auto")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {name!r} requested but no CUDA GPU is available")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ConfigError(
+            f"device {name!r} requested but this machine has {torch.cuda.device_count()} CUDA "
+            "GPU(s), numbered from 0"
+        )
     return device
 
 
