@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from uqbench.check import (
+    check_identical,
     check_results,
     format_check_table,
     format_report,
@@ -527,3 +528,18 @@ def test_beyond_paper_metrics_are_checked_only_where_the_reference_has_them():
     report = check_results(worse, cur, tol)
     regressed = {(r.method, r.metric) for r in report.rows if r.status == "regressed"}
     assert regressed == {("l2", "aurc"), ("dropout", "ood.notmnist.aupr_out")}
+
+
+@pytest.mark.parametrize("seeds", ["same", "any"])
+def test_a_run_that_failed_is_named_with_its_error(seeds):
+    ref = make_results(seeds=(0,))
+    cur = copy.deepcopy(ref)
+    gone = next(r for r in cur["runs"] if r["method"] == "dropout")
+    cur["runs"].remove(gone)
+    error = "dropout-mnist-seed0: RuntimeError: out of memory"
+    cur["failed"] = [{"method": "dropout", "task": gone["task"], "seed": 0, "error": error}]
+    with pytest.raises(ResultsError, match=f"lack 1 .*dropout.*they failed: {error}"):
+        check_results(cur, ref, TOL, seeds=seeds)
+    if seeds == "same":
+        with pytest.raises(ResultsError, match=f"they failed: {error}"):
+            check_identical(cur, ref)

@@ -459,6 +459,19 @@ def _compare(
     return row
 
 
+def _failed_hint(results: dict, absent: list[str]) -> str:
+    """``"; failed: <error>; ..."`` for the absent runs (``method/task/seed`` or
+    ``method/task``) that the results list as failed (``results["failed"]``), else ``""``."""
+    errors = []
+    for f in results.get("failed") or []:
+        if not isinstance(f, dict):
+            continue
+        name = f"{f.get('method')}/{f.get('task')}"
+        if name in absent or f"{name}/seed{f.get('seed')}" in absent:
+            errors.append(str(f.get("error") or f"{name}/seed{f.get('seed')}: no error recorded"))
+    return f"; they failed: {'; '.join(errors)}" if errors else ""
+
+
 def _same_suite(results: dict, reference: dict) -> str:
     """The reference's suite; ResultsError when the results are of another one."""
     suite = reference.get("suite")
@@ -521,8 +534,12 @@ def check_results(
         absent = [f"{m}/{t}" for m, t in pairs if (m, t) not in have]
         what = "(method, task) pair(s) of the reference"
     if absent:
-        hint = ""
-        if seeds == "same" and {k[:2] for k in ref_index} <= {k[:2] for k in cur_index}:
+        hint = _failed_hint(results, absent)
+        if (
+            not hint
+            and seeds == "same"
+            and {k[:2] for k in ref_index} <= {k[:2] for k in cur_index}
+        ):
             hint = " (the results use other seeds: compare seed means with --any-seeds)"
         raise ResultsError(f"results lack {len(absent)} {what}: {', '.join(absent)}{hint}")
 
@@ -691,6 +708,7 @@ def check_identical(results: dict, reference: dict) -> ExactReport:
         raise ResultsError(
             f"results lack {len(absent)} run(s) of the reference (method/task/seed): "
             + ", ".join(absent)
+            + _failed_hint(results, absent)
         )
     report = ExactReport(suite=suite, n_runs=len(ref_index), n_values=0)
     for key, ref_run in ref_index.items():
