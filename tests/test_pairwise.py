@@ -168,3 +168,51 @@ def test_with_refuses_the_same_run_twice_or_other_settings(
     assert pairwise.main([str(a), "mnist", "mnf", "ffg", "--with", str(b)]) == 2
     err = capsys.readouterr().err
     assert "code version t9.e9" in err and "t2.e3" in err and "Traceback" not in err
+
+
+def _names(out: str) -> list[str]:
+    return [ln.split("|")[1].strip() for ln in out.splitlines()[2:] if ln.startswith("|")]
+
+
+def test_default_statistics_follow_the_task(capsys: pytest.CaptureFixture[str]) -> None:
+    assert pairwise.main([str(FOLDER), "mnist", "mnf", "ffg"]) == 0
+    assert _names(capsys.readouterr().out) == [
+        "error_pct", "nll", "ece", "ood.notmnist.ecdf_area", "ood.notmnist.auroc"
+    ]  # fmt: skip
+    assert pairwise.main([str(FOLDER), "cifar5", "mnf", "ffg"]) == 0
+    assert _names(capsys.readouterr().out) == [
+        "error_pct", "nll", "ece", "ood.cifar5-hidden.ecdf_area", "ood.cifar5-hidden.auroc"
+    ]  # fmt: skip
+    assert pairwise.main([str(FOLDER), "toy-cubic", "mnf", "ffg"]) == 0
+    assert _names(capsys.readouterr().out) == ["rmse", "loglik_inside", "loglik_outside"]
+
+
+def test_the_regression_checks_summaries_are_statistics_too(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # fgsm.accuracy_mean, as `uqbench check` names it: the mean of a run's FGSM accuracy
+    # curve over its eps grid, paired over seeds.
+    runs = json.loads((FOLDER / "results.json").read_text())["runs"]
+    acc = {
+        (r["method"], r["seed"]): np.mean(r["metrics"]["fgsm"]["accuracy"])
+        for r in runs
+        if r["task"] == "mnist" and r["method"] in ("mnf", "ffg")
+    }
+    d = np.array([acc["mnf", s] - acc["ffg", s] for s in range(5)])
+    half = stats.t.ppf(0.975, 4) * d.std(ddof=1) / np.sqrt(5)
+    assert pairwise.main([str(FOLDER), "mnist", "mnf", "ffg", "fgsm.accuracy_mean"]) == 0
+    cells = _row(capsys.readouterr().out, "fgsm.accuracy_mean")
+    assert float(cells[2]) == pytest.approx(d.mean(), rel=1e-3)
+    lo, hi = (float(x) for x in cells[3].strip("[]").split(","))
+    assert (lo, hi) == pytest.approx((d.mean() - half, d.mean() + half), rel=1e-3)
+
+
+def test_a_run_metric_under_an_ood_set_is_refused_by_name(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert pairwise.main([str(FOLDER), "mnist", "mnf", "ffg", "ood.notmnist.error_pct"]) == 2
+    err = capsys.readouterr().err
+    assert "'error_pct' is not a metric of an OOD set" in err and "ecdf_area" in err
+    assert pairwise.main([str(FOLDER), "mnist", "mnf", "ffg", "fgsm.acc"]) == 2
+    err = capsys.readouterr().err
+    assert "fgsm.accuracy_mean" in err and "ood.fashion-mnist.ecdf_area" in err

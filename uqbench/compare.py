@@ -194,6 +194,11 @@ def ood_stat(ood: str, what: str, h_max: float = math.log(10)) -> Stat:
         value = _ecdf_area_value(ood, h_max)
         return Stat(name, value, area, groups, True, (0.0, h_max), per_example)
     m = catalog.metric(what)
+    if m.scope != "ood":
+        declared = [d.name for d in catalog.metrics("ood")]
+        raise KeyError(
+            f"{what!r} is not a metric of an OOD set; declared: {', '.join(declared)}, ecdf_area"
+        )
     value = _path("ood", ood, *m.path)
     linear = (lambda o: (g, h(o))) if what == "mean_entropy" else None
     return Stat(name, value, weighted.get(what), groups, m.lower_better, m.bounds, linear)

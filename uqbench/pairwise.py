@@ -18,20 +18,70 @@ import sys
 from pathlib import Path
 
 from uqbench import compare as C
+from uqbench import metric_catalog as catalog
 from uqbench import stats as S
 from uqbench.check import read_merged
 from uqbench.errors import ResultsError, UQBenchError
 from uqbench.paper import stat_named
 from uqbench.report.view import ResultsView
 
-#: The statistics :func:`paired_table` shows when none are named.
-PAIRED_DEFAULTS = ("error_pct", "nll", "ece", "ood.notmnist.ecdf_area", "ood.notmnist.auroc")
+#: The statistics :func:`paired_table` shows when none are named: those a task's runs have
+#: values of, ``{ood}`` being the first OOD set of its runs.
+PAIRED_DEFAULTS = (
+    "error_pct",
+    "nll",
+    "ece",
+    "ood.{ood}.ecdf_area",
+    "ood.{ood}.auroc",
+    "rmse",
+    "loglik_inside",
+    "loglik_outside",
+)
 
 
-def paired_table(view: ResultsView, task: str, a: str, b: str, names: list[str]) -> str:
+def _ood_sets(runs: list[dict]) -> list[str]:
+    """The OOD sets of ``runs``, in the order their metrics list them."""
+    sets: dict[str, None] = {}
+    for r in runs:
+        ood = (r.get("metrics") or {}).get("ood")
+        sets.update(dict.fromkeys(ood if isinstance(ood, dict) else ()))
+    return list(sets)
+
+
+def _has_value(name: str, h_max: float, runs: list[dict]) -> bool:
+    try:
+        stat = stat_named(name, h_max)
+    except UQBenchError:
+        return False
+    return any(stat.value(r.get("metrics") or {}) is not None for r in runs)
+
+
+def named_statistics(runs: list[dict], h_max: float) -> list[str]:
+    """Every statistic of the catalogue (and the discussion notes' own) that ``runs`` have a
+    value of: what an error offers when a name has none."""
+    names = [m.name for m in catalog.metrics() if m.scope != "ood"]
+    names += ["fgsm.adv_accuracy", "fgsm.last_accuracy", "fgsm.last_entropy"]
+    names += [f"band.{b}" for b in ("inside", "outside", "ratio")]
+    for ood in _ood_sets(runs):
+        names += [f"ood.{ood}.{m.name}" for m in catalog.metrics("ood")]
+        names.append(f"ood.{ood}.ecdf_area")
+    return [n for n in dict.fromkeys(names) if _has_value(n, h_max, runs)]
+
+
+def default_statistics(runs: list[dict], h_max: float) -> list[str]:
+    """:data:`PAIRED_DEFAULTS` that ``runs`` have values of."""
+    ood = (_ood_sets(runs) or ["-"])[0]
+    names = [n.format(ood=ood) for n in PAIRED_DEFAULTS]
+    return [n for n in names if _has_value(n, h_max, runs)]
+
+
+def paired_table(
+    view: ResultsView, task: str, a: str, b: str, names: list[str] | None = None
+) -> str:
     """A Markdown table of ``a - b`` on ``task`` for each statistic in ``names`` (as
-    :func:`uqbench.paper.stat_named` reads them), each with its interval (at ``view.level``,
-    95% unless set), how it was made and whether it excludes 0."""
+    :func:`uqbench.paper.stat_named` reads them; None: :func:`default_statistics`), each with
+    its interval (at ``view.level``, 95% unless set), how it was made and whether it excludes
+    0."""
     if task not in view.tasks():
         raise ResultsError(f"no runs of task {task!r} here; tasks: {', '.join(view.tasks())}")
     for m in (a, b):
@@ -39,19 +89,21 @@ def paired_table(view: ResultsView, task: str, a: str, b: str, names: list[str])
             ran = ", ".join(view.methods(task))
             raise ResultsError(f"no runs of {m!r} on {task} here; methods: {ran}")
     h_max = math.log(view.n_classes(task) or 10)
+    runs = [r for m in view.methods(task) for r in view.runs_for(task, m)]
+    if names is None:
+        names = default_statistics(runs, h_max)
     stats = [stat_named(name, h_max) for name in names]
     rows = [
         f"| {task}: {a} - {b} | difference | {100 * view.level:.4g}% interval | resolved | from |",
         "|---|--:|--:|---|---|",
     ]
-    runs = [r for m in view.methods(task) for r in view.runs_for(task, m)]
     for name, stat in zip(names, stats, strict=True):
         if all(stat.value(r.get("metrics") or {}) is None for r in runs):
             # A typo (``erorr_pct``) reads as a path no run has: say so, not "no value".
             raise ResultsError(
-                f"statistic {name!r} has no value in any run of {task} here; names: "
-                f"{', '.join(sorted(C.STATS))}, ood.<set>.<metric>, fgsm.<...>, band.<...>, "
-                "or a dotted path into a run's metrics"
+                f"statistic {name!r} has no value in any run of {task} here; these have: "
+                f"{', '.join(named_statistics(runs, h_max))}, or a dotted path into a run's "
+                "metrics"
             )
         d = C.compare(view, task, a, b, stat)
         if d is None:
@@ -65,12 +117,20 @@ def paired_table(view: ResultsView, task: str, a: str, b: str, names: list[str])
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m uqbench.pairwise RESULTS TASK A B [STAT ...]``: print :func:`paired_table`."""
-    p = argparse.ArgumentParser(description="Paired differences of two methods on one task.")
+    p = argparse.ArgumentParser(
+        prog="python -m uqbench.pairwise",
+        description="Paired differences of two methods on one task.",
+    )
     p.add_argument("results", help="a results/<suite> folder")
     p.add_argument("task")
     p.add_argument("a")
     p.add_argument("b")
-    p.add_argument("stats", nargs="*", help=f"statistics (default: {' '.join(PAIRED_DEFAULTS)})")
+    p.add_argument(
+        "stats",
+        nargs="*",
+        help=f"statistics (default: those of {' '.join(PAIRED_DEFAULTS)} the task's runs have, "
+        "{ood} its first OOD set)",
+    )
     p.add_argument(
         "--test-noise",
         action="store_true",
@@ -100,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         results, files = read_merged([Path(args.results), *map(Path, args.more)])
         view = ResultsView(results, [f.parent for f in files], test_noise=args.test_noise)
         view.level = args.level
-        print(paired_table(view, args.task, args.a, args.b, args.stats or list(PAIRED_DEFAULTS)))
+        print(paired_table(view, args.task, args.a, args.b, args.stats or None))
     except UQBenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

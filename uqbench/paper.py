@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from uqbench import compare as C
+from uqbench import metric_catalog as catalog
 from uqbench.errors import ConfigError
 from uqbench.stats import Interval
 
@@ -583,7 +584,8 @@ def stat_named(name: str, h_max: float = math.log(10)) -> C.Stat:
     ``test_median_entropy``, ``ood.<set>.<auroc|fpr95|fpr95_in|median_entropy|mean_entropy|
     ecdf_area>``, ``fgsm.<adv_accuracy|last_entropy|last_accuracy>``,
     ``loglik_<inside|outside>``, ``coverage_3std_<inside|outside>``,
-    ``band.<inside|outside|ratio>``, or any other dotted path into a run's metrics.
+    ``band.<inside|outside|ratio>``, the regression check's ``fgsm.accuracy_mean`` and
+    ``q_layers.<...>``, or any other dotted path into a run's metrics.
 
     A name of that form whose metric is not declared (``ood.notmnist.aurocc``) is a
     ConfigError naming the declared ones.
@@ -607,7 +609,16 @@ def _stat_named(name: str, h_max: float) -> C.Stat:
         return band_stat(rest)
     if name.startswith(("loglik_", "coverage_3std_")):
         return C.regression_stat(name)
+    if name in CHECK_SUMMARIES:  # the regression check's summaries, as it computes them
+        from uqbench.check import extract_metric
+
+        return C.Stat(name, lambda metrics: extract_metric(metrics, name)[0])
     return C.Stat(name, C._path(*name.split(".")))
+
+
+#: Metrics of the regression check that summarise a run's metrics (a mean over the FGSM eps
+#: grid or over layers) rather than sit at a path in them.
+CHECK_SUMMARIES = frozenset(m.name for m in catalog.metrics() if m.scope in ("fgsm", "q_layers"))
 
 
 #: The models of the paper's Figure 6 (the toy claims compare among these).
