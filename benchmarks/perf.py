@@ -247,7 +247,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--gpu-modes",
         nargs="*",
         metavar="MODE",
-        help="run the training-throughput benchmark instead (eager, packed, vectorized, "
+        help="run the training-throughput benchmark instead (eager, packed, vectorized, seeds, "
         "grouped, compiled, graphed; none: all), with its own options: "
         "python -m uqbench.benchmarks.gpu_throughput -h",
     )

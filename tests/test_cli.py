@@ -45,6 +45,15 @@ def test_list_json_names_posteriors_tasks_and_suites(capsys):
         (["run", "--device", "mps", "--dry-run"], "device 'mps' is not supported"),
         (["run", "--device", "meta", "--methods", "l2"], "device 'meta' is not supported"),
         (["run", "--compile", "default", "--executor", "ray"], "--compile needs --executor"),
+        (
+            ["run", "--executor", "ray", "--gpus-per-run", "-1", "--dry-run"],
+            "--gpus-per-run must be 0 or more",
+        ),
+        (
+            ["run", "--executor", "ray", "--device", "cuda", "--dry-run"],
+            "needs --gpus-per-run above 0",
+        ),
+        (["run", "--dry-run", "--out", __file__], f"{__file__} is not a folder"),
         (["run", "--cpus-per-run", "2", "--dry-run"], "--cpus-per-run needs --executor"),
         (["run", "--gpus-per-run", "0.5", "--dry-run"], "--gpus-per-run need --executor ray"),
         (["report", "/nonexistent/results"], "no results file"),

@@ -450,6 +450,10 @@ def test_test_noise_adds_the_shared_test_sets_variance_to_the_seeds(tmp_path) ->
     c = C.compare(ResultsView({"runs": runs}, tmp_path, test_noise=True), "mnist", "a", "b", stat)
     assert (c.lo, c.hi) == (plain.lo, plain.hi)
     assert "seeds only: a seed 0 saved no per-example outputs" in c.how
+    # ... or one whose saved outputs cannot be read: said so.
+    runs[0] = {**runs[0], "predictions": "gone.npz"}
+    c = C.compare(ResultsView({"runs": runs}, tmp_path, test_noise=True), "mnist", "a", "b", stat)
+    assert "a seed 0's saved per-example outputs are missing or unreadable" in c.how
 
 
 def _pool_runs(tmp_path, methods: dict[str, float], k: int = 3, pool: int = 5000, n: int = 2000):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import threading
@@ -48,7 +49,9 @@ def build_parser(with_extras: bool = True) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="train and evaluate a suite, then write its report")
-    run.add_argument("--suite", default="quick", help="built-in suite name or a .toml path")
+    run.add_argument(
+        "--suite", default="quick", help="built-in suite name or a .toml path (default: quick)"
+    )
     run.add_argument("--methods", nargs="+", help="posterior families (default: the suite's)")
     run.add_argument("--tasks", nargs="+", help="tasks (default: the suite's)")
     run.add_argument("--seeds", nargs="+", type=int, help="seeds (default: the suite's)")
@@ -293,6 +296,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.dry_run:
         if args.executor != "ray":  # Ray's workers, not this machine, provide the device
             resolve_device(args.device or "cpu")
+        else:
+            _ray_executor(args)  # its flags' checks, without starting Ray
+        _check_out(Path(args.out))
         print(describe(specs))
         dry = Runner(
             suite,
@@ -321,14 +327,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 0
     executor = None
     if args.executor == "ray":
-        from uqbench.executors import RayExecutor
-
-        executor = RayExecutor(
-            address=args.address,
-            cpus_per_run=args.cpus_per_run,
-            gpus_per_run=args.gpus_per_run,
-            device=args.device,
-        )
+        executor = _ray_executor(args)
         suite.runs(overrides)  # a bad name or value is reported before Ray starts
         executor.start()  # Ray missing, unreachable or too small: one line, nothing trained
         device = resolve_device("cpu")  # the driver only loads data; workers pick their device
@@ -387,6 +386,32 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"  {f['error']}", file=sys.stderr)
         return 1
     return 0
+
+
+def _ray_executor(args: argparse.Namespace) -> Any:
+    """The RayExecutor of ``uqbench run``'s flags (checked; Ray not started)."""
+    from uqbench.executors import RayExecutor
+
+    return RayExecutor(
+        address=args.address,
+        cpus_per_run=args.cpus_per_run,
+        gpus_per_run=args.gpus_per_run,
+        device=args.device,
+    )
+
+
+def _check_out(out: Path) -> None:
+    """What a run's first write would find wrong with ``out``, without creating it: a file
+    where a folder must be, or a folder this user cannot write in (OutputError)."""
+    from uqbench.errors import OutputError
+
+    path = out.absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    if not path.is_dir():
+        raise OutputError(f"cannot write the results folder {out}: {path} is not a folder")
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot write the results folder {out}: {path} is not writable")
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -466,6 +466,8 @@ def _test_variance(
             run = _run(view, task, m, s)
             out = None if run is None else view.outputs(run)
             if out is None:
+                if run is not None and isinstance(run.get("predictions"), str):
+                    return f"{m} seed {s}'s saved per-example outputs are missing or unreadable"
                 return f"{m} seed {s} saved no per-example outputs"
             sizes = _sizes(stat, out)
             if not sizes or any(n == 0 for n in sizes.values()):
