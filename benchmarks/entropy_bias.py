@@ -139,7 +139,9 @@ def _measure(
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(
+        prog="python -m uqbench.benchmarks.entropy_bias", description=__doc__.splitlines()[0]
+    )
     ap.add_argument("results", type=Path, help="a suite's results folder (with results.json)")
     ap.add_argument("--n", type=int, default=2000, help="test / OOD points per set")
     ap.add_argument("--repeats", type=int, default=3)

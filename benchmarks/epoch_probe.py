@@ -26,7 +26,9 @@ from uqbench.train import train
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(
+        prog="python -m uqbench.benchmarks.epoch_probe", description=__doc__.splitlines()[0]
+    )
     ap.add_argument("method")
     ap.add_argument("task")
     ap.add_argument("--epochs", type=int, default=3)

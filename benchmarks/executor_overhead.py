@@ -39,7 +39,9 @@ def _run(args: list[str], work: Path, name: str) -> tuple[float, dict]:
 
 def main(argv: list[str] | None = None) -> int:
     """Time the three configurations and write a Markdown table."""
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="python -m uqbench.benchmarks.executor_overhead", description=__doc__.splitlines()[0]
+    )
     p.add_argument("--suite", default="smoke")
     p.add_argument("--tasks", nargs="+", help="only these tasks of the suite")
     p.add_argument("--out", default="results/perf/executors.md")

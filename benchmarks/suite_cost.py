@@ -227,7 +227,9 @@ def render(result: dict[str, Any]) -> str:
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     """The command line of :func:`main`."""
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(
+        prog="python -m uqbench.benchmarks.suite_cost", description=__doc__.splitlines()[0]
+    )
     ap.add_argument("suite", nargs="?", default="quick")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--steps", type=int, default=20, help="timed training steps (and twice that)")

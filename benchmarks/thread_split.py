@@ -197,7 +197,9 @@ def _sync() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Print one process's steps/s, or (``--out``) compare the layouts and write them down."""
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="python -m uqbench.benchmarks.thread_split", description=__doc__.splitlines()[0]
+    )
     p.add_argument("threads", nargs="?", type=int, default=1, help="threads of this process")
     p.add_argument("--seconds", type=float, default=15.0, help="timed seconds per process")
     p.add_argument("--repeats", type=int, default=3, help="rounds (with --out)")
