@@ -226,7 +226,7 @@ def parse_task_settings(items: list[str]) -> dict[str, dict[str, Any]]:
         if not sep or cut is None or not text.strip():
             raise ConfigError(
                 f"--set {item!r}: expected TASK.SECTION.KEY=VALUE or TASK.ood=SET,SET "
-                f"(sections: {', '.join(sorted(_TASK_SECTIONS))})"
+                f"(TASK.ood=[] for none; sections: {', '.join(sorted(_TASK_SECTIONS))})"
             )
         task, keys = ".".join(parts[:cut]), parts[cut:]
         try:
