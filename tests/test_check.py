@@ -240,6 +240,15 @@ def test_wrong_schema_and_wrong_suite_are_refused():
         check_results(copy.deepcopy(ref), ref, tol)
 
 
+def test_a_results_file_that_is_no_object_is_one_clear_line(tmp_path, capsys):
+    root = Path(__file__).resolve().parents[1] / "results"
+    (tmp_path / "list.json").write_text("[]")
+    argv = ["check", str(tmp_path / "list.json"), "--reference", str(root / "reference/ci.json")]
+    assert cli_main(argv) == 2
+    err = capsys.readouterr().err
+    assert "not a JSON object" in err and "Traceback" not in err
+
+
 def test_another_suite_is_named_before_its_settings(capsys):
     # The quick suite's settings all differ from the ci suite's: the error says which suite
     # to run, not "other settings".
@@ -538,8 +547,8 @@ def test_a_run_that_failed_is_named_with_its_error(seeds):
     cur["runs"].remove(gone)
     error = "dropout-mnist-seed0: RuntimeError: out of memory"
     cur["failed"] = [{"method": "dropout", "task": gone["task"], "seed": 0, "error": error}]
-    with pytest.raises(ResultsError, match=f"lack 1 .*dropout.*they failed: {error}"):
+    with pytest.raises(ResultsError, match=f"lack 1 .*dropout.*of these, failed: {error}"):
         check_results(cur, ref, TOL, seeds=seeds)
     if seeds == "same":
-        with pytest.raises(ResultsError, match=f"they failed: {error}"):
+        with pytest.raises(ResultsError, match=f"of these, failed: {error}"):
             check_identical(cur, ref)

@@ -110,6 +110,11 @@ def test_run_then_report_rebuilds_from_results_alone(tmp_path, tiny_task, capsys
     copy.write_bytes((out / "tiny" / "results.json").read_bytes())
     assert main(["report", str(copy), "--quiet"]) == 0
     assert (copy.parent / "report.md").exists()
+    # ... but not over the report of a folder's own results.json.
+    beside = out / "tiny" / "copy.json"
+    beside.write_bytes(copy.read_bytes())
+    assert main(["report", str(beside)]) == 2
+    assert "holds its own results.json" in capsys.readouterr().err
 
 
 def dry_run(argv: list[str], capsys) -> dict[str, dict]:

@@ -11,6 +11,8 @@ import pytest
 from scipy import stats
 
 from uqbench import pairwise
+from uqbench.errors import ResultsError
+from uqbench.report.view import ResultsView
 
 FOLDER = Path(__file__).resolve().parents[1] / "results" / "more-seeds" / "quick"
 
@@ -128,6 +130,16 @@ def test_with_another_folder_equals_one_folder_of_all_the_seeds(
     # Seeds 3 and 4 run into another folder: joined by --with, the table is the one folder's,
     # including the test-set noise read from each run's outputs in its own folder.
     a, b = _split(tmp_path, {3, 4})
+    # A stale file of seed 3's name in the first folder (another run's outputs) is not read.
+    doc_b = json.loads((b / "results.json").read_text())
+    for r in doc_b["runs"]:
+        if r["task"] == "mnist" and isinstance(r.get("predictions"), str):
+            decoy = (
+                FOLDER
+                / "runs"
+                / r["predictions"].replace("seed3", "seed0").replace("seed4", "seed1")
+            )
+            (a / "runs" / r["predictions"]).write_bytes(decoy.read_bytes())
     names = ["error_pct", "nll", "ood.notmnist.ecdf_area"]
     assert pairwise.main([str(FOLDER), "mnist", "mnf", "ffg", *names, *noise]) == 0
     whole = capsys.readouterr().out
@@ -216,3 +228,21 @@ def test_a_run_metric_under_an_ood_set_is_refused_by_name(
     assert pairwise.main([str(FOLDER), "mnist", "mnf", "ffg", "fgsm.acc"]) == 2
     err = capsys.readouterr().err
     assert "fgsm.accuracy_mean" in err and "ood.fashion-mnist.ecdf_area" in err
+
+
+def test_malformed_files_and_statistics_are_one_clear_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "list.json").write_text("[]")
+    argv = [str(FOLDER), "mnist", "mnf", "ffg", "--with", str(tmp_path / "list.json")]
+    assert pairwise.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "not a JSON object" in err and "Traceback" not in err
+    # Runs with none of the default statistics: an error naming what they have.
+    runs = [
+        {"method": m, "task": "t", "seed": s, "metrics": {"score": float(s)}}
+        for m in ("a", "b")
+        for s in range(2)
+    ]
+    with pytest.raises(ResultsError, match="none of the default statistics.*name some of"):
+        pairwise.paired_table(ResultsView({"runs": runs}), "t", "a", "b")

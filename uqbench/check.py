@@ -460,7 +460,7 @@ def _compare(
 
 
 def _failed_hint(results: dict, absent: list[str]) -> str:
-    """``"; failed: <error>; ..."`` for the absent runs (``method/task/seed`` or
+    """``"; of these, failed: <error>; ..."`` for the absent runs (``method/task/seed`` or
     ``method/task``) that the results list as failed (``results["failed"]``), else ``""``."""
     errors = []
     for f in results.get("failed") or []:
@@ -469,7 +469,7 @@ def _failed_hint(results: dict, absent: list[str]) -> str:
         name = f"{f.get('method')}/{f.get('task')}"
         if name in absent or f"{name}/seed{f.get('seed')}" in absent:
             errors.append(str(f.get("error") or f"{name}/seed{f.get('seed')}: no error recorded"))
-    return f"; they failed: {'; '.join(errors)}" if errors else ""
+    return f"; of these, failed: {'; '.join(errors)}" if errors else ""
 
 
 def _same_suite(results: dict, reference: dict) -> str:
@@ -535,12 +535,8 @@ def check_results(
         what = "(method, task) pair(s) of the reference"
     if absent:
         hint = _failed_hint(results, absent)
-        if (
-            not hint
-            and seeds == "same"
-            and {k[:2] for k in ref_index} <= {k[:2] for k in cur_index}
-        ):
-            hint = " (the results use other seeds: compare seed means with --any-seeds)"
+        if seeds == "same" and {k[:2] for k in ref_index} <= {k[:2] for k in cur_index}:
+            hint += " (the results use other seeds: compare seed means with --any-seeds)"
         raise ResultsError(f"results lack {len(absent)} {what}: {', '.join(absent)}{hint}")
 
     report = CheckReport(suite=suite, n_runs=len(ref_index), two_sided=two_sided, seeds=seeds)
@@ -901,14 +897,15 @@ def merge_results(docs: list[dict], names: list[str]) -> dict:
     """One results dict holding the runs of several results dicts of one suite (a reference
     made of repeats with different seeds, or seeds run into other folders); the first one's
     other fields are kept."""
+    for doc, name in zip(docs, names, strict=True):
+        validate_results(doc, name)
     suites = sorted({str(d.get("suite")) for d in docs})
-    if len(suites) != 1:  # first: another suite's settings all differ
+    if len(suites) != 1:  # before the settings: another suite's all differ
         raise ResultsError(f"the results files are of different suites: {suites}")
     runs: list[dict] = []
     seen: dict[tuple[str, str, int], str] = {}
     made_by: dict[tuple[str, str], tuple[Any, tuple[str, str, int], str]] = {}
     for doc, name in zip(docs, names, strict=True):
-        validate_results(doc, name)
         differ = settings_differences(doc, docs[0])
         if differ:
             raise ResultsError(
@@ -932,10 +929,12 @@ def merge_results(docs: list[dict], names: list[str]) -> dict:
     return {**docs[0], "runs": runs}
 
 
-def read_merged(paths: Path | list[Path], what: str = "results file") -> tuple[dict, list[Path]]:
+def read_merged(
+    paths: Path | list[Path], what: str = "results file"
+) -> tuple[dict, list[Path], dict[tuple[str, str, int], Path]]:
     """The validated runs of one results file or several as one results dict
-    (:func:`merge_results`; each may be a results.json or its directory), and the files;
-    ``what`` names them in errors."""
+    (:func:`merge_results`; each may be a results.json or its directory), the files, and
+    the file each run (``(method, task, seed)``) came from; ``what`` names them in errors."""
     files = [
         resolve_results_path(Path(p), what) for p in (paths if isinstance(paths, list) else [paths])
     ]
@@ -945,14 +944,22 @@ def read_merged(paths: Path | list[Path], what: str = "results file") -> tuple[d
     docs = [read_json(f, what) for f in files]
     if len(docs) == 1:
         validate_results(docs[0], str(files[0]))
-        return docs[0], files
-    return merge_results(docs, [str(f) for f in files]), files
+        merged = docs[0]
+    else:
+        merged = merge_results(docs, [str(f) for f in files])
+    origins = {
+        (r["method"], r["task"], r["seed"]): f
+        for doc, f in zip(docs, files, strict=True)
+        for r in doc["runs"]
+    }
+    return merged, files, origins
 
 
 def read_reference(paths: Path | list[Path]) -> tuple[dict, list[Path]]:
     """The reference of one results file or several (one reference of all their runs), and
     the files: :func:`read_merged`."""
-    return read_merged(paths, "reference file")
+    reference, files, _ = read_merged(paths, "reference file")
+    return reference, files
 
 
 def _reference_counts_match(reference: dict, tolerances: dict) -> None:
@@ -995,6 +1002,7 @@ def run_check(
     results = read_json(results_file, "results file")
     reference, files = read_reference(reference_path)
     reference_file = files[0]
+    validate_results(results, "results")
     _same_suite(results, reference)  # another suite's settings all differ: say which suite
     differ = settings_differences(results, reference)
     if differ:

@@ -298,7 +298,6 @@ def cmd_run(args: argparse.Namespace) -> int:
             resolve_device(args.device or "cpu")
         else:
             _ray_executor(args)  # its flags' checks, without starting Ray
-        _check_out(Path(args.out))
         print(describe(specs))
         dry = Runner(
             suite,
@@ -308,6 +307,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             command="",
             overrides=overrides,
         )
+        _check_out(dry.runs_dir)
         pending = dry.todo()
         todo = len(pending)
         replaced = [s.key for s in pending if dry.superseded(s) is not None]
@@ -415,12 +415,18 @@ def _check_out(out: Path) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from uqbench.errors import ResultsError
     from uqbench.report import write_report
     from uqbench.results import load_results, resolve_results_path
 
     # A folder, or a results file of any name: the report goes beside the file, whose runs'
     # saved outputs are in runs/ there.
     path = resolve_results_path(Path(args.results_dir))
+    if path.name != "results.json" and (path.parent / "results.json").is_file():
+        raise ResultsError(
+            f"{path.parent} holds its own results.json, whose report a report of {path.name} "
+            "would overwrite: move the file into a folder of its own"
+        )
     paths = write_report(
         load_results(path), path.parent, test_noise=args.test_noise, progress=not args.quiet
     )

@@ -92,6 +92,11 @@ def paired_table(
     runs = [r for m in view.methods(task) for r in view.runs_for(task, m)]
     if names is None:
         names = default_statistics(runs, h_max)
+        if not names:
+            raise ResultsError(
+                f"none of the default statistics has a value in the runs of {task} here; name "
+                f"some of: {', '.join(named_statistics(runs, h_max))}"
+            )
     stats = [stat_named(name, h_max) for name in names]
     rows = [
         f"| {task}: {a} - {b} | difference | {100 * view.level:.4g}% interval | resolved | from |",
@@ -157,8 +162,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not 0 < args.level < 1:
             raise ResultsError(f"--level must lie in (0, 1), got {args.level}")
-        results, files = read_merged([Path(args.results), *map(Path, args.more)])
-        view = ResultsView(results, [f.parent for f in files], test_noise=args.test_noise)
+        results, files, origins = read_merged([Path(args.results), *map(Path, args.more)])
+        view = ResultsView(
+            results,
+            files[0].parent,
+            test_noise=args.test_noise,
+            run_dirs={run: f.parent for run, f in origins.items()},
+        )
         view.level = args.level
         print(paired_table(view, args.task, args.a, args.b, args.stats or None))
     except UQBenchError as exc:

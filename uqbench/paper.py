@@ -612,7 +612,13 @@ def _stat_named(name: str, h_max: float) -> C.Stat:
     if name in CHECK_SUMMARIES:  # the regression check's summaries, as it computes them
         from uqbench.check import extract_metric
 
-        return C.Stat(name, lambda metrics: extract_metric(metrics, name)[0])
+        m = catalog.metric(name)
+        return C.Stat(
+            name,
+            lambda metrics: C._num(extract_metric(metrics, name)[0]),
+            lower_better=m.lower_better,
+            bounds=m.bounds,
+        )
     return C.Stat(name, C._path(*name.split(".")))
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -41,11 +41,7 @@ class ReportView(ResultsView):
     columns first), names, fixed colours and the labels of unverified data."""
 
     def __init__(
-        self,
-        results: dict[str, Any],
-        base_dir: Path | Sequence[Path] | None = None,
-        *,
-        test_noise: bool = False,
+        self, results: dict[str, Any], base_dir: Path | None = None, *, test_noise: bool = False
     ) -> None:
         super().__init__(results, base_dir, test_noise=test_noise)
         self._colors: dict[str, Any] = {}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
@@ -42,18 +42,19 @@ class ResultsView:
 
     Scalars and curves are averaged over seeds; anything missing reads as ``None``.
     ``base_dir`` is the results directory, where runs' saved per-example outputs live
-    (``runs/<run>.npz``), or several (results merged from several folders, each run's
-    outputs in the first that holds its file); without it, intervals come from seeds alone.
-    Tasks and methods are listed alphabetically; a subclass orders them by overriding
-    :meth:`task_order` and :meth:`method_order`.
+    (``runs/<run>.npz``); without it, intervals come from seeds alone. ``run_dirs`` gives
+    the directory of each run (``(method, task, seed)``) of results merged from several
+    (:func:`uqbench.check.read_merged`). Tasks and methods are listed alphabetically; a
+    subclass orders them by overriding :meth:`task_order` and :meth:`method_order`.
     """
 
     def __init__(
         self,
         results: dict[str, Any],
-        base_dir: Path | Sequence[Path] | None = None,
+        base_dir: Path | None = None,
         *,
         test_noise: bool = False,
+        run_dirs: Mapping[tuple[str, str, int], Path] | None = None,
     ) -> None:
         runs = results.get("runs")
         if not isinstance(runs, list):
@@ -66,10 +67,8 @@ class ResultsView:
             self._by[(r["task"], r["method"])].append(r)
         for v in self._by.values():
             v.sort(key=lambda r: r["seed"])
-        dirs = [] if base_dir is None else [base_dir] if isinstance(base_dir, Path) else base_dir
-        #: Where runs' saved outputs are looked for, in order; ``base_dir`` is the first.
-        self.base_dirs = [Path(d) for d in dirs]
-        self.base_dir = self.base_dirs[0] if self.base_dirs else None
+        self.base_dir = Path(base_dir) if base_dir is not None else None
+        self.run_dirs = dict(run_dirs or {})
         #: Intervals and comparisons already computed (bootstraps are not free).
         self.cache: dict[tuple[Any, ...], Any] = {}
         self._outputs: dict[str, Any] = {}
@@ -100,11 +99,13 @@ class ResultsView:
     def outputs(self, run: dict[str, Any]) -> dict[str, np.ndarray] | None:
         """The run's saved per-example outputs, or None (none saved, or file missing)."""
         name = run.get("predictions")
-        if not isinstance(name, str) or self.base_dir is None:
+        folder = self.run_dirs.get((run.get("method"), run.get("task"), run.get("seed")))
+        folder = folder or self.base_dir
+        if not isinstance(name, str) or folder is None:
             return None
+        path = folder / "runs" / Path(name).name
+        name = str(path)  # runs of merged folders may share a file name
         if name not in self._outputs:
-            paths = [d / "runs" / Path(name).name for d in self.base_dirs]
-            path = next((p for p in paths if p.exists()), paths[0])
             try:
                 with np.load(path) as z:
                     self._outputs[name] = {k: z[k] for k in z.files}
