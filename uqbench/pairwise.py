@@ -39,13 +39,8 @@ PAIRED_DEFAULTS = (
 )
 
 
-def _ood_sets(runs: list[dict]) -> list[str]:
-    """The OOD sets of ``runs``, in the order their metrics list them."""
-    sets: dict[str, None] = {}
-    for r in runs:
-        ood = (r.get("metrics") or {}).get("ood")
-        sets.update(dict.fromkeys(ood if isinstance(ood, dict) else ()))
-    return list(sets)
+def _task_runs(view: ResultsView, task: str) -> list[dict]:
+    return [r for m in view.methods(task) for r in view.runs_for(task, m)]
 
 
 def _has_value(name: str, h_max: float, runs: list[dict]) -> bool:
@@ -56,22 +51,24 @@ def _has_value(name: str, h_max: float, runs: list[dict]) -> bool:
     return any(stat.value(r.get("metrics") or {}) is not None for r in runs)
 
 
-def named_statistics(runs: list[dict], h_max: float) -> list[str]:
-    """Every statistic of the catalogue (and the discussion notes' own) that ``runs`` have a
-    value of: what an error offers when a name has none."""
+def named_statistics(view: ResultsView, task: str, h_max: float) -> list[str]:
+    """Every statistic of the catalogue (and the discussion notes' own) that the runs of
+    ``task`` have a value of: what an error offers when a name has none."""
     names = [m.name for m in catalog.metrics() if m.scope != "ood"]
     names += ["fgsm.adv_accuracy", "fgsm.last_accuracy", "fgsm.last_entropy"]
     names += [f"band.{b}" for b in ("inside", "outside", "ratio")]
-    for ood in _ood_sets(runs):
+    for ood in view.ood_sets(task):
         names += [f"ood.{ood}.{m.name}" for m in catalog.metrics("ood")]
         names.append(f"ood.{ood}.ecdf_area")
+    runs = _task_runs(view, task)
     return [n for n in dict.fromkeys(names) if _has_value(n, h_max, runs)]
 
 
-def default_statistics(runs: list[dict], h_max: float) -> list[str]:
-    """:data:`PAIRED_DEFAULTS` that ``runs`` have values of."""
-    ood = (_ood_sets(runs) or ["-"])[0]
+def default_statistics(view: ResultsView, task: str, h_max: float) -> list[str]:
+    """:data:`PAIRED_DEFAULTS` that the runs of ``task`` have values of."""
+    ood = (view.ood_sets(task) or ["-"])[0]
     names = [n.format(ood=ood) for n in PAIRED_DEFAULTS]
+    runs = _task_runs(view, task)
     return [n for n in names if _has_value(n, h_max, runs)]
 
 
@@ -89,13 +86,13 @@ def paired_table(
             ran = ", ".join(view.methods(task))
             raise ResultsError(f"no runs of {m!r} on {task} here; methods: {ran}")
     h_max = math.log(view.n_classes(task) or 10)
-    runs = [r for m in view.methods(task) for r in view.runs_for(task, m)]
+    runs = _task_runs(view, task)
     if names is None:
-        names = default_statistics(runs, h_max)
+        names = default_statistics(view, task, h_max)
         if not names:
             raise ResultsError(
                 f"none of the default statistics has a value in the runs of {task} here; name "
-                f"some of: {', '.join(named_statistics(runs, h_max))}"
+                f"some of: {', '.join(named_statistics(view, task, h_max))}"
             )
     stats = [stat_named(name, h_max) for name in names]
     rows = [
@@ -107,7 +104,7 @@ def paired_table(
             # A typo (``erorr_pct``) reads as a path no run has: say so, not "no value".
             raise ResultsError(
                 f"statistic {name!r} has no value in any run of {task} here; these have: "
-                f"{', '.join(named_statistics(runs, h_max))}, or a dotted path into a run's "
+                f"{', '.join(named_statistics(view, task, h_max))}, or a dotted path into a run's "
                 "metrics"
             )
         d = C.compare(view, task, a, b, stat)

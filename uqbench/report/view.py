@@ -104,14 +104,14 @@ class ResultsView:
         if not isinstance(name, str) or folder is None:
             return None
         path = folder / "runs" / Path(name).name
-        name = str(path)  # runs of merged folders may share a file name
-        if name not in self._outputs:
+        key = str(path)  # not the name: runs of merged folders may share one
+        if key not in self._outputs:
             try:
                 with np.load(path) as z:
-                    self._outputs[name] = {k: z[k] for k in z.files}
+                    self._outputs[key] = {k: z[k] for k in z.files}
             except Exception:  # noqa: BLE001 - missing or damaged (zlib.error, BadZipFile, ...)
-                self._outputs[name] = None
-        return self._outputs[name]
+                self._outputs[key] = None
+        return self._outputs[key]
 
     def unreadable_outputs(self) -> list[str]:
         """Runs (``method-task-seedN``) whose record names saved outputs that are missing or
