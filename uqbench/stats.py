@@ -39,7 +39,7 @@ N_BOOT = 1000
 BOOT_SEED = 20170101
 
 #: Convergence: the training objective's mean (and its KL term's) over the last tenth of
-#: training may be at most this much (relative) below that over the tenth before.
+#: training may be at most this much below that over the tenth before, relative to the former.
 CONVERGENCE_TOL = 0.05
 
 

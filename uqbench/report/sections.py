@@ -272,9 +272,10 @@ def convergence(doc: Doc, view: ReportView) -> None:
         "Criterion: the mean training objective (per-epoch loss: NLL + KL / N, or the "
         "family's own objective), and the mean of its KL term where it has one, over the "
         f"last tenth of the epochs may be at most {100 * w:g}% below the mean over the "
-        "tenth before (one epoch each for fewer than 20 epochs: with so few epochs the test "
-        "is weak). A run that fails it is a snapshot of a training still under "
-        "way: it is marked † in every table and figure, and cannot back an 'agrees'."
+        "tenth before, the fall taken relative to the last tenth's mean (one epoch each for "
+        "fewer than 20 epochs: with so few epochs the test is weak). A run that fails it "
+        "is a snapshot of a training still under way: it is marked † in every table and "
+        "figure, and cannot back an 'agrees'."
     )
     rows = []
     for t in view.tasks():
