@@ -298,3 +298,97 @@ def test_a_class_entry_point_may_use_the_registry_while_it_is_imported(
     clean_registry.reset_discovery()
     assert "uqbench-test-derived" in uqbench.list_posteriors()
     assert issubclass(uqbench.get_posterior("uqbench-test-derived"), uqbench.get_posterior("ffg"))
+
+
+@pytest.mark.parametrize(
+    "decorator", [uqbench.register_posterior, uqbench.register_task, uqbench.register_ood_set]
+)
+def test_a_decorator_without_its_name_says_so(decorator) -> None:
+    # `@uqbench.register_task` without ("name") would replace the class by the inner
+    # decorator and register nothing; it is refused where it is written.
+    class Forgot:
+        pass
+
+    with pytest.raises(RegistryError) as err:
+        decorator(Forgot)
+    assert f'@uqbench.{decorator.__name__}("name") above class' in str(err.value)
+    assert "Forgot" in str(err.value)
+    with pytest.raises(RegistryError, match="got 'bad name'"):
+        decorator("bad name")  # a bad name is refused before any class is seen
+
+
+def test_an_entry_point_module_that_registers_nothing_names_itself(
+    clean_registry, tmp_path, monkeypatch
+) -> None:
+    write_distribution(
+        tmp_path,
+        "uqbench-test-forgot",
+        """
+        [uqbench.posteriors]
+        forgot = uqbench_test_forgot
+        """,
+        {
+            "uqbench_test_forgot": """
+            import uqbench
+
+            class Forgot(uqbench.Posterior):  # no decorator
+                def layer_factory(self):
+                    return uqbench.PlainLayers()
+            """
+        },
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    clean_registry.reset_discovery()
+    with pytest.raises(RegistryError) as err:
+        uqbench.list_posteriors()
+    msg = str(err.value)
+    assert msg.startswith("posterior plug-in 'forgot' (uqbench_test_forgot, from uqbench-test-")
+    assert "registered no posterior" in msg
+    assert "@uqbench.register_posterior('forgot')" in msg
+
+
+def test_a_class_entry_point_must_use_the_name_its_decorator_gave(
+    clean_registry, tmp_path, monkeypatch
+) -> None:
+    # Two names for one class would train it twice in a suite, under both.
+    write_distribution(
+        tmp_path,
+        "uqbench-test-two-names",
+        """
+        [uqbench.posteriors]
+        ep-name = uqbench_test_two_names:Named
+        """,
+        {
+            "uqbench_test_two_names": """
+            import uqbench
+
+            @uqbench.register_posterior("decorated-name")
+            class Named(uqbench.Posterior):
+                def layer_factory(self):
+                    return uqbench.PlainLayers()
+            """
+        },
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    clean_registry.reset_discovery()
+    with pytest.raises(RegistryError) as err:
+        uqbench.list_posteriors()
+    msg = str(err.value)
+    assert "'ep-name'" in msg and "'decorated-name'" in msg
+    assert "use one name for both" in msg
+
+
+@pytest.mark.parametrize(
+    ("decorator", "base"),
+    [
+        (uqbench.register_task, "uqbench.tasks.base.Task"),
+        (uqbench.register_ood_set, "uqbench.ood.OODSet"),
+    ],
+)
+def test_tasks_and_ood_sets_must_subclass_their_base(decorator, base) -> None:
+    class NotOne:
+        pass
+
+    with pytest.raises(RegistryError) as err:
+        decorator("uqbench-test-not-one")(NotOne)
+    assert f"is not a subclass of {base}" in str(err.value)

@@ -12,6 +12,7 @@ import importlib
 import importlib.metadata
 import inspect
 import re
+import sys
 import traceback
 from collections.abc import Callable
 from typing import Generic, TypeVar
@@ -43,6 +44,13 @@ class Registry(Generic[T]):
 
     def register(self, name: str) -> Callable[[type[T]], type[T]]:
         """Class decorator registering ``cls`` under ``name``."""
+        if inspect.isclass(name):  # @register_x without its (name): it would register nothing
+            raise RegistryError(
+                f"the {self.kind} decorator needs a name: write "
+                f"@uqbench.{self.decorator}(\"name\") above class {name.__qualname__}, "
+                f"not @uqbench.{self.decorator}"
+            )
+        self._check_name(name)
 
         def decorator(cls: type[T]) -> type[T]:
             self.add(name, cls)
@@ -50,13 +58,21 @@ class Registry(Generic[T]):
 
         return decorator
 
-    def add(self, name: str, cls: type[T], origin: str | None = None) -> None:
-        """Register ``cls`` under ``name``; re-registering the same class is a no-op."""
+    @property
+    def decorator(self) -> str:
+        """The public decorator's name (``register_posterior``, ...), for messages."""
+        return "register_" + self.group.rpartition(".")[2].removesuffix("s")
+
+    def _check_name(self, name: object) -> None:
         if not isinstance(name, str) or not NAME.fullmatch(name):
             raise RegistryError(
                 f"{self.kind} name must be letters, digits and . _ + - (not starting with "
                 f". + -), as it becomes part of file names; got {name!r}"
             )
+
+    def add(self, name: str, cls: type[T], origin: str | None = None) -> None:
+        """Register ``cls`` under ``name``; re-registering the same class is a no-op."""
+        self._check_name(name)
         origin = origin or (_qualname(cls) if inspect.isclass(cls) else repr(cls))
         self._check_base(name, cls, origin)
         existing = self._entries.get(name)
@@ -108,17 +124,39 @@ class Registry(Generic[T]):
                 continue
             dist = dist_of(ep)
             where = f"{self.kind} plug-in {ep.name!r} ({ep.value}, from {dist})"
+            fresh = ep.module not in sys.modules
             try:
                 obj = ep.load()
                 if inspect.isclass(obj):
-                    self.add(ep.name, obj, origin=f"entry point {ep.name} = {ep.value} ({dist})")
+                    self._add_entry_point_class(ep.name, obj, f"{ep.name} = {ep.value} ({dist})")
             except RegistryError as exc:  # it registered a name already taken, or a bad one
                 raise RegistryError(f"{where}: {exc}") from exc
             except Exception as exc:  # noqa: BLE001 - any import failure names the plug-in
                 tb = traceback.format_exception_only(type(exc), exc)[-1].strip()
                 raise RegistryError(f"{where} failed to import: {tb}") from exc
+            # A module's decorators pick their names (which need not be the entry point's),
+            # but a module that registered nothing on import lacks its decorator.
+            if fresh and ep.name not in self._entries and not any(
+                c.__module__ == ep.module for c in self._entries.values()
+            ):
+                raise RegistryError(
+                    f"{where} registered no {self.kind}: decorate its class with "
+                    f"@uqbench.{self.decorator}({ep.name!r}), or point the entry point at "
+                    "the class"
+                )
             self._loaded.add((ep.name, ep.value))
         self._discovered = True
+
+    def _add_entry_point_class(self, name: str, cls: type[T], where: str) -> None:
+        """Register a class an entry point names; a class its decorator registered under
+        another name is refused (it would run twice, under two names)."""
+        other = [n for n, c in self._entries.items() if c is cls and n != name]
+        if other:
+            raise RegistryError(
+                f"the class registered itself as {other[0]!r}, but its entry point names it "
+                f"{name!r}: use one name for both"
+            )
+        self.add(name, cls, origin=f"entry point {where}")
 
     def get(self, name: str) -> type[T]:
         """The class registered as ``name``; an unknown name lists the known ones."""
@@ -165,5 +203,5 @@ def _qualname(cls: type) -> str:
 POSTERIORS: Registry = Registry(
     "posterior", "uqbench.posteriors", base="uqbench.posterior:Posterior"
 )
-TASKS: Registry = Registry("task", "uqbench.tasks")
-OOD_SETS: Registry = Registry("OOD set", "uqbench.ood_sets")
+TASKS: Registry = Registry("task", "uqbench.tasks", base="uqbench.tasks.base:Task")
+OOD_SETS: Registry = Registry("OOD set", "uqbench.ood_sets", base="uqbench.ood:OODSet")
