@@ -503,3 +503,26 @@ def test_process_executor_bad_requests_are_one_line(tmp_path, capsys):
     assert code == 2
     assert capsys.readouterr().err.strip() == ("uqbench: error: --jobs needs --executor processes")
     assert not any(tmp_path.iterdir())
+
+
+def test_a_family_registered_by_its_decorator_alone_runs_in_worker_processes(
+    tmp_path, clean_registry, monkeypatch
+):
+    """No entry point: a fresh worker knows the family only once it imports the module that
+    registered it, which the executor names for it (before: "unknown posterior")."""
+    from uqbench.executors import ProcessExecutor
+
+    (tmp_path / "uqbench_deco_only.py").write_text(
+        "import uqbench\n\n"
+        '@uqbench.register_posterior("deco-l2")\n'
+        'class DecoL2(uqbench.get_posterior("l2")):\n'
+        '    display_name = "Deco L2"\n'
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    __import__("uqbench_deco_only")
+    monkeypatch.setenv("UQBENCH_CACHE_DIR", str(tmp_path / "cache"))
+    suite = PROC_SUITE.replace('["l2", "ffg", "mnf"]', '["deco-l2"]').replace("100", "20")
+    runner = _runner(tmp_path, "proc", ProcessExecutor(jobs=1), suite)
+    (record,) = runner.run()["runs"]
+    assert not runner.failed
+    assert record["status"] == "ok" and record["method"] == "deco-l2"

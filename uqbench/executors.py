@@ -114,6 +114,14 @@ def _check_address(address: str, timeout: float = 5.0) -> None:
         ) from None
 
 
+def plugin_modules(run: RunSpec) -> tuple[str, ...]:
+    """The modules that define a run's classes, for a worker to import before it looks them
+    up by name: a class registered by its decorator alone (no entry point) is known to a
+    fresh process only once its module is imported. ``__main__`` is left out: a spawned
+    process runs the main script again itself."""
+    return tuple(sorted({c.__module__ for c in run.code_classes()} - {"__main__"}))
+
+
 def _remote_make_run(
     run: RunSpec,
     data: Any,
@@ -121,15 +129,21 @@ def _remote_make_run(
     env: dict[str, Any],
     cache: str,
     threads: int,
+    modules: tuple[str, ...] = (),
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The body of one Ray task: one run, on the worker's device, with the driver's cache;
-    returns its record and its per-example outputs."""
+    """The body of one Ray task or worker process: one run, on the worker's device, with
+    the driver's cache, after importing ``modules`` (:func:`plugin_modules`); returns its
+    record and its per-example outputs."""
+    import importlib
+
     import torch
 
     from uqbench.cpu import tune_malloc
     from uqbench.environment import cpu_model, resolve_device
     from uqbench.runner import _to_device, make_run
 
+    for module in modules:
+        importlib.import_module(module)
     tune_malloc()
     os.environ["UQBENCH_CACHE_DIR"] = cache  # make_run checkpoints under cache_dir()
     torch.set_num_threads(threads)
@@ -257,7 +271,8 @@ class RayExecutor:
         for run in todo:
             data = runner.task_data(run)  # loaded and checked by the driver, shipped once
             ref = data_refs.setdefault(id(data), ray.put(data))
-            pending[task.remote(run, ref, self.device, env, cache, threads)] = run
+            modules = plugin_modules(run)
+            pending[task.remote(run, ref, self.device, env, cache, threads, modules)] = run
         slots = self.slots()
         runner.log(
             f"ray: {len(todo)} runs on {slots} slot(s) of {self.cpus_per_run:g} CPU/"
@@ -425,7 +440,7 @@ class ProcessExecutor:
             for run in runs:
                 fut = pool.submit(
                     _remote_make_run, run, runner.task_data(run), self.device, env, cache,
-                    self.threads,
+                    self.threads, plugin_modules(run),
                 )  # fmt: skip
                 pending[fut] = run
             while pending:
