@@ -441,6 +441,14 @@ def test_failed_runs_are_recorded_and_the_suite_goes_on_then_exits_1(
     rec = strict_json(out / "tiny" / "runs" / "nan-loss-tiny-blobs-seed0.json")
     assert rec["status"] == "failed" and "metrics" not in rec
     assert "FAILED" in (out / "tiny" / "report.md").read_text()
+    # A later command into the same folder that runs only l2 (done) succeeds, and names the
+    # folder's earlier failures without taking them for its own.
+    code = main(["run", "--suite", str(suite), "--out", str(out), "--quiet", "--seeds", "0",
+                 "--methods", "l2"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 0
+    assert "2 run(s) of other commands in this folder failed earlier (run them to retry)" in err
+    assert "FAILED" not in err
 
 
 @pytest.mark.parametrize("value", ["nan", "inf", "-inf"])

@@ -167,10 +167,12 @@ def main(argv: list[str] | None = None) -> int:
             run_dirs={run: f.parent for run, f in origins.items()},
         )
         view.level = args.level
-        print(paired_table(view, args.task, args.a, args.b, args.stats or None))
+        print(paired_table(view, args.task, args.a, args.b, args.stats or None), flush=True)
     except UQBenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # e.g. `python -m uqbench.pairwise ... | head -3`, as the CLI
+        sys.stderr.close()
     return 0
 
 
