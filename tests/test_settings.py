@@ -82,3 +82,41 @@ def test_fgsm_mode_and_task_decide_who_is_attacked() -> None:
     assert not EvalSettings(fgsm="default").fgsm_for(Model(), Task())
     assert EvalSettings(fgsm="all").fgsm_for(Model(), Task())
     assert not EvalSettings(fgsm="all").fgsm_for(Model(), NoFgsmTask())
+
+
+@pytest.mark.parametrize(
+    ("defaults", "error"),
+    [
+        ({"epochs": 2}, None),
+        ({"epochs": 2, "momentum": 0.9}, "task 'tiny-blobs': its train_defaults: unknown key"),
+        ({"lr": "fast"}, "task 'tiny-blobs': its train_defaults: lr must be float, got 'fast'"),
+    ],
+)
+def test_a_tasks_train_defaults_name_only_what_it_changes(
+    tmp_path, tiny_task, monkeypatch, defaults, error
+) -> None:
+    from conftest import TinyBlobs
+
+    monkeypatch.setattr(TinyBlobs, "train_defaults", defaults)
+    suite = tmp_path / "s.toml"
+    suite.write_text('name = "s"\nmethods = ["l2"]\ntasks = ["tiny-blobs"]\nseeds = [0]\n')
+    if error is None:
+        (run,) = load_suite(suite).runs()
+        assert run.config()["train"] == {**TrainSettings.defaults(), "epochs": 2}
+    else:
+        with pytest.raises(ConfigError, match=error):
+            load_suite(suite).runs()
+
+
+def test_a_tasks_ood_sets_given_as_a_string_is_refused(tmp_path, tiny_task, monkeypatch) -> None:
+    from conftest import TinyBlobs
+
+    monkeypatch.setattr(TinyBlobs, "ood_sets", ("far-blobs"))  # a string, not a tuple
+    suite = tmp_path / "s.toml"
+    suite.write_text('name = "s"\nmethods = ["l2"]\ntasks = ["tiny-blobs"]\nseeds = [0]\n')
+    with pytest.raises(ConfigError) as err:
+        load_suite(suite).runs()
+    assert str(err.value) == (
+        "task 'tiny-blobs': its ood_sets must be a tuple of OOD set names, got 'far-blobs' "
+        "(a tuple of one name is written ('name',))"
+    )

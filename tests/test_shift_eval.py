@@ -68,3 +68,29 @@ def test_suite_refuses_bad_shift_settings(ev: dict, msg: str) -> None:
     raw = {"methods": ["l2"], "tasks": ["mnist"], "seeds": [0], "eval": ev}
     with pytest.raises(ConfigError, match=msg):
         parse_suite(raw, Path("s.toml"))
+
+
+def test_shift_is_evaluated_only_on_image_tasks(tmp_path, tiny_task) -> None:
+    """The suite-wide shift settings (the smoke and quick suites have them) leave a task
+    whose inputs are not images untouched (corrupting 2-D points would crash or clamp them
+    to [0, 1]); a shift asked for such a task itself is refused."""
+    from helpers import TINY_SUITE, tiny_runner
+
+    from uqbench.registry import TASKS
+
+    suite = TINY_SUITE.replace('["l2", "ffg"]', '["l2"]').replace("[0, 1]", "[0]")
+    suite += 'shift_n = 20\ncorruptions = ["shot_noise", "jpeg_compression"]\nrotations = [90]\n'
+    assert not TASKS.get(tiny_task).takes_shift()
+    assert TASKS.get("mnist").takes_shift() and TASKS.get("cifar5").takes_shift()
+    assert not TASKS.get("toy-cubic").takes_shift()
+    (record,) = tiny_runner(tmp_path, suite).run()["runs"]
+    assert record["status"] == "ok"
+    assert "shift_corruption" not in record["metrics"] and "shift_rotation" not in record["metrics"]
+    own = suite + '[task.tiny-blobs]\neval = { corruptions = ["contrast"] }\n'
+    with pytest.raises(ConfigError) as err:
+        tiny_runner(tmp_path / "own", own)
+    assert str(err.value) == (
+        "task 'tiny-blobs': dataset shift (rotations, corruptions) needs images [C, H, W] "
+        "with pixels in [0, 1] to classify; its inputs are [2] in [-10.0, 10.0] "
+        "(classification)"
+    )

@@ -3,6 +3,12 @@
 The CLI prints these without a traceback; anything else is a bug.
 """
 
+from __future__ import annotations
+
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 
 class UQBenchError(Exception):
     """Base class for errors whose message alone tells the user what went wrong."""
@@ -34,3 +40,16 @@ class OutputError(UQBenchError):
 
 class PluginError(UQBenchError):
     """A posterior's layers break the layer contract; the message names the module."""
+
+
+@contextmanager
+def plugin_call(where: str) -> Iterator[None]:
+    """Run plug-in code (a task's or OOD set's ``load``): an exception that is not one of
+    ours becomes a :class:`PluginError` naming ``where`` and the exception, in one line."""
+    try:
+        yield
+    except UQBenchError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any failure of plug-in code names the plug-in
+        line = traceback.format_exception_only(type(exc), exc)[-1].strip()
+        raise PluginError(f"{where} raised {line}") from exc

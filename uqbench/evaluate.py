@@ -138,7 +138,7 @@ def evaluate_run(
             device=device,
             progress=progress,
             keep=keep,
-            shift=settings.shift(),
+            shift=settings.shift() if task.takes_shift() else None,
         )
     return evaluate_regression(
         model,
@@ -485,17 +485,18 @@ def evaluate_regression(
 ) -> dict[str, Any]:
     """Regression METRICS of schema.md (toy-cubic).
 
-    ``data.extra`` holds ``grid`` (plotting inputs), ``test_inside`` and
-    ``test_outside`` (held-out :class:`Split` s inside / outside the training range).
+    ``data.extra`` holds ``test_inside`` and ``test_outside`` (held-out :class:`Split` s
+    inside / outside the training range) and, for a 1-D input, ``grid`` (plotting inputs).
     ``model.predict_regression(x, n)`` gives the predictive mean and variance, the
     variance including the fixed likelihood noise. Reports the mean Gaussian predictive
     log density and the share of targets within mean +- 3 std per held-out set, RMSE
-    over all held-out points, and the bands (mean, std) on the grid. A ``keep`` dict
+    over all held-out points, and (1-D input) the bands (mean, std) on the grid. A ``keep`` dict
     receives ``<set>.y``, ``<set>.mean`` and ``<set>.var`` per held-out set.
     """
     device = torch.device(device)
     extra = data.extra
-    missing = [k for k in ("grid", "test_inside", "test_outside") if k not in extra]
+    one_d = data.train.x[0].numel() == 1  # bands and training points: a 1-D input only
+    missing = [k for k in ("grid", "test_inside", "test_outside")[not one_d :] if k not in extra]
     if missing:
         raise DataError(
             f"task {task.name!r}: regression data lacks extra[{', '.join(map(repr, missing))}]"
@@ -520,17 +521,18 @@ def evaluate_regression(
         means.append(m)
     y_all, m_all = np.concatenate(ys), np.concatenate(means)
     result = {"rmse": M.rmse(y_all, m_all) if len(y_all) else None, **result}
-    grid = _column(torch.as_tensor(extra["grid"]))
-    g_mean, g_var = _predict_regression(model, grid, test_samples, batch_size, device)
-    result["bands"] = {
-        "x": grid.reshape(-1).tolist(),
-        "mean": g_mean.tolist(),
-        "std": np.sqrt(g_var).tolist(),
-    }
-    result["train_points"] = {
-        "x": data.train.x.reshape(-1).double().tolist(),
-        "y": data.train.y.reshape(-1).double().tolist(),
-    }
+    if one_d:
+        grid = _column(torch.as_tensor(extra["grid"]))
+        g_mean, g_var = _predict_regression(model, grid, test_samples, batch_size, device)
+        result["bands"] = {
+            "x": grid.reshape(-1).tolist(),
+            "mean": g_mean.tolist(),
+            "std": np.sqrt(g_var).tolist(),
+        }
+        result["train_points"] = {
+            "x": data.train.x.reshape(-1).double().tolist(),
+            "y": data.train.y.reshape(-1).double().tolist(),
+        }
     diagnostics = getattr(model, "diagnostics", None)
     result["diagnostics"] = diagnostics() if callable(diagnostics) else {}
     return result

@@ -26,8 +26,9 @@ from uqbench.data import (
     load_notmnist,
     stratified_indices,
 )
-from uqbench.errors import DataError
+from uqbench.errors import DataError, PluginError, plugin_call
 from uqbench.registry import OOD_SETS
+from uqbench.tasks.base import check_inputs
 
 
 @dataclass
@@ -82,7 +83,10 @@ def load_ood_set(
     """Load the registered OOD set ``name`` for ``task``, checking its input shape."""
     ood_set = OOD_SETS.get(name)()
     stream = f"{task}/ood/{getattr(ood_set, 'stream_name', '') or name}"
-    data = ood_set.load(as_source(source), in_shape=tuple(in_shape), n=n, seed=seed, stream=stream)
+    with plugin_call(f"OOD set {name!r}: load()"):
+        data = ood_set.load(
+            as_source(source), in_shape=tuple(in_shape), n=n, seed=seed, stream=stream
+        )
     if not isinstance(data, OODData) or not isinstance(data.x, Tensor):
         raise DataError(f"OOD set {name!r}: load() must return an OODData with a tensor x")
     if tuple(data.x.shape[1:]) != tuple(in_shape):
@@ -90,6 +94,9 @@ def load_ood_set(
             f"OOD set {name!r} gives inputs of shape {list(data.x.shape[1:])}, but task "
             f"{task!r} takes {list(in_shape)}"
         )
+    check_inputs(f"OOD set {name!r} (for task {task!r})", data.x, in_shape)
+    if n is not None and len(data.x) > n:
+        raise PluginError(f"OOD set {name!r}: asked for at most n={n} inputs, gave {len(data.x)}")
     return data
 
 

@@ -144,7 +144,10 @@ class Suite:
             task_cls = TASKS.get(t)
             table = self.task_tables.get(t, {})
             ct = cli_tasks.get(t, {})
-            train = {
+            TrainSettings.check(task_cls.train_defaults, f"task {t!r}: its train_defaults")
+            _check_task_ood_sets(t, getattr(task_cls, "ood_sets", ()))
+            train = {  # a task's train_defaults may name only the settings it changes
+                **TrainSettings.defaults(),
                 **task_cls.train_defaults,
                 **table.get("train", {}),
                 **o.get("train", {}),
@@ -157,6 +160,14 @@ class Suite:
                 **o.get("eval", {}),
                 **ct.get("eval", {}),
             }
+            asked = {**table.get("eval", {}), **ct.get("eval", {})}
+            if (asked.get("rotations") or asked.get("corruptions")) and not task_cls.takes_shift():
+                raise ConfigError(
+                    f"task {t!r}: dataset shift (rotations, corruptions) needs images "
+                    f"[C, H, W] with pixels in [0, 1] to classify; its inputs are "
+                    f"{list(task_cls.in_shape)} in {list(task_cls.input_range)} "
+                    f"({task_cls.kind})"
+                )
             # Evaluation only: a different choice of OOD sets reuses the trained model.
             eval_settings["ood"] = list(ct.get("ood", table.get("ood", task_cls.ood_sets)))
             for name in eval_settings["ood"]:
@@ -275,6 +286,17 @@ def _check_tables(tables: Any, known: list[str], kind: str, where: str) -> None:
             raise ConfigError(f"{where}: unknown {kind} {name!r}; known: {', '.join(known)}")
         if not isinstance(table, dict):
             raise ConfigError(f"{where}.{name}: expected a table, got {table!r}")
+
+
+def _check_task_ood_sets(task: str, names: Any) -> None:
+    """Refuse a task class's ``ood_sets`` that is not a sequence of names (``("far")`` is a
+    string, whose letters would be read as set names)."""
+    if isinstance(names, list | tuple) and all(isinstance(n, str) for n in names):
+        return
+    hint = " (a tuple of one name is written ('name',))" if isinstance(names, str) else ""
+    raise ConfigError(
+        f"task {task!r}: its ood_sets must be a tuple of OOD set names, got {names!r}{hint}"
+    )
 
 
 def _check_seeds(seeds: Any, where: str) -> None:

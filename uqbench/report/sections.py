@@ -594,13 +594,15 @@ def figures(doc: Doc, view: ReportView, fig_dir: Path) -> dict[str, Path]:
             + view.data_label([t]),
         )
     for t in view.tasks("regression"):
+        toy = t == F.TOY_TASK
+        paper, truth = (" (paper Figure 6)", "the true x³ curve (dashed) ") if toy else ("", "")
         figs.add(
             "toy-bands",
             F.toy_figure,
             t,
-            caption=f"{view.task_name(t)} (paper Figure 6): predictive mean ± 3 std (noise "
-            "included) per posterior, training points, the true x³ curve (dashed) and the "
-            "training range (shaded)." + view.data_label([t]),
+            caption=f"{view.task_name(t)}{paper}: predictive mean ± 3 std (noise included) per "
+            f"posterior, training points, {truth}and the training range (shaded)."
+            + view.data_label([t]),
         )
     for t in cls_tasks:
         figs.add(

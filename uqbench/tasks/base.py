@@ -16,9 +16,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from uqbench.architectures import CLASSIFICATION, ModelSpec
+from uqbench.architectures import CLASSIFICATION, REGRESSION, ModelSpec
 from uqbench.data.subset import images_to_tensor, labels_to_tensor, stratified_indices
-from uqbench.errors import ConfigError, PluginError
+from uqbench.errors import ConfigError, PluginError, plugin_call
 
 
 @dataclass
@@ -51,6 +51,65 @@ def _check_index(where: str, index: Tensor | None, n: int) -> None:
             f"{where}: index must be a 1-D integer tensor of {n} positions >= 0 (one per "
             f"input), got {what}"
         )
+
+
+def _describe(t: object) -> str:
+    if isinstance(t, Tensor):
+        return f"{t.dtype} {list(t.shape)}"
+    return type(t).__name__
+
+
+def check_inputs(where: str, x: object, in_shape: Sequence[int]) -> None:
+    """Refuse inputs the models cannot take: not a non-empty float32 ``[N, *in_shape]``
+    tensor (a :class:`uqbench.errors.PluginError` naming ``where``)."""
+    want = [*in_shape]
+    ok = isinstance(x, Tensor) and x.dtype == torch.float32 and list(x.shape[1:]) == want
+    if not ok or len(x) == 0:  # type: ignore[arg-type]
+        raise PluginError(
+            f"{where}: inputs must be a non-empty float32 tensor [N, {', '.join(map(str, want))}]"
+            f" (the task's in_shape {tuple(want)}), got {_describe(x)}"
+        )
+
+
+def check_labels(where: str, y: object, n: int, n_classes: int | None = None) -> None:
+    """Refuse class labels that are not int64 ``[n]`` in ``[0, n_classes)`` (``None``: any
+    class >= 0)."""
+    ok = isinstance(y, Tensor) and y.dtype == torch.int64 and list(y.shape) == [n]
+    if ok and n:
+        lo, hi = int(y.min()), int(y.max())  # type: ignore[union-attr]
+        ok = lo >= 0 and (n_classes is None or hi < n_classes)
+    if not ok:
+        classes = "" if n_classes is None else f" in [0, {n_classes})"
+        raise PluginError(
+            f"{where}: labels must be an int64 tensor [{n}] of classes{classes}, got "
+            f"{_describe(y)}"
+            + (f" with values {int(y.min())}..{int(y.max())}" if _numeric(y, n) else "")
+        )
+
+
+def _numeric(y: object, n: int) -> bool:
+    return isinstance(y, Tensor) and y.dim() == 1 and len(y) == n > 0 and not y.is_complex()
+
+
+def check_split(where: str, split: object, task: Task) -> None:
+    """Refuse a :class:`Split` whose inputs or targets do not fit ``task``: float32 inputs
+    of its ``in_shape``; int64 labels of its classes, or float32 targets ``[N, 1]``."""
+    if not isinstance(split, Split):
+        raise PluginError(f"{where} must be a uqbench.tasks.base.Split, got {_describe(split)}")
+    check_inputs(where, split.x, task.in_shape)
+    n = len(split)
+    if task.kind == CLASSIFICATION:
+        check_labels(where, split.y, n, task.n_outputs)
+    elif not (
+        isinstance(split.y, Tensor)
+        and split.y.dtype == torch.float32
+        and list(split.y.shape) == [n, 1]
+    ):
+        raise PluginError(
+            f"{where}: regression targets must be a float32 tensor [{n}, 1], got "
+            f"{_describe(split.y)}"
+        )
+    _check_index(where, split.index, n)
 
 
 @dataclass
@@ -158,6 +217,17 @@ class Task:
     #: replaces them per task with ``[task.<name>] ood = [...]``.
     ood_sets: ClassVar[tuple[str, ...]] = ()
 
+    @classmethod
+    def takes_shift(cls) -> bool:
+        """Whether the dataset-shift evaluation (:mod:`uqbench.shift`: rotations and image
+        corruptions) applies: classification of images ``[C, H, W]`` with pixels in [0, 1].
+        For other tasks a suite's shift settings are not evaluated."""
+        return (
+            cls.kind == CLASSIFICATION
+            and len(cls.in_shape) == 3
+            and tuple(cls.input_range) == (0.0, 1.0)
+        )
+
     def load(
         self,
         source: Any,
@@ -197,9 +267,23 @@ class Task:
         from uqbench.ood import load_ood_set
 
         src = as_source(source)
-        data = self.load(src, n_train=n_train, n_test=n_test, n_ood=n_ood, seed=seed)
+        where = f"task {self.name!r}"
+        with plugin_call(f"{where}: load()"):
+            data = self.load(src, n_train=n_train, n_test=n_test, n_ood=n_ood, seed=seed)
+        if not isinstance(data, TaskData):
+            raise PluginError(f"{where}: load() must return a TaskData, got {_describe(data)}")
         for split_name, split in (("train", data.train), ("test", data.test)):
-            _check_index(f"task {self.name!r}: its {split_name} split", split.index, len(split))
+            check_split(f"{where}: its {split_name} split", split, self)
+        if self.kind == REGRESSION:  # what evaluate_regression scores and plots
+            for key in ("test_inside", "test_outside"):
+                check_split(f"{where}: its extra[{key!r}]", data.extra.get(key), self)
+            if tuple(self.in_shape) == (1,):
+                check_inputs(f"{where}: its extra['grid']", data.extra.get("grid"), self.in_shape)
+        for name, x in data.ood.items():
+            check_inputs(f"{where}: its OOD set {name!r}", x, self.in_shape)
+        for name, labels in data.ood_labels.items():
+            n = len(data.ood[name]) if name in data.ood else -1
+            check_labels(f"{where}: the labels of its OOD set {name!r}", labels, n)
         for name, index in data.ood_index.items():
             if name not in data.ood:
                 raise PluginError(
@@ -217,6 +301,7 @@ class Task:
             )
             data.ood[name] = got.x
             if got.labels is not None:
+                check_labels(f"OOD set {name!r}: its labels", got.labels, len(got.x))
                 data.ood_labels[name] = got.labels
             if got.index is not None:
                 _check_index(f"OOD set {name!r}", got.index, len(got.x))
