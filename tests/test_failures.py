@@ -64,6 +64,30 @@ def test_runs_made_with_other_settings_are_left_out_and_named(tmp_path, tiny_tas
     assert on_disk["left_out"] == res["left_out"]
 
 
+@pytest.mark.parametrize(
+    ("overrides", "reason"),
+    [
+        ({"task": {"tiny-blobs": {"train": {"epochs": 5}}}}, "train.epochs 3 instead of 5"),
+        ({"data": {"n_train": 60}}, "data.n_train None instead of 60"),
+    ],
+)
+def test_a_tasks_own_and_data_overrides_also_decide_what_is_merged(
+    tmp_path, tiny_task, overrides, reason
+):
+    """``--set TASK.train.epochs=5`` and ``--n-train`` change the runs as ``--epochs`` does:
+    runs made without them are left out of the results, not ranked against these."""
+    runner_for(tmp_path).run()
+    res = runner_for(tmp_path, overrides={"methods": ["l2"], "seeds": [0], **overrides}).run()
+    assert [(r["method"], r["seed"]) for r in res["runs"]] == [("l2", 0)]
+    left = {x["file"]: x["reason"] for x in res["left_out"]}
+    assert set(left) == {
+        "l2-tiny-blobs-seed1.json",
+        "ffg-tiny-blobs-seed0.json",
+        "ffg-tiny-blobs-seed1.json",
+    }
+    assert reason in left["ffg-tiny-blobs-seed0.json"]
+
+
 def test_runs_not_selected_but_matching_stay_in_the_results(tmp_path, tiny_task):
     runner_for(tmp_path).run()
     res = runner_for(tmp_path, overrides={"methods": ["l2"]}).run()
@@ -817,6 +841,22 @@ def test_a_run_with_other_settings_keeps_the_finished_one_it_replaces(tmp_path, 
     assert kept.with_suffix(".npz").is_file() == bool(old.get("predictions"))
     new = json.loads((runs / "l2-tiny-blobs-seed0.json").read_text())
     assert new["run_hash"] != old["run_hash"]
+
+
+def test_a_run_made_by_another_code_version_is_kept_when_it_is_made_again(tmp_path, tiny_task):
+    """An evaluation-version bump redoes a finished run; the old record is moved aside, not
+    overwritten (it was lost before)."""
+    runner_for(tmp_path).run()
+    runs = tmp_path / "results" / "tiny" / "runs"
+    path = runs / "l2-tiny-blobs-seed0.json"
+    old = json.loads(path.read_text())
+    path.write_text(json.dumps({**old, "code_version": "t1.e1"}))
+    runner = runner_for(tmp_path, overrides={"methods": ["l2"], "seeds": [0]})
+    assert [s.key for s in runner.todo()] == ["l2-tiny-blobs-seed0"]
+    runner.run()
+    kept = runs / "superseded" / f"l2-tiny-blobs-seed0.{old['run_hash'][:12]}.t1.e1.json"
+    assert json.loads(kept.read_text())["code_version"] == "t1.e1"
+    assert json.loads(path.read_text())["code_version"] == old["code_version"]
 
 
 def test_a_run_whose_saved_outputs_are_missing_is_evaluated_again(tmp_path, tiny_task):

@@ -237,8 +237,14 @@ class Runner:
         the run the suite's settings give that (family, task, seed): when it was made with
         them, it stays in the results of later commands.
         """
-        settings = {k: v for k, v in self.overrides.items() if k in ("train", "eval")}
-        specs = {s.key: s for s in self.suite.runs(settings)}
+        settings = {k: v for k, v in self.overrides.items() if k in ("train", "eval", "data")}
+        per_task = self.overrides.get("task") or {}  # --set TASK...: that task's runs only
+
+        def overrides(tasks: list[str]) -> dict[str, Any]:
+            own = {t: v for t, v in per_task.items() if t in tasks}
+            return {**settings, "tasks": tasks, **({"task": own} if own else {})}
+
+        specs = {s.key: s for s in self.suite.runs(overrides(list(self.suite.tasks)))}
         specs.update({s.key: s for s in self.specs})
         found: dict[tuple[str, str], list[int]] = {}
         methods, tasks = set(POSTERIORS.names()), set(TASKS.names())
@@ -255,7 +261,7 @@ class Runner:
             if names and method in methods and task in tasks and type(seed) is int:
                 found.setdefault((method, task), []).append(seed)
         for (method, task), seeds in sorted(found.items()):
-            over = {**settings, "methods": [method], "tasks": [task], "seeds": sorted(seeds)}
+            over = {**overrides([task]), "methods": [method], "seeds": sorted(seeds)}
             try:
                 extra = self.suite.runs(over)
             except UQBenchError:  # not a run this suite can make: left out, with the reason
@@ -284,12 +290,14 @@ class Runner:
     def superseded(self, run: RunSpec) -> dict[str, Any] | None:
         """The finished run file of ``run``'s name that writing ``run`` would replace while
         it holds results: made with other settings (a quick test with ``--epochs 1`` in a
-        folder of real results), or with its saved outputs missing or damaged (the run is
-        made again). None when there is none."""
+        folder of real results), by another version of the code (its ``code_version``), or
+        with its saved outputs missing or damaged (the run is made again). None when there
+        is none."""
         record, _ = _load_run_file(self.runs_dir / f"{run.key}.json")
         if record is None or record.get("status", "ok") != "ok":
             return None
         other = record.get("run_hash") != run.run_hash()
+        other = other or record.get("code_version") != self.code_version(run)
         return record if other or not self._outputs_readable(record) else None
 
     def supersede(self, run: RunSpec) -> Path | None:
@@ -302,6 +310,8 @@ class Runner:
         dest = self.runs_dir / "superseded"
         dest.mkdir(exist_ok=True)
         tag = str(record.get("run_hash", "unknown"))[:12]
+        if record.get("run_hash") == run.run_hash():  # same settings, older code or outputs
+            tag += f".{record.get('code_version')}"
         moved = dest / f"{run.key}.{tag}.json"
         preds = record.get("predictions")
         if isinstance(preds, str) and (self.runs_dir / Path(preds).name).is_file():
