@@ -526,3 +526,60 @@ def test_a_family_registered_by_its_decorator_alone_runs_in_worker_processes(
     (record,) = runner.run()["runs"]
     assert not runner.failed
     assert record["status"] == "ok" and record["method"] == "deco-l2"
+
+
+def test_sigterm_to_the_driver_stops_its_worker_processes(tmp_path):
+    """``kill``, ``timeout`` and batch schedulers send SIGTERM: the driver stops as on Ctrl-C,
+    its workers with it (before, they were left training as orphans of init, and a rerun
+    raced them for the same checkpoint)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    suite = tmp_path / "long.toml"
+    suite.write_text(PROC_SUITE.replace('["l2", "ffg", "mnf"]', '["l2"]').replace("100", "100000"))
+    env = {**os.environ, "UQBENCH_CACHE_DIR": str(tmp_path / "cache")}
+    cmd = [sys.executable, "-m", "uqbench.cli", "run", "--suite", str(suite), "--out",
+           str(tmp_path / "out"), "--executor", "processes", "--jobs", "1", "--quiet"]  # fmt: skip
+    driver = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        workers: list[int] = []
+        deadline = time.monotonic() + 120
+        while not workers and time.monotonic() < deadline and driver.poll() is None:
+            time.sleep(0.5)
+            workers = [
+                int(p.name)
+                for p in Path("/proc").iterdir()
+                if p.name.isdigit() and _parent_and_cmd(p) == (driver.pid, True)
+            ]
+        assert workers, "no worker was seen running"
+        time.sleep(2.0)
+        driver.send_signal(signal.SIGTERM)
+        assert driver.wait(timeout=60) == 130
+        assert "run the same command again to resume" in driver.stderr.read()
+        deadline = time.monotonic() + 20
+        while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(_alive(pid) for pid in workers), "a worker outlived its driver"
+    finally:
+        driver.kill()
+
+
+def _parent_and_cmd(proc: Path) -> tuple[int, bool] | None:
+    """(parent pid, whether it is a spawned worker) of ``/proc/<pid>``; None if gone."""
+    try:
+        stat = (proc / "stat").read_text()
+        cmd = (proc / "cmdline").read_bytes()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[1]), b"spawn_main" in cmd
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie awaiting its parent counts as gone)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"

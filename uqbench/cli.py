@@ -13,6 +13,8 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -545,9 +547,33 @@ COMMANDS = {
 }
 
 
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Let SIGTERM (``kill``, ``timeout``, a batch scheduler) stop a command as Ctrl-C does:
+    finished runs stay saved, worker processes are stopped (not left training as orphans),
+    and the message says how to resume. Only in the main thread, where handlers live."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``uqbench`` console script."""
     argv = sys.argv[1:] if argv is None else argv
+    with sigterm_as_interrupt():
+        return _main(argv)
+
+
+def _main(argv: list[str]) -> int:
     try:
         builtin = bool(argv) and argv[0] in COMMANDS  # then no entry-point scan at start-up
         extra = None if builtin or not argv else extra_commands().get(argv[0])
