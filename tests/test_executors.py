@@ -265,6 +265,28 @@ def test_unreachable_address_is_one_line_before_training(tmp_path, capsys):
     assert time.monotonic() - t0 < 30 and not any(tmp_path.iterdir())
 
 
+@needs_ray
+def test_address_auto_with_a_stopped_clusters_file_is_one_line(tmp_path, capsys, monkeypatch):
+    """``--address auto`` joins the cluster named in ``<tmp>/ray/ray_current_cluster``, which
+    outlives that cluster: Ray then retried it for minutes; now one line names the file."""
+    port = _free_port()
+    (tmp_path / "ray").mkdir()
+    (tmp_path / "ray" / "ray_current_cluster").write_text(f"127.0.0.1:{port}\n")
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    t0 = time.monotonic()
+    argv = ["run", "--suite", "smoke", "--executor", "ray", "--address", "auto"]
+    code = main([*argv, "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert err[0].startswith(f"uqbench: error: cannot reach a Ray cluster at 127.0.0.1:{port}")
+    assert err[0].endswith(
+        f"(--address auto found it in {tmp_path / 'ray' / 'ray_current_cluster'}; that "
+        "cluster may have stopped)"
+    )
+    assert time.monotonic() - t0 < 30 and not (tmp_path / "out").exists()
+
+
 # --- a local Ray instance ----------------------------------------------------------------
 
 

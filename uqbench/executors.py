@@ -26,9 +26,11 @@ from __future__ import annotations
 import math
 import os
 import socket
+import tempfile
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from tqdm.auto import tqdm
@@ -98,8 +100,25 @@ def _ray():
     return ray
 
 
-def _check_address(address: str, timeout: float = 5.0) -> None:
-    """Fail fast, in one line, when nothing listens at ``HOST:PORT``."""
+def _auto_address() -> tuple[str, str] | None:
+    """The cluster ``--address auto`` would join, as Ray finds it: ``$RAY_ADDRESS``, else
+    the address of the last cluster started on this machine (``<tmp>/ray/ray_current_cluster``,
+    which outlives that cluster); with where it was found. None: neither is there."""
+    env = os.environ.get("RAY_ADDRESS", "").strip()
+    if env:
+        return env, "RAY_ADDRESS"
+    tmp = Path(os.environ.get("RAY_TMPDIR") or tempfile.gettempdir())
+    path = tmp / "ray" / "ray_current_cluster"
+    try:
+        found = path.read_text().strip().splitlines()
+    except OSError:
+        return None
+    return (found[0].strip(), str(path)) if found and found[0].strip() else None
+
+
+def _check_address(address: str, timeout: float = 5.0, found_in: str | None = None) -> None:
+    """Fail fast, in one line, when nothing listens at ``HOST:PORT`` (``found_in``: where
+    ``--address auto`` found it, for the message)."""
     host, sep, port = address.rpartition(":")
     if address.startswith("ray://"):
         return  # Ray Client: let Ray report it
@@ -108,9 +127,11 @@ def _check_address(address: str, timeout: float = 5.0) -> None:
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
     except OSError as exc:
+        hint = "is `ray start --head` running there?"
+        if found_in is not None:
+            hint = f"--address auto found it in {found_in}; that cluster may have stopped"
         raise ConfigError(
-            f"cannot reach a Ray cluster at {address}: {exc.strerror or exc} "
-            "(is `ray start --head` running there?)"
+            f"cannot reach a Ray cluster at {address}: {exc.strerror or exc} ({hint})"
         ) from None
 
 
@@ -203,6 +224,8 @@ class RayExecutor:
             return
         if self.address not in (None, "auto"):
             _check_address(self.address)
+        elif self.address == "auto" and (found := _auto_address()) is not None:
+            _check_address(found[0], found_in=found[1])  # Ray itself retries a dead one
         kwargs: dict[str, Any] = {"logging_level": "WARNING", "include_dashboard": False}
         if self.address is None:
             kwargs["num_cpus"] = self.num_cpus
