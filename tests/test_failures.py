@@ -571,6 +571,39 @@ def test_bad_checkpoint_is_named_set_aside_and_retrained(kind, tmp_path, tiny_ta
         assert ckpt.with_name(ckpt.name + ".bad").exists() and not marker.exists()
 
 
+def test_a_checkpoint_trained_on_other_data_is_set_aside(tmp_path, tiny_task, monkeypatch):
+    """Same settings, other data (a data set replaced by another copy, the CIFAR stand-in by
+    the real files): the trained model is not reused, nor labelled with the new files."""
+    from conftest import TinyBlobs
+
+    runner, ckpt, first = _first_checkpoint(tmp_path)
+    assert torch.load(ckpt, weights_only=True)["data"]  # the training data's fingerprint
+    original = TinyBlobs.load
+
+    def flipped(self, source, **kw):
+        data = original(self, source, **kw)
+        data.train.y = 1 - data.train.y
+        return data
+
+    monkeypatch.setattr(TinyBlobs, "load", flipped)
+    messages: list[str] = []
+    again = runner_for(tmp_path / "other", overrides={"methods": ["ffg"], "seeds": [0]})
+    again.log = messages.append
+    again.run()
+    assert ckpt.with_name(ckpt.name + ".bad").exists() and ckpt.exists()
+    assert any("it was trained on other data than this run's" in m for m in messages)
+    second = json.loads((again.runs_dir / "ffg-tiny-blobs-seed0.json").read_text())
+    assert second["metrics"]["error_pct"] > 50 > first["metrics"]["error_pct"]  # retrained
+    monkeypatch.setattr(TinyBlobs, "load", original)
+    messages.clear()
+    third = runner_for(tmp_path / "third", overrides={"methods": ["ffg"], "seeds": [0]})
+    third.log = messages.append
+    third.run()  # the flipped model's checkpoint, set aside in its turn
+    assert ckpt.with_name(ckpt.name + ".bad1").exists()
+    record = json.loads((third.runs_dir / "ffg-tiny-blobs-seed0.json").read_text())
+    assert record["metrics"] == first["metrics"]
+
+
 def test_load_posterior_refuses_a_crafted_file_without_running_it(tmp_path):
     marker = tmp_path / "code-ran"
     bad = tmp_path / "model.pt"

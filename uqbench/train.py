@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import inspect
 import math
 import os
@@ -115,8 +116,9 @@ def train(
     start_epoch, start_step = 0, 0
     perm: torch.Tensor | None = None
     sums: torch.Tensor | None = None
+    data_id = data_fingerprint(data) if checkpoint is not None else None
     if checkpoint is not None and checkpoint.exists():
-        state = _load_checkpoint(checkpoint, model, opt, gen, device, log_message)
+        state = _load_checkpoint(checkpoint, model, opt, gen, device, log_message, data_id)
         if state is None:  # set aside: start from the initial state
             opt = optimizer()
             gen = torch.Generator(device="cpu").manual_seed(seed)
@@ -197,6 +199,7 @@ def train(
                     step=i + 1,
                     perm=perm,
                     sums=sums,
+                    data_id=data_id,
                 )
                 last_save = time.monotonic()
         _check_finite(desc, epoch, first, steps, step_loss, params, steps)
@@ -216,7 +219,7 @@ def train(
         if checkpoint is not None and (
             now - last_save >= CHECKPOINT_EVERY_S or epoch + 1 == epochs
         ):
-            _save_checkpoint(checkpoint, model, opt, gen, log, epoch + 1, device)
+            _save_checkpoint(checkpoint, model, opt, gen, log, epoch + 1, device, data_id=data_id)
             last_save = time.monotonic()
     bar.close()
     model.eval()
@@ -248,6 +251,18 @@ def _check_finite(
         )
 
 
+def data_fingerprint(data: Split) -> str:
+    """A short digest of a training split's targets and a strided sample of its inputs,
+    kept in checkpoints: a checkpoint trained on other data (a data set replaced by
+    another copy, a stand-in by the real files) is not resumed or reused, although the
+    settings, and so its file name, are the same. Cheap: under 1% of the inputs."""
+    h = hashlib.blake2b(digest_size=12)
+    h.update(repr((tuple(data.x.shape), tuple(data.y.shape), str(data.y.dtype))).encode())
+    h.update(data.y.detach().cpu().contiguous().numpy().tobytes())
+    h.update(data.x.detach().reshape(-1)[::127].cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
 def _load_checkpoint(
     path: Path,
     model: Posterior,
@@ -255,17 +270,25 @@ def _load_checkpoint(
     gen: torch.Generator,
     device: torch.device,
     log_message: Callable[[str], None] | None,
+    data_id: str | None = None,
 ) -> dict[str, Any] | None:
     """Restore a training checkpoint into ``model``, ``opt``, ``gen`` and torch's RNG.
 
     Returns its state, or None after renaming an unreadable or mismatched file to
-    ``<name>.bad`` (``model`` is then back in the state it had before the attempt).
+    ``<name>.bad`` (``model`` is then back in the state it had before the attempt). A
+    checkpoint whose :func:`data_fingerprint` is not ``data_id`` is mismatched (one that
+    has none, written before fingerprints, is taken as it is).
     """
     before = copy.deepcopy(model.state_dict())
     rng_before = torch.get_rng_state()
     cuda_before = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
+        if data_id is not None and state.get("data") not in (None, data_id):
+            raise ValueError(
+                "it was trained on other data than this run's (another copy of the data "
+                "set, or other files under the same settings)"
+            )
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         gen.set_state(state["batch_rng"])
@@ -317,9 +340,11 @@ def _save_checkpoint(
     step: int = 0,
     perm: torch.Tensor | None = None,
     sums: torch.Tensor | None = None,
+    data_id: str | None = None,
 ) -> None:
     """Write the training state: after ``epoch`` epochs and ``step`` steps of the next one
-    (whose batch order ``perm`` and running sums ``sums`` are then saved too).
+    (whose batch order ``perm`` and running sums ``sums`` are then saved too), and the
+    :func:`data_fingerprint` ``data_id`` of the data it trains on.
 
     ``posterior``, ``spec``, ``config`` and ``state_dict`` make it a model file that
     :func:`uqbench.load_posterior` reads.
@@ -339,6 +364,7 @@ def _save_checkpoint(
         "step": step,
         "perm": perm.cpu() if step else None,
         "sums": sums.cpu() if step and sums is not None else None,
+        "data": data_id,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = unique_tmp(path)

@@ -44,7 +44,7 @@ from uqbench.layers import noise_source
 from uqbench.posterior import Posterior
 from uqbench.results import unique_tmp
 from uqbench.tasks.base import Split
-from uqbench.train import TrainLog, _check_finite
+from uqbench.train import TrainLog, _check_finite, data_fingerprint
 
 
 class VectorizeError(UQBenchError):
@@ -221,6 +221,7 @@ class SeedGroup:
         self._x = data[0].x if same else torch.stack([d.x for d in data])
         self._y = data[0].y if same else torch.stack([d.y for d in data])
         self._shared_data = same
+        self._data_ids = [data_fingerprint(d) for d in data] if checkpoints is not None else []
         #: The seeds this group's checkpoints say were trained together (None: none yet).
         self.vectorized_seeds: list[int] | None = None
 
@@ -313,6 +314,7 @@ class SeedGroup:
             "perm": perms[i].cpu() if step and perms is not None else None,
             "sums": sums[i].cpu() if step and sums is not None else None,
             "vectorized_seeds": self.seeds,
+            "data": self._data_ids[i],
         }
         path = self.checkpoints[i]
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -347,6 +349,8 @@ class SeedGroup:
                 blobs.append(torch.load(path, map_location="cpu", weights_only=True))
             except Exception as exc:  # noqa: BLE001 - the separate run sets it aside
                 raise VectorizeError(f"checkpoint {path.name} cannot be read ({exc})") from None
+        if any(b.get("data") not in (None, d) for b, d in zip(blobs, self._data_ids, strict=True)):
+            raise VectorizeError("a checkpoint was trained on other data")  # set aside alone
         points = {(int(b["epoch"]), int(b.get("step", 0))) for b in blobs}
         if len(points) != 1:
             raise VectorizeError(f"the seeds' checkpoints stand at different points {points}")
