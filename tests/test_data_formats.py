@@ -9,6 +9,7 @@ import io
 import pickle
 import struct
 import tarfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -511,3 +512,33 @@ def test_unreadable_data_folder_is_one_line(tmp_path: Path, monkeypatch, capsys)
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1 and "Permission denied" in err
+
+
+def test_an_incomplete_cifar_folder_names_its_missing_batches(tmp_path: Path) -> None:
+    """An extraction that lost some batches: the error names them, not the tarball the user
+    never had (with downloads off; with them on, the tarball is fetched as usual)."""
+    members = cifar_members(make_cifar())
+    folder = tmp_path / "data" / "cifar10" / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    for name, data in members.items():
+        if name not in ("data_batch_3", "test_batch"):
+            (folder / name).write_bytes(data)
+    with pytest.raises(DataError) as err:
+        load_cifar10(src(tmp_path / "data", tmp_path, allow_unverified=True))
+    assert str(err.value) == (
+        f"{folder}: incomplete CIFAR-10 data, missing data_batch_3, test_batch"
+    )
+
+
+def test_a_png_declaring_a_huge_size_is_unreadable_not_a_crash() -> None:
+    from uqbench.data.formats import decode_pngs
+
+    buf = io.BytesIO()
+    Image.new("L", (28, 28)).save(buf, format="PNG")
+    png = bytearray(buf.getvalue())
+    png[16:24] = struct.pack(">II", 30000, 30000)  # IHDR width and height, and its CRC:
+    png[29:33] = struct.pack(">I", zlib.crc32(bytes(png[12:29])))
+    images, ok, bad = decode_pngs({"A/bomb.png": bytes(png)})
+    assert ok == [] and bad == {
+        "A/bomb.png": "unreadable PNG (declares a size too large to decode)"
+    }

@@ -444,14 +444,21 @@ def load_notmnist(source: DataSource, *, check: bool = True) -> RawData:
 
 # -- CIFAR-10 --------------------------------------------------------------------------
 def find_cifar10(source: DataSource) -> Path | None:
-    """An extracted ``cifar-10-batches-py/`` folder (preferred) or the tarball, or None."""
+    """An extracted ``cifar-10-batches-py/`` folder (preferred) or the tarball, or None.
+
+    A folder missing some batch files is skipped; when nothing else is found and nothing
+    may be downloaded, it is returned, so that the error names the missing files (not
+    the tarball, which the user never had)."""
+    partial = None
     for d in search_dirs(source, "cifar10"):
         folder = d / CIFAR_FOLDER
         if folder.is_dir() and all((folder / m).is_file() for m in formats.CIFAR_MEMBERS[:6]):
             return folder
         if (d / CIFAR_ARCHIVE).is_file():
             return d / CIFAR_ARCHIVE
-    return None
+        if folder.is_dir() and partial is None:
+            partial = folder
+    return None if source.download else partial
 
 
 def _cifar_members(path: Path) -> tuple[dict[str, bytes], str | None]:

@@ -198,6 +198,9 @@ def decode_pngs(
         except (OSError, ValueError, SyntaxError, struct.error) as exc:
             bad[name] = f"unreadable PNG ({exc})"
             continue
+        except Image.DecompressionBombError:  # a header claiming a huge image: not decoded
+            bad[name] = "unreadable PNG (declares a size too large to decode)"
+            continue
         if arr.shape != shape:
             bad[name] = f"size {arr.shape[1]}x{arr.shape[0]}, expected {shape[1]}x{shape[0]}"
             continue
