@@ -999,3 +999,22 @@ def test_dry_run_refuses_what_a_real_run_refuses(tmp_path, tiny_task, capsys):
     err = capsys.readouterr().err
     assert "--jobs must be a positive whole number, got 0" in err
     assert "--cpus-per-run must be a positive whole number, got 0" in err
+
+
+def test_a_reader_that_goes_away_does_not_stop_the_runs(tmp_path):
+    """``uqbench run ... | head -1``: the log's broken pipe used to abort the command after
+    its first run (exit 0, runs missing)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "UQBENCH_CACHE_DIR": str(tmp_path / "cache")}
+    cmd = [sys.executable, "-m", "uqbench.cli", "run", "--suite", "smoke", "--tasks",
+           "toy-cubic", "--methods", "l2", "ffg", "--seeds", "0", "--out", str(tmp_path),
+           "--quiet", "--no-report"]  # fmt: skip
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout.readline()  # the first line, then the reader leaves
+    proc.stdout.close()
+    assert proc.wait(timeout=300) == 0, proc.stderr.read().decode()
+    runs = sorted(p.name for p in (tmp_path / "smoke" / "runs").glob("*.json"))
+    assert runs == ["ffg-toy-cubic-seed0.json", "l2-toy-cubic-seed0.json"]

@@ -350,6 +350,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         command=argv_command(),
         overrides=overrides,
         progress=not args.quiet,
+        log=log_line,
         executor=executor,
         vectorize_seeds=args.vectorize_seeds,
         compile_mode=args.compile,
@@ -545,6 +546,15 @@ COMMANDS = {
     "list": cmd_list,
     "data": cmd_data,
 }
+
+
+def log_line(message: str) -> None:
+    """Print a line of a run's log; a reader that went away (``uqbench run | head``) does not
+    stop the runs: the rest of the log goes to the null device."""
+    try:
+        print(message, flush=True)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 @contextmanager
