@@ -247,6 +247,12 @@ class Reshaped(uqbench.Posterior):
             return out[0]
         if self.bend == "no-grad":
             return out.detach()
+        if self.bend == "probabilities":
+            return out.softmax(-1)
+        if self.bend == "log-probabilities":
+            return out.log_softmax(-1)
+        if self.bend == "integers":
+            return out.round().long()
         return out
 
 
@@ -264,6 +270,30 @@ def test_outputs_of_the_wrong_shape_are_refused_naming_the_family(bend, shown):
     msg = str(err.value)
     assert f"returned shape {shown}" in msg and "expected [S, 5, 2]" in msg
     assert "Reshaped" in msg
+
+
+@pytest.mark.parametrize(
+    ("bend", "message"),
+    [
+        ("probabilities", "returned what look like probabilities (each row in [0, 1], summing "
+         "to 1); return logits (or log-probabilities) instead"),
+        ("integers", "returned torch.int64 values; logits (or a regression's means) are "
+         "floating point"),
+    ],
+)
+def test_outputs_that_are_not_logits_are_refused_naming_the_family(bend, message):
+    """Probabilities would be scored as logits (a softmax of a softmax: the NLL of a trained
+    net 0.57 instead of 0.026 in the probe), integers fail deep inside log_softmax."""
+    from uqbench.evaluate import sample_outputs
+
+    model = Reshaped(spec())
+    model.bend = bend
+    with pytest.raises(PluginError) as err:
+        sample_outputs(model, torch.randn(5, 3), 4, n_out=2, check_spread=True)
+    assert message in str(err.value) and "Reshaped" in str(err.value)
+    model.bend, model.deterministic = "log-probabilities", True  # these are logits
+    out = sample_outputs(model, torch.randn(5, 3), 4, n_out=2, check_spread=True)
+    assert out.exp().sum(-1).allclose(torch.ones(()))
 
 
 def test_identical_samples_of_a_family_that_is_not_deterministic_warn():

@@ -50,7 +50,8 @@ def sample_outputs(
     wrong metrics; it raises :class:`PluginError` naming the family. With
     ``check_spread``, S samples that are all the same from a family that is not
     ``deterministic`` warn: sampling that depends on train/eval mode (``nn.Dropout``)
-    while evaluation runs in eval mode.
+    while evaluation runs in eval mode; outputs that look like probabilities (rows in
+    [0, 1] summing to 1), which the metrics would take for logits, raise.
     """
     out = model.sample_outputs(x, n_samples)
     width = "K" if n_out is None else n_out
@@ -68,6 +69,22 @@ def sample_outputs(
     ):
         raise PluginError(
             f"{family(model)}: sample_outputs returned shape {list(out.shape)}, expected {want}"
+        )
+    if not out.is_floating_point():
+        raise PluginError(
+            f"{family(model)}: sample_outputs returned {out.dtype} values; logits (or a "
+            "regression's means) are floating point"
+        )
+    if (
+        check_spread
+        and out.shape[2] >= 2
+        and len(x) > 0
+        and bool(((out >= 0) & (out <= 1)).all())
+        and bool(torch.allclose(out.sum(-1), torch.ones((), dtype=out.dtype), atol=1e-4))
+    ):  # the metrics take a softmax of these: probabilities would be scored as logits
+        raise PluginError(
+            f"{family(model)}: sample_outputs returned what look like probabilities (each row "
+            "in [0, 1], summing to 1); return logits (or log-probabilities) instead"
         )
     if (
         check_spread
