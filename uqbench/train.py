@@ -317,8 +317,9 @@ def _load_checkpoint(
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if "Weights only load failed" in str(exc):  # torch's text goes on to unsafe advice
             reason = (
-                "it holds objects other than tensors and plain values, which "
-                "torch.load(weights_only=True) refuses: nothing in it ran"
+                "torch.load(weights_only=True) cannot read it: it is damaged, not a "
+                "checkpoint, or holds objects other than tensors and plain values; nothing "
+                "in it ran"
             )
         if log_message is not None:
             log_message(
