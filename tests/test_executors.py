@@ -605,3 +605,21 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+@pytest.mark.parametrize(
+    ("env", "found"), [("auto", "file"), ("", "file"), ("10.0.0.1:6379", "env")]
+)
+def test_address_auto_looks_where_ray_does(tmp_path, monkeypatch, env, found):
+    from uqbench.executors import _auto_address
+
+    (tmp_path / "ray").mkdir()
+    (tmp_path / "ray" / "ray_current_cluster").write_text("127.0.0.1:1234\n")
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
+    monkeypatch.setenv("RAY_ADDRESS", env)
+    want = (
+        ("127.0.0.1:1234", str(tmp_path / "ray" / "ray_current_cluster"))
+        if found == "file"
+        else (env, "RAY_ADDRESS")
+    )
+    assert _auto_address() == want

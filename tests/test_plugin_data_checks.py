@@ -55,6 +55,8 @@ def _set(data, split, **kw):
          "its OOD set 'far': inputs must be"),
         (lambda d: TaskData(d.train, d.test, d.ood, ood_labels={"far": torch.zeros(3).long()}),
          "the labels of its OOD set 'far': labels must be an int64 tensor [100]"),
+        (lambda d: TaskData(d.train, d.test, d.ood, ood_labels={"near": torch.zeros(3).long()}),
+         "its ood_labels names 'near', which is not one of its OOD sets (['far'])"),
     ],
 )
 def test_a_plug_in_tasks_bad_data_is_named(change, message) -> None:
@@ -85,6 +87,8 @@ def test_regression_targets_must_be_float32_columns() -> None:
     toy = TASKS.get("toy-cubic")()
     data = toy.load_with_ood(DataSource(), n_train=20, n_test=10)  # the built-in passes
     assert data.train.y.shape == (20, 1)
+    one = toy.load_with_ood(DataSource(), n_train=20, n_test=1)  # a held-out half may be empty
+    assert len(one.extra["test_inside"]) == 1 and len(one.extra["test_outside"]) == 0
 
     class Flat(type(toy)):
         name = "flat-targets"
@@ -190,3 +194,49 @@ def test_a_regression_plug_in_with_several_inputs_runs_and_reports(tmp_path) -> 
             NoOutside().load_with_ood(DataSource())
     finally:
         TASKS.restore(state)
+
+
+class Line(Plane):
+    """A 1-input regression plug-in (y = 2x + noise), with a plotting grid: bands drawn, but
+    neither the toy task's x^3 nor its Figure 6 caption."""
+
+    name = "line"
+    display_name = "Line"
+    in_shape = (1,)
+
+    def load(self, source, *, n_train=None, n_test=None, n_ood=None, seed=0) -> TaskData:
+        g = torch.Generator().manual_seed(seed)
+
+        def split(n: int, lo: float, hi: float) -> Split:
+            x = lo + (hi - lo) * torch.rand(n, 1, generator=g)
+            return Split(x, 2 * x + 0.1 * torch.randn(n, 1, generator=g))
+
+        inside, outside = split(20, -1.0, 1.0), split(20, 1.0, 2.0)
+        both = Split(torch.cat([inside.x, outside.x]), torch.cat([inside.y, outside.y]))
+        grid = torch.linspace(-2, 2, 41).reshape(-1, 1)
+        extra = {"test_inside": inside, "test_outside": outside, "grid": grid}
+        return TaskData(split(100, -1.0, 1.0), both, extra=extra)
+
+
+def test_a_one_dimensional_regression_plug_in_gets_bands_without_the_toy_tasks_truth(tmp_path):
+    from helpers import tiny_runner
+
+    from uqbench.registry import TASKS
+    from uqbench.report import write_report
+
+    state = TASKS.snapshot()
+    TASKS.add("line", Line)
+    try:
+        suite = 'name = "p"\nmethods = ["l2"]\ntasks = ["line"]\nseeds = [0]\n'
+        runner = tiny_runner(tmp_path, suite + "[eval]\ntest_samples = 2\n")
+        results = runner.run()
+        (record,) = results["runs"]
+        assert len(record["metrics"]["bands"]["x"]) == 41
+        write_report(results, runner.out)
+    finally:
+        TASKS.restore(state)
+    report = (runner.out / "report.md").read_text()
+    # the recorded display name (a plug-in's was shown by its registered name before)
+    caption = next(ln for ln in report.splitlines() if ln.startswith("*Line: predictive mean"))
+    assert "true x³" not in caption and "Figure 6" not in caption
+    assert list((runner.out / "figures").glob("toy-bands*.png"))

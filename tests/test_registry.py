@@ -392,3 +392,31 @@ def test_tasks_and_ood_sets_must_subclass_their_base(decorator, base) -> None:
     with pytest.raises(RegistryError) as err:
         decorator("uqbench-test-not-one")(NotOne)
     assert f"is not a subclass of {base}" in str(err.value)
+
+
+def test_an_entry_point_naming_a_package_that_registers_in_a_submodule(
+    clean_registry, tmp_path, monkeypatch
+) -> None:
+    """``mypkg = "mypkg"``, whose ``__init__`` imports the module that registers: fine."""
+    write_distribution(
+        tmp_path,
+        "uqbench-test-pkg",
+        """
+        [uqbench.posteriors]
+        uqbench-test-pkg = uqbench_test_pkg
+        """,
+        {},
+    )
+    pkg = tmp_path / "uqbench_test_pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("from .fam import Fam  # noqa: F401\n")
+    (pkg / "fam.py").write_text(
+        "import uqbench\n\n"
+        '@uqbench.register_posterior("uqbench-test-pkg-fam")\n'
+        "class Fam(uqbench.Posterior):\n"
+        "    def layer_factory(self):\n"
+        "        return uqbench.PlainLayers()\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    clean_registry.reset_discovery()
+    assert "uqbench-test-pkg-fam" in uqbench.list_posteriors()

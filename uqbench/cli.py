@@ -318,7 +318,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"{todo} would run"
             + (
                 f"; {len(replaced)} of them would replace finished runs (made with other "
-                f"settings, or with their saved outputs missing: "
+                f"settings or by another code version, or with their saved outputs missing: "
                 f"{', '.join(replaced[:5])}{', ...' if len(replaced) > 5 else ''}), "
                 f"which are kept in {dry.runs_dir / 'superseded'}"
                 if replaced
@@ -509,7 +509,8 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def import_torch_holding_ctrl_c() -> None:
-    """Import torch with Ctrl-C held back until the import is done, then honoured.
+    """Import torch with Ctrl-C (and SIGTERM) held back until the import is done, then
+    honoured.
 
     A KeyboardInterrupt raised inside torch's C++ module initialisation cannot unwind through
     it: the process aborts ("terminate called after throwing ... KeyboardInterrupt"). So the
@@ -527,11 +528,14 @@ def import_torch_holding_ctrl_c() -> None:
 
         return
     caught: list[int] = []
-    signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    term = signal.getsignal(signal.SIGTERM)  # sigterm_as_interrupt's, when main set it
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, frame: caught.append(signum))
     try:
         import torch  # noqa: F401
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if term is None else term)
     if caught:
         raise KeyboardInterrupt
 

@@ -43,12 +43,17 @@ class PluginError(UQBenchError):
 
 
 @contextmanager
-def plugin_call(where: str) -> Iterator[None]:
-    """Run plug-in code (a task's or OOD set's ``load``): an exception that is not one of
-    ours becomes a :class:`PluginError` naming ``where`` and the exception, in one line."""
+def plugin_call(where: str, owner: type) -> Iterator[None]:
+    """Run a plug-in's code (a task's or OOD set's ``load``): an exception that is not one
+    of ours becomes a :class:`PluginError` naming ``where`` and the exception, in one line.
+    uqbench's own classes (``owner`` defined in ``uqbench``) keep their tracebacks (a bug
+    there is ours), and so do OS errors (the CLI names the file) and running out of memory."""
+    if owner.__module__.split(".")[0] == "uqbench":
+        yield
+        return
     try:
         yield
-    except UQBenchError:
+    except (UQBenchError, OSError, MemoryError):
         raise
     except Exception as exc:  # noqa: BLE001 - any failure of plug-in code names the plug-in
         line = traceback.format_exception_only(type(exc), exc)[-1].strip()

@@ -105,7 +105,7 @@ def _auto_address() -> tuple[str, str] | None:
     the address of the last cluster started on this machine (``<tmp>/ray/ray_current_cluster``,
     which outlives that cluster); with where it was found. None: neither is there."""
     env = os.environ.get("RAY_ADDRESS", "").strip()
-    if env:
+    if env and env != "auto":  # RAY_ADDRESS=auto: Ray looks the cluster up, as below
         return env, "RAY_ADDRESS"
     tmp = Path(os.environ.get("RAY_TMPDIR") or tempfile.gettempdir())
     path = tmp / "ray" / "ray_current_cluster"
@@ -123,7 +123,8 @@ def _check_address(address: str, timeout: float = 5.0, found_in: str | None = No
     if address.startswith("ray://"):
         return  # Ray Client: let Ray report it
     if not sep or not host or not port.isdigit():
-        raise ConfigError(f"bad Ray address {address!r}: use auto or HOST:PORT")
+        given = "" if found_in is None else f" (from {found_in})"
+        raise ConfigError(f"bad Ray address {address!r}{given}: use auto or HOST:PORT")
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
     except OSError as exc:

@@ -83,7 +83,7 @@ def load_ood_set(
     """Load the registered OOD set ``name`` for ``task``, checking its input shape."""
     ood_set = OOD_SETS.get(name)()
     stream = f"{task}/ood/{getattr(ood_set, 'stream_name', '') or name}"
-    with plugin_call(f"OOD set {name!r}: load()"):
+    with plugin_call(f"OOD set {name!r}: load()", type(ood_set)):
         data = ood_set.load(
             as_source(source), in_shape=tuple(in_shape), n=n, seed=seed, stream=stream
         )

@@ -125,6 +125,7 @@ class Registry(Generic[T]):
             dist = dist_of(ep)
             where = f"{self.kind} plug-in {ep.name!r} ({ep.value}, from {dist})"
             fresh = ep.module not in sys.modules
+            before = set(self._entries)
             try:
                 obj = ep.load()
                 if inspect.isclass(obj):
@@ -135,10 +136,8 @@ class Registry(Generic[T]):
                 tb = traceback.format_exception_only(type(exc), exc)[-1].strip()
                 raise RegistryError(f"{where} failed to import: {tb}") from exc
             # A module's decorators pick their names (which need not be the entry point's),
-            # but a module that registered nothing on import lacks its decorator.
-            if fresh and ep.name not in self._entries and not any(
-                c.__module__ == ep.module for c in self._entries.values()
-            ):
+            # but a module (or package) that registered nothing on import lacks its decorator.
+            if fresh and ep.name not in self._entries and set(self._entries) <= before:
                 raise RegistryError(
                     f"{where} registered no {self.kind}: decorate its class with "
                     f"@uqbench.{self.decorator}({ep.name!r}), or point the entry point at "

@@ -176,7 +176,6 @@ class Suite:
                         f"task {t!r}: unknown OOD set {name!r}; known: "
                         f"{', '.join(OOD_SETS.names()) or 'none'}"
                     )
-                # A plug-in need not subclass OODSet, so it may lack in_shapes.
                 shapes = getattr(OOD_SETS.get(name), "in_shapes", None)
                 if shapes is not None and tuple(task_cls.in_shape) not in map(tuple, shapes):
                     raise ConfigError(

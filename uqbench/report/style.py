@@ -58,10 +58,14 @@ class ReportView(ResultsView):
         """The method's name in tables: the paper's column header, else its display name."""
         return method_name(self, method)
 
-    @staticmethod
-    def task_name(task: str) -> str:
-        """The task's name in tables and titles."""
-        return TASK_NAMES.get(task, task)
+    def task_name(self, task: str) -> str:
+        """The task's name in tables and titles: the paper's, else the display name its runs
+        recorded (a plug-in's), else its registered name."""
+        if task in TASK_NAMES:
+            return TASK_NAMES[task]
+        shown = {r.get("task_display_name") for r in self.runs if r.get("task") == task}
+        shown.discard(None)
+        return shown.pop() if len(shown) == 1 else task
 
     def data_label(self, tasks: Iterable[str]) -> str:
         """Caption suffix naming unverified data among ``tasks`` (empty when all verified)."""

@@ -59,14 +59,18 @@ def _describe(t: object) -> str:
     return type(t).__name__
 
 
-def check_inputs(where: str, x: object, in_shape: Sequence[int]) -> None:
-    """Refuse inputs the models cannot take: not a non-empty float32 ``[N, *in_shape]``
-    tensor (a :class:`uqbench.errors.PluginError` naming ``where``)."""
+def check_inputs(
+    where: str, x: object, in_shape: Sequence[int], *, allow_empty: bool = False
+) -> None:
+    """Refuse inputs the models cannot take: not a float32 ``[N, *in_shape]`` tensor, or
+    (unless ``allow_empty``) an empty one (a :class:`uqbench.errors.PluginError` naming
+    ``where``)."""
     want = [*in_shape]
     ok = isinstance(x, Tensor) and x.dtype == torch.float32 and list(x.shape[1:]) == want
-    if not ok or len(x) == 0:  # type: ignore[arg-type]
+    if not ok or (len(x) == 0 and not allow_empty):  # type: ignore[arg-type]
+        some = "" if allow_empty else "non-empty "
         raise PluginError(
-            f"{where}: inputs must be a non-empty float32 tensor [N, {', '.join(map(str, want))}]"
+            f"{where}: inputs must be a {some}float32 tensor [N, {', '.join(map(str, want))}]"
             f" (the task's in_shape {tuple(want)}), got {_describe(x)}"
         )
 
@@ -91,12 +95,12 @@ def _numeric(y: object, n: int) -> bool:
     return isinstance(y, Tensor) and y.dim() == 1 and len(y) == n > 0 and not y.is_complex()
 
 
-def check_split(where: str, split: object, task: Task) -> None:
+def check_split(where: str, split: object, task: Task, *, allow_empty: bool = False) -> None:
     """Refuse a :class:`Split` whose inputs or targets do not fit ``task``: float32 inputs
     of its ``in_shape``; int64 labels of its classes, or float32 targets ``[N, 1]``."""
     if not isinstance(split, Split):
         raise PluginError(f"{where} must be a uqbench.tasks.base.Split, got {_describe(split)}")
-    check_inputs(where, split.x, task.in_shape)
+    check_inputs(where, split.x, task.in_shape, allow_empty=allow_empty)
     n = len(split)
     if task.kind == CLASSIFICATION:
         check_labels(where, split.y, n, task.n_outputs)
@@ -268,21 +272,27 @@ class Task:
 
         src = as_source(source)
         where = f"task {self.name!r}"
-        with plugin_call(f"{where}: load()"):
+        with plugin_call(f"{where}: load()", type(self)):
             data = self.load(src, n_train=n_train, n_test=n_test, n_ood=n_ood, seed=seed)
         if not isinstance(data, TaskData):
             raise PluginError(f"{where}: load() must return a TaskData, got {_describe(data)}")
         for split_name, split in (("train", data.train), ("test", data.test)):
             check_split(f"{where}: its {split_name} split", split, self)
         if self.kind == REGRESSION:  # what evaluate_regression scores and plots
-            for key in ("test_inside", "test_outside"):
-                check_split(f"{where}: its extra[{key!r}]", data.extra.get(key), self)
+            for key in ("test_inside", "test_outside"):  # one may be empty (toy: --n-test 1)
+                split = data.extra.get(key)
+                check_split(f"{where}: its extra[{key!r}]", split, self, allow_empty=True)
             if tuple(self.in_shape) == (1,):
                 check_inputs(f"{where}: its extra['grid']", data.extra.get("grid"), self.in_shape)
         for name, x in data.ood.items():
             check_inputs(f"{where}: its OOD set {name!r}", x, self.in_shape)
         for name, labels in data.ood_labels.items():
-            n = len(data.ood[name]) if name in data.ood else -1
+            if name not in data.ood:
+                raise PluginError(
+                    f"{where}: its ood_labels names {name!r}, which is not one of its OOD sets "
+                    f"({sorted(data.ood) or 'none'})"
+                )
+            n = len(data.ood[name])
             check_labels(f"{where}: the labels of its OOD set {name!r}", labels, n)
         for name, index in data.ood_index.items():
             if name not in data.ood:
