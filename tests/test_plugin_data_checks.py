@@ -160,40 +160,46 @@ class Plane(TinyBlobs):
         return TaskData(split(100, 1.0), both, extra=extra)
 
 
-def test_a_regression_plug_in_with_several_inputs_runs_and_reports(tmp_path) -> None:
-    """Scored on its held-out sets inside and outside the training range; no bands (they
-    need a 1-D input), and the report's figure and captions stay the toy task's own."""
+def _run_and_report(tmp_path, task: type) -> tuple[dict, str]:
+    """One l2 run of the regression plug-in ``task`` (registered for the call), its record
+    and its report's Markdown."""
     from helpers import tiny_runner
 
     from uqbench.registry import TASKS
     from uqbench.report import write_report
 
     state = TASKS.snapshot()
-    TASKS.add("plane", Plane)
+    TASKS.add(task.name, task)
     try:
-        suite = 'name = "p"\nmethods = ["l2"]\ntasks = ["plane"]\nseeds = [0]\n'
+        suite = f'name = "p"\nmethods = ["l2"]\ntasks = ["{task.name}"]\nseeds = [0]\n'
         runner = tiny_runner(tmp_path, suite + "[eval]\ntest_samples = 2\n")
         results = runner.run()
-        (record,) = results["runs"]
-        assert record["status"] == "ok", record.get("error")
-        metrics = record["metrics"]
-        assert {"rmse", "loglik_inside", "loglik_outside"} <= set(metrics)
-        assert "bands" not in metrics and "train_points" not in metrics
         write_report(results, runner.out)
-        report = (runner.out / "report.md").read_text()
-        assert "Plane" in report and "true x³" not in report
-        assert "Plane (paper Figure 6)" not in report
-
-        class NoOutside(Plane):
-            def load(self, source, **kw):
-                data = super().load(source, **kw)
-                del data.extra["test_outside"]
-                return data
-
-        with pytest.raises(PluginError, match=r"its extra\['test_outside'\] must be a "):
-            NoOutside().load_with_ood(DataSource())
     finally:
         TASKS.restore(state)
+    (record,) = results["runs"]
+    assert record["status"] == "ok", record.get("error")
+    return record, (runner.out / "report.md").read_text()
+
+
+def test_a_regression_plug_in_with_several_inputs_runs_and_reports(tmp_path) -> None:
+    """Scored on its held-out sets inside and outside the training range; no bands (they
+    need a 1-D input), so no bands figure, and nothing of the toy task's x^3."""
+    record, report = _run_and_report(tmp_path, Plane)
+    metrics = record["metrics"]
+    assert {"rmse", "loglik_inside", "loglik_outside"} <= set(metrics)
+    assert "bands" not in metrics and "train_points" not in metrics
+    assert "Plane" in report and "true x³" not in report
+    assert "Plane (paper Figure 6)" not in report
+
+    class NoOutside(Plane):
+        def load(self, source, **kw):
+            data = super().load(source, **kw)
+            del data.extra["test_outside"]
+            return data
+
+    with pytest.raises(PluginError, match=r"its extra\['test_outside'\] must be a "):
+        NoOutside().load_with_ood(DataSource())
 
 
 class Line(Plane):
@@ -219,24 +225,9 @@ class Line(Plane):
 
 
 def test_a_one_dimensional_regression_plug_in_gets_bands_without_the_toy_tasks_truth(tmp_path):
-    from helpers import tiny_runner
-
-    from uqbench.registry import TASKS
-    from uqbench.report import write_report
-
-    state = TASKS.snapshot()
-    TASKS.add("line", Line)
-    try:
-        suite = 'name = "p"\nmethods = ["l2"]\ntasks = ["line"]\nseeds = [0]\n'
-        runner = tiny_runner(tmp_path, suite + "[eval]\ntest_samples = 2\n")
-        results = runner.run()
-        (record,) = results["runs"]
-        assert len(record["metrics"]["bands"]["x"]) == 41
-        write_report(results, runner.out)
-    finally:
-        TASKS.restore(state)
-    report = (runner.out / "report.md").read_text()
+    record, report = _run_and_report(tmp_path, Line)
+    assert len(record["metrics"]["bands"]["x"]) == 41
     # the recorded display name (a plug-in's was shown by its registered name before)
     caption = next(ln for ln in report.splitlines() if ln.startswith("*Line: predictive mean"))
     assert "true x³" not in caption and "Figure 6" not in caption
-    assert list((runner.out / "figures").glob("toy-bands*.png"))
+    assert "toy-bands-line.png" in report

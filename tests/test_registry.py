@@ -317,6 +317,15 @@ def test_a_decorator_without_its_name_says_so(decorator) -> None:
         decorator("bad name")  # a bad name is refused before any class is seen
 
 
+def _listing_error(registry, path: Path, monkeypatch) -> str:
+    """The RegistryError's message when the plug-ins installed under ``path`` are listed."""
+    monkeypatch.syspath_prepend(str(path))
+    registry.reset_discovery()
+    with pytest.raises(RegistryError) as err:
+        uqbench.list_posteriors()
+    return str(err.value)
+
+
 def test_an_entry_point_module_that_registers_nothing_names_itself(
     clean_registry, tmp_path, monkeypatch
 ) -> None:
@@ -337,11 +346,7 @@ def test_an_entry_point_module_that_registers_nothing_names_itself(
             """
         },
     )
-    monkeypatch.syspath_prepend(str(tmp_path))
-    clean_registry.reset_discovery()
-    with pytest.raises(RegistryError) as err:
-        uqbench.list_posteriors()
-    msg = str(err.value)
+    msg = _listing_error(clean_registry, tmp_path, monkeypatch)
     assert msg.startswith("posterior plug-in 'forgot' (uqbench_test_forgot, from uqbench-test-")
     assert "registered no posterior" in msg
     assert "@uqbench.register_posterior('forgot')" in msg
@@ -369,11 +374,7 @@ def test_a_class_entry_point_must_use_the_name_its_decorator_gave(
             """
         },
     )
-    monkeypatch.syspath_prepend(str(tmp_path))
-    clean_registry.reset_discovery()
-    with pytest.raises(RegistryError) as err:
-        uqbench.list_posteriors()
-    msg = str(err.value)
+    msg = _listing_error(clean_registry, tmp_path, monkeypatch)
     assert "'ep-name'" in msg and "'decorated-name'" in msg
     assert "use one name for both" in msg
 
