@@ -460,8 +460,9 @@ def local_proc_toy(tmp_path_factory) -> dict:
         return _runner(tmp, "results", suite=PROC_SUITE).run()
 
 
-def _spawned_workers() -> list[int]:
-    """Our spawned worker processes (each executing one run)."""
+def _spawned_workers(parent: int | None = None) -> list[int]:
+    """The spawned worker processes (each executing one run) of ``parent`` (default: ours)."""
+    parent = os.getpid() if parent is None else parent
     pids = []
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
@@ -472,7 +473,7 @@ def _spawned_workers() -> list[int]:
         except OSError:
             continue
         ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        if ppid == os.getpid() and b"spawn_main" in cmd:
+        if ppid == parent and b"spawn_main" in cmd:
             pids.append(int(proc.name))
     return pids
 
@@ -570,11 +571,7 @@ def test_sigterm_to_the_driver_stops_its_worker_processes(tmp_path):
         deadline = time.monotonic() + 120
         while not workers and time.monotonic() < deadline and driver.poll() is None:
             time.sleep(0.5)
-            workers = [
-                int(p.name)
-                for p in Path("/proc").iterdir()
-                if p.name.isdigit() and _parent_and_cmd(p) == (driver.pid, True)
-            ]
+            workers = _spawned_workers(driver.pid)
         assert workers, "no worker was seen running"
         time.sleep(2.0)
         driver.send_signal(signal.SIGTERM)
@@ -586,16 +583,6 @@ def test_sigterm_to_the_driver_stops_its_worker_processes(tmp_path):
         assert not any(_alive(pid) for pid in workers), "a worker outlived its driver"
     finally:
         driver.kill()
-
-
-def _parent_and_cmd(proc: Path) -> tuple[int, bool] | None:
-    """(parent pid, whether it is a spawned worker) of ``/proc/<pid>``; None if gone."""
-    try:
-        stat = (proc / "stat").read_text()
-        cmd = (proc / "cmdline").read_bytes()
-    except OSError:
-        return None
-    return int(stat.rsplit(")", 1)[1].split()[1]), b"spawn_main" in cmd
 
 
 def _alive(pid: int) -> bool:

@@ -44,12 +44,9 @@ def _check_index(where: str, index: Tensor | None, n: int) -> None:
         return
     ok = isinstance(index, Tensor) and index.dim() == 1 and not index.is_floating_point()
     if not ok or len(index) != n or (n and int(index.min()) < 0):
-        what = type(index).__name__
-        if isinstance(index, Tensor):
-            what = f"{index.dtype} {list(index.shape)}"
         raise PluginError(
             f"{where}: index must be a 1-D integer tensor of {n} positions >= 0 (one per "
-            f"input), got {what}"
+            f"input), got {_describe(index)}"
         )
 
 
