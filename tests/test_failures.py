@@ -1018,3 +1018,23 @@ def test_a_reader_that_goes_away_does_not_stop_the_runs(tmp_path):
     assert proc.wait(timeout=300) == 0, proc.stderr.read().decode()
     runs = sorted(p.name for p in (tmp_path / "smoke" / "runs").glob("*.json"))
     assert runs == ["ffg-toy-cubic-seed0.json", "l2-toy-cubic-seed0.json"]
+
+
+def test_a_reader_of_both_streams_that_goes_away_does_not_stop_the_runs(tmp_path):
+    """``uqbench run --executor processes ... 2>&1 | head -1``: the progress bar on stderr
+    meets the same broken pipe as the log; it used to end the command at once, exit 0, with
+    no run made."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "UQBENCH_CACHE_DIR": str(tmp_path / "cache")}
+    cmd = [sys.executable, "-m", "uqbench.cli", "run", "--suite", "smoke", "--tasks",
+           "toy-cubic", "--methods", "l2", "ffg", "--seeds", "0", "--out", str(tmp_path),
+           "--no-report", "--executor", "processes", "--jobs", "2"]  # fmt: skip
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert proc.stdout.readline()
+    proc.stdout.close()
+    assert proc.wait(timeout=300) == 0
+    runs = sorted(p.name for p in (tmp_path / "smoke" / "runs").glob("*.json"))
+    assert runs == ["ffg-toy-cubic-seed0.json", "l2-toy-cubic-seed0.json"]

@@ -275,10 +275,15 @@ def test_outputs_of_the_wrong_shape_are_refused_naming_the_family(bend, shown):
 @pytest.mark.parametrize(
     ("bend", "message"),
     [
-        ("probabilities", "returned what look like probabilities (each row in [0, 1], summing "
-         "to 1); return logits (or log-probabilities) instead"),
-        ("integers", "returned torch.int64 values; logits (or a regression's means) are "
-         "floating point"),
+        (
+            "probabilities",
+            "returned what look like probabilities (each row in [0, 1], summing "
+            "to 1); return logits (or log-probabilities) instead",
+        ),
+        (
+            "integers",
+            "returned torch.int64 values; logits (or a regression's means) are floating point",
+        ),
     ],
 )
 def test_outputs_that_are_not_logits_are_refused_naming_the_family(bend, message):

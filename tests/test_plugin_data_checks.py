@@ -39,24 +39,38 @@ def _set(data, split, **kw):
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (lambda d: _set(d, "train", x=d.train.x.double()), "train split: inputs must be a "
-         "non-empty float32 tensor [N, 2] (the task's in_shape (2,)), got torch.float64"),
+        (
+            lambda d: _set(d, "train", x=d.train.x.double()),
+            "train split: inputs must be a "
+            "non-empty float32 tensor [N, 2] (the task's in_shape (2,)), got torch.float64",
+        ),
         (lambda d: _set(d, "test", x=d.test.x[:, :1]), "test split: inputs must be"),
         (lambda d: _set(d, "test", x=d.test.x[:0], y=d.test.y[:0]), "got torch.float32 [0, 2]"),
-        (lambda d: _set(d, "train", y=d.train.y.float()), "train split: labels must be an int64 "
-         "tensor [200] of classes in [0, 2), got torch.float32 [200] with values 0..1"),
+        (
+            lambda d: _set(d, "train", y=d.train.y.float()),
+            "train split: labels must be an int64 "
+            "tensor [200] of classes in [0, 2), got torch.float32 [200] with values 0..1",
+        ),
         (lambda d: _set(d, "train", y=d.train.y.int()), "got torch.int32"),
-        (lambda d: _set(d, "test", y=d.test.y + 1), "in [0, 2), got torch.int64 [100] with "
-         "values 1..2"),
+        (
+            lambda d: _set(d, "test", y=d.test.y + 1),
+            "in [0, 2), got torch.int64 [100] with values 1..2",
+        ),
         (lambda d: _set(d, "test", y=d.test.y[:, None]), "got torch.int64 [100, 1]"),
         (lambda d: _set(d, "test", y=d.test.y[:50]), "labels must be an int64 tensor [100]"),
         (lambda d: {"train": d.train}, "load() must return a TaskData, got dict"),
-        (lambda d: TaskData(d.train, d.test, {"far": d.ood["far"].double()}),
-         "its OOD set 'far': inputs must be"),
-        (lambda d: TaskData(d.train, d.test, d.ood, ood_labels={"far": torch.zeros(3).long()}),
-         "the labels of its OOD set 'far': labels must be an int64 tensor [100]"),
-        (lambda d: TaskData(d.train, d.test, d.ood, ood_labels={"near": torch.zeros(3).long()}),
-         "its ood_labels names 'near', which is not one of its OOD sets (['far'])"),
+        (
+            lambda d: TaskData(d.train, d.test, {"far": d.ood["far"].double()}),
+            "its OOD set 'far': inputs must be",
+        ),
+        (
+            lambda d: TaskData(d.train, d.test, d.ood, ood_labels={"far": torch.zeros(3).long()}),
+            "the labels of its OOD set 'far': labels must be an int64 tensor [100]",
+        ),
+        (
+            lambda d: TaskData(d.train, d.test, d.ood, ood_labels={"near": torch.zeros(3).long()}),
+            "its ood_labels names 'near', which is not one of its OOD sets (['far'])",
+        ),
     ],
 )
 def test_a_plug_in_tasks_bad_data_is_named(change, message) -> None:
@@ -115,8 +129,10 @@ def _ood_set(make):
         (lambda n: OODData(torch.zeros(n, 2, dtype=torch.float64)), "got torch.float64 [7, 2]"),
         (lambda n: OODData(torch.zeros(0, 2)), "inputs must be a non-empty float32 tensor"),
         (lambda n: OODData(torch.zeros(n + 3, 2)), "asked for at most n=7 inputs, gave 10"),
-        (lambda n: OODData(torch.zeros(n, 2), labels=torch.zeros(1).long()),
-         "its labels: labels must be an int64 tensor [7]"),
+        (
+            lambda n: OODData(torch.zeros(n, 2), labels=torch.zeros(1).long()),
+            "its labels: labels must be an int64 tensor [7]",
+        ),
         (lambda n: OODData(torch.zeros(n, 2), labels=torch.zeros(n)), "got torch.float32 [7]"),
         (lambda n: 1 / 0, "load() raised ZeroDivisionError: division by zero"),
     ],

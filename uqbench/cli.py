@@ -561,6 +561,49 @@ def log_line(message: str) -> None:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
+class OutlivesReader:
+    """A text stream that, once its reader has gone (a closed pipe: ``uqbench run 2>&1 |
+    head``), sends the rest to the null device instead of raising: progress bars and
+    warnings must not stop the runs either. Everything else is the stream's own."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def _drop(self) -> None:
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), self._stream.fileno())
+        except (OSError, ValueError, AttributeError):  # not a real file: nothing to redirect
+            pass
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._drop()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._drop()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+@contextmanager
+def outliving_readers() -> Iterator[None]:
+    """Within: ``sys.stdout`` and ``sys.stderr`` survive a reader that goes away
+    (:class:`OutlivesReader`), for commands whose work must go on (runs, workers)."""
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = OutlivesReader(sys.stdout), OutlivesReader(sys.stderr)
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = saved
+
+
 @contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
     """Let SIGTERM (``kill``, ``timeout``, a batch scheduler) stop a command as Ctrl-C does:
@@ -597,6 +640,9 @@ def _main(argv: list[str]) -> int:
         args = build_parser(with_extras=not builtin).parse_args(argv)
         if args.command in TORCH_COMMANDS:
             import_torch_holding_ctrl_c()
+        if args.command == "run":  # its runs go on when the reader of its log goes away
+            with outliving_readers():
+                return cmd_run(args)
         return COMMANDS[args.command](args)
     except UQBenchError as exc:
         print(f"uqbench: error: {exc}", file=sys.stderr)

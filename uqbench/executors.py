@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import os
 import socket
+import sys
 import tempfile
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -160,10 +161,13 @@ def _remote_make_run(
 
     import torch
 
+    from uqbench.cli import OutlivesReader
     from uqbench.cpu import tune_malloc
     from uqbench.environment import cpu_model, resolve_device
     from uqbench.runner import _to_device, make_run
 
+    if not isinstance(sys.stderr, OutlivesReader):  # the driver's pipe may close first
+        sys.stdout, sys.stderr = OutlivesReader(sys.stdout), OutlivesReader(sys.stderr)
     for module in modules:
         importlib.import_module(module)
     tune_malloc()

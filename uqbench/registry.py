@@ -47,7 +47,7 @@ class Registry(Generic[T]):
         if inspect.isclass(name):  # @register_x without its (name): it would register nothing
             raise RegistryError(
                 f"the {self.kind} decorator needs a name: write "
-                f"@uqbench.{self.decorator}(\"name\") above class {name.__qualname__}, "
+                f'@uqbench.{self.decorator}("name") above class {name.__qualname__}, '
                 f"not @uqbench.{self.decorator}"
             )
         self._check_name(name)
