@@ -220,3 +220,30 @@ def test_a_two_way_metric_fails_in_either_direction_and_says_so():
         text = format_check_table(report)
         if word:
             assert f"is {word} " in text and "a move either way fails" in text
+
+
+def test_the_tripwire_compares_the_data_each_run_saw(tmp_path: Path, capsys):
+    """`--exact` passed results whose splits had other class counts (the statistical check
+    failed them); where the reference records its runs' class counts, they are compared
+    bit for bit too, and a reference without them compares metrics alone."""
+    ref = make_results()
+    for run in ref["runs"]:
+        run["data"]["class_counts"] = {"train": [50, 50], "test": [20, 20]}
+    cur = copy.deepcopy(ref)
+    assert check_identical(cur, ref).passed
+    run_of(cur, "l2", "mnist", 0)["data"]["class_counts"]["test"] = [21, 19]
+    report = check_identical(cur, ref)
+    assert [(d.method, d.metric, d.reference, d.current) for d in report.diffs] == [
+        ("l2", "data.class_counts.test[0]", 20, 21),
+        ("l2", "data.class_counts.test[1]", 20, 19),
+    ]
+    assert check_identical(cur, make_results()).passed  # the reference records none
+
+
+def test_exact_refuses_the_statistical_checks_options(tmp_path: Path, capsys):
+    """`--exact` silently ignored `--any-seeds`, `--two-sided` and `--tolerance`."""
+    args = [*_files(tmp_path, make_results()), "--exact"]
+    for extra in (["--any-seeds"], ["--two-sided"], ["--tolerance", str(tmp_path / "t.json")]):
+        assert main([*args, *extra]) == 2
+        err = capsys.readouterr().err
+        assert "--exact compares every value bit for bit" in err and "Traceback" not in err

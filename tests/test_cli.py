@@ -54,6 +54,12 @@ def test_list_json_names_posteriors_tasks_and_suites(capsys):
             "needs --gpus-per-run above 0",
         ),
         (["run", "--dry-run", "--out", __file__], f"{__file__} is not a folder"),
+        (["run", "--methods", "", "--dry-run"], "--methods was given no names"),
+        (["run", "--methods", "l2", "--tasks", ",", "--dry-run"], "--tasks was given no names"),
+        (
+            ["run", "--executor", "ray", "--address", "bogus", "--dry-run"],
+            "bad Ray address 'bogus': use auto or HOST:PORT",
+        ),
         (["run", "--cpus-per-run", "2", "--dry-run"], "--cpus-per-run needs --executor"),
         (["run", "--gpus-per-run", "0.5", "--dry-run"], "--gpus-per-run need --executor ray"),
         (["report", "/nonexistent/results"], "no results file"),
@@ -195,3 +201,88 @@ def test_a_failing_report_says_the_results_are_saved(tmp_path, tiny_task, capsys
     assert f"the results are saved in {out / 'tiny' / 'results.json'}" in err
     assert f"uqbench report {out / 'tiny'}" in err
     assert len(load_results(out / "tiny")["runs"]) == 1
+
+
+def test_a_repeated_run_flag_adds_to_the_first(capsys):
+    """``--seeds 0 --seeds 1`` runs both seeds, as ``--set`` accumulates (it used to keep
+    only the last); the same for --methods and --tasks."""
+    argv = ["run", "--suite", "smoke", "--dry-run", "--out", "/nonexistent-uqbench-dry"]
+    assert main([*argv, "--methods", "l2", "--methods", "ffg", "--tasks", "toy-cubic",
+                 "--seeds", "0", "--seeds", "1"]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    keys = {line.split(":")[0] for line in out.splitlines() if "-toy-cubic-seed" in line}
+    assert keys == {f"{m}-toy-cubic-seed{s}" for m in ("l2", "ffg") for s in (0, 1)}
+
+
+def _ci_reference_with(edit) -> dict:
+    """The committed CI reference (a merged results file) after ``edit(runs)``."""
+    path = Path(__file__).parents[1] / "results" / "reference" / "ci.json"
+    results = json.loads(path.read_text())
+    edit(results["runs"])
+    return results
+
+
+def _second_seed(runs: list, epochs: int | None = None, code_version: str | None = None) -> None:
+    """Add seed 1 of ``runs[0]``'s method and task, made with other ``epochs`` or by other
+    code."""
+    import copy
+
+    other = copy.deepcopy(runs[0])
+    other["seed"] = 1
+    if epochs is not None:
+        other["config"]["train"]["epochs"] = epochs
+    if code_version is not None:
+        other["code_version"] = code_version
+    runs.append(other)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda runs: runs.append(dict(runs[0])), "appears more than once"),
+        (lambda runs: runs[0]["metrics"].update(nll=float("nan")), "metric nll is nan"),
+        (lambda runs: runs[0]["metrics"].update(error_pct="abc"), "is not a number"),
+        (lambda runs: runs[0].update(status="failed"), "has status 'failed'"),
+        (lambda runs: _second_seed(runs, epochs=1), "must differ by their seeds only"),
+        (lambda runs: _second_seed(runs, code_version="t0.e0"), "the same code"),
+        (lambda runs: runs[0]["metrics"].update(error_pct=-5.0), "outside the values it can"),
+    ],
+)
+def test_report_pairwise_and_check_refuse_results_that_cannot_be_compared(
+    tmp_path, capsys, edit, message
+):
+    """A hand-edited results.json with a duplicated run, a non-finite, non-numeric or
+    impossible metric, a failed run among the runs, or seeds of one method made with other
+    settings or code used to be reported silently: the duplicate counted as a fourth seed,
+    the bad value's seed dropped under a "3 seeds" heading, the other settings averaged in;
+    ``check`` took an error of -5% as an improvement."""
+    results = _ci_reference_with(edit)
+    run = results["runs"][0]
+    target = tmp_path / "results.json"
+    target.write_text(json.dumps(results))
+    assert main(["report", str(target)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "report.md").exists()
+    from uqbench.pairwise import main as pairwise
+
+    assert pairwise([str(tmp_path), run["task"], run["method"], "l2"]) == 2
+    assert message in capsys.readouterr().err
+    reference = Path(__file__).parents[1] / "results" / "reference" / "ci.json"
+    assert main(["check", str(target), "--reference", str(reference)]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_report_leaves_no_figure_of_an_earlier_report(tmp_path, capsys):
+    """A report rebuilt in a folder that held another's (MNIST runs before, toy runs now)
+    kept the old figures beside the new ones; ``figures/`` now holds this report's only."""
+    target = tmp_path / "results.json"
+    target.write_text(json.dumps(_ci_reference_with(lambda runs: None)))
+    stale = tmp_path / "figures" / "ecdf-mnist-notmnist-old.png"
+    stale.parent.mkdir()
+    stale.write_bytes(b"an earlier report's figure")
+    assert main(["report", str(target)]) == 0
+    report = (tmp_path / "report.md").read_text()
+    figures = sorted(p.name for p in (tmp_path / "figures").iterdir())
+    assert figures and not stale.exists()
+    assert all(f"figures/{name}" in report for name in figures)

@@ -170,6 +170,49 @@ def test_truncated_run_file_of_an_unselected_run_does_not_break_the_merge(
     assert "Traceback" not in err and "ffg-tiny-blobs-seed1.json: not valid JSON" in err
 
 
+def _edited_run(text: str, key: str, value: object) -> str:
+    """A run file's text with ``metrics.<key>`` (or the top-level ``seed``) set to ``value``,
+    written as Python's JSON writer does (a bare NaN included)."""
+    record = json.loads(text)
+    (record if key == "seed" else record["metrics"])[key] = value
+    return json.dumps(record)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "reason"),
+    [
+        ("nll", float("nan"), "holds NaN"),
+        ("seed", "0", "is not a string, string and whole"),
+        ("nll", "abc", "metric nll"),
+    ],
+)
+def test_a_run_file_that_the_report_would_refuse_is_not_a_finished_run(
+    tmp_path, tiny_task, capsys, key, value, reason
+):
+    """A run file edited to hold a bare NaN (which Python's JSON reader takes), a string
+    seed or a string metric was reused as done and merged: the command then ended in a
+    traceback (NaN) or a report error whose advice failed the same way, and so did every
+    later command on the folder. Such a file is now left out with its reason, and its run
+    made again."""
+    suite = tmp_path / "tiny.toml"
+    suite.write_text(SUITE)
+    out = tmp_path / "results"
+    base = ["run", "--suite", str(suite), "--out", str(out), "--methods", "l2"]
+    assert main([*base, "--seeds", "0", "--quiet", "--no-report"]) == 0
+    f = out / "tiny" / "runs" / "l2-tiny-blobs-seed0.json"
+    bad = _edited_run(f.read_text(), key, value)
+    f.write_text(bad)
+    capsys.readouterr()
+    assert main([*base, "--seeds", "1", "--quiet"]) == 0  # another run: the merge reads it
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err and reason in captured.err
+    results = json.loads((out / "tiny" / "results.json").read_text())
+    assert [(r["method"], r["seed"]) for r in results["runs"]] == [("l2", 1)]
+    assert (out / "tiny" / "report.md").exists()
+    assert main([*base, "--seeds", "0", "--quiet"]) == 0  # asked for again: made again
+    assert json.loads(f.read_text())["seed"] == 0 and f.read_text() != bad
+
+
 # -- 2. code version: the code that ran, and checkpoints keyed on it ----------------------
 def test_a_code_change_retrains_instead_of_reusing_the_old_model(tmp_path, tiny_task, monkeypatch):
     runner = runner_for(tmp_path)
@@ -1038,3 +1081,15 @@ def test_a_reader_of_both_streams_that_goes_away_does_not_stop_the_runs(tmp_path
     assert proc.wait(timeout=300) == 0
     runs = sorted(p.name for p in (tmp_path / "smoke" / "runs").glob("*.json"))
     assert runs == ["ffg-toy-cubic-seed0.json", "l2-toy-cubic-seed0.json"]
+
+
+def test_a_subset_larger_than_the_data_is_refused(tmp_path, capsys):
+    """`--n-train 99999999` trained on all of MNIST's 60,000 images while the run recorded
+    99999999 (and had another run hash than the same data asked for by its true size)."""
+    base = ["run", "--suite", "smoke", "--tasks", "mnist", "--methods", "l2", "--seeds", "0"]
+    base += ["--out", str(tmp_path / "o")]
+    for flag, key in (("--n-train", "n_train"), ("--n-test", "n_test")):
+        assert main([*base, flag, "99999999"]) == 2
+        err = capsys.readouterr().err
+        assert f"{key} 99999999 is more than the" in err and "Traceback" not in err
+    assert not list((tmp_path / "o").rglob("*.json"))

@@ -164,12 +164,44 @@ def _index_runs(results: dict, what: str) -> dict[tuple[str, str, int], dict]:
             raise ResultsError(f"{what}: run {run_name(key)} appears more than once")
         if not isinstance(run.get("metrics"), dict):
             raise ResultsError(f"{what}: run {run_name(key)} has no 'metrics' object")
-        _validate_metrics(run["metrics"], f"{what}: run {run_name(key)}")
+        validate_metrics(run["metrics"], f"{what}: run {run_name(key)}")
         index[key] = run
     return index
 
 
-def _validate_metrics(metrics: dict, where: str) -> None:
+def validate_comparable(results: dict, what: str = "results") -> None:
+    """Refuse a merged results dict whose runs cannot be compared as they stand, naming the
+    run: one (method, task, seed) twice, a run not ``ok``, metrics missing, malformed or
+    non-finite, or runs of one (method, task) made with other settings or by other code
+    (the merge never writes such a file; a hand-edited or hand-merged one can hold it, and
+    a report would average it silently)."""
+    made: dict[tuple[str, str], tuple[tuple[str, str, int], dict[str, Any], Any]] = {}
+    for key, run in _index_runs(results, what).items():
+        if run.get("status", "ok") != "ok":
+            raise ResultsError(
+                f"{what}: run {run_name(key)} has status {run.get('status')!r}; a merged "
+                "results file lists failed runs under 'failed', not 'runs'"
+            )
+        config = run.get("config") if isinstance(run.get("config"), dict) else {}
+        cfg = _flat({s: config.get(s) for s in SETTING_SECTIONS if s in config})
+        first = made.setdefault(key[:2], (key, cfg, run.get("code_version")))
+        differ = [k for k in sorted(set(cfg) & set(first[1])) if cfg[k] != first[1][k]]
+        if differ:
+            k = differ[0]
+            raise ResultsError(
+                f"{what}: run {run_name(key)} was made with {k} {cfg[k]!r}, run "
+                f"{run_name(first[0])} with {first[1][k]!r}; the seeds of one method and task "
+                "must differ by their seeds only"
+            )
+        if run.get("code_version") != first[2]:
+            raise ResultsError(
+                f"{what}: run {run_name(key)} was made by code version "
+                f"{run.get('code_version')}, run {run_name(first[0])} by {first[2]}; the seeds "
+                "of one method and task must come from the same code"
+            )
+
+
+def validate_metrics(metrics: dict, where: str) -> None:
     """Refuse checked metrics of the wrong shape or with a non-finite value, naming them."""
     for name in ("ood", "fgsm"):
         value = metrics.get(name)
@@ -191,6 +223,16 @@ def _validate_metrics(metrics: dict, where: str) -> None:
             raise ResultsError(
                 f"{where}: metric {path} is {value}; a non-finite metric means a broken run, "
                 "not a measurement to compare"
+            )
+        lo, hi = catalog.metric(metric_kind(path)).bounds
+        slack = 1e-9 * max(1.0, abs(value or 0.0))  # float rounding at a bound (AUROC 1)
+        if value is not None and (
+            (lo is not None and value < lo - slack) or (hi is not None and value > hi + slack)
+        ):
+            span = f"[{'-inf' if lo is None else lo:g}, {'inf' if hi is None else hi:g}]"
+            raise ResultsError(
+                f"{where}: metric {path} is {value:g}, outside the values it can take {span}; "
+                "not a measurement to compare (edited by hand?)"
             )
 
 
@@ -708,14 +750,22 @@ def check_identical(results: dict, reference: dict) -> ExactReport:
         )
     report = ExactReport(suite=suite, n_runs=len(ref_index), n_values=0)
     for key, ref_run in ref_index.items():
-        ref_leaves = _leaves(ref_run["metrics"])
-        cur_leaves = _leaves(cur_index[key]["metrics"])
+        ref_leaves = _exact_leaves(ref_run)
+        counts = any(path.startswith(CLASS_COUNTS) for path in ref_leaves)
+        cur_leaves = _exact_leaves(cur_index[key], counts=counts)
         for path in list(ref_leaves) + [p for p in cur_leaves if p not in ref_leaves]:
             report.n_values += 1
             a, b = ref_leaves.get(path, "<absent>"), cur_leaves.get(path, "<absent>")
             if not _identical(a, b):
                 report.diffs.append(ExactDiff(*key, path, a, b))
     return report
+
+
+def _exact_leaves(run: dict, counts: bool = True) -> dict[str, Any]:
+    """What the tripwire compares of a run: every leaf of its metrics and, with ``counts``
+    (where the reference records them), of the data it saw (``data.class_counts``)."""
+    found = _at(run, ("data", "class_counts")) if counts else None
+    return {**_leaves(run["metrics"]), **({} if found is None else _leaves(found, CLASS_COUNTS))}
 
 
 def format_exact(report: ExactReport, limit: int = 40) -> str:
@@ -947,6 +997,7 @@ def read_merged(
         merged = docs[0]
     else:
         merged = merge_results(docs, [str(f) for f in files])
+    validate_comparable(merged, str(files[0]) if len(files) == 1 else what)
     origins = {
         (r["method"], r["task"], r["seed"]): f
         for doc, f in zip(docs, files, strict=True)
@@ -1003,6 +1054,7 @@ def run_check(
     reference, files = read_reference(reference_path)
     reference_file = files[0]
     validate_results(results, "results")
+    validate_comparable(results, "results")
     _same_suite(results, reference)  # another suite's settings all differ: say which suite
     differ = settings_differences(results, reference)
     if differ:

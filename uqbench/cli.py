@@ -18,17 +18,24 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from uqbench.errors import UQBenchError
+from uqbench.errors import ConfigError, UQBenchError
 from uqbench.settings import SETTINGS
 
 EPILOG = "Docs: README.md. Data lookup: --data-dir (else $UQBENCH_DATA_DIR), then the user cache."
 
 
-def _names(values: list[str] | None) -> list[str] | None:
-    """Accept both ``--methods a b`` and ``--methods a,b``."""
-    if not values:
+def _names(values: list[str] | None, flag: str) -> list[str] | None:
+    """Accept both ``--methods a b`` and ``--methods a,b`` (None: the flag was not given).
+    A flag given only empty names (``--methods "$UNSET"``) is refused: running the whole
+    suite instead would be a surprise of hours."""
+    if values is None:
         return None
-    return [v for item in values for v in item.split(",") if v]
+    names = [v.strip() for item in values for v in item.split(",") if v.strip()]
+    if not names:
+        raise ConfigError(
+            f"{flag} was given no names (an empty value?); leave it out to run the suite's"
+        )
+    return names
 
 
 def _data_args(p: argparse.ArgumentParser) -> None:
@@ -54,9 +61,14 @@ def build_parser(with_extras: bool = True) -> argparse.ArgumentParser:
     run.add_argument(
         "--suite", default="quick", help="built-in suite name or a .toml path (default: quick)"
     )
-    run.add_argument("--methods", nargs="+", help="posterior families (default: the suite's)")
-    run.add_argument("--tasks", nargs="+", help="tasks (default: the suite's)")
-    run.add_argument("--seeds", nargs="+", type=int, help="seeds (default: the suite's)")
+    # action="extend": a repeated flag adds to the first (``--seeds 0 --seeds 1``: both)
+    run.add_argument(
+        "--methods", nargs="+", action="extend", help="posterior families (default: the suite's)"
+    )
+    run.add_argument("--tasks", nargs="+", action="extend", help="tasks (default: the suite's)")
+    run.add_argument(
+        "--seeds", nargs="+", type=int, action="extend", help="seeds (default: the suite's)"
+    )
     for settings in SETTINGS:  # one flag per setting that has one (uqbench.settings)
         for flag, name, kind, meta in settings.flags():
             run.add_argument(
@@ -270,8 +282,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     suite = load_suite(args.suite)
     overrides: dict[str, Any] = {
-        "methods": _names(args.methods),
-        "tasks": _names(args.tasks),
+        "methods": _names(args.methods, "--methods"),
+        "tasks": _names(args.tasks, "--tasks"),
         "seeds": args.seeds,
         **{s.section: _flag_values(args, s) for s in SETTINGS},
         "task": parse_task_settings(args.set),
@@ -448,6 +460,11 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from uqbench.check import format_report, run_check
 
+    if args.exact and (args.any_seeds or args.two_sided or args.tolerance):
+        raise ConfigError(
+            "--exact compares every value bit for bit: it takes no --any-seeds, --two-sided "
+            "or --tolerance (those are the statistical check's)"
+        )
     report = run_check(
         Path(args.results),
         [Path(p) for p in args.reference],

@@ -117,15 +117,21 @@ def _auto_address() -> tuple[str, str] | None:
     return (found[0].strip(), str(path)) if found and found[0].strip() else None
 
 
-def _check_address(address: str, timeout: float = 5.0, found_in: str | None = None) -> None:
-    """Fail fast, in one line, when nothing listens at ``HOST:PORT`` (``found_in``: where
-    ``--address auto`` found it, for the message)."""
+def _address_parts(address: str, found_in: str | None = None) -> tuple[str, str]:
+    """``HOST:PORT`` split in two, or :class:`ConfigError` naming a malformed address."""
     host, sep, port = address.rpartition(":")
-    if address.startswith("ray://"):
-        return  # Ray Client: let Ray report it
     if not sep or not host or not port.isdigit():
         given = "" if found_in is None else f" (from {found_in})"
         raise ConfigError(f"bad Ray address {address!r}{given}: use auto or HOST:PORT")
+    return host, port
+
+
+def _check_address(address: str, timeout: float = 5.0, found_in: str | None = None) -> None:
+    """Fail fast, in one line, when nothing listens at ``HOST:PORT`` (``found_in``: where
+    ``--address auto`` found it, for the message)."""
+    if address.startswith("ray://"):
+        return  # Ray Client: let Ray report it
+    host, port = _address_parts(address, found_in)
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
     except OSError as exc:
@@ -211,6 +217,8 @@ class RayExecutor:
             raise ConfigError(
                 f"--gpus-per-run {gpus_per_run}: above 1 it must be a whole number of GPUs"
             )
+        if address not in (None, "auto") and not address.startswith("ray://"):
+            _address_parts(address)  # its form now: --dry-run checks what a run would
         self.address = address
         self.cpus_per_run = cpus_per_run
         self.gpus_per_run = gpus_per_run

@@ -23,15 +23,29 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from uqbench.architectures import CLASSIFICATION
+from uqbench.check import validate_metrics
 from uqbench.compiling import CompiledLoss
 from uqbench.data import DataSource
 from uqbench.environment import cache_dir, environment
-from uqbench.errors import ConfigError, OutputError, PluginError, TrainingError, UQBenchError
+from uqbench.errors import (
+    ConfigError,
+    OutputError,
+    PluginError,
+    ResultsError,
+    TrainingError,
+    UQBenchError,
+)
 from uqbench.evaluate import evaluate_run
 from uqbench.paper import PAPER_METHODS
 from uqbench.provenance import code_version, plugin_sources, source_version, train_version
 from uqbench.registry import POSTERIORS, TASKS
-from uqbench.results import RESULTS_SCHEMA, RUN_SCHEMA, readable_archive, unique_tmp
+from uqbench.results import (
+    RESULTS_SCHEMA,
+    RUN_SCHEMA,
+    readable_archive,
+    unique_tmp,
+    validate_runs,
+)
 from uqbench.settings import EvalSettings
 from uqbench.suites import RunSpec, Suite
 from uqbench.tasks.base import Split, TaskData
@@ -331,14 +345,8 @@ class Runner:
         not reused, and so are failed runs; the checkpoint cache still spares
         retraining when only the code's evaluation changed.
         """
-        path = self.runs_dir / f"{run.key}.json"
-        if not path.exists():
-            return False
-        try:
-            record = json.loads(path.read_text())
-        except (OSError, ValueError):
-            return False
-        if not isinstance(record, dict) or record.get("status", "ok") != "ok":
+        record, _ = _load_run_file(self.runs_dir / f"{run.key}.json")
+        if record is None or record.get("status", "ok") != "ok":
             return False
         if not self._outputs_readable(record):  # run again; supersede() keeps this record
             return False
@@ -639,23 +647,42 @@ def _exclusive(suite_out: Path) -> Iterator[None]:
         fh.close()  # releases the lock
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def _load_run_file(path: Path) -> tuple[dict[str, Any] | None, str | None]:
-    """A run file's record, or None and why it cannot be used."""
+    """A run file's record, or None and why it cannot be used (what the merge and the
+    check of finished runs read: a file the report or ``check`` would refuse is not a
+    finished run either)."""
     try:
-        record = json.loads(path.read_text())
+        record = json.loads(path.read_text(), parse_constant=_no_constant)
     except OSError as exc:
         return None, f"cannot be read ({exc.strerror or exc})"
-    except ValueError:
+    except UnicodeDecodeError:
+        return None, "not a text (UTF-8 JSON) file"
+    except ValueError as exc:
+        if "is not JSON" in str(exc):  # NaN or Infinity: Python writes them, JSON has none
+            return None, f"holds {str(exc).split()[0]}, which JSON has not (edited by hand?)"
         return None, "not valid JSON (truncated?)"
     if not isinstance(record, dict) or not all(k in record for k in ("method", "task", "seed")):
         return None, "not a uqbench run file"
+    try:
+        validate_runs([record], "run file")
+    except ResultsError:
+        return None, "its method, task or seed is not a string, string and whole number"
     if path.stem != f"{record['method']}-{record['task']}-seed{record['seed']}":
         return None, (
             f"its run is {record['method']}-{record['task']}-seed{record['seed']}, "
             "not what its file name says (a copy?)"
         )
-    if record.get("status", "ok") == "ok" and not isinstance(record.get("metrics"), dict):
-        return None, "has no metrics"
+    if record.get("status", "ok") == "ok":
+        if not isinstance(record.get("metrics"), dict):
+            return None, "has no metrics"
+        try:
+            validate_metrics(record["metrics"], "its metrics")
+        except ResultsError as exc:
+            return None, str(exc)
     return record, None
 
 

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from uqbench.check import validate_comparable
 from uqbench.errors import ResultsError
 from uqbench.report.view import ResultsView
 from uqbench.results import READABLE_RESULTS_SCHEMAS
@@ -65,6 +66,7 @@ def write_report(
         raise ResultsError(
             f"results schema is {schema!r}, expected one of {READABLE_RESULTS_SCHEMAS}"
         )
+    validate_comparable(results)  # duplicates, NaN, mixed settings: refused, not averaged
     out_dir = Path(out_dir)
     results = sections.with_discussion(results, out_dir / sections.DISCUSSION_FILE)
     view = ReportView(results, out_dir, test_noise=test_noise)
@@ -100,4 +102,8 @@ def write_report(
     md_path, html_path = out_dir / "report.md", out_dir / "report.html"
     write_text(md_path, doc.markdown())
     write_text(html_path, doc.html(f"uqbench report: {results.get('suite', '')}"))
+    kept = {p.resolve() for p in figures.values()}
+    for old in fig_dir.glob("*.png"):  # an earlier report's figure this one has not
+        if old.resolve() not in kept:
+            old.unlink(missing_ok=True)
     return [md_path, html_path, *figures.values()]

@@ -275,6 +275,12 @@ class Task:
             raise PluginError(f"{where}: load() must return a TaskData, got {_describe(data)}")
         for split_name, split in (("train", data.train), ("test", data.test)):
             check_split(f"{where}: its {split_name} split", split, self)
+        for key, asked, split in (("n_train", n_train, data.train), ("n_test", n_test, data.test)):
+            if asked is not None and asked > len(split):  # the run would record a size it lacks
+                raise ConfigError(
+                    f"{where}: {key} {asked} is more than the {len(split)} examples of its "
+                    f"{key[2:]} split; leave it unset to use them all"
+                )
         if self.kind == REGRESSION:  # what evaluate_regression scores and plots
             for key in ("test_inside", "test_outside"):  # one may be empty (toy: --n-test 1)
                 split = data.extra.get(key)
