@@ -28,6 +28,10 @@ def test_list_json_names_posteriors_tasks_and_suites(capsys):
         (["run", "--methods", "nope", "--dry-run"], "unknown method 'nope'"),
         (["run", "--tasks", "nope", "--dry-run"], "unknown task 'nope'"),
         (["run", "--suite", "nope"], "unknown suite 'nope'"),
+        (
+            ["run", "--suite", str(Path(__file__).parents[1] / "README.md")],
+            "suite files end in .toml",
+        ),
         (["run", "--epochs", "0", "--dry-run"], "epochs must be positive"),
         (["run", "--n-train", "0", "--dry-run"], "n_train must be positive"),
         (["run", "--set", "mnist.train.epochs=0", "--dry-run"], "epochs must be positive"),
@@ -246,6 +250,18 @@ def _second_seed(runs: list, epochs: int | None = None, code_version: str | None
         (lambda runs: _second_seed(runs, epochs=1), "must differ by their seeds only"),
         (lambda runs: _second_seed(runs, code_version="t0.e0"), "the same code"),
         (lambda runs: runs[0]["metrics"].update(error_pct=-5.0), "outside the values it can"),
+        (
+            lambda runs: runs[0]["metrics"].update(nll=-0.5),
+            "-0.5, outside the values it can take [0, inf]",
+        ),
+        (
+            lambda runs: runs[0]["metrics"]["test_entropy"].update(median=float("nan")),
+            "metric test_median_entropy is nan",
+        ),
+        (
+            lambda runs: runs[0]["metrics"]["fgsm"].update(eps=0.1),
+            "metric fgsm.budget_share is malformed",
+        ),
     ],
 )
 def test_report_pairwise_and_check_refuse_results_that_cannot_be_compared(
@@ -275,14 +291,29 @@ def test_report_pairwise_and_check_refuse_results_that_cannot_be_compared(
 
 def test_a_report_leaves_no_figure_of_an_earlier_report(tmp_path, capsys):
     """A report rebuilt in a folder that held another's (MNIST runs before, toy runs now)
-    kept the old figures beside the new ones; ``figures/`` now holds this report's only."""
+    kept the old figures beside the new ones; the figures the earlier report.md showed and
+    this one does not are now removed, and nothing else in ``figures/``."""
     target = tmp_path / "results.json"
     target.write_text(json.dumps(_ci_reference_with(lambda runs: None)))
+    (tmp_path / "figures").mkdir()
     stale = tmp_path / "figures" / "ecdf-mnist-notmnist-old.png"
-    stale.parent.mkdir()
     stale.write_bytes(b"an earlier report's figure")
+    own = tmp_path / "figures" / "my-own-plot.png"
+    own.write_bytes(b"a user's file")
+    (tmp_path / "report.md").write_text(f"![old](figures/{stale.name})\n")
     assert main(["report", str(target)]) == 0
     report = (tmp_path / "report.md").read_text()
-    figures = sorted(p.name for p in (tmp_path / "figures").iterdir())
-    assert figures and not stale.exists()
+    figures = sorted(p.name for p in (tmp_path / "figures").iterdir() if p != own)
+    assert figures and not stale.exists() and own.exists()
     assert all(f"figures/{name}" in report for name in figures)
+
+
+def test_float32_rounding_at_a_bound_is_not_refused():
+    """An unclipped FGSM step in float32 gives a budget share a little above 1
+    (1.0000000859 measured); it is a measurement, not an impossible value."""
+    from uqbench.check import validate_metrics
+    from uqbench.errors import ResultsError
+
+    validate_metrics({"fgsm": {"budget_share": 1.0000000859}}, "run")
+    with pytest.raises(ResultsError, match="fgsm.budget_share is 1.01, outside"):
+        validate_metrics({"fgsm": {"budget_share": 1.01}}, "run")

@@ -211,6 +211,8 @@ def test_a_run_file_that_the_report_would_refuse_is_not_a_finished_run(
     assert (out / "tiny" / "report.md").exists()
     assert main([*base, "--seeds", "0", "--quiet"]) == 0  # asked for again: made again
     assert json.loads(f.read_text())["seed"] == 0 and f.read_text() != bad
+    (kept,) = (out / "tiny" / "runs" / "superseded").glob("l2-tiny-blobs-seed0.refused-*.json")
+    assert kept.read_text() == bad  # nothing is lost, not even a file edited by hand
 
 
 # -- 2. code version: the code that ran, and checkpoints keyed on it ----------------------

@@ -175,16 +175,21 @@ def validate_comparable(results: dict, what: str = "results") -> None:
     non-finite, or runs of one (method, task) made with other settings or by other code
     (the merge never writes such a file; a hand-edited or hand-merged one can hold it, and
     a report would average it silently)."""
-    made: dict[tuple[str, str], tuple[tuple[str, str, int], dict[str, Any], Any]] = {}
-    for key, run in _index_runs(results, what).items():
-        if run.get("status", "ok") != "ok":
+    if not isinstance(results.get("runs"), list):
+        raise ResultsError(f"{what} has no 'runs' list; is this a merged results.json?")
+    for i, run in enumerate(results["runs"]):
+        if isinstance(run, dict) and run.get("status", "ok") != "ok":
             raise ResultsError(
-                f"{what}: run {run_name(key)} has status {run.get('status')!r}; a merged "
-                "results file lists failed runs under 'failed', not 'runs'"
+                f"{what}: run #{i} ({run.get('method')}/{run.get('task')}/seed{run.get('seed')}) "
+                f"has status {run.get('status')!r}; a merged results file lists failed runs "
+                "under 'failed', not 'runs'"
             )
+    made: dict[tuple[str, str], tuple[tuple[str, str, int], dict[str, Any]]] = {}
+    versions: dict[tuple[str, str], tuple[tuple[str, str, int], Any]] = {}
+    for key, run in _index_runs(results, what).items():
         config = run.get("config") if isinstance(run.get("config"), dict) else {}
         cfg = _flat({s: config.get(s) for s in SETTING_SECTIONS if s in config})
-        first = made.setdefault(key[:2], (key, cfg, run.get("code_version")))
+        first = made.setdefault(key[:2], (key, cfg))
         differ = [k for k in sorted(set(cfg) & set(first[1])) if cfg[k] != first[1][k]]
         if differ:
             k = differ[0]
@@ -193,16 +198,22 @@ def validate_comparable(results: dict, what: str = "results") -> None:
                 f"{run_name(first[0])} with {first[1][k]!r}; the seeds of one method and task "
                 "must differ by their seeds only"
             )
-        if run.get("code_version") != first[2]:
+        version = run.get("code_version")
+        if version is None:  # made before code versions were recorded: as the merge
+            continue
+        seen = versions.setdefault(key[:2], (key, version))
+        if version != seen[1]:
             raise ResultsError(
-                f"{what}: run {run_name(key)} was made by code version "
-                f"{run.get('code_version')}, run {run_name(first[0])} by {first[2]}; the seeds "
-                "of one method and task must come from the same code"
+                f"{what}: run {run_name(key)} was made by code version {version}, run "
+                f"{run_name(seen[0])} by {seen[1]}; the seeds of one method and task must "
+                "come from the same code"
             )
 
 
 def validate_metrics(metrics: dict, where: str) -> None:
-    """Refuse checked metrics of the wrong shape or with a non-finite value, naming them."""
+    """Refuse metrics of the catalogue that are malformed, not numbers, not finite or outside
+    the values they can take, naming them (absent or null ones are allowed: not every run
+    has every metric)."""
     for name in ("ood", "fgsm"):
         value = metrics.get(name)
         if value is not None and not isinstance(value, dict):
@@ -214,25 +225,27 @@ def validate_metrics(metrics: dict, where: str) -> None:
             raise ResultsError(
                 f"{where}: metrics.ood.{ood_set} is a {type(entry).__name__}, expected an object"
             )
-    for path in run_metric_paths(metrics):
+    for path in run_metric_paths(metrics, checked=False):  # every one a table may show
         try:
             value, _ = extract_metric(metrics, path)
         except ResultsError as exc:
             raise ResultsError(f"{where}: metric {path}: {exc}") from None
+        except (TypeError, ValueError) as exc:  # e.g. a scalar or strings where lists go
+            raise ResultsError(f"{where}: metric {path} is malformed ({exc})") from None
         if value is not None and not math.isfinite(value):
             raise ResultsError(
                 f"{where}: metric {path} is {value}; a non-finite metric means a broken run, "
                 "not a measurement to compare"
             )
         lo, hi = catalog.metric(metric_kind(path)).bounds
-        slack = 1e-9 * max(1.0, abs(value or 0.0))  # float rounding at a bound (AUROC 1)
+        slack = 1e-6 * max(1.0, abs(value or 0.0))  # float32 rounding at a bound (a share 1)
         if value is not None and (
             (lo is not None and value < lo - slack) or (hi is not None and value > hi + slack)
         ):
-            span = f"[{'-inf' if lo is None else lo:g}, {'inf' if hi is None else hi:g}]"
+            span = f"[{'-inf' if lo is None else f'{lo:g}'}, {'inf' if hi is None else f'{hi:g}'}]"
             raise ResultsError(
-                f"{where}: metric {path} is {value:g}, outside the values it can take {span}; "
-                "not a measurement to compare (edited by hand?)"
+                f"{where}: metric {path} is {value!r}, outside the values it can take {span}; "
+                "not a measurement to compare"
             )
 
 
@@ -266,19 +279,21 @@ def metric_kind(path: str) -> str:
     return path
 
 
-def run_metric_paths(metrics: dict) -> list[str]:
-    """Checked metric paths that ``metrics`` holds (a key present with a null value counts)."""
-    paths = [m.name for m in catalog.metrics("run", checked=True) if _holds(metrics, m.path)]
+def run_metric_paths(metrics: dict, checked: bool = True) -> list[str]:
+    """Checked metric paths that ``metrics`` holds (a key present with a null value counts);
+    with ``checked=False``, those of every metric of the catalogue."""
+    only = True if checked else None
+    paths = [m.name for m in catalog.metrics("run", checked=only) if _holds(metrics, m.path)]
     ood = metrics.get("ood")
     if isinstance(ood, dict):
         for ood_set in ood:
-            for m in catalog.metrics("ood", checked=True):
+            for m in catalog.metrics("ood", checked=only):
                 if m.required or _holds(ood[ood_set] or {}, m.path):
                     paths.append(f"ood.{ood_set}.{m.name}")
     if "fgsm" in metrics:
         paths.append(FGSM_PATH)
     q_layers = _q_layers(metrics)
-    for m in catalog.metrics("q_layers", checked=True):
+    for m in catalog.metrics("q_layers", checked=only):
         if q_layers and all(m.path[-1] in q for q in q_layers):
             paths.append(m.name)
     return paths

@@ -33,7 +33,7 @@ def _names(values: list[str] | None, flag: str) -> list[str] | None:
     names = [v.strip() for item in values for v in item.split(",") if v.strip()]
     if not names:
         raise ConfigError(
-            f"{flag} was given no names (an empty value?); leave it out to run the suite's"
+            f"{flag} was given no names (an empty value?); leave it out to run all of the suite's"
         )
     return names
 
@@ -614,7 +614,7 @@ def outliving_readers() -> Iterator[None]:
     """Within: ``sys.stdout`` and ``sys.stderr`` survive a reader that goes away
     (:class:`OutlivesReader`), for commands whose work must go on (runs, workers)."""
     saved = sys.stdout, sys.stderr
-    sys.stdout, sys.stderr = OutlivesReader(sys.stdout), OutlivesReader(sys.stderr)
+    sys.stdout, sys.stderr = (None if s is None else OutlivesReader(s) for s in saved)  # closed
     try:
         yield
     finally:

@@ -172,8 +172,10 @@ def _remote_make_run(
     from uqbench.environment import cpu_model, resolve_device
     from uqbench.runner import _to_device, make_run
 
-    if not isinstance(sys.stderr, OutlivesReader):  # the driver's pipe may close first
-        sys.stdout, sys.stderr = OutlivesReader(sys.stdout), OutlivesReader(sys.stderr)
+    if sys.stderr is not None and not isinstance(sys.stderr, OutlivesReader):
+        sys.stderr = OutlivesReader(sys.stderr)  # the driver's pipe may close first
+    if sys.stdout is not None and not isinstance(sys.stdout, OutlivesReader):
+        sys.stdout = OutlivesReader(sys.stdout)
     for module in modules:
         importlib.import_module(module)
     tune_malloc()

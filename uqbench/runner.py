@@ -16,6 +16,7 @@ import socket
 import sys
 import time
 import traceback
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -319,6 +320,17 @@ class Runner:
         outputs) to ``runs/superseded/``, named with its run hash: nothing computed is
         lost, and the merge does not read that folder."""
         record = self.superseded(run)
+        path = self.runs_dir / f"{run.key}.json"
+        if record is None and path.is_file() and _load_run_file(path)[0] is None:
+            # A file the merge refuses (a NaN, a string seed: edited by hand?) is kept too.
+            dest = self.runs_dir / "superseded"
+            dest.mkdir(exist_ok=True)
+            moved = dest / f"{run.key}.refused-{uuid.uuid4().hex[:8]}.json"
+            os.replace(path, moved)
+            self.log(
+                f"    kept the run file it replaces, which cannot be read as a run, as {moved}"
+            )
+            return moved
         if record is None:
             return None
         dest = self.runs_dir / "superseded"
@@ -524,6 +536,10 @@ def make_run(
             f"{run.key}: evaluation gave non-finite metrics ({', '.join(bad[:8])}); "
             f"the trained model is kept in {ckpt}"
         )
+    try:  # what the merge would refuse fails the run once, not every later merge
+        validate_metrics(metrics, f"{run.key}: evaluation gave metrics that cannot be compared")
+    except ResultsError as exc:
+        raise TrainingError(f"{exc}; the trained model is kept in {ckpt}") from None
     peak_mb = None
     if device.type == "cuda":  # what one run needs, for packing runs onto one GPU
         peak_mb = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)

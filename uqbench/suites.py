@@ -217,6 +217,11 @@ def load_suite(name_or_path: str | Path) -> Suite:
     """Load a built-in suite by name, or a suite file by path, and validate it."""
     p = Path(name_or_path)
     if p.suffix != ".toml":
+        if p.is_file():  # a path, not a name: say what is wrong with it
+            raise ConfigError(
+                f"{p} is not a suite file: suite files end in .toml (or name a built-in suite: "
+                f"{', '.join(list_suites())})"
+            )
         p = suite_dir() / f"{name_or_path}.toml"
         if not p.exists():
             raise ConfigError(

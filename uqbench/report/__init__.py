@@ -22,6 +22,7 @@ written.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -100,10 +101,20 @@ def write_report(
         write()
 
     md_path, html_path = out_dir / "report.md", out_dir / "report.html"
+    earlier = _figures_used(md_path)
     write_text(md_path, doc.markdown())
     write_text(html_path, doc.html(f"uqbench report: {results.get('suite', '')}"))
-    kept = {p.resolve() for p in figures.values()}
-    for old in fig_dir.glob("*.png"):  # an earlier report's figure this one has not
-        if old.resolve() not in kept:
-            old.unlink(missing_ok=True)
+    kept = {p.name for p in figures.values()}
+    for name in earlier - kept:  # an earlier report's figure that this one has not
+        (fig_dir / name).unlink(missing_ok=True)
     return [md_path, html_path, *figures.values()]
+
+
+def _figures_used(md_path: Path) -> set[str]:
+    """The names of the figures (``figures/NAME.png``) an earlier report.md shows: those a
+    new report may remove; nothing else in ``figures/`` is the report's to delete."""
+    try:
+        text = md_path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return set()
+    return set(re.findall(r"\(figures/([^()/\s]+\.png)\)", text))

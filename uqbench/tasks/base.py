@@ -171,12 +171,19 @@ def image_splits(
     ``arrays`` holds uint8 images ``train_x``/``test_x`` and integer labels
     ``train_y``/``test_y``. ``label_map`` (None: labels kept as they are) maps each stored
     label to the task's label, or to -1 for a class the task leaves out. Each split keeps
-    a seeded class-stratified subset of ``n_train``/``n_test`` images (None: all), drawn
-    on the stream ``<stream>/<split>``; pixels become float32 in [0, 1], labels int64.
+    a seeded class-stratified subset of ``n_train``/``n_test`` images (None: all; more than
+    the split has: :class:`ConfigError`), drawn on the stream ``<stream>/<split>``; pixels
+    become float32 in [0, 1], labels int64.
     """
     splits = []
     for split, n in (("train", n_train), ("test", n_test)):
         y = arrays[f"{split}_y"]
+        have = len(y) if label_map is None else int((label_map[y] >= 0).sum())
+        if n is not None and n > have:  # a run would record a size its data lacks
+            raise ConfigError(
+                f"{stream}: n_{split} {n} is more than the {have} examples of its {split} split; "
+                "leave it unset to use them all"
+            )
         if label_map is None:
             idx = stratified_indices(y, n, seed, stream=f"{stream}/{split}")
         else:
@@ -275,12 +282,6 @@ class Task:
             raise PluginError(f"{where}: load() must return a TaskData, got {_describe(data)}")
         for split_name, split in (("train", data.train), ("test", data.test)):
             check_split(f"{where}: its {split_name} split", split, self)
-        for key, asked, split in (("n_train", n_train, data.train), ("n_test", n_test, data.test)):
-            if asked is not None and asked > len(split):  # the run would record a size it lacks
-                raise ConfigError(
-                    f"{where}: {key} {asked} is more than the {len(split)} examples of its "
-                    f"{key[2:]} split; leave it unset to use them all"
-                )
         if self.kind == REGRESSION:  # what evaluate_regression scores and plots
             for key in ("test_inside", "test_outside"):  # one may be empty (toy: --n-test 1)
                 split = data.extra.get(key)
