@@ -83,6 +83,27 @@ def _metrics(results: dict) -> dict:
     return {(r["method"], r["task"], r["seed"]): r["metrics"] for r in results["runs"]}
 
 
+def _leaves(obj: object, path: str = "") -> dict[str, object]:
+    if isinstance(obj, dict):
+        return {k: v for key, val in obj.items() for k, v in _leaves(val, f"{path}.{key}").items()}
+    if isinstance(obj, list):
+        return {k: v for i, val in enumerate(obj) for k, v in _leaves(val, f"{path}[{i}]").items()}
+    return {path: obj}
+
+
+def _same_within_rounding(got: dict, want: dict) -> bool:
+    """The runs' metrics equal up to float rounding (relative 1e-6). A run retried after its
+    worker was killed resumes from a checkpoint in a fresh process, and under load (CI beside
+    a long job, 2026-11-29) such resumed runs differed from the uninterrupted ones in the
+    last bits (1e-10 relative), at this commit and at the one before it; the bit-for-bit
+    comparison stays where nothing is interrupted."""
+    a, b = _leaves(got), _leaves(want)
+    return a.keys() == b.keys() and all(
+        x == pytest.approx(b[k], rel=1e-6, abs=1e-12) if isinstance(x, float) else x == b[k]
+        for k, x in a.items()
+    )
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -488,7 +509,7 @@ def test_processes_match_local_and_a_killed_worker_is_retried(
     assert _run_killing(runner, _spawned_workers, after=2.0), "no worker was seen running"
     assert not runner.failed
     results = json.loads((tmp_path / "proc" / "toy" / "results.json").read_text())
-    assert _metrics(results) == _metrics(local_proc_toy)  # the retried runs too
+    assert _same_within_rounding(_metrics(results), _metrics(local_proc_toy))  # retried too
     assert results["environment"]["torch_threads"] == 1  # the workers', not the driver's
     assert len(list((tmp_path / "proc" / "toy" / "runs").glob("*.npz"))) == 3
 
@@ -513,7 +534,8 @@ def test_processes_report_a_run_that_keeps_dying_and_a_rerun_resumes(
     again = _runner(tmp_path, "proc", ProcessExecutor(jobs=2), PROC_SUITE)
     assert [s.key for s in again.specs if not again._is_done(s)] == [key]
     results = again.run()
-    assert not again.failed and _metrics(results) == _metrics(local_proc_toy)
+    assert not again.failed
+    assert _same_within_rounding(_metrics(results), _metrics(local_proc_toy))
 
 
 def test_process_executor_bad_requests_are_one_line(tmp_path, capsys):
