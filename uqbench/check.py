@@ -59,6 +59,7 @@ from uqbench.results import (  # noqa: F401 - re-exported
     read_json,
     resolve_results_path,
     validate_results,
+    validate_runs,
 )
 
 TOLERANCES_SCHEMA = "uqbench.tolerances/1"
@@ -164,7 +165,9 @@ def _index_runs(results: dict, what: str) -> dict[tuple[str, str, int], dict]:
             raise ResultsError(f"{what}: run {run_name(key)} appears more than once")
         if not isinstance(run.get("metrics"), dict):
             raise ResultsError(f"{what}: run {run_name(key)} has no 'metrics' object")
-        validate_metrics(run["metrics"], f"{what}: run {run_name(key)}")
+        # Bounds: by validate_comparable, where results are read (check_results also
+        # compares values moved past them, to test a metric's direction).
+        validate_metrics(run["metrics"], f"{what}: run {run_name(key)}", bounds=False)
         index[key] = run
     return index
 
@@ -177,6 +180,7 @@ def validate_comparable(results: dict, what: str = "results") -> None:
     a report would average it silently)."""
     if not isinstance(results.get("runs"), list):
         raise ResultsError(f"{what} has no 'runs' list; is this a merged results.json?")
+    validate_runs(results["runs"], what)
     for i, run in enumerate(results["runs"]):
         if isinstance(run, dict) and run.get("status", "ok") != "ok":
             raise ResultsError(
@@ -187,6 +191,7 @@ def validate_comparable(results: dict, what: str = "results") -> None:
     made: dict[tuple[str, str], tuple[tuple[str, str, int], dict[str, Any]]] = {}
     versions: dict[tuple[str, str], tuple[tuple[str, str, int], Any]] = {}
     for key, run in _index_runs(results, what).items():
+        validate_metrics(run["metrics"], f"{what}: run {run_name(key)}")  # with the bounds
         config = run.get("config") if isinstance(run.get("config"), dict) else {}
         cfg = _flat({s: config.get(s) for s in SETTING_SECTIONS if s in config})
         first = made.setdefault(key[:2], (key, cfg))
@@ -210,7 +215,7 @@ def validate_comparable(results: dict, what: str = "results") -> None:
             )
 
 
-def validate_metrics(metrics: dict, where: str) -> None:
+def validate_metrics(metrics: dict, where: str, *, bounds: bool = True) -> None:
     """Refuse metrics of the catalogue that are malformed, not numbers, not finite or outside
     the values they can take, naming them (absent or null ones are allowed: not every run
     has every metric)."""
@@ -237,7 +242,7 @@ def validate_metrics(metrics: dict, where: str) -> None:
                 f"{where}: metric {path} is {value}; a non-finite metric means a broken run, "
                 "not a measurement to compare"
             )
-        lo, hi = catalog.metric(metric_kind(path)).bounds
+        lo, hi = catalog.metric(metric_kind(path)).bounds if bounds else (None, None)
         slack = 1e-6 * max(1.0, abs(value or 0.0))  # float32 rounding at a bound (a share 1)
         if value is not None and (
             (lo is not None and value < lo - slack) or (hi is not None and value > hi + slack)
