@@ -153,8 +153,11 @@ class CheckReport:
 # --------------------------------------------------------------------------- validation
 
 
-def _index_runs(results: dict, what: str) -> dict[tuple[str, str, int], dict]:
-    """Map (method, task, seed) to its run; refuse duplicate or malformed runs."""
+def _index_runs(
+    results: dict, what: str, *, bounds: bool = False
+) -> dict[tuple[str, str, int], dict]:
+    """Map (method, task, seed) to its run; refuse duplicate or malformed runs (``bounds``:
+    also metrics outside the values they can take)."""
     index: dict[tuple[str, str, int], dict] = {}
     for i, run in enumerate(results["runs"]):
         try:
@@ -165,9 +168,9 @@ def _index_runs(results: dict, what: str) -> dict[tuple[str, str, int], dict]:
             raise ResultsError(f"{what}: run {run_name(key)} appears more than once")
         if not isinstance(run.get("metrics"), dict):
             raise ResultsError(f"{what}: run {run_name(key)} has no 'metrics' object")
-        # Bounds: by validate_comparable, where results are read (check_results also
-        # compares values moved past them, to test a metric's direction).
-        validate_metrics(run["metrics"], f"{what}: run {run_name(key)}", bounds=False)
+        # Bounds only where results are read (validate_comparable): check_results also
+        # compares values moved past them, to test a metric's direction.
+        validate_metrics(run["metrics"], f"{what}: run {run_name(key)}", bounds=bounds)
         index[key] = run
     return index
 
@@ -190,8 +193,7 @@ def validate_comparable(results: dict, what: str = "results") -> None:
             )
     made: dict[tuple[str, str], tuple[tuple[str, str, int], dict[str, Any]]] = {}
     versions: dict[tuple[str, str], tuple[tuple[str, str, int], Any]] = {}
-    for key, run in _index_runs(results, what).items():
-        validate_metrics(run["metrics"], f"{what}: run {run_name(key)}")  # with the bounds
+    for key, run in _index_runs(results, what, bounds=True).items():
         config = run.get("config") if isinstance(run.get("config"), dict) else {}
         cfg = _flat({s: config.get(s) for s in SETTING_SECTIONS if s in config})
         first = made.setdefault(key[:2], (key, cfg))

@@ -321,20 +321,19 @@ class Runner:
         lost, and the merge does not read that folder."""
         record = self.superseded(run)
         path = self.runs_dir / f"{run.key}.json"
-        if record is None and path.is_file() and _load_run_file(path)[0] is None:
-            # A file the merge refuses (a NaN, a string seed: edited by hand?) is kept too.
-            dest = self.runs_dir / "superseded"
-            dest.mkdir(exist_ok=True)
+        refused = record is None and path.is_file() and _load_run_file(path)[0] is None
+        if record is None and not refused:
+            return None
+        dest = self.runs_dir / "superseded"
+        dest.mkdir(exist_ok=True)
+        if refused:  # a file the merge refuses (a NaN, a string seed: edited by hand?) too
             moved = dest / f"{run.key}.refused-{uuid.uuid4().hex[:8]}.json"
             os.replace(path, moved)
             self.log(
                 f"    kept the run file it replaces, which cannot be read as a run, as {moved}"
             )
             return moved
-        if record is None:
-            return None
-        dest = self.runs_dir / "superseded"
-        dest.mkdir(exist_ok=True)
+        assert record is not None
         tag = str(record.get("run_hash", "unknown"))[:12]
         if record.get("run_hash") == run.run_hash():  # same settings, older code or outputs
             tag += f".{record.get('code_version')}"
