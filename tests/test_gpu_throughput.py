@@ -74,7 +74,9 @@ def test_vectorized_l2_is_k_separate_trainings() -> None:
 
 def test_vectorized_sampling_family_draws_noise_per_model() -> None:
     """FFG models started identical and fed the same batches part ways (each model its own
-    weight noise); l2 models in the same setting stay identical (the control)."""
+    weight noise); l2 models in the same setting stay identical up to float rounding (the
+    control: a batched kernel may round one slice of the stack differently, 2e-8 relative seen
+    on one thread, so bit-equality is not what the vectorization promises)."""
     k = 3
     x, y = batches(1, 8, steps=1, seed=2)[0]
     x, y = x.expand(k, *x.shape[1:]), y.expand(k, *y.shape[1:])
@@ -86,9 +88,15 @@ def test_vectorized_sampling_family_draws_noise_per_model() -> None:
         params = [stacked.parameters_of(i) for i in range(k)]
         assert all(torch.isfinite(t).all() for p in params for t in p.values())
         for i in range(1, k):
-            same = all(torch.equal(params[0][n], params[i][n]) for n in params[0])
-            assert same == (family == "l2"), (family, i)
-            assert (losses[0] == losses[i]).item() == (family == "l2"), (family, i)
+            rel = max(
+                ((params[0][n] - params[i][n]).abs().max() / params[0][n].abs().max()).item()
+                for n in params[0]
+            )
+            close_loss = torch.allclose(losses[0], losses[i], rtol=1e-5, atol=0)
+            if family == "l2":
+                assert rel < 1e-5 and close_loss, (family, i, rel)
+            else:  # far beyond rounding: 0.75-1.5 relative seen
+                assert rel > 1e-2 and not close_loss, (family, i, rel)
 
 
 def check_row(row: dict, steps_per_run: int = 60000) -> None:
