@@ -458,6 +458,9 @@ def test_verify_all_reports_without_raising(tmp_path: Path) -> None:
     table = format_verify_table(report)
     for word in ("mnist", "notmnist", "cifar10", "UNVERIFIED", "CORRUPT", "MISSING"):
         assert word in table
+    # a missing set is only reported (download=True above): nothing was fetched, and the
+    # table says so and how to get it
+    assert not (tmp_path / "cache" / "cifar10").exists() and "verify never downloads" in table
 
 
 # -- issue 13: wrong labels file, verify's exit status, unreadable folders -----------

@@ -38,9 +38,15 @@ def _names(values: list[str] | None, flag: str) -> list[str] | None:
     return names
 
 
-def _data_args(p: argparse.ArgumentParser) -> None:
+def _data_args(p: argparse.ArgumentParser, downloads: bool = True) -> None:
     p.add_argument("--data-dir", help="folder with mnist/, notmnist/, cifar10/ (else env/cache)")
-    p.add_argument("--no-download", action="store_true", help="never download missing data")
+    p.add_argument(
+        "--no-download",
+        action="store_true",
+        help="never download missing data"
+        if downloads
+        else "accepted for symmetry with run; verify never downloads",
+    )
     p.add_argument(
         "--allow-unverified",
         action="store_true",
@@ -183,9 +189,14 @@ def build_parser(with_extras: bool = True) -> argparse.ArgumentParser:
 
     data = sub.add_parser("data", help="data set utilities")
     dsub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
-    ver = dsub.add_parser("verify", help="find, checksum and count every data set")
+    ver = dsub.add_parser(
+        "verify",
+        help="find, checksum and count every data set (never downloads)",
+        description="Find, checksum and count every data set; nothing is downloaded "
+        "(`uqbench run` downloads what a suite needs into the cache unless --no-download).",
+    )
     ver.add_argument("--json", action="store_true", help="machine-readable output")
-    _data_args(ver)
+    _data_args(ver, downloads=False)
 
     for name, ep in (extra_commands() if with_extras else {}).items():  # own options
         sub.add_parser(name, help=f"{ep.value} (`uqbench {name} --help`)", add_help=False)

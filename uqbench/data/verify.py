@@ -130,4 +130,10 @@ def format_verify_table(report: dict[str, Any]) -> str:
             lines.append("    searched: " + ", ".join(e["searched"]))
         elif e["error"]:
             lines += ["    " + ln for ln in e["error"].splitlines()]
+    if any(e["status"] == "missing" for e in report.values()):
+        lines.append(
+            "verify never downloads: `uqbench run` fetches the data sets a suite needs into "
+            "the cache (the last folder searched), or place them in a folder given by "
+            "--data-dir / UQBENCH_DATA_DIR (`uqbench data verify --json` gives the URLs)."
+        )
     return "\n".join(lines)
