@@ -95,6 +95,21 @@ def test_ood_set_of_the_wrong_shape_is_refused(clean_registries) -> None:
         uqbench.get_task("mnist")().load_with_ood(None, ood=["flat"])
 
 
+def test_ood_set_smaller_than_n_ood_is_used_whole_and_the_notes_say_so(clean_registries) -> None:
+    class Small(uqbench.OODSet):
+        def load(self, source, *, in_shape, n, seed, stream):
+            return uqbench.OODData(torch.zeros(7, *in_shape), notes=["own note"])
+
+    uqbench.register_ood_set("small")(Small)
+    task = uqbench.get_task("toy-cubic")()
+    short = "OOD set 'small' has 7 inputs, fewer than the n_ood=50 asked for: all of them are used"
+    data = task.load_with_ood(None, ood=["small"], n_ood=50)
+    assert len(data.ood["small"]) == 7 and short in data.notes and "own note" in data.notes
+    for n in (7, None):  # asked for what it has, or for everything: nothing to say
+        notes = task.load_with_ood(None, ood=["small"], n_ood=n).notes
+        assert not any("fewer than the n_ood" in note for note in notes), n
+
+
 def write_idx(path: Path, arr: np.ndarray) -> None:
     """An IDX file written from its definition (not with uqbench's reader)."""
     header = struct.pack(">BBBB", 0, 0, 0x08, arr.ndim) + struct.pack(f">{arr.ndim}I", *arr.shape)

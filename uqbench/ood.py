@@ -11,7 +11,7 @@ becomes its key under ``metrics.ood`` in the results.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 import numpy as np
@@ -97,6 +97,12 @@ def load_ood_set(
     check_inputs(f"OOD set {name!r} (for task {task!r})", data.x, in_shape)
     if n is not None and len(data.x) > n:
         raise PluginError(f"OOD set {name!r}: asked for at most n={n} inputs, gave {len(data.x)}")
+    if n is not None and len(data.x) < n:  # the whole set: fine, but the report must say so
+        short = (
+            f"OOD set {name!r} has {len(data.x)} inputs, fewer than the n_ood={n} asked for: "
+            "all of them are used"
+        )
+        data = replace(data, notes=[*data.notes, short])
     return data
 
 
