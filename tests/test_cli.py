@@ -240,10 +240,19 @@ def _second_seed(runs: list, epochs: int | None = None, code_version: str | None
     runs.append(other)
 
 
+def _other_data(runs: list) -> None:
+    """Another method's run of ``runs[0]``'s task made from a changed copy of its first data
+    file (as a run resumed after the data folder changed)."""
+    other = next(r for r in runs[1:] if r["task"] == runs[0]["task"])
+    assert other["method"] != runs[0]["method"]
+    other["data"]["files"][0]["md5"] = "0" * 32
+
+
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
         (lambda runs: runs.append(dict(runs[0])), "appears more than once"),
+        (_other_data, "the runs of one task must be made from the same data"),
         (lambda runs: runs[0]["metrics"].update(nll=float("nan")), "metric nll is nan"),
         (lambda runs: runs[0]["metrics"].update(error_pct="abc"), "is not a number"),
         (lambda runs: runs[0].update(status="failed"), "has status 'failed'"),

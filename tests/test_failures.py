@@ -937,6 +937,49 @@ def test_a_run_made_by_another_code_version_is_kept_when_it_is_made_again(tmp_pa
     assert json.loads(path.read_text())["code_version"] == old["code_version"]
 
 
+def test_a_run_made_from_data_that_changed_since_is_made_again(tmp_path, tiny_task, monkeypatch):
+    """A finished run stands only while the data files it records are the ones found now: a
+    data folder whose copy changed (CIFAR-10's JPEG stand-in replaced by the real batches)
+    used to leave the old runs in place, to be averaged with new ones. Data that cannot be
+    read here leave finished runs standing (merging and reporting need none)."""
+    import hashlib
+
+    from conftest import TinyBlobs
+
+    from uqbench.check import validate_comparable
+    from uqbench.errors import DataError
+
+    blob = tmp_path / "blobs.bin"
+    blob.write_bytes(b"first copy")
+    plain = TinyBlobs.load
+
+    def load(self, source, **kw):
+        if not blob.exists():
+            raise DataError("blobs.bin not found")
+        data = plain(self, source, **kw)
+        md5 = hashlib.md5(blob.read_bytes()).hexdigest()
+        data.files = [{"dataset": "blobs", "file": "blobs.bin", "md5": md5}]
+        return data
+
+    monkeypatch.setattr(TinyBlobs, "load", load)
+    first = runner_for(tmp_path).run()
+    keys = sorted(f"{r['method']}-tiny-blobs-seed{r['seed']}" for r in first["runs"])
+    assert len(keys) == 4 and runner_for(tmp_path).todo() == []
+    blob.unlink()
+    assert runner_for(tmp_path).todo() == []
+    blob.write_bytes(b"second copy")
+    runner = runner_for(tmp_path)
+    assert sorted(s.key for s in runner.todo()) == keys
+    again = runner.run()
+    new_md5 = hashlib.md5(b"second copy").hexdigest()
+    assert {r["data"]["files"][0]["md5"] for r in again["runs"]} == {new_md5}
+    validate_comparable(again)
+    kept = sorted(
+        p.name for p in (tmp_path / "results" / "tiny" / "runs" / "superseded").glob("*.json")
+    )
+    assert len(kept) == 4 and all(k.split(".")[0] in keys for k in kept)
+
+
 def test_a_run_whose_saved_outputs_are_missing_is_evaluated_again(tmp_path, tiny_task):
     runner_for(tmp_path).run()
     runs = tmp_path / "results" / "tiny" / "runs"

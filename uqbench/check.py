@@ -178,7 +178,8 @@ def _index_runs(
 def validate_comparable(results: dict, what: str = "results") -> None:
     """Refuse a merged results dict whose runs cannot be compared as they stand, naming the
     run: one (method, task, seed) twice, a run not ``ok``, metrics missing, malformed or
-    non-finite, or runs of one (method, task) made with other settings or by other code
+    non-finite, runs of one task made from data files of other contents (md5), or runs of
+    one (method, task) made with other settings or by other code
     (the merge never writes such a file; a hand-edited or hand-merged one can hold it, and
     a report would average it silently)."""
     if not isinstance(results.get("runs"), list):
@@ -193,7 +194,17 @@ def validate_comparable(results: dict, what: str = "results") -> None:
             )
     made: dict[tuple[str, str], tuple[tuple[str, str, int], dict[str, Any]]] = {}
     versions: dict[tuple[str, str], tuple[tuple[str, str, int], Any]] = {}
+    seen_files: dict[tuple[str, str, str], tuple[tuple[str, str, int], str]] = {}
     for key, run in _index_runs(results, what, bounds=True).items():
+        for f in data_files(run):  # every method and seed of a task: the same files' bytes
+            seen_file = seen_files.setdefault((key[1], f["dataset"], f["file"]), (key, f["md5"]))
+            if f["md5"] != seen_file[1]:
+                raise ResultsError(
+                    f"{what}: run {run_name(key)} was made from {f['dataset']} file "
+                    f"{f['file']} with md5 {f['md5']}, run {run_name(seen_file[0])} from one with "
+                    f"md5 {seen_file[1]}; the runs of one task must be made from the same data "
+                    "(`uqbench run` makes again the runs of its suite whose data files changed)"
+                )
         config = run.get("config") if isinstance(run.get("config"), dict) else {}
         cfg = _flat({s: config.get(s) for s in SETTING_SECTIONS if s in config})
         first = made.setdefault(key[:2], (key, cfg))
@@ -215,6 +226,18 @@ def validate_comparable(results: dict, what: str = "results") -> None:
                 f"{run_name(seen[0])} by {seen[1]}; the seeds of one method and task must "
                 "come from the same code"
             )
+
+
+def data_files(run: dict) -> list[dict[str, str]]:
+    """The data files a run records with an md5 (``data.files``; none in older runs)."""
+    data = run.get("data") if isinstance(run.get("data"), dict) else {}
+    files = data.get("files") if isinstance(data.get("files"), list) else []
+    return [
+        f
+        for f in files
+        if isinstance(f, dict)
+        and all(isinstance(f.get(k), str) for k in ("dataset", "file", "md5"))
+    ]
 
 
 def validate_metrics(metrics: dict, where: str, *, bounds: bool = True) -> None:

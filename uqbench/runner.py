@@ -24,12 +24,13 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from uqbench.architectures import CLASSIFICATION
-from uqbench.check import validate_metrics
+from uqbench.check import data_files, validate_metrics
 from uqbench.compiling import CompiledLoss
 from uqbench.data import DataSource
 from uqbench.environment import cache_dir, environment
 from uqbench.errors import (
     ConfigError,
+    DataError,
     OutputError,
     PluginError,
     ResultsError,
@@ -123,6 +124,8 @@ class Runner:
         #: ``{run key: error}`` of the runs an executor gave up on (the others finished).
         self.failed: dict[str, str] = {}
         self._data: dict[tuple[str, int, str], TaskData] = {}
+        #: ``{(task, data and OOD settings): {(dataset, file): md5}}`` of the data found now.
+        self._files: dict[tuple[str, str], dict[tuple[str, str], str | None]] = {}
         #: Per-example outputs of the run being evaluated (see :func:`evaluate_classification`).
         self.outputs: dict[str, Any] = {}
         #: Train the seeds of each (method, task) as one model first (:mod:`uqbench.vectorize`).
@@ -311,9 +314,38 @@ class Runner:
         record, _ = _load_run_file(self.runs_dir / f"{run.key}.json")
         if record is None or record.get("status", "ok") != "ok":
             return None
-        other = record.get("run_hash") != run.run_hash()
-        other = other or record.get("code_version") != self.code_version(run)
-        return record if other or not self._outputs_readable(record) else None
+        return record if self._stale(run, record) is not None else None
+
+    def _stale(self, run: RunSpec, record: dict[str, Any]) -> str | None:
+        """Why the finished run file ``record`` of ``run``'s name cannot stand as ``run``'s
+        result (None: it can): other settings, other code, its saved outputs unreadable, or
+        made from data files whose contents have changed since."""
+        if record.get("run_hash") != run.run_hash():
+            return "made with other settings"
+        if record.get("code_version") != self.code_version(run):
+            return "made by other code"
+        if not self._outputs_readable(record):
+            return "its saved outputs are missing or damaged"
+        return self._data_changed(run, record)
+
+    def _data_changed(self, run: RunSpec, record: dict[str, Any]) -> str | None:
+        """How the data files ``record`` was made from differ from the ones found now (None:
+        they do not, or the data cannot be read here: a finished run needs none to be
+        merged or reported)."""
+        key = (run.task, json.dumps([run.data, run.eval.get("ood")], sort_keys=True))
+        if key not in self._files:
+            try:
+                data = TASKS.get(run.task)().load_with_ood(
+                    self.source, ood=run.eval.get("ood"), seed=run.seed, **run.data
+                )
+                self._files[key] = {(f["dataset"], f["file"]): f.get("md5") for f in data.files}
+            except DataError:
+                self._files[key] = {}
+        for f in data_files(record):
+            now = self._files[key].get((f["dataset"], f["file"]))
+            if now is not None and now != f["md5"]:
+                return f"made from {f['dataset']} file {f['file']} with md5 {f['md5']}, now {now}"
+        return None
 
     def supersede(self, run: RunSpec) -> Path | None:
         """Move a finished run that ``run`` replaces (:meth:`superseded`; with its saved
@@ -335,8 +367,10 @@ class Runner:
             return moved
         assert record is not None
         tag = str(record.get("run_hash", "unknown"))[:12]
-        if record.get("run_hash") == run.run_hash():  # same settings, older code or outputs
+        if record.get("run_hash") == run.run_hash():  # same settings, older code, outputs, data
             tag += f".{record.get('code_version')}"
+        if (dest / f"{run.key}.{tag}.json").exists():  # replaced once before: keep both
+            tag += f".{uuid.uuid4().hex[:8]}"
         moved = dest / f"{run.key}.{tag}.json"
         preds = record.get("predictions")
         if isinstance(preds, str) and (self.runs_dir / Path(preds).name).is_file():
@@ -359,10 +393,10 @@ class Runner:
         record, _ = _load_run_file(self.runs_dir / f"{run.key}.json")
         if record is None or record.get("status", "ok") != "ok":
             return False
-        if not self._outputs_readable(record):  # run again; supersede() keeps this record
-            return False
-        same_code = record.get("code_version") == self.code_version(run)
-        return record.get("run_hash") == run.run_hash() and same_code
+        stale = self._stale(run, record)  # run again; supersede() keeps this record
+        if stale is not None and stale.startswith("made from"):  # the others say nothing new
+            self.log(f"{run.key}: the finished run was {stale}: made again")
+        return stale is None
 
     def failed_record(
         self, run: RunSpec, env: dict[str, Any], exc: Exception | str
