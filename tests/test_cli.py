@@ -298,6 +298,35 @@ def test_report_pairwise_and_check_refuse_results_that_cannot_be_compared(
     assert message in capsys.readouterr().err
 
 
+def test_check_refuses_results_made_from_other_data_than_the_reference(tmp_path, capsys):
+    """A reference made from one copy of a data set (the committed one: CIFAR-10's JPEG
+    stand-in) says nothing about results made from another (the real batches): both the
+    tripwire and the statistical check refuse, naming the file, instead of reporting the
+    data's difference as regressions. The same data with other paths is no difference."""
+    reference = Path(__file__).parents[1] / "results" / "reference" / "ci.json"
+    results = json.loads(reference.read_text())
+    task = results["runs"][0]["task"]
+    first = results["runs"][0]["data"]["files"][0]
+    for r in results["runs"]:
+        for f in r["data"]["files"]:
+            f["path"] = "/elsewhere/" + f["file"]  # moved, same bytes: still comparable
+    target = tmp_path / "results.json"
+    target.write_text(json.dumps(results))
+    assert main(["check", str(target), "--reference", str(reference), "--exact"]) == 0
+    capsys.readouterr()
+    for r in results["runs"]:  # every run of the task, consistently: comparable among them
+        if r["task"] == task:
+            for f in r["data"]["files"]:
+                if f["file"] == first["file"]:
+                    f["md5"] = "0" * 32
+    target.write_text(json.dumps(results))
+    for extra in (["--exact"], []):
+        assert main(["check", str(target), "--reference", str(reference), *extra]) == 2
+        err = capsys.readouterr().err
+        assert "made from other data than the reference" in err, err
+        assert f"{task}: {first['dataset']} file {first['file']} md5 {'0' * 32} vs" in err
+
+
 def test_a_report_leaves_no_figure_of_an_earlier_report(tmp_path, capsys):
     """A report rebuilt in a folder that held another's (MNIST runs before, toy runs now)
     kept the old figures beside the new ones; the figures the earlier report.md showed and

@@ -988,6 +988,28 @@ def settings_differences(results: Any, reference: Any) -> list[str]:
     return found
 
 
+def data_differences(results: dict, reference: dict) -> list[str]:
+    """``"task: dataset file md5 ours vs theirs"`` for each data file that runs of one task
+    record on both sides with different contents (a reference holds only for the data it was
+    made from: CIFAR-10's stand-in against the real batches, say)."""
+
+    def md5s(doc: dict) -> dict[tuple[str, str, str], str]:
+        out: dict[tuple[str, str, str], str] = {}
+        for r in doc.get("runs") or []:
+            if isinstance(r, dict):
+                for f in data_files(r):
+                    out.setdefault((str(r.get("task")), f["dataset"], f["file"]), f["md5"])
+        return out
+
+    ours, theirs = md5s(results), md5s(reference)
+    return [
+        f"{task}: {dataset} file {file} md5 {ours[k]} vs {theirs[k]}"
+        for k in sorted(set(ours) & set(theirs))
+        if ours[k] != theirs[k]
+        for task, dataset, file in [k]
+    ]
+
+
 def merge_results(docs: list[dict], names: list[str]) -> dict:
     """One results dict holding the runs of several results dicts of one suite (a reference
     made of repeats with different seeds, or seeds run into other folders); the first one's
@@ -1108,6 +1130,15 @@ def run_check(
             "the results were made with other settings than the reference, so their metrics "
             f"cannot be compared: {'; '.join(differ[:3])}{more} (results vs reference); run "
             "the reference's suite without overriding it (--epochs, --set, ...)"
+        )
+    other_data = data_differences(results, reference)
+    if other_data:
+        more = f" (and {len(other_data) - 3} more)" if len(other_data) > 3 else ""
+        raise ResultsError(
+            "the results were made from other data than the reference, so their metrics "
+            f"cannot be compared: {'; '.join(other_data[:3])}{more} (results vs reference); a "
+            "reference holds only for the data it was made from: make one from this data "
+            "(README, 'Regression check')"
         )
     if exact:
         return check_identical(results, reference)
