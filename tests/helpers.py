@@ -49,8 +49,7 @@ def tiny_runner(
         device=torch.device("cpu"),
         command=command,
         progress=False,
-        log=lambda *_: None,
-        **kw,
+        **{"log": lambda *_: None, **kw},
     )
 
 

@@ -938,46 +938,83 @@ def test_a_run_made_by_another_code_version_is_kept_when_it_is_made_again(tmp_pa
 
 
 def test_a_run_made_from_data_that_changed_since_is_made_again(tmp_path, tiny_task, monkeypatch):
-    """A finished run stands only while the data files it records are the ones found now: a
+    """A finished run stands only while the data files it records are the copy found now: a
     data folder whose copy changed (CIFAR-10's JPEG stand-in replaced by the real batches)
-    used to leave the old runs in place, to be averaged with new ones. Data that cannot be
-    read here leave finished runs standing (merging and reporting need none)."""
+    used to leave the old runs in place, to be averaged with new ones. A run the command did
+    not select is left out of the merge, naming the command that remakes it. Data that cannot
+    be read here leave finished runs standing (merging and reporting need none)."""
+    import dataclasses
     import hashlib
 
     from conftest import TinyBlobs
 
     from uqbench.check import validate_comparable
-    from uqbench.errors import DataError
 
     blob = tmp_path / "blobs.bin"
     blob.write_bytes(b"first copy")
     plain = TinyBlobs.load
 
+    downloads: list[bool] = []
+
     def load(self, source, **kw):
-        if not blob.exists():
-            raise DataError("blobs.bin not found")
+        downloads.append(source.download)
         data = plain(self, source, **kw)
-        md5 = hashlib.md5(blob.read_bytes()).hexdigest()
-        data.files = [{"dataset": "blobs", "file": "blobs.bin", "md5": md5}]
+        md5 = hashlib.md5(blob.read_bytes()).hexdigest()  # FileNotFoundError when gone
+        data.files = [{"dataset": "blobs", "file": "blobs.bin", "md5": md5, "verified": False}]
         return data
 
     monkeypatch.setattr(TinyBlobs, "load", load)
     first = runner_for(tmp_path).run()
     keys = sorted(f"{r['method']}-tiny-blobs-seed{r['seed']}" for r in first["runs"])
-    assert len(keys) == 4 and runner_for(tmp_path).todo() == []
+    assert len(keys) == 4
+    allowed = runner_for(tmp_path)
+    allowed.source = dataclasses.replace(allowed.source, download=True)
+    downloads.clear()
+    assert allowed.todo() == [] and downloads == [False]  # the check never downloads
     blob.unlink()
-    assert runner_for(tmp_path).todo() == []
+    logged: list[str] = []
+    assert runner_for(tmp_path, log=logged.append).todo() == []
+    assert any("its data cannot be read here" in m for m in logged)
+
     blob.write_bytes(b"second copy")
-    runner = runner_for(tmp_path)
-    assert sorted(s.key for s in runner.todo()) == keys
-    again = runner.run()
     new_md5 = hashlib.md5(b"second copy").hexdigest()
+    only_l2 = runner_for(tmp_path, overrides={"methods": ["l2"]})
+    assert sorted(s.key for s in only_l2.todo()) == [k for k in keys if k.startswith("l2")]
+    res = only_l2.run()
+    assert {(r["method"], r["data"]["files"][0]["md5"]) for r in res["runs"]} == {("l2", new_md5)}
+    left = {x["file"]: x["reason"] for x in res["left_out"]}
+    assert set(left) == {f"{k}.json" for k in keys if k.startswith("ffg")}
+    assert "made from another copy of blobs" in left["ffg-tiny-blobs-seed0.json"]
+    assert "--methods ffg --tasks tiny-blobs --seeds 0" in left["ffg-tiny-blobs-seed0.json"]
+    validate_comparable(res)  # what was merged is one copy's
+
+    again = runner_for(tmp_path).run()
     assert {r["data"]["files"][0]["md5"] for r in again["runs"]} == {new_md5}
-    validate_comparable(again)
-    kept = sorted(
-        p.name for p in (tmp_path / "results" / "tiny" / "runs" / "superseded").glob("*.json")
-    )
-    assert len(kept) == 4 and all(k.split(".")[0] in keys for k in kept)
+    assert len(again["runs"]) == 4 and again["left_out"] == []
+    runs = tmp_path / "results" / "tiny" / "runs"
+    kept = sorted(p.name.split(".")[0] for p in (runs / "superseded").glob("*.json"))
+    assert kept == keys
+
+
+def test_copies_of_a_data_set_are_the_same_when_files_match_or_both_verify() -> None:
+    from uqbench.check import data_identity, data_mismatch
+
+    def copy(*files, verified=True):
+        return data_identity(
+            [{"dataset": "cifar10", "file": f, "md5": m, "verified": verified} for f, m in files]
+        )
+
+    tarball = copy(("cifar-10-python.tar.gz", "c58f"))
+    folder = copy(("data_batch_1", "c99c"), ("test_batch", "40351"))
+    assert data_mismatch(tarball, folder) is None  # both match the published checksums
+    stand_in = copy(("cifar-10-python.tar.gz", "0d1e"), verified=False)
+    assert data_mismatch(stand_in, stand_in) is None
+    differ = data_mismatch(stand_in, tarball)
+    assert differ.startswith("cifar10 (cifar-10-python.tar.gz md5 0d1e, unverified; against")
+    assert data_mismatch(stand_in, copy(("cifar-10-python.tar.gz", "0d1f"), verified=False))
+    assert data_mismatch(stand_in, {"mnist": tarball["cifar10"]}) is None  # no set in common
+    bad = [{"dataset": "x"}, {"file": "f", "md5": "m"}, "not a record"]  # a plug-in's records
+    assert data_identity(bad) == {}
 
 
 def test_a_run_whose_saved_outputs_are_missing_is_evaluated_again(tmp_path, tiny_task):

@@ -48,6 +48,7 @@ tripwire; shown, never failing).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -194,16 +195,17 @@ def validate_comparable(results: dict, what: str = "results") -> None:
             )
     made: dict[tuple[str, str], tuple[tuple[str, str, int], dict[str, Any]]] = {}
     versions: dict[tuple[str, str], tuple[tuple[str, str, int], Any]] = {}
-    seen_files: dict[tuple[str, str, str], tuple[tuple[str, str, int], str]] = {}
+    seen_data: dict[tuple[str, str], tuple[tuple[str, str, int], DataCopy]] = {}
     for key, run in _index_runs(results, what, bounds=True).items():
-        for f in data_files(run):  # every method and seed of a task: the same files' bytes
-            seen_file = seen_files.setdefault((key[1], f["dataset"], f["file"]), (key, f["md5"]))
-            if f["md5"] != seen_file[1]:
+        for dataset, copy in data_identity(data_files(run)).items():  # one copy per task
+            first_key, first = seen_data.setdefault((key[1], dataset), (key, copy))
+            differ = data_mismatch({dataset: copy}, {dataset: first})
+            if differ:
                 raise ResultsError(
-                    f"{what}: run {run_name(key)} was made from {f['dataset']} file "
-                    f"{f['file']} with md5 {f['md5']}, run {run_name(seen_file[0])} from one with "
-                    f"md5 {seen_file[1]}; the runs of one task must be made from the same data "
-                    "(`uqbench run` makes again the runs of its suite whose data files changed)"
+                    f"{what}: runs {run_name(key)} and {run_name(first_key)} were made from "
+                    f"different copies of {differ}; the runs of one task must be made from the "
+                    "same data (`uqbench run` makes again, or leaves out, the runs whose data "
+                    "files changed)"
                 )
         config = run.get("config") if isinstance(run.get("config"), dict) else {}
         cfg = _flat({s: config.get(s) for s in SETTING_SECTIONS if s in config})
@@ -226,6 +228,46 @@ def validate_comparable(results: dict, what: str = "results") -> None:
                 f"{run_name(seen[0])} by {seen[1]}; the seeds of one method and task must "
                 "come from the same code"
             )
+
+
+#: A data set's copy as runs record it: its files' ``(name, md5)`` pairs, and whether every
+#: one matched its published checksum.
+DataCopy = tuple[frozenset[tuple[str, str]], bool]
+
+
+def data_identity(files: Iterable[Any]) -> dict[str, DataCopy]:
+    """``{dataset: (files' (name, md5) pairs, all verified)}`` of data-file records (those
+    with ``dataset``, ``file`` and ``md5`` strings; others are skipped)."""
+    out: dict[str, tuple[set[tuple[str, str]], bool]] = {}
+    for f in files:
+        if not (
+            isinstance(f, dict)
+            and all(isinstance(f.get(k), str) for k in ("dataset", "file", "md5"))
+        ):
+            continue
+        names, verified = out.setdefault(f["dataset"], (set(), True))
+        names.add((f["file"], f["md5"]))
+        out[f["dataset"]] = (names, verified and f.get("verified") is True)
+    return {k: (frozenset(v[0]), v[1]) for k, v in out.items()}
+
+
+def data_mismatch(a: dict[str, DataCopy], b: dict[str, DataCopy]) -> str | None:
+    """How two copies of the data sets both name differ (None: they do not). Two copies are
+    the same when their files and md5s are, or when both match the published checksums (the
+    upstream content stored as a tarball or a folder, compressed or not)."""
+    for dataset in sorted(set(a) & set(b)):
+        (files_a, verified_a), (files_b, verified_b) = a[dataset], b[dataset]
+        if files_a == files_b or (verified_a and verified_b):
+            continue
+
+        def show(files: frozenset[tuple[str, str]], verified: bool) -> str:
+            named = sorted(files)
+            more = f" and {len(named) - 2} more" if len(named) > 2 else ""
+            listed = ", ".join(f"{n} md5 {m}" for n, m in named[:2])
+            return f"{listed}{more}{'' if verified else ', unverified'}"
+
+        return f"{dataset} ({show(files_a, verified_a)}; against {show(files_b, verified_b)})"
+    return None
 
 
 def data_files(run: dict) -> list[dict[str, str]]:
@@ -989,25 +1031,26 @@ def settings_differences(results: Any, reference: Any) -> list[str]:
 
 
 def data_differences(results: dict, reference: dict) -> list[str]:
-    """``"task: dataset file md5 ours vs theirs"`` for each data file that runs of one task
-    record on both sides with different contents (a reference holds only for the data it was
-    made from: CIFAR-10's stand-in against the real batches, say)."""
+    """``"task: dataset (ours; against theirs)"`` for each data set that runs of one task were
+    made from in different copies on the two sides (:func:`data_mismatch`): a reference holds
+    only for the data it was made from (CIFAR-10's stand-in against the real batches, say)."""
 
-    def md5s(doc: dict) -> dict[tuple[str, str, str], str]:
-        out: dict[tuple[str, str, str], str] = {}
+    def copies(doc: dict) -> dict[str, dict[str, DataCopy]]:
+        out: dict[str, dict[str, DataCopy]] = {}
         for r in doc.get("runs") or []:
             if isinstance(r, dict):
-                for f in data_files(r):
-                    out.setdefault((str(r.get("task")), f["dataset"], f["file"]), f["md5"])
+                task = out.setdefault(str(r.get("task")), {})
+                for dataset, copy in data_identity(data_files(r)).items():
+                    task.setdefault(dataset, copy)
         return out
 
-    ours, theirs = md5s(results), md5s(reference)
-    return [
-        f"{task}: {dataset} file {file} md5 {ours[k]} vs {theirs[k]}"
-        for k in sorted(set(ours) & set(theirs))
-        if ours[k] != theirs[k]
-        for task, dataset, file in [k]
-    ]
+    ours, theirs = copies(results), copies(reference)
+    found = []
+    for task in sorted(set(ours) & set(theirs)):
+        differ = data_mismatch(ours[task], theirs[task])
+        if differ:
+            found.append(f"{task}: {differ}")
+    return found
 
 
 def merge_results(docs: list[dict], names: list[str]) -> dict:

@@ -331,6 +331,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             device=resolve_device("cpu"),
             command="",
             overrides=overrides,
+            log=lambda message: print(message, file=sys.stderr),  # stdout: the runs alone
         )
         _check_out(dry.runs_dir)
         pending = dry.todo()
@@ -341,7 +342,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"{todo} would run"
             + (
                 f"; {len(replaced)} of them would replace finished runs (made with other "
-                f"settings or by another code version, or with their saved outputs missing: "
+                "settings, by another code version or from another copy of the data, or with "
+                f"their saved outputs missing: "
                 f"{', '.join(replaced[:5])}{', ...' if len(replaced) > 5 else ''}), "
                 f"which are kept in {dry.runs_dir / 'superseded'}"
                 if replaced

@@ -18,19 +18,19 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from uqbench.architectures import CLASSIFICATION
-from uqbench.check import data_files, validate_metrics
+from uqbench.check import DataCopy, data_files, data_identity, data_mismatch, validate_metrics
 from uqbench.compiling import CompiledLoss
 from uqbench.data import DataSource
 from uqbench.environment import cache_dir, environment
 from uqbench.errors import (
     ConfigError,
-    DataError,
     OutputError,
     PluginError,
     ResultsError,
@@ -124,8 +124,8 @@ class Runner:
         #: ``{run key: error}`` of the runs an executor gave up on (the others finished).
         self.failed: dict[str, str] = {}
         self._data: dict[tuple[str, int, str], TaskData] = {}
-        #: ``{(task, data and OOD settings): {(dataset, file): md5}}`` of the data found now.
-        self._files: dict[tuple[str, str], dict[tuple[str, str], str | None]] = {}
+        #: ``{(task, data and OOD settings): {dataset: copy}}`` of the data found now.
+        self._copies: dict[tuple[str, str], dict[str, DataCopy]] = {}
         #: Per-example outputs of the run being evaluated (see :func:`evaluate_classification`).
         self.outputs: dict[str, Any] = {}
         #: Train the seeds of each (method, task) as one model first (:mod:`uqbench.vectorize`).
@@ -182,7 +182,12 @@ class Runner:
                 f"{record['eval_seconds']:.1f}s eval -> {path}"
             )
         return merge_results(
-            self.out, self.suite.name, self.command, env, expected=self.expected_specs()
+            self.out,
+            self.suite.name,
+            self.command,
+            env,
+            expected=self.expected_specs(),
+            stale=self._data_changed,
         )
 
     def todo(self) -> list[RunSpec]:
@@ -329,23 +334,28 @@ class Runner:
         return self._data_changed(run, record)
 
     def _data_changed(self, run: RunSpec, record: dict[str, Any]) -> str | None:
-        """How the data files ``record`` was made from differ from the ones found now (None:
-        they do not, or the data cannot be read here: a finished run needs none to be
-        merged or reported)."""
+        """How the data ``record`` was made from differs from the copy found now
+        (:func:`uqbench.check.data_mismatch`), or None: the same, or no data can be read here
+        without downloading (a finished run needs none to be merged or reported)."""
         key = (run.task, json.dumps([run.data, run.eval.get("ood")], sort_keys=True))
-        if key not in self._files:
-            try:
+        if key not in self._copies:
+            try:  # never downloads: a copy fetched now would not be the one the runs saw
                 data = TASKS.get(run.task)().load_with_ood(
-                    self.source, ood=run.eval.get("ood"), seed=run.seed, **run.data
+                    replace(self.source, download=False),
+                    ood=run.eval.get("ood"),
+                    seed=run.seed,
+                    **run.data,
                 )
-                self._files[key] = {(f["dataset"], f["file"]): f.get("md5") for f in data.files}
-            except DataError:
-                self._files[key] = {}
-        for f in data_files(record):
-            now = self._files[key].get((f["dataset"], f["file"]))
-            if now is not None and now != f["md5"]:
-                return f"made from {f['dataset']} file {f['file']} with md5 {f['md5']}, now {now}"
-        return None
+                self._copies[key] = data_identity(data.files)
+            except Exception as exc:  # noqa: BLE001 - unreadable data: finished runs stand
+                self._copies[key] = {}
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+                self.log(
+                    f"task {run.task}: its data cannot be read here ({first}); its finished "
+                    "runs are kept without checking that they were made from the same data"
+                )
+        differ = data_mismatch(data_identity(data_files(record)), self._copies[key])
+        return None if differ is None else f"made from another copy of {differ}"
 
     def supersede(self, run: RunSpec) -> Path | None:
         """Move a finished run that ``run`` replaces (:meth:`superseded`; with its saved
@@ -394,7 +404,7 @@ class Runner:
         if record is None or record.get("status", "ok") != "ok":
             return False
         stale = self._stale(run, record)  # run again; supersede() keeps this record
-        if stale is not None and stale.startswith("made from"):  # the others say nothing new
+        if stale is not None and stale.startswith("made from another copy"):  # news to a user
             self.log(f"{run.key}: the finished run was {stale}: made again")
         return stale is None
 
@@ -770,13 +780,16 @@ def merge_results(
     command: str,
     env: dict[str, Any] | None = None,
     expected: Iterable[RunSpec] | None = None,
+    stale: Callable[[RunSpec, dict[str, Any]], str | None] | None = None,
 ) -> dict[str, Any]:
     """Merge the run files of ``suite_out/runs`` into ``suite_out/results.json``.
 
     With ``expected`` (the runs the command asks for), only run files with the same
-    settings (run hash) made by the current code are merged; the others, and any file
-    that is unreadable or not a run, are listed in ``results["left_out"]`` with the
-    reason. Failed runs are listed in ``results["failed"]``, never in ``runs``.
+    settings (run hash) made by the current code are merged, and with ``stale`` only those
+    for which it gives no reason (the runner's: made from another copy of the data); the
+    others, and any file that is unreadable or not a run, are listed in
+    ``results["left_out"]`` with the reason. Failed runs are listed in ``results["failed"]``,
+    never in ``runs``.
     """
     want = {s.key: s for s in expected} if expected is not None else None
     runs: list[dict[str, Any]] = []
@@ -795,6 +808,13 @@ def merge_results(
                 why = f"made with other settings: {_settings_diff(record, run)}"
             elif record.get("code_version") != code_version(*run.code_classes()):
                 why = "made by another version of the code (code_version differs)"
+            elif stale is not None and record.get("status", "ok") == "ok":
+                why = stale(run, record)
+                if why:  # a run this command did not select (others were made again)
+                    why += (
+                        f" (`uqbench run --methods {run.method} --tasks {run.task} --seeds "
+                        f"{run.seed}` with this command's settings makes it again)"
+                    )
             if why:
                 left_out.append({"file": path.name, "reason": why})
                 continue

@@ -133,7 +133,8 @@ def format_verify_table(report: dict[str, Any]) -> str:
     if any(e["status"] == "missing" for e in report.values()):
         lines.append(
             "verify never downloads: `uqbench run` fetches the data sets a suite needs into "
-            "the cache (the last folder searched), or place them in a folder given by "
-            "--data-dir / UQBENCH_DATA_DIR (`uqbench data verify --json` gives the URLs)."
+            "the download cache (its folder for each set is among those searched), or place "
+            "them in a folder given by --data-dir / UQBENCH_DATA_DIR (`uqbench data verify "
+            "--json` gives the URLs)."
         )
     return "\n".join(lines)
