@@ -327,6 +327,33 @@ def test_check_refuses_results_made_from_other_data_than_the_reference(tmp_path,
         assert f"{task}: {first['dataset']} (" in err and f"md5 {'0' * 32}" in err, err
 
 
+def test_verified_copies_stored_otherwise_stay_comparable(tmp_path, capsys):
+    """One MNIST run made from the raw IDX files, the others (and the reference) from the
+    ``.gz`` files: every file matches its published checksum, so the copies are the same and
+    the results are merged and checked as before (the tripwire passes)."""
+    from uqbench.check import validate_comparable
+    from uqbench.data import checksums as ck
+    from uqbench.errors import ResultsError
+
+    reference = Path(__file__).parents[1] / "results" / "reference" / "ci.json"
+    results = json.loads(reference.read_text())
+    run = next(r for r in results["runs"] if r["task"] == "mnist")
+    for f in run["data"]["files"]:
+        if f["dataset"] == "mnist":
+            assert f["verified"] and f["file"].endswith(".gz")
+            stem = f["file"].removesuffix(".gz")
+            f.update(file=stem, md5=ck.MNIST_MD5_RAW[stem], expected_md5=ck.MNIST_MD5_RAW[stem])
+    validate_comparable(results)
+    target = tmp_path / "results.json"
+    target.write_text(json.dumps(results))
+    assert main(["check", str(target), "--reference", str(reference), "--exact"]) == 0
+    capsys.readouterr()
+    f = next(f for f in run["data"]["files"] if f["dataset"] == "mnist")
+    f.update(md5="0" * 32, verified=False)  # one file not upstream's: another copy
+    with pytest.raises(ResultsError, match="were made from different copies of mnist"):
+        validate_comparable(results)
+
+
 def test_a_report_leaves_no_figure_of_an_earlier_report(tmp_path, capsys):
     """A report rebuilt in a folder that held another's (MNIST runs before, toy runs now)
     kept the old figures beside the new ones; the figures the earlier report.md showed and

@@ -974,7 +974,7 @@ def test_a_run_made_from_data_that_changed_since_is_made_again(tmp_path, tiny_ta
     blob.unlink()
     logged: list[str] = []
     assert runner_for(tmp_path, log=logged.append).todo() == []
-    assert any("its data cannot be read here" in m for m in logged)
+    assert sum("its data cannot be read here" in m for m in logged) == 1  # once, not per run
 
     blob.write_bytes(b"second copy")
     new_md5 = hashlib.md5(b"second copy").hexdigest()
@@ -996,23 +996,73 @@ def test_a_run_made_from_data_that_changed_since_is_made_again(tmp_path, tiny_ta
     assert kept == keys
 
 
-def test_copies_of_a_data_set_are_the_same_when_files_match_or_both_verify() -> None:
+def test_copies_of_a_data_set_are_the_same_when_contents_match_or_both_verify() -> None:
+    """A copy is named by its content, not by how it is stored: the JPEG stand-in's tarball
+    and its extracted folder are one copy; the real tarball and the real folder are one
+    (both verified); the stand-in and the real data are two; one unverified file makes a
+    copy unverified; a record claiming verified with another md5 than it was checked against
+    is not."""
     from uqbench.check import data_identity, data_mismatch
+    from uqbench.data import checksums as ck
 
-    def copy(*files, verified=True):
+    def copy(records, dataset="cifar10"):
         return data_identity(
-            [{"dataset": "cifar10", "file": f, "md5": m, "verified": verified} for f, m in files]
+            [
+                {"dataset": dataset, "file": f, "md5": m, "expected_md5": e, "verified": m == e}
+                for f, m, e in records
+            ]
         )
 
-    tarball = copy(("cifar-10-python.tar.gz", "c58f"))
-    folder = copy(("data_batch_1", "c99c"), ("test_batch", "40351"))
-    assert data_mismatch(tarball, folder) is None  # both match the published checksums
-    stand_in = copy(("cifar-10-python.tar.gz", "0d1e"), verified=False)
-    assert data_mismatch(stand_in, stand_in) is None
-    differ = data_mismatch(stand_in, tarball)
-    assert differ.startswith("cifar10 (cifar-10-python.tar.gz md5 0d1e, unverified; against")
-    assert data_mismatch(stand_in, copy(("cifar-10-python.tar.gz", "0d1f"), verified=False))
-    assert data_mismatch(stand_in, {"mnist": tarball["cifar10"]}) is None  # no set in common
+    real_tar = copy([("cifar-10-python.tar.gz", ck.CIFAR_TARBALL_MD5, ck.CIFAR_TARBALL_MD5)])
+    real_folder = copy([(m, h, h) for m, h in ck.CIFAR_MEMBER_MD5.items()])
+    stand_tar = copy(
+        [("cifar-10-python.tar.gz", ck.CIFAR_STANDIN_TARBALL_MD5, ck.CIFAR_TARBALL_MD5)]
+    )
+    stand_folder = copy(  # extracted, batches.meta left out as a folder may
+        [
+            (m, h, ck.CIFAR_MEMBER_MD5[m])
+            for m, h in ck.CIFAR_STANDIN_MEMBER_MD5.items()
+            if m != "batches.meta"
+        ]
+    )
+    repacked = copy(  # a tarball repacked around the stand-in's members
+        [
+            (f"cifar-10-batches-py/{m}", h, ck.CIFAR_MEMBER_MD5[m])
+            for m, h in ck.CIFAR_STANDIN_MEMBER_MD5.items()
+        ]
+    )
+    assert data_mismatch(real_tar, real_folder) is None
+    assert data_mismatch(stand_tar, stand_folder) is None
+    assert data_mismatch(stand_tar, repacked) is None
+    differ = data_mismatch(stand_tar, real_tar)
+    assert differ is not None and differ.startswith("cifar10 (") and "unverified; against" in differ
+    assert data_mismatch(stand_folder, real_folder) is not None
+    one_bad = copy(
+        [(m, h if m != "test_batch" else "0" * 32, h) for m, h in ck.CIFAR_MEMBER_MD5.items()]
+    )
+    assert one_bad["cifar10"][1] is False and data_mismatch(one_bad, real_tar) is not None
+    claims = data_identity(
+        [
+            {
+                "dataset": "cifar10",
+                "file": "x",
+                "md5": "0" * 32,
+                "expected_md5": "1" * 32,
+                "verified": True,
+            }
+        ]
+    )
+    assert claims["cifar10"][1] is False and data_mismatch(claims, real_tar) is not None
+    for dataset, a, b in (
+        ("notmnist", "notMNIST_small.tar.gz", "notMNIST_small"),
+        ("fashion-mnist", "t10k-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte"),
+    ):  # their md5s are of the content: tarball or folder, .gz or not
+        assert (
+            data_mismatch(copy([(a, "ab", "cd")], dataset), copy([(b, "ab", "cd")], dataset))
+            is None
+        )
+        assert data_mismatch(copy([(a, "ab", "cd")], dataset), copy([(b, "ac", "cd")], dataset))
+    assert data_mismatch(stand_tar, {"mnist": real_tar["cifar10"]}) is None  # nothing shared
     bad = [{"dataset": "x"}, {"file": "f", "md5": "m"}, "not a record"]  # a plug-in's records
     assert data_identity(bad) == {}
 

@@ -236,8 +236,12 @@ DataCopy = tuple[frozenset[tuple[str, str]], bool]
 
 
 def data_identity(files: Iterable[Any]) -> dict[str, DataCopy]:
-    """``{dataset: (files' (name, md5) pairs, all verified)}`` of data-file records (those
-    with ``dataset``, ``file`` and ``md5`` strings; others are skipped)."""
+    """``{dataset: (content's (name, md5) pairs, all verified)}`` of data-file records (those
+    with ``dataset``, ``file`` and ``md5`` strings; others are skipped). The pairs do not
+    depend on how a copy is stored (:func:`uqbench.data.checksums.content_pairs`); a record
+    is verified when it says so and its md5 is the one it was checked against."""
+    from uqbench.data.checksums import content_pairs  # the data package imports torch
+
     out: dict[str, tuple[set[tuple[str, str]], bool]] = {}
     for f in files:
         if not (
@@ -246,8 +250,9 @@ def data_identity(files: Iterable[Any]) -> dict[str, DataCopy]:
         ):
             continue
         names, verified = out.setdefault(f["dataset"], (set(), True))
-        names.add((f["file"], f["md5"]))
-        out[f["dataset"]] = (names, verified and f.get("verified") is True)
+        names.update(content_pairs(f["dataset"], f["file"], f["md5"]))
+        checked = f.get("verified") is True and f.get("expected_md5") == f["md5"]
+        out[f["dataset"]] = (names, verified and checked)
     return {k: (frozenset(v[0]), v[1]) for k, v in out.items()}
 
 

@@ -27,7 +27,7 @@ import torch
 from uqbench.architectures import CLASSIFICATION
 from uqbench.check import DataCopy, data_files, data_identity, data_mismatch, validate_metrics
 from uqbench.compiling import CompiledLoss
-from uqbench.data import DataSource
+from uqbench.data import DataSource, as_source
 from uqbench.environment import cache_dir, environment
 from uqbench.errors import (
     ConfigError,
@@ -126,6 +126,8 @@ class Runner:
         self._data: dict[tuple[str, int, str], TaskData] = {}
         #: ``{(task, data and OOD settings): {dataset: copy}}`` of the data found now.
         self._copies: dict[tuple[str, str], dict[str, DataCopy]] = {}
+        #: Keys of the runs this command wrote (made from the data found now).
+        self._written: set[str] = set()
         #: Per-example outputs of the run being evaluated (see :func:`evaluate_classification`).
         self.outputs: dict[str, Any] = {}
         #: Train the seeds of each (method, task) as one model first (:mod:`uqbench.vectorize`).
@@ -187,7 +189,7 @@ class Runner:
             self.command,
             env,
             expected=self.expected_specs(),
-            stale=self._data_changed,
+            stale=self._merge_stale,
         )
 
     def todo(self) -> list[RunSpec]:
@@ -300,6 +302,7 @@ class Runner:
         with other settings is kept, not overwritten (:meth:`supersede`)."""
         path = self.runs_dir / f"{run.key}.json"
         self.supersede(run)
+        self._written.add(run.key)
         if outputs:
             record["predictions"] = _write_outputs(self.runs_dir / f"{run.key}.npz", outputs)
         _write_json(path, record)
@@ -333,29 +336,44 @@ class Runner:
             return "its saved outputs are missing or damaged"
         return self._data_changed(run, record)
 
+    @staticmethod
+    def _copy_key(run: RunSpec) -> tuple[str, str]:
+        """What a task's data copy depends on: the task, its data and OOD settings."""
+        return (run.task, json.dumps([run.data, run.eval.get("ood")], sort_keys=True))
+
     def _data_changed(self, run: RunSpec, record: dict[str, Any]) -> str | None:
         """How the data ``record`` was made from differs from the copy found now
-        (:func:`uqbench.check.data_mismatch`), or None: the same, or no data can be read here
-        without downloading (a finished run needs none to be merged or reported)."""
-        key = (run.task, json.dumps([run.data, run.eval.get("ood")], sort_keys=True))
+        (:func:`uqbench.check.data_mismatch`), or None: the same, the record names no data
+        files, or no data can be read here without downloading (a finished run needs none to
+        be merged or reported)."""
+        recorded = data_identity(data_files(record))
+        if not recorded or run.key in self._written:  # nothing to compare; made just now
+            return None
+        key = self._copy_key(run)
         if key not in self._copies:
             try:  # never downloads: a copy fetched now would not be the one the runs saw
                 data = TASKS.get(run.task)().load_with_ood(
-                    replace(self.source, download=False),
+                    replace(as_source(self.source), download=False),
                     ood=run.eval.get("ood"),
                     seed=run.seed,
                     **run.data,
                 )
                 self._copies[key] = data_identity(data.files)
-            except Exception as exc:  # noqa: BLE001 - unreadable data: finished runs stand
+            except (UQBenchError, OSError) as exc:  # unreadable here: finished runs stand
                 self._copies[key] = {}
                 first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
                 self.log(
                     f"task {run.task}: its data cannot be read here ({first}); its finished "
                     "runs are kept without checking that they were made from the same data"
                 )
-        differ = data_mismatch(data_identity(data_files(record)), self._copies[key])
+        differ = data_mismatch(recorded, self._copies[key])
         return None if differ is None else f"made from another copy of {differ}"
+
+    def _merge_stale(self, run: RunSpec, record: dict[str, Any]) -> str | None:
+        """:meth:`_data_changed` for the merge, where it matters: for the tasks whose data
+        this command read (the runs of a task it never touched are all as they were, one
+        copy among themselves, and need no data loaded to be merged)."""
+        return self._data_changed(run, record) if self._copy_key(run) in self._copies else None
 
     def supersede(self, run: RunSpec) -> Path | None:
         """Move a finished run that ``run`` replaces (:meth:`superseded`; with its saved
@@ -405,7 +423,7 @@ class Runner:
             return False
         stale = self._stale(run, record)  # run again; supersede() keeps this record
         if stale is not None and stale.startswith("made from another copy"):  # news to a user
-            self.log(f"{run.key}: the finished run was {stale}: made again")
+            self.log(f"{run.key}: finished, but {stale}: to be made again")
         return stale is None
 
     def failed_record(
@@ -445,6 +463,7 @@ class Runner:
                 task.load_with_ood(self.source, ood=ood, seed=run.seed, **run.data),
                 self.device,
             )
+            self._copies.setdefault(self._copy_key(run), data_identity(self._data[key].files))
         return self._data[key]
 
     def run_one(self, run: RunSpec, env: dict[str, Any]) -> dict[str, Any]:

@@ -55,6 +55,32 @@ CIFAR_STANDIN_MEMBER_MD5: dict[str, str] = {
     "batches.meta": "56a2023d12d9afdf5284508eeb834c17",
 }
 
+
+def content_pairs(dataset: str, file: str, md5: str) -> list[tuple[str, str]]:
+    """``(name, md5)`` pairs naming what one data-file record holds, the same whatever form
+    the copy is stored in, so that two runs' copies can be compared: a CIFAR-10 tarball
+    (upstream's or the known stand-in) stands for its six batch files, a member of a tarball
+    is named as in the extracted folder, and ``batches.meta`` (label names only, optional in a
+    folder) is left out; notMNIST's record is a digest of all its PNGs, tarball or folder;
+    Fashion-MNIST's md5 is of the decompressed content, ``.gz`` or not. MNIST's md5 is of
+    the file's bytes, so a ``.gz`` and its raw file are told apart by their records alone
+    (both verified: the same upstream content, which the comparison allows for)."""
+    if dataset == "cifar10":
+        members = {
+            CIFAR_TARBALL_MD5: CIFAR_MEMBER_MD5,
+            CIFAR_STANDIN_TARBALL_MD5: CIFAR_STANDIN_MEMBER_MD5,
+        }
+        if md5 in members:
+            return [(m, h) for m, h in members[md5].items() if m != "batches.meta"]
+        name = file.rsplit("/", 1)[-1]
+        return [] if name == "batches.meta" else [(name, md5)]
+    if dataset == "notmnist":
+        return [("notMNIST_small", md5)]
+    if dataset == "fashion-mnist":
+        return [(file.removesuffix(".gz"), md5)]
+    return [(file, md5)]
+
+
 #: Content digest of the 18,726 upstream notMNIST_small PNG files (see
 #: :func:`notmnist_digest`); equal to the value in PROVENANCE-mnist-notmnist.md.
 NOTMNIST_DIGEST = "c4a392fa54b9a63558fed9ccc7426ace"
