@@ -1171,23 +1171,25 @@ def run_check(
     validate_results(results, "results")
     validate_comparable(results, "results")
     _same_suite(results, reference)  # another suite's settings all differ: say which suite
-    differ = settings_differences(results, reference)
-    if differ:
-        more = f" (and {len(differ) - 3} more)" if len(differ) > 3 else ""
-        raise ResultsError(
-            "the results were made with other settings than the reference, so their metrics "
-            f"cannot be compared: {'; '.join(differ[:3])}{more} (results vs reference); run "
-            "the reference's suite without overriding it (--epochs, --set, ...)"
-        )
-    other_data = data_differences(results, reference)
-    if other_data:
-        more = f" (and {len(other_data) - 3} more)" if len(other_data) > 3 else ""
-        raise ResultsError(
-            "the results were made from other data than the reference, so their metrics "
-            f"cannot be compared: {'; '.join(other_data[:3])}{more} (results vs reference); a "
-            "reference holds only for the data it was made from: make one from this data "
-            "(README, 'Regression check')"
-        )
+    for differ, made, remedy in (
+        (
+            settings_differences(results, reference),
+            "with other settings",
+            "run the reference's suite without overriding it (--epochs, --set, ...)",
+        ),
+        (
+            data_differences(results, reference),
+            "from other data",
+            "a reference holds only for the data it was made from: make one from this data "
+            "(README, 'Regression check')",
+        ),
+    ):
+        if differ:
+            more = f" (and {len(differ) - 3} more)" if len(differ) > 3 else ""
+            raise ResultsError(
+                f"the results were made {made} than the reference, so their metrics cannot be "
+                f"compared: {'; '.join(differ[:3])}{more} (results vs reference); {remedy}"
+            )
     if exact:
         return check_identical(results, reference)
     if tolerance_path is None:
