@@ -327,6 +327,34 @@ def test_check_refuses_results_made_from_other_data_than_the_reference(tmp_path,
         assert f"{task}: {first['dataset']} (" in err and f"md5 {'0' * 32}" in err, err
 
 
+def test_the_tripwire_refuses_or_skips_results_of_another_machine_class(tmp_path, capsys):
+    """Bit-for-bit equality holds only where the reference was made: the ci suite run on an
+    Intel Xeon differed from the AMD EPYC reference in 4,899 of 12,093 values (all within the
+    statistical check's tolerances). --exact refuses such results, naming the difference;
+    with --if-same-machine (CI) it skips, saying why; the statistical check is unaffected."""
+    reference = Path(__file__).parents[1] / "results" / "reference" / "ci.json"
+    results = json.loads(reference.read_text())
+    results["environment"]["cpu"] = "Intel(R) Xeon(R) Processor"
+    target = tmp_path / "results.json"
+    target.write_text(json.dumps(results))
+    argv = ["check", str(target), "--reference", str(reference), "--exact"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "cpu: 'Intel(R) Xeon(R) Processor' vs 'AMD EPYC'" in err and "statistical" in err
+    assert main([*argv, "--if-same-machine"]) == 0
+    assert (
+        "tripwire SKIPPED (suite 'ci'): bit-for-bit equality holds only" in capsys.readouterr().out
+    )
+    assert main([*argv, "--if-same-machine", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["skipped"].startswith("bit-for-bit")
+    assert main(["check", str(target), "--reference", str(reference), "--if-same-machine"]) == 2
+    assert "--if-same-machine is the tripwire's" in capsys.readouterr().err
+    results["environment"]["cpu"] = "AMD EPYC"  # the same class: compared, and identical
+    target.write_text(json.dumps(results))
+    assert main([*argv, "--if-same-machine"]) == 0
+    assert "tripwire PASSED" in capsys.readouterr().out
+
+
 def test_verified_copies_stored_otherwise_stay_comparable(tmp_path, capsys):
     """One MNIST run made from the raw IDX files, the others (and the reference) from the
     ``.gz`` files: every file matches its published checksum, so the copies are the same and

@@ -781,10 +781,13 @@ class ExactReport:
     n_runs: int
     n_values: int  # metric leaves compared
     diffs: list[ExactDiff] = field(default_factory=list)
+    #: Why nothing was compared (results of another machine class, ``--if-same-machine``).
+    skipped: str | None = None
 
     @property
     def passed(self) -> bool:
-        """True when every compared value is identical to the reference's."""
+        """True when every compared value is identical to the reference's (or, skipped,
+        nothing was compared)."""
         return not self.diffs
 
     def to_dict(self) -> dict[str, Any]:
@@ -793,6 +796,7 @@ class ExactReport:
             "mode": "exact",
             "suite": self.suite,
             "passed": self.passed,
+            "skipped": self.skipped,
             "n_runs": self.n_runs,
             "n_values": self.n_values,
             "diffs": [asdict(d) for d in self.diffs],
@@ -863,6 +867,8 @@ def _exact_leaves(run: dict, counts: bool = True) -> dict[str, Any]:
 def format_exact(report: ExactReport, limit: int = 40) -> str:
     """What moved (the first ``limit`` values, then a count per run), and the verdict."""
     lines = []
+    if report.skipped:
+        return f"tripwire SKIPPED (suite {report.suite!r}): {report.skipped}"
     if report.diffs:
         header = ("method", "task", "seed", "metric", "reference", "current")
         cells = [
@@ -1035,6 +1041,27 @@ def settings_differences(results: Any, reference: Any) -> list[str]:
     return found
 
 
+#: What a machine class is, for the tripwire: the environment keys whose values decide which
+#: kernels run (a float sum's order): the device, the CPU model, torch's build, its threads.
+MACHINE_KEYS = ("device", "cpu", "torch", "torch_threads")
+
+
+def machine_differences(results: dict, reference: dict) -> list[str]:
+    """``"key: ours vs theirs"`` for each of :data:`MACHINE_KEYS` both sides' ``environment``
+    record with different values: results of another machine class, which a bit-for-bit
+    comparison cannot judge (an Intel Xeon's float rounding differs from an AMD EPYC's)."""
+    ours, theirs = (
+        d.get("environment") if isinstance(d, dict) else None for d in (results, reference)
+    )
+    if not isinstance(ours, dict) or not isinstance(theirs, dict):
+        return []
+    return [
+        f"{k}: {ours[k]!r} vs {theirs[k]!r}"
+        for k in MACHINE_KEYS
+        if k in ours and k in theirs and ours[k] != theirs[k]
+    ]
+
+
 def data_differences(results: dict, reference: dict) -> list[str]:
     """``"task: dataset (ours; against theirs)"`` for each data set that runs of one task were
     made from in different copies on the two sides (:func:`data_mismatch`): a reference holds
@@ -1155,8 +1182,11 @@ def run_check(
     exact: bool = False,
     seeds: str = "same",
     two_sided: bool = False,
+    if_same_machine: bool = False,
 ) -> CheckReport | ExactReport:
-    """Load the files and run the statistical check, or with ``exact`` the tripwire.
+    """Load the files and run the statistical check, or with ``exact`` the tripwire: results
+    of another machine class than the reference's (:func:`machine_differences`) are refused,
+    or with ``if_same_machine`` the tripwire is skipped (a report saying why).
 
     ``results_path`` and ``reference_path`` may each be a results.json or a directory holding
     one; several reference paths are one reference holding all their runs
@@ -1191,6 +1221,21 @@ def run_check(
                 f"compared: {'; '.join(differ[:3])}{more} (results vs reference); {remedy}"
             )
     if exact:
+        other_machine = machine_differences(results, reference)
+        if other_machine:
+            why = (
+                "bit-for-bit equality holds only on the machine class the reference was made on, "
+                f"and these results come from another: {'; '.join(other_machine)} (results vs "
+                "reference)"
+            )
+            if not if_same_machine:
+                raise ResultsError(
+                    f"{why}; compare them with the statistical check (without --exact), or "
+                    "make a reference on this machine class (results/reference/README.md)"
+                )
+            return ExactReport(
+                suite=_same_suite(results, reference), n_runs=0, n_values=0, skipped=why
+            )
         return check_identical(results, reference)
     if tolerance_path is None:
         if len(files) > 1:

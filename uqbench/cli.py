@@ -172,6 +172,13 @@ def build_parser(with_extras: bool = True) -> argparse.ArgumentParser:
         help="behaviour tripwire: every metric value must equal the reference's bit for bit",
     )
     chk.add_argument(
+        "--if-same-machine",
+        action="store_true",
+        help="with --exact: skip the tripwire (exit 0, saying why) for results of another "
+        "machine class than the reference's (CPU model, torch build, threads) instead of "
+        "refusing them",
+    )
+    chk.add_argument(
         "--any-seeds",
         action="store_true",
         help="the results may use other seeds than the reference: compare each side's mean",
@@ -478,6 +485,8 @@ def cmd_check(args: argparse.Namespace) -> int:
             "--exact compares every value bit for bit: it takes no --any-seeds, --two-sided "
             "or --tolerance (those are the statistical check's)"
         )
+    if args.if_same_machine and not args.exact:
+        raise ConfigError("--if-same-machine is the tripwire's (--exact)")
     report = run_check(
         Path(args.results),
         [Path(p) for p in args.reference],
@@ -485,6 +494,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         exact=args.exact,
         seeds="any" if args.any_seeds else "same",
         two_sided=args.two_sided,
+        if_same_machine=args.if_same_machine,
     )
     if args.json:
         print(json.dumps(report.to_dict(), indent=1))
