@@ -179,8 +179,8 @@ def _index_runs(
 def validate_comparable(results: dict, what: str = "results") -> None:
     """Refuse a merged results dict whose runs cannot be compared as they stand, naming the
     run: one (method, task, seed) twice, a run not ``ok``, metrics missing, malformed or
-    non-finite, runs of one task made from data files of other contents (md5), or runs of
-    one (method, task) made with other settings or by other code
+    non-finite, runs of one task made from different copies of a data set (:func:`data_mismatch`),
+    or runs of one (method, task) made with other settings or by other code
     (the merge never writes such a file; a hand-edited or hand-merged one can hold it, and
     a report would average it silently)."""
     if not isinstance(results.get("runs"), list):
@@ -243,12 +243,7 @@ def data_identity(files: Iterable[Any]) -> dict[str, DataCopy]:
     from uqbench.data.checksums import content_pairs  # the data package imports torch
 
     out: dict[str, tuple[set[tuple[str, str]], bool]] = {}
-    for f in files:
-        if not (
-            isinstance(f, dict)
-            and all(isinstance(f.get(k), str) for k in ("dataset", "file", "md5"))
-        ):
-            continue
+    for f in filter(_is_file_record, files):
         names, verified = out.setdefault(f["dataset"], (set(), True))
         names.update(content_pairs(f["dataset"], f["file"], f["md5"]))
         checked = f.get("verified") is True and f.get("expected_md5") == f["md5"]
@@ -275,16 +270,19 @@ def data_mismatch(a: dict[str, DataCopy], b: dict[str, DataCopy]) -> str | None:
     return None
 
 
+def _is_file_record(f: Any) -> bool:
+    """Whether ``f`` is a data-file record with ``dataset``, ``file`` and ``md5`` strings."""
+    return isinstance(f, dict) and all(
+        isinstance(f.get(k), str) for k in ("dataset", "file", "md5")
+    )
+
+
 def data_files(run: dict) -> list[dict[str, str]]:
     """The data files a run records with an md5 (``data.files``; none in older runs)."""
     data = run.get("data") if isinstance(run.get("data"), dict) else {}
-    files = data.get("files") if isinstance(data.get("files"), list) else []
-    return [
-        f
-        for f in files
-        if isinstance(f, dict)
-        and all(isinstance(f.get(k), str) for k in ("dataset", "file", "md5"))
-    ]
+    return list(
+        filter(_is_file_record, data.get("files") if isinstance(data.get("files"), list) else [])
+    )
 
 
 def validate_metrics(metrics: dict, where: str, *, bounds: bool = True) -> None:
