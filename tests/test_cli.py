@@ -349,6 +349,13 @@ def test_the_tripwire_refuses_or_skips_results_of_another_machine_class(tmp_path
     assert json.loads(capsys.readouterr().out)["skipped"].startswith("bit-for-bit")
     assert main(["check", str(target), "--reference", str(reference), "--if-same-machine"]) == 2
     assert "--if-same-machine is the tripwire's" in capsys.readouterr().err
+    partial = {**results, "runs": results["runs"][:1]}  # skipped, but not with runs missing
+    target.write_text(json.dumps(partial))
+    assert main([*argv, "--if-same-machine"]) == 2
+    assert (
+        f"results lack {len(results['runs']) - 1} run(s) of the reference"
+        in capsys.readouterr().err
+    )
     results["environment"]["cpu"] = "AMD EPYC"  # the same class: compared, and identical
     target.write_text(json.dumps(results))
     assert main([*argv, "--if-same-machine"]) == 0

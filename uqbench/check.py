@@ -834,14 +834,7 @@ def check_identical(results: dict, reference: dict) -> ExactReport:
     validate_results(reference, "reference")
     validate_results(results, "results")
     suite = _same_suite(results, reference)
-    ref_index, cur_index = _indexes(results, reference)
-    absent = [run_name(key) for key in ref_index if key not in cur_index]
-    if absent:
-        raise ResultsError(
-            f"results lack {len(absent)} run(s) of the reference (method/task/seed): "
-            + ", ".join(absent)
-            + _failed_hint(results, absent)
-        )
+    ref_index, cur_index = _reference_runs_present(results, reference)
     report = ExactReport(suite=suite, n_runs=len(ref_index), n_values=0)
     for key, ref_run in ref_index.items():
         ref_leaves = _exact_leaves(ref_run)
@@ -860,6 +853,20 @@ def _exact_leaves(run: dict, counts: bool = True) -> dict[str, Any]:
     (where the reference records them), of the data it saw (``data.class_counts``)."""
     found = _at(run, ("data", "class_counts")) if counts else None
     return {**_leaves(run["metrics"]), **({} if found is None else _leaves(found, CLASS_COUNTS))}
+
+
+def _reference_runs_present(results: dict, reference: dict) -> tuple[dict, dict]:
+    """The reference's and the results' runs by (method, task, seed); ResultsError naming
+    the reference runs the results lack."""
+    ref_index, cur_index = _indexes(results, reference)
+    absent = [run_name(key) for key in ref_index if key not in cur_index]
+    if absent:
+        raise ResultsError(
+            f"results lack {len(absent)} run(s) of the reference (method/task/seed): "
+            + ", ".join(absent)
+            + _failed_hint(results, absent)
+        )
+    return ref_index, cur_index
 
 
 def format_exact(report: ExactReport, limit: int = 40) -> str:
@@ -1231,6 +1238,7 @@ def run_check(
                     f"{why}; compare them with the statistical check (without --exact), or "
                     "make a reference on this machine class (results/reference/README.md)"
                 )
+            _reference_runs_present(results, reference)  # skipped, but not for lack of runs
             return ExactReport(
                 suite=_same_suite(results, reference), n_runs=0, n_values=0, skipped=why
             )

@@ -831,8 +831,8 @@ def merge_results(
                 why = stale(run, record)
                 if why:  # a run this command did not select (others were made again)
                     why += (
-                        f" (`uqbench run --methods {run.method} --tasks {run.task} --seeds "
-                        f"{run.seed}` with this command's settings makes it again)"
+                        f" (this command with `--methods {run.method} --tasks {run.task} "
+                        f"--seeds {run.seed}` makes it again)"
                     )
             if why:
                 left_out.append({"file": path.name, "reason": why})
