@@ -489,10 +489,12 @@ def test_data_verify_exits_nonzero_on_corrupt_data(tmp_path: Path, capsys) -> No
     paths = write_mnist(tmp_path / "data" / "mnist", make_mnist_arrays())
     paths["train_x"].write_bytes(paths["train_x"].read_bytes()[:50])  # truncated
     assert _verify_cli(tmp_path, "--allow-unverified") == 1
-    assert "CORRUPT" in capsys.readouterr().out
+    got = capsys.readouterr()
+    assert "CORRUPT" in got.out
+    assert got.err.startswith("uqbench: data verify: exit 1: mnist corrupt (unreadable)")
 
 
-def test_data_verify_exit_status_follows_what_run_would_accept(tmp_path: Path, monkeypatch):
+def test_data_verify_exit_status_follows_what_run_would_accept(tmp_path: Path, monkeypatch, capsys):
     from uqbench.data import verify as verify_mod
 
     def fake(source):
@@ -503,7 +505,17 @@ def test_data_verify_exit_status_follows_what_run_would_accept(tmp_path: Path, m
     monkeypatch.setattr("uqbench.data.format_verify_table", lambda r: "table")
     monkeypatch.delenv("UQBENCH_ALLOW_UNVERIFIED", raising=False)
     assert _verify_cli(tmp_path) == 1  # run would refuse unverified data
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "uqbench: data verify: exit 1: "
+        + "; ".join(
+            f"{name} unverified (checksum mismatch, refused by `uqbench run` without "
+            "--allow-unverified or UQBENCH_ALLOW_UNVERIFIED=1)"
+            for name in ("mnist", "notmnist", "cifar10")
+        )
+    ]
     assert _verify_cli(tmp_path, "--allow-unverified") == 0
+    assert capsys.readouterr().err == ""  # no closing line when nothing is refused
 
 
 def test_unreadable_data_folder_is_one_line(tmp_path: Path, monkeypatch, capsys) -> None:

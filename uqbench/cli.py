@@ -545,7 +545,20 @@ def cmd_data(args: argparse.Namespace) -> int:
     report = verify_all(source)
     print(json.dumps(report, indent=1) if args.json else format_verify_table(report))
     usable = {"verified", "unverified"} if source.allow_unverified else {"verified"}
-    return 0 if all(e["status"] in usable for e in report.values()) else 1
+    refused = {name: e["status"] for name, e in report.items() if e["status"] not in usable}
+    if not refused:
+        return 0
+    why = {
+        "missing": "not found",
+        "corrupt": "unreadable",
+        "unverified": "checksum mismatch, refused by `uqbench run` without --allow-unverified "
+        "or UQBENCH_ALLOW_UNVERIFIED=1",
+    }
+    said = "; ".join(
+        f"{name} {status} ({why.get(status, status)})" for name, status in refused.items()
+    )
+    print(f"uqbench: data verify: exit 1: {said}", file=sys.stderr)
+    return 1
 
 
 def import_torch_holding_ctrl_c() -> None:
