@@ -62,6 +62,13 @@ def test_runs_made_with_other_settings_are_left_out_and_named(tmp_path, tiny_tas
     assert "train.epochs 3 instead of 5" in left["ffg-tiny-blobs-seed0.json"]
     on_disk = strict_json(tmp_path / "results" / "tiny" / "results.json")
     assert on_disk["left_out"] == res["left_out"]
+    from uqbench.report import write_report
+
+    write_report(res, tmp_path / "report")
+    report = (tmp_path / "report" / "report.md").read_text()
+    head = report[: report.index("## ")]  # before the first section: seen first
+    assert "**Not in these tables:** 3 run file(s) of the results folder left out: " in head
+    assert all(name in head for name in left)
 
 
 @pytest.mark.parametrize(
@@ -509,7 +516,9 @@ def test_failed_runs_are_recorded_and_the_suite_goes_on_then_exits_1(
     assert {f["method"] for f in res["failed"]} == {"nan-loss", "nan-outputs"}
     rec = strict_json(out / "tiny" / "runs" / "nan-loss-tiny-blobs-seed0.json")
     assert rec["status"] == "failed" and "metrics" not in rec
-    assert "FAILED" in (out / "tiny" / "report.md").read_text()
+    report = (out / "tiny" / "report.md").read_text()
+    head = report[: report.index("## ")]  # named before the first section
+    assert "**Not in these tables:** 2 run(s) FAILED: nan-loss-tiny-blobs-seed0, " in head
     # A later command into the same folder that runs only l2 (done) succeeds, and names the
     # folder's earlier failures without taking them for its own.
     code = main(["run", "--suite", str(suite), "--out", str(out), "--quiet", "--seeds", "0",

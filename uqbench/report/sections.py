@@ -73,6 +73,18 @@ def header(doc: Doc, view: ReportView, results: dict[str, Any]) -> None:
             else "no run saved per-example outputs"
         )
         doc.p(f"`--test-noise` was asked for, but no interval could be widened ({why}).")
+    failed = results.get("failed") or []
+    left_out = results.get("left_out") or []
+    if failed or left_out:
+        names = [f"{f.get('method')}-{f.get('task')}-seed{f.get('seed')}" for f in failed]
+        names += [str(x.get("file")) for x in left_out]
+        parts = [f"{len(failed)} run(s) FAILED"] if failed else []
+        parts += [f"{len(left_out)} run file(s) of the results folder left out"] if left_out else []
+        doc.p(
+            f"**Not in these tables:** {' and '.join(parts)}: "
+            f"{', '.join(names[:10])}{', ...' if len(names) > 10 else ''} (section Command "
+            "and environment says why)."
+        )
     bad = view.unreadable_outputs()
     if bad:
         doc.p(
