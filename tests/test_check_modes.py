@@ -1,4 +1,4 @@
-"""The check's two levels (tripwire, statistical) and its command line: verdicts, exit codes
+"""The check's levels (tripwire, close, statistical) and its command line: verdicts, exit codes
 0 pass / 1 regression / 2 bad input, ``--json``. Results are the synthetic ones of
 test_check.py; expected values are worked out by hand."""
 
@@ -247,3 +247,62 @@ def test_exact_refuses_the_statistical_checks_options(tmp_path: Path, capsys):
         assert main([*args, *extra]) == 2
         err = capsys.readouterr().err
         assert "--exact compares every value bit for bit" in err and "Traceback" not in err
+
+
+# -- --close: the same seed's checked metrics within RTOL, on any machine class -----------
+def test_close_check_holds_within_rtol_of_the_scale_and_names_what_moved_beyond():
+    from uqbench.check import check_close
+
+    ref = make_results()
+    cur = copy.deepcopy(ref)
+    toy = run_of(cur, "ensemble", "toy-cubic", 1)["metrics"]
+    toy["loglik_outside"] *= 1 + 4e-3  # -4.2: inside 5e-3 relative
+    toy["coverage_3std_outside"] -= 0.004  # 0.9 is below 1: 5e-3 absolute
+    toy["bands"]["mean"] = [1.0, -1.0]  # not a checked metric: the tripwire's business
+    report = check_close(cur, ref, 5e-3)
+    assert report.passed and report.n_runs == 12
+    # make_results' 6 toy runs hold 5 checked metrics each; its 6 mnist runs 9 (error, NLL,
+    # Brier, ECE, AUROC and FPR95 of 2 OOD sets, FGSM's mean accuracy)
+    assert report.n_values == 6 * 5 + 6 * 9
+    toy["rmse"] = 3.1 * (1 + 6e-3)  # beyond 5e-3 relative of 3.1
+    toy["coverage_3std_outside"] = 0.9 - 0.006  # beyond 5e-3 absolute
+    run_of(cur, "l2", "mnist", 0)["metrics"]["nll"] = None  # null in one of the two
+    report = check_close(cur, ref, 5e-3)
+    moved = {(d.method, d.task, d.seed, d.metric) for d in report.diffs}
+    assert moved == {
+        ("ensemble", "toy-cubic", 1, "rmse"),
+        ("ensemble", "toy-cubic", 1, "coverage_3std_outside"),
+        ("l2", "mnist", 0, "nll"),
+    }
+    text = format_exact(report)
+    assert text.splitlines()[-1].startswith(
+        "close check FAILED: behaviour changed: 3 of 84 metric values of 2 of 12 runs differ "
+        "from the same seeds' in the reference by more than 0.005 (relative; absolute for "
+        "values below 1) (suite 'smoke')"
+    )
+    assert report.to_dict()["mode"] == "close" and report.to_dict()["rtol"] == 5e-3
+
+
+def test_close_check_on_another_machine_and_only_the_tasks_asked(tmp_path: Path, capsys):
+    ref = make_results()
+    cur = copy.deepcopy(ref)
+    cur["environment"]["cpu_model"] = "Another CPU"  # --exact refuses this; --close does not
+    run_of(cur, "l2", "mnist", 0)["metrics"]["error_pct"] += 1.0  # mnist: not asked
+    args = [*_files(tmp_path, cur, ref), "--close", "1e-3"]
+    assert main([*args, "--tasks", "toy-cubic"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("close check PASSED: all 30 metric values of 6 runs are within 0.001")
+    assert main(args) == 1  # every task: mnist's error moved
+    assert "l2/mnist/seed0 (1 values)" in capsys.readouterr().out
+    assert main([*args, "--tasks", "toy", "mnist"]) == 2
+    err = capsys.readouterr().err
+    assert "--tasks toy: the reference has no runs of this task; its tasks: mnist, toy-cubic" in err
+    for extra, says in (
+        (["--exact"], "--close compares each run with the same seed's within RTOL"),
+        (["--any-seeds"], "it takes no --exact, --any-seeds"),
+        (["--close", "0"], "--close RTOL must lie between 0 and 1, got 0"),
+        (["--close", "nan"], "--close RTOL must lie between 0 and 1, got nan"),
+    ):
+        assert main([*args, *extra]) == 2, extra
+        err = capsys.readouterr().err
+        assert says in err and "Traceback" not in err

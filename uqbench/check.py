@@ -781,20 +781,23 @@ class ExactReport:
     diffs: list[ExactDiff] = field(default_factory=list)
     #: Why nothing was compared (results of another machine class, ``--if-same-machine``).
     skipped: str | None = None
+    #: :func:`check_close`'s tolerance; None for the tripwire (bit for bit).
+    rtol: float | None = None
 
     @property
     def passed(self) -> bool:
-        """True when every compared value is identical to the reference's (or, skipped,
-        nothing was compared)."""
+        """True when every compared value is identical to the reference's (within ``rtol``
+        when set; or, skipped, nothing was compared)."""
         return not self.diffs
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         return {
-            "mode": "exact",
+            "mode": "exact" if self.rtol is None else "close",
             "suite": self.suite,
             "passed": self.passed,
             "skipped": self.skipped,
+            **({} if self.rtol is None else {"rtol": self.rtol}),
             "n_runs": self.n_runs,
             "n_values": self.n_values,
             "diffs": [asdict(d) for d in self.diffs],
@@ -848,6 +851,36 @@ def check_identical(results: dict, reference: dict) -> ExactReport:
     return report
 
 
+def check_close(results: dict, reference: dict, rtol: float) -> ExactReport:
+    """The tripwire's tolerant form, for any machine class: every checked metric of every
+    reference run (the statistical check's metrics, :func:`run_metric_paths`) within ``rtol``
+    of the same seed's value, relative to the larger of the reference value's magnitude and
+    1 (so a proportion such as a coverage gets ``rtol`` absolute).
+
+    On another machine class than the reference's, float rounding makes the same seed's runs
+    drift apart: on some tasks far less than their seeds differ (the ci suite's toy task:
+    6e-5 relative at most, Intel against AMD), on others by as much (MNIST's error moved by
+    up to 0.4 points). This checks the first kind, whose seed spread is too wide for the
+    statistical check's tolerances. Raises ResultsError on bad input as
+    :func:`check_identical` does.
+    """
+    validate_results(reference, "reference")
+    validate_results(results, "results")
+    suite = _same_suite(results, reference)
+    ref_index, cur_index = _reference_runs_present(results, reference)
+    report = ExactReport(suite=suite, n_runs=len(ref_index), n_values=0, rtol=rtol)
+    for key, ref_run in ref_index.items():
+        for path in run_metric_paths(ref_run["metrics"]):
+            want = extract_metric(ref_run["metrics"], path)[0]
+            got = extract_metric(cur_index[key]["metrics"], path)[0]
+            report.n_values += 1
+            if want is None and got is None:
+                continue
+            if want is None or got is None or not abs(got - want) <= rtol * max(abs(want), 1.0):
+                report.diffs.append(ExactDiff(*key, path, want, got))
+    return report
+
+
 def _exact_leaves(run: dict, counts: bool = True) -> dict[str, Any]:
     """What the tripwire compares of a run: every leaf of its metrics and, with ``counts``
     (where the reference records them), of the data it saw (``data.class_counts``)."""
@@ -872,8 +905,9 @@ def _reference_runs_present(results: dict, reference: dict) -> tuple[dict, dict]
 def format_exact(report: ExactReport, limit: int = 40) -> str:
     """What moved (the first ``limit`` values, then a count per run), and the verdict."""
     lines = []
+    what = "tripwire" if report.rtol is None else "close check"
     if report.skipped:
-        return f"tripwire SKIPPED (suite {report.suite!r}): {report.skipped}"
+        return f"{what} SKIPPED (suite {report.suite!r}): {report.skipped}"
     if report.diffs:
         header = ("method", "task", "seed", "metric", "reference", "current")
         cells = [
@@ -890,17 +924,31 @@ def format_exact(report: ExactReport, limit: int = 40) -> str:
         lines.append(
             "changed runs: " + ", ".join(f"{name} ({n} values)" for name, n in per_run.items())
         )
+        differ = (
+            "differ from the reference"
+            if report.rtol is None
+            else f"differ from the same seeds' in the reference by more than {_rtol(report)}"
+        )
         lines.append(
-            f"tripwire FAILED: behaviour changed: {len(report.diffs)} of {report.n_values} "
-            f"metric values of {len(per_run)} of {report.n_runs} runs differ from the "
-            f"reference (suite {report.suite!r}); {REFRESH_HINT}"
+            f"{what} FAILED: behaviour changed: {len(report.diffs)} of {report.n_values} "
+            f"metric values of {len(per_run)} of {report.n_runs} runs {differ} (suite "
+            f"{report.suite!r}); {REFRESH_HINT}"
         )
     else:
+        same = (
+            "identical to the reference"
+            if report.rtol is None
+            else f"within {_rtol(report)} of the same seeds' in the reference"
+        )
         lines.append(
-            f"tripwire PASSED: all {report.n_values} metric values of {report.n_runs} runs "
-            f"are identical to the reference (suite {report.suite!r})"
+            f"{what} PASSED: all {report.n_values} metric values of {report.n_runs} runs "
+            f"are {same} (suite {report.suite!r})"
         )
     return "\n".join(lines)
+
+
+def _rtol(report: ExactReport) -> str:
+    return f"{report.rtol:g} (relative; absolute for values below 1)"
 
 
 def _fmt_any(x: Any) -> str:
@@ -1188,10 +1236,14 @@ def run_check(
     seeds: str = "same",
     two_sided: bool = False,
     if_same_machine: bool = False,
+    close: float | None = None,
+    tasks: list[str] | None = None,
 ) -> CheckReport | ExactReport:
     """Load the files and run the statistical check, or with ``exact`` the tripwire: results
     of another machine class than the reference's (:func:`machine_differences`) are refused,
-    or with ``if_same_machine`` the tripwire is skipped (a report saying why).
+    or with ``if_same_machine`` the tripwire is skipped (a report saying why); or, with
+    ``close``, :func:`check_close` at that tolerance, on any machine class. ``tasks``: only
+    the runs of these tasks are compared (each must be one of the reference's).
 
     ``results_path`` and ``reference_path`` may each be a results.json or a directory holding
     one; several reference paths are one reference holding all their runs
@@ -1204,6 +1256,16 @@ def run_check(
     reference, files = read_reference(reference_path)
     reference_file = files[0]
     validate_results(results, "results")
+    if tasks is not None:
+        have = sorted({str(r.get("task")) for r in reference.get("runs") or []})
+        unknown = [t for t in tasks if t not in have]
+        if unknown:
+            raise ResultsError(
+                f"--tasks {' '.join(unknown)}: the reference has no runs of "
+                f"{'this task' if len(unknown) == 1 else 'these tasks'}; its tasks: "
+                + ", ".join(have)
+            )
+        results, reference = (_only_tasks(d, tasks) for d in (results, reference))
     validate_comparable(results, "results")
     _same_suite(results, reference)  # another suite's settings all differ: say which suite
     for differ, made, remedy in (
@@ -1225,6 +1287,8 @@ def run_check(
                 f"the results were made {made} than the reference, so their metrics cannot be "
                 f"compared: {'; '.join(differ[:3])}{more} (results vs reference); {remedy}"
             )
+    if close is not None:
+        return check_close(results, reference, close)
     if exact:
         other_machine = machine_differences(results, reference)
         if other_machine:
@@ -1258,6 +1322,14 @@ def run_check(
     return check_results(
         results, reference, load_tolerances(tolerance_path), seeds=seeds, two_sided=two_sided
     )
+
+
+def _only_tasks(doc: dict, tasks: list[str]) -> dict:
+    """``doc`` with only the runs (and failed runs) of ``tasks``."""
+    out = {**doc, "runs": [r for r in doc["runs"] if r.get("task") in tasks]}
+    if isinstance(doc.get("failed"), list):
+        out["failed"] = [f for f in doc["failed"] if f.get("task") in tasks]
+    return out
 
 
 def format_report(report: CheckReport | ExactReport, all_rows: bool = False) -> str:

@@ -179,6 +179,20 @@ def build_parser(with_extras: bool = True) -> argparse.ArgumentParser:
         "refusing them",
     )
     chk.add_argument(
+        "--close",
+        type=float,
+        metavar="RTOL",
+        help="on any machine class: every checked metric of each reference run within RTOL "
+        "(relative; absolute for values below 1) of the same seed's value (for tasks whose "
+        "seed spread is too wide for the statistical check, e.g. the toy's 5e-3 in CI)",
+    )
+    chk.add_argument(
+        "--tasks",
+        nargs="+",
+        metavar="TASK",
+        help="compare only the runs of these tasks (each one of the reference's)",
+    )
+    chk.add_argument(
         "--any-seeds",
         action="store_true",
         help="the results may use other seeds than the reference: compare each side's mean",
@@ -487,6 +501,14 @@ def cmd_check(args: argparse.Namespace) -> int:
         )
     if args.if_same_machine and not args.exact:
         raise ConfigError("--if-same-machine is the tripwire's (--exact)")
+    if args.close is not None:
+        if args.exact or args.any_seeds or args.two_sided or args.tolerance:
+            raise ConfigError(
+                "--close compares each run with the same seed's within RTOL: it takes no "
+                "--exact, --any-seeds, --two-sided or --tolerance"
+            )
+        if not 0 < args.close < 1:  # also refuses nan
+            raise ConfigError(f"--close RTOL must lie between 0 and 1, got {args.close:g}")
     report = run_check(
         Path(args.results),
         [Path(p) for p in args.reference],
@@ -495,6 +517,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         seeds="any" if args.any_seeds else "same",
         two_sided=args.two_sided,
         if_same_machine=args.if_same_machine,
+        close=args.close,
+        tasks=args.tasks,
     )
     if args.json:
         print(json.dumps(report.to_dict(), indent=1))
