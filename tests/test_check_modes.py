@@ -286,12 +286,27 @@ def test_close_check_holds_within_rtol_of_the_scale_and_names_what_moved_beyond(
 def test_close_check_on_another_machine_and_only_the_tasks_asked(tmp_path: Path, capsys):
     ref = make_results()
     cur = copy.deepcopy(ref)
-    cur["environment"]["cpu_model"] = "Another CPU"  # --exact refuses this; --close does not
+    ref["environment"]["cpu"] = "AMD EPYC 7B13"
+    cur["environment"]["cpu"] = "Intel(R) Xeon(R) Processor"  # --exact refuses it; --close not
     run_of(cur, "l2", "mnist", 0)["metrics"]["error_pct"] += 1.0  # mnist: not asked
-    args = [*_files(tmp_path, cur, ref), "--close", "1e-3"]
+    files = _files(tmp_path, cur, ref)
+    assert main([*files, "--exact", "--tasks", "toy-cubic"]) == 2
+    assert "come from another: cpu" in capsys.readouterr().err
+    args = [*files, "--close", "1e-3"]
     assert main([*args, "--tasks", "toy-cubic"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("close check PASSED: all 30 metric values of 6 runs are within 0.001")
+    assert out.rstrip().endswith("(suite 'smoke', tasks toy-cubic)")
+    assert main([*args, "--tasks", "mnist", "--tasks", "toy-cubic", "--json"]) == 1  # both
+    report = json.loads(capsys.readouterr().out)
+    assert (report["mode"], report["rtol"], report["tasks"]) == (
+        "close",
+        1e-3,
+        ["mnist", "toy-cubic"],
+    )
+    assert [(d["method"], d["task"], d["metric"]) for d in report["diffs"]] == [
+        ("l2", "mnist", "error_pct")
+    ]
     assert main(args) == 1  # every task: mnist's error moved
     assert "l2/mnist/seed0 (1 values)" in capsys.readouterr().out
     assert main([*args, "--tasks", "toy", "mnist"]) == 2
@@ -306,3 +321,36 @@ def test_close_check_on_another_machine_and_only_the_tasks_asked(tmp_path: Path,
         assert main([*args, *extra]) == 2, extra
         err = capsys.readouterr().err
         assert says in err and "Traceback" not in err
+
+
+def test_close_check_compares_the_eps_grid_and_the_class_counts():
+    from uqbench.check import check_close
+
+    ref = make_results()
+    for run in ref["runs"]:
+        if run["task"] == "mnist":
+            run["data"]["class_counts"] = {"test": {"0": 10, "1": 10}}
+    cur = copy.deepcopy(ref)
+    run_of(cur, "l2", "mnist", 0)["metrics"]["fgsm"]["eps"] = [0.0, 0.05, 0.1, 0.15]
+    run_of(cur, "dropout", "mnist", 1)["data"]["class_counts"] = {"test": {"0": 20}}
+    moved = {(d.method, d.seed, d.metric) for d in check_close(cur, ref, 0.5).diffs}
+    # a grid of the same length and mean accuracy: only the grid says it measures another thing
+    assert moved == {
+        ("l2", 0, "fgsm.accuracy_mean (eps grid)"),
+        ("dropout", 1, "data.class_counts"),
+    }
+
+
+def test_tasks_restricts_the_statistical_check(tmp_path: Path, capsys):
+    ref = make_results()
+    cur = copy.deepcopy(ref)
+    for seed in (0, 1):
+        run_of(cur, "l2", "toy-cubic", seed)["metrics"]["rmse"] += 10.0  # far beyond tolerance
+    files = _files(tmp_path, cur, ref)
+    assert main([*files, "--changes-only"]) == 1
+    regressed = [ln for ln in capsys.readouterr().out.splitlines() if "REGRESSED" in ln.upper()]
+    assert any("toy-cubic" in ln and "rmse" in ln for ln in regressed)
+    assert main([*files, "--tasks", "mnist", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["tasks"] == ["mnist"] and report["n_runs"] == 6
+    assert {row["task"] for row in report["rows"]} == {"mnist"}

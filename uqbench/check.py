@@ -122,6 +122,7 @@ class CheckReport:
     n_runs: int = 0  # (method, task, seed) runs of the reference
     two_sided: bool = False  # an "improved" row fails the check too
     seeds: str = "same"  # "same": the reference's seeds; "any": whatever seeds each side has
+    tasks: list[str] | None = None  # the tasks compared (``--tasks``); None: every task
 
     @property
     def failing(self) -> tuple[str, ...]:
@@ -145,6 +146,7 @@ class CheckReport:
             "passed": self.passed,
             "two_sided": self.two_sided,
             "seeds": self.seeds,
+            "tasks": self.tasks,
             "n_runs": self.n_runs,
             "counts": {s: self.count(s) for s in STATUSES},
             "rows": [asdict(r) for r in self.rows],
@@ -783,6 +785,7 @@ class ExactReport:
     skipped: str | None = None
     #: :func:`check_close`'s tolerance; None for the tripwire (bit for bit).
     rtol: float | None = None
+    tasks: list[str] | None = None  # the tasks compared (``--tasks``); None: every task
 
     @property
     def passed(self) -> bool:
@@ -798,6 +801,7 @@ class ExactReport:
             "passed": self.passed,
             "skipped": self.skipped,
             **({} if self.rtol is None else {"rtol": self.rtol}),
+            "tasks": self.tasks,
             "n_runs": self.n_runs,
             "n_values": self.n_values,
             "diffs": [asdict(d) for d in self.diffs],
@@ -855,7 +859,8 @@ def check_close(results: dict, reference: dict, rtol: float) -> ExactReport:
     """The tripwire's tolerant form, for any machine class: every checked metric of every
     reference run (the statistical check's metrics, :func:`run_metric_paths`) within ``rtol``
     of the same seed's value, relative to the larger of the reference value's magnitude and
-    1 (so a proportion such as a coverage gets ``rtol`` absolute).
+    1 (so a proportion such as a coverage gets ``rtol`` absolute); FGSM's eps grid and the
+    class counts of the data each run saw (where the reference records them) equal.
 
     On another machine class than the reference's, float rounding makes the same seed's runs
     drift apart: on some tasks far less than their seeds differ (the ci suite's toy task:
@@ -870,14 +875,23 @@ def check_close(results: dict, reference: dict, rtol: float) -> ExactReport:
     ref_index, cur_index = _reference_runs_present(results, reference)
     report = ExactReport(suite=suite, n_runs=len(ref_index), n_values=0, rtol=rtol)
     for key, ref_run in ref_index.items():
+        cur_run = cur_index[key]
         for path in run_metric_paths(ref_run["metrics"]):
-            want = extract_metric(ref_run["metrics"], path)[0]
-            got = extract_metric(cur_index[key]["metrics"], path)[0]
+            want, want_eps = extract_metric(ref_run["metrics"], path)
+            got, got_eps = extract_metric(cur_run["metrics"], path)
             report.n_values += 1
-            if want is None and got is None:
+            if want_eps != got_eps:  # a summary over another eps grid measures another thing
+                report.diffs.append(ExactDiff(*key, f"{path} (eps grid)", want_eps, got_eps))
+            elif want is None and got is None:
                 continue
-            if want is None or got is None or not abs(got - want) <= rtol * max(abs(want), 1.0):
+            elif want is None or got is None or not abs(got - want) <= rtol * max(abs(want), 1):
                 report.diffs.append(ExactDiff(*key, path, want, got))
+        want_counts = _at(ref_run, ("data", "class_counts"))
+        if want_counts is not None:  # the data each run saw, as the other levels compare it
+            report.n_values += 1
+            got_counts = _at(cur_run, ("data", "class_counts"))
+            if got_counts != want_counts:
+                report.diffs.append(ExactDiff(*key, CLASS_COUNTS, want_counts, got_counts))
     return report
 
 
@@ -907,7 +921,7 @@ def format_exact(report: ExactReport, limit: int = 40) -> str:
     lines = []
     what = "tripwire" if report.rtol is None else "close check"
     if report.skipped:
-        return f"{what} SKIPPED (suite {report.suite!r}): {report.skipped}"
+        return f"{what} SKIPPED ({_scope(report)}): {report.skipped}"
     if report.diffs:
         header = ("method", "task", "seed", "metric", "reference", "current")
         cells = [
@@ -931,8 +945,8 @@ def format_exact(report: ExactReport, limit: int = 40) -> str:
         )
         lines.append(
             f"{what} FAILED: behaviour changed: {len(report.diffs)} of {report.n_values} "
-            f"metric values of {len(per_run)} of {report.n_runs} runs {differ} (suite "
-            f"{report.suite!r}); {REFRESH_HINT}"
+            f"metric values of {len(per_run)} of {report.n_runs} runs {differ} "
+            f"({_scope(report)}); {REFRESH_HINT}"
         )
     else:
         same = (
@@ -942,9 +956,15 @@ def format_exact(report: ExactReport, limit: int = 40) -> str:
         )
         lines.append(
             f"{what} PASSED: all {report.n_values} metric values of {report.n_runs} runs "
-            f"are {same} (suite {report.suite!r})"
+            f"are {same} ({_scope(report)})"
         )
     return "\n".join(lines)
+
+
+def _scope(report: CheckReport | ExactReport) -> str:
+    """``suite 'ci'``, and the tasks compared when ``--tasks`` chose some."""
+    tasks = f", tasks {', '.join(report.tasks)}" if report.tasks is not None else ""
+    return f"suite {report.suite!r}{tasks}"
 
 
 def _rtol(report: ExactReport) -> str:
@@ -1040,7 +1060,7 @@ def format_check_table(report: CheckReport, all_rows: bool = False) -> str:
     n_counts = sum(r.metric == CLASS_COUNTS for r in report.rows)
     counted = f" and the class counts of {n_counts} (method, task) pairs" if n_counts else ""
     lines.append(
-        f"check {verdict}: suite {report.suite!r}, {len(report.rows) - n_counts} metrics"
+        f"check {verdict}: {_scope(report)}, {len(report.rows) - n_counts} metrics"
         f"{counted} of "
         f"{report.n_runs} reference runs compared (means over {seeds}"
         f"{', two-sided' if report.two_sided else ''}): {counts}"
@@ -1254,7 +1274,6 @@ def run_check(
     results_file = resolve_results_path(Path(results_path))
     results = read_json(results_file, "results file")
     reference, files = read_reference(reference_path)
-    reference_file = files[0]
     validate_results(results, "results")
     if tasks is not None:
         have = sorted({str(r.get("task")) for r in reference.get("runs") or []})
@@ -1287,48 +1306,56 @@ def run_check(
                 f"the results were made {made} than the reference, so their metrics cannot be "
                 f"compared: {'; '.join(differ[:3])}{more} (results vs reference); {remedy}"
             )
+    report: CheckReport | ExactReport
     if close is not None:
-        return check_close(results, reference, close)
-    if exact:
-        other_machine = machine_differences(results, reference)
-        if other_machine:
-            why = (
-                "bit-for-bit equality holds only on the machine class the reference was made on, "
-                f"and these results come from another: {'; '.join(other_machine)} (results vs "
-                "reference)"
-            )
-            if not if_same_machine:
+        report = check_close(results, reference, close)
+    elif exact:
+        report = _tripwire(results, reference, if_same_machine)
+    else:
+        if tolerance_path is None:
+            if len(files) > 1:
                 raise ResultsError(
-                    f"{why}; compare them with the statistical check (without --exact), or "
-                    "make a reference on this machine class (results/reference/README.md)"
+                    "a reference of several files needs its tolerance file named (--tolerance): "
+                    "the one beside the first file holds against that file's runs alone"
                 )
-            _reference_runs_present(results, reference)  # skipped, but not for lack of runs
-            return ExactReport(
-                suite=_same_suite(results, reference), n_runs=0, n_values=0, skipped=why
-            )
+            tolerance_path = default_tolerance_path(files[0])
+            if not tolerance_path.is_file():
+                raise ResultsError(
+                    f"no tolerance file given and none at {tolerance_path}; derive one with "
+                    "`python -m uqbench.tolerances OUT.json RESULTS1.json RESULTS2.json ...`"
+                )
+        tolerances = load_tolerances(tolerance_path)
+        report = check_results(results, reference, tolerances, seeds=seeds, two_sided=two_sided)
+    report.tasks = tasks
+    return report
+
+
+def _tripwire(results: dict, reference: dict, if_same_machine: bool) -> ExactReport:
+    """:func:`check_identical`, or for results of another machine class than the
+    reference's a refusal (ResultsError), or with ``if_same_machine`` a skip saying why."""
+    other_machine = machine_differences(results, reference)
+    if not other_machine:
         return check_identical(results, reference)
-    if tolerance_path is None:
-        if len(files) > 1:
-            raise ResultsError(
-                "a reference of several files needs its tolerance file named (--tolerance): "
-                "the one beside the first file holds against that file's runs alone"
-            )
-        tolerance_path = default_tolerance_path(reference_file)
-        if not tolerance_path.is_file():
-            raise ResultsError(
-                f"no tolerance file given and none at {tolerance_path}; derive one with "
-                "`python -m uqbench.tolerances OUT.json RESULTS1.json RESULTS2.json ...`"
-            )
-    return check_results(
-        results, reference, load_tolerances(tolerance_path), seeds=seeds, two_sided=two_sided
+    why = (
+        "bit-for-bit equality holds only on the machine class the reference was made on, "
+        f"and these results come from another: {'; '.join(other_machine)} (results vs "
+        "reference)"
     )
+    if not if_same_machine:
+        raise ResultsError(
+            f"{why}; compare them with the statistical check (without --exact) or, for the "
+            "same seeds within a tolerance, --close RTOL, or make a reference on this machine "
+            "class (results/reference/README.md)"
+        )
+    _reference_runs_present(results, reference)  # skipped, but not for lack of runs
+    return ExactReport(suite=_same_suite(results, reference), n_runs=0, n_values=0, skipped=why)
 
 
 def _only_tasks(doc: dict, tasks: list[str]) -> dict:
     """``doc`` with only the runs (and failed runs) of ``tasks``."""
     out = {**doc, "runs": [r for r in doc["runs"] if r.get("task") in tasks]}
     if isinstance(doc.get("failed"), list):
-        out["failed"] = [f for f in doc["failed"] if f.get("task") in tasks]
+        out["failed"] = [f for f in doc["failed"] if isinstance(f, dict) and f.get("task") in tasks]
     return out
 
 

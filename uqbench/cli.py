@@ -189,8 +189,10 @@ def build_parser(with_extras: bool = True) -> argparse.ArgumentParser:
     chk.add_argument(
         "--tasks",
         nargs="+",
+        action="extend",
         metavar="TASK",
-        help="compare only the runs of these tasks (each one of the reference's)",
+        help="compare only the runs of these tasks (each one of the reference's; "
+        "--tasks a b, or a,b)",
     )
     chk.add_argument(
         "--any-seeds",
@@ -518,7 +520,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         two_sided=args.two_sided,
         if_same_machine=args.if_same_machine,
         close=args.close,
-        tasks=args.tasks,
+        tasks=_names(args.tasks, "--tasks"),
     )
     if args.json:
         print(json.dumps(report.to_dict(), indent=1))

@@ -22,7 +22,8 @@ method's own mean) and k from the pooled dof. A metric whose
 tolerance would exceed its ``USEFUL_MAX`` (the widest tolerance still worth checking) is
 not given that tolerance: it goes to the file's ``unchecked`` list with the numbers, and
 the check shows it but never fails on it. So does a metric only one repeat holds (no spread
-measured), and every metric of a task in ``--unchecked-tasks`` (left to the tripwire).
+measured), and every metric of a task in ``--unchecked-tasks`` (left to the tripwire and
+``uqbench check --close``).
 
 With ``--reference-mean`` the check's reference is not one run but the mean of the repeats
 themselves (every repeat given to ``uqbench check --reference``): a new run of as many
@@ -311,7 +312,8 @@ def main(argv: list[str] | None = None) -> int:
         nargs="+",
         default=[],
         metavar="TASK",
-        help="list every metric of these tasks as unchecked (left to the tripwire)",
+        help="list every metric of these tasks as unchecked (left to the tripwire and "
+        "`uqbench check --close`)",
     )
     parser.add_argument(
         "--tasks", nargs="+", help="only runs of these tasks (repeats may hold other runs too)"
